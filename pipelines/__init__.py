@@ -1,0 +1,1 @@
+"""songcorpus.pipelines."""

@@ -1,0 +1,178 @@
+"""The ``songcorpus`` command: curate, rebuild, report, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from songcorpus.schemas.config import ConfigError, load_config
+
+DEMO_MANIFEST = "demo/manifest.jsonl"
+
+
+def demo_manifest() -> str:
+    return str(resources.files("songcorpus.pipelines").joinpath(DEMO_MANIFEST))
+
+
+def _config_from_args(args: argparse.Namespace):
+    overrides: dict = {"engine": {}}
+    if getattr(args, "engine", None):
+        overrides["engine"]["name"] = args.engine
+    if getattr(args, "workers", None):
+        overrides["engine"]["workers"] = args.workers
+    if getattr(args, "address", None):
+        overrides["engine"]["ray_address"] = args.address
+    if getattr(args, "beam_option", None):
+        overrides["engine"]["beam_options"] = args.beam_option
+    if getattr(args, "cache_dir", None):
+        overrides["cache_dir"] = args.cache_dir
+    return load_config(args.profile, args.config, overrides)
+
+
+def print_funnel(out: Path) -> None:
+    from songcorpus.pipelines.catalog import read_funnel
+
+    rows = read_funnel(out)
+    total = sum(r[3] for r in rows)
+    hours = sum(r[4] for r in rows)
+    print(f"funnel for {out} ({total} inputs, {hours:.4f} h)")
+    print(f"{'status':<9} {'stage':<9} {'reason':<20} {'tracks':>7} {'hours':>9}")
+    for status, stage, code, n, h in rows:
+        print(f"{status:<9} {stage:<9} {code:<20} {n:>7} {h:>9.4f}")
+    import duckdb
+
+    con = duckdb.connect(str(out / "catalog.duckdb"), read_only=True)
+    try:
+        n_shards, n_windows = con.execute("SELECT (SELECT count(*) FROM shards), (SELECT count(*) FROM windows)").fetchone()
+    finally:
+        con.close()
+    print(f"{n_windows} samples in {n_shards} shards under {out / 'shards'}; catalog: {out / 'catalog.duckdb'}")
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="lite", help="config profile to start from (default: lite)")
+    p.add_argument("--config", help="YAML file whose keys override the profile (unknown keys are errors)")
+    p.add_argument("--engine", choices=["ray", "beam"], help="execution engine (default from config: ray)")
+    p.add_argument("--workers", type=int, help="parallel workers: local Ray CPUs or Beam direct workers")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--beam-option", action="append", metavar="FLAG",
+                   help="Beam pipeline option, repeatable, e.g. --beam-option=--runner=FlinkRunner")
+    p.add_argument("--cache-dir", help="content-addressed cache (default OUT/.cache); share it between runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    from songcorpus.pipelines.curate import curate
+
+    config = _config_from_args(args)
+    result = curate(args.inputs, args.out, config, progress=not args.no_progress)
+    counts = result.counts()
+    print(f"curated {sum(counts.values())} inputs in {result.seconds:.1f} s: "
+          + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("accepted", "rejected", "failed")))
+    print_funnel(Path(args.out))
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from songcorpus.pipelines.curate import load_state, rebuild
+
+    if args.config is None:
+        config, _, _ = load_state(Path(args.dir))
+    else:
+        config = load_config(args.profile, args.config)
+    result = rebuild(args.dir, config, progress=not args.no_progress)
+    counts = result.counts()
+    print(f"rebuilt {args.dir} in {result.seconds:.1f} s without re-running any stage: "
+          + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("accepted", "rejected", "failed")))
+    print_funnel(Path(args.dir))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    if not (out / "catalog.duckdb").exists():
+        raise ConfigError(f"{out} has no catalog.duckdb; run `songcorpus curate ... --out {out}` first")
+    print_funnel(out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.inputs = [demo_manifest()]
+    return cmd_curate(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="songcorpus",
+        description="Turn raw songs into WebDataset shards and a DuckDB catalog for music-generation training.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("curate", help="curate inputs into shards and a catalog",
+                       description="Decode, standardise, score and classify every input, apply the config's gates, "
+                                   "and write WebDataset shards plus a Parquet/DuckDB catalog with one row per "
+                                   "input. Re-running the same command resumes: finished work is reused from the "
+                                   "cache. INPUT may be a folder (scanned recursively), a glob, an audio file, a "
+                                   "manifest (.csv/.jsonl/.parquet with a 'path' column) or a saved Hugging Face "
+                                   "dataset folder (or hf:PATH).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", required=True, help="output folder (shards/, catalog/, catalog.duckdb)")
+    _add_engine_args(p)
+    p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("rebuild", help="re-apply gates/shard settings from stored scores (no model runs)",
+                       description="Re-decide every track of a curated folder with new gate thresholds, shard or "
+                                   "split settings, and rewrite shards and catalog. No analysis stage runs: "
+                                   "scores come from DIR/state. Changing analysis settings needs `curate`.")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--profile", default="lite", help="profile the new config starts from (default: lite)")
+    p.add_argument("--config", help="YAML with the new thresholds (default: the folder's own config)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_rebuild)
+
+    p = sub.add_parser("report", help="print the funnel of a curated folder",
+                       description="Counts and audio hours per status, stage and reason, from DIR/catalog.duckdb.")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="curate the bundled demo corpus",
+                       description="Curate the bundled demo corpus (songs with ground-truth stems, instrumentals, "
+                                   "and speech clips that must be rejected) with the embedded defaults: local Ray, "
+                                   "the lite profile, a DuckDB catalog.")
+    p.add_argument("--out", default="songcorpus-demo", help="output folder (default: ./songcorpus-demo)")
+    _add_engine_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user Ray: no token prompt in logs
+    for noisy in ("apache_beam", "ray", "ray.data"):
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"songcorpus: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - top level: one clear line, not a traceback wall
+        from songcorpus.pipelines.sources import SourceError
+        from songcorpus.transforms.models import ModelError
+
+        if isinstance(exc, SourceError | ModelError | FileNotFoundError):
+            print(f"songcorpus: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

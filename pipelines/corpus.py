@@ -1,0 +1,247 @@
+"""CorpusBuilder: from analysed rows (stored scores) to decisions, shards and the catalog.
+
+This is the late-binding half of the pipeline: no model runs here. It decides every track (stage
+outcome, exact-duplicate check, config gates), assigns splits by artist or track, lays samples into
+shards in a stable order, writes the shards atomically (skipping ones already on disk with the same
+planned content), and commits the catalog last. ``songcorpus rebuild`` calls it with a new config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from songcorpus.pipelines.catalog import write_catalog
+from songcorpus.pipelines.shard_writer import Sample, WrittenShard, describe_shard, write_shard
+from songcorpus.schemas.catalog import SCORE_COLUMNS
+from songcorpus.schemas.config import PipelineConfig
+from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, window_key
+from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for
+from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
+from songcorpus.transforms.base import Row, canonical_json
+from songcorpus.transforms.gates import apply_gates, check_gate_scores
+from tqdm import tqdm
+
+SHARD_MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str
+    stage: str | None = None
+    code: str | None = None
+    reason: str | None = None
+    duplicate_of: str | None = None
+
+
+def scores_of(row: Row) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for result in row["results"].values():
+        merged.update(result)
+    return {k: merged.get(k) for k in SCORE_COLUMNS}
+
+
+def decide(rows: list[Row], config: PipelineConfig) -> dict[str, Decision]:
+    """Per source: stage outcome first, then exact duplicates (the smallest source is kept), then gates."""
+    check_gate_scores(config.gates)
+    decisions: dict[str, Decision] = {}
+    by_sha: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        src = row["track"]["source"]
+        outcome = row["outcome"]
+        if outcome is not None:
+            decisions[src] = Decision(outcome["status"], outcome["stage"], outcome["code"], outcome["reason"])
+        else:
+            by_sha[row["results"]["ingest"]["audio_sha256"]].append(src)
+    kept_of = {src: min(srcs) for srcs in by_sha.values() for src in srcs}
+    for row in rows:
+        src = row["track"]["source"]
+        if src in decisions:
+            continue
+        kept = kept_of[src]
+        if kept != src:
+            decisions[src] = Decision("rejected", "dedup", "duplicate",
+                                      f"exact duplicate of the decoded audio of {kept}", kept)
+            continue
+        gate = apply_gates(config.gates, scores_of(row))
+        decisions[src] = (Decision("rejected", gate.stage, gate.code, gate.reason) if gate
+                          else Decision("accepted"))
+    return decisions
+
+
+def assign_split(track: dict[str, Any], config: PipelineConfig) -> str:
+    """The source's own split if it names one; else by hashing the artist (or the track when unknown),
+    so every window of a song, and every song of an artist, lands in one split on every run."""
+    given = track["metadata"].get("split")
+    if given in SPLITS:
+        return given
+    group = track["metadata"].get("artist") or track_id_for(track["source"])
+    h = int.from_bytes(hashlib.sha256(f"{config.splits.salt}\x1f{group}".encode()).digest()[:8], "big") / 2**64
+    if h < config.splits.train:
+        return "train"
+    return "valid" if h < config.splits.train + config.splits.valid else "test"
+
+
+def lineage_of(row: Row, lineages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: lineages[name] for name in row["results"] if name in lineages}
+
+
+def build_sample(row: Row, split: str, store: ArtefactStore, lineages: dict[str, dict[str, Any]],
+                 config: PipelineConfig) -> tuple[Sample, dict[str, Any]]:
+    track = row["track"]
+    ingest = row["results"]["ingest"]
+    audio_path = store.root / ingest["audio_file"]
+    if not audio_path.exists():
+        raise FileNotFoundError(f"standardised audio for {track['source']} is missing from the cache "
+                                f"({audio_path}); run `songcorpus curate` again to recompute it")
+    key = window_key(track_id_for(track["source"]), 0)
+    mix = audio_path.read_bytes()
+    meta = {
+        "spec_version": SAMPLE_SPEC_VERSION,
+        "key": key,
+        "track_id": track_id_for(track["source"]),
+        "source": track["source"],
+        "split": split,
+        "start_s": 0.0,
+        "duration_s": ingest["duration_s"],
+        "sample_rate": config.ingest.sample_rate,
+        "channels": config.ingest.channels,
+        "audio_sha256": ingest["audio_sha256"],
+        "metadata": {k: track["metadata"][k] for k in METADATA_FIELDS if k in track["metadata"] and k != "split"},
+        "scores": scores_of(row),
+        "lineage": lineage_of(row, lineages),
+        "fields": ["json", "mix.flac"],
+    }
+    sample = Sample(key, {"json": canonical_json(meta).encode("utf-8"), "mix.flac": mix})
+    return sample, meta
+
+
+def plan_shards(samples: list[Sample], split: str, config: PipelineConfig) -> list[tuple[str, list[Sample]]]:
+    """Greedy packing in key order: a shard closes at ``max_samples`` or before exceeding ``max_bytes``."""
+    plans: list[tuple[str, list[Sample]]] = []
+    current: list[Sample] = []
+    size = 0
+    cfg = config.shards
+    for sample in sorted(samples, key=lambda s: s.key):
+        if current and (len(current) >= cfg.max_samples or size + sample.nbytes > cfg.max_bytes):
+            plans.append(("", current))
+            current, size = [], 0
+        current.append(sample)
+        size += sample.nbytes
+    if current:
+        plans.append(("", current))
+    return [(f"{cfg.prefix}-{split}-{i:06d}.tar", group) for i, (_, group) in enumerate(plans)]
+
+
+def plan_digest(samples: list[Sample]) -> str:
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(s.key.encode())
+        for suffix in sorted(s.members):
+            h.update(suffix.encode() + hashlib.sha256(s.members[suffix]).digest())
+    return h.hexdigest()
+
+
+def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
+                 lineages: dict[str, dict[str, Any]], progress: bool = True) -> dict[str, Decision]:
+    rows = sorted(rows, key=lambda r: r["track"]["source"])
+    decisions = decide(rows, config)
+    shard_dir = out / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = shard_dir / SHARD_MANIFEST
+    old_manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+
+    splits: dict[str, str] = {}
+    by_split: dict[str, list[Sample]] = defaultdict(list)
+    window_meta: dict[str, dict[str, Any]] = {}
+    accepted = [r for r in rows if decisions[r["track"]["source"]].status == "accepted"]
+    for row in tqdm(accepted, desc="samples", unit="track", disable=not progress, leave=False):
+        split = assign_split(row["track"], config)
+        splits[row["track"]["source"]] = split
+        sample, meta = build_sample(row, split, store, lineages, config)
+        by_split[split].append(sample)
+        window_meta[sample.key] = meta
+
+    written: dict[str, WrittenShard] = {}
+    shard_split: dict[str, str] = {}
+    new_manifest: dict[str, dict[str, Any]] = {}
+    plans = [(split, name, group) for split in sorted(by_split) for name, group in plan_shards(by_split[split], split, config)]
+    for split, name, group in tqdm(plans, desc="shards", unit="shard", disable=not progress):
+        digest = plan_digest(group)
+        path = shard_dir / name
+        prior = old_manifest.get(name)
+        if prior and prior.get("plan") == digest and path.exists():
+            shard = describe_shard(path)
+            if shard.sha256 != prior.get("sha256"):
+                shard = write_shard(path, group)
+        else:
+            shard = write_shard(path, group)
+        written[name] = shard
+        shard_split[name] = split
+        new_manifest[name] = {"plan": digest, "sha256": shard.sha256, "n_samples": len(group), "split": split}
+    atomic_write_bytes(manifest_path, (json.dumps(new_manifest, indent=1, sort_keys=True) + "\n").encode())
+    for stale in sorted(shard_dir.glob("*.tar")):
+        if stale.name not in written:
+            stale.unlink()
+    for stale in sorted(shard_dir.glob("*.tar.tmp")):
+        stale.unlink()
+    for split in SPLITS:
+        shards = [n for n in sorted(written) if shard_split[n] == split]
+        index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"songcorpus-{split}",
+                 "shardlist": [{"url": n, "nsamples": new_manifest[n]["n_samples"]} for n in shards]}
+        path = shard_dir / f"index-{split}.json"
+        if shards:
+            atomic_write_bytes(path, (json.dumps(index, indent=1) + "\n").encode())
+        else:
+            path.unlink(missing_ok=True)
+
+    windows_rows = []
+    n_windows: dict[str, int] = defaultdict(int)
+    for name in sorted(written):
+        shard = written[name]
+        for i, key in enumerate(sorted(shard.offsets)):
+            meta = window_meta[key]
+            offs = shard.offsets[key]
+            n_windows[meta["source"]] += 1
+            windows_rows.append({
+                "key": key, "track_id": meta["track_id"], "source": meta["source"], "shard": name,
+                "index_in_shard": i, "split": meta["split"], "start_s": meta["start_s"],
+                "duration_s": meta["duration_s"], "fields": ",".join(sorted(offs)),
+                "bytes": sum(size for _, size in offs.values()),
+                "offsets_json": json.dumps({k: list(v) for k, v in sorted(offs.items())}, separators=(",", ":")),
+            })
+    tracks_rows = [track_row(r, decisions[r["track"]["source"]], splits.get(r["track"]["source"]),
+                             n_windows.get(r["track"]["source"], 0), lineages) for r in rows]
+    shard_rows = [{"shard": n, "n_samples": new_manifest[n]["n_samples"], "bytes": written[n].nbytes,
+                   "sha256": written[n].sha256, "split": shard_split[n]} for n in sorted(written)]
+    write_catalog(out, {"tracks": tracks_rows, "windows": windows_rows, "shards": shard_rows})
+    return decisions
+
+
+def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
+              lineages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    track = row["track"]
+    meta = track["metadata"]
+    ingest = row["results"].get("ingest", {})
+    return {
+        "track_id": track_id_for(track["source"]),
+        "source": track["source"],
+        "status": decision.status,
+        "stage": decision.stage,
+        "reason_code": decision.code,
+        "reason": decision.reason,
+        "audio_sha256": ingest.get("audio_sha256"),
+        "duplicate_of": decision.duplicate_of,
+        "source_format": ingest.get("source_format"),
+        "split": split,
+        **scores_of(row),
+        **{k: (str(meta[k]) if meta.get(k) is not None else None) for k in METADATA_FIELDS if k != "split"},
+        "has_stems": bool(track.get("vocals") or track.get("accompaniment")),
+        "extra_json": canonical_json(track.get("extra") or {}),
+        "lineage_json": canonical_json(lineage_of(row, lineages)),
+        "n_windows": n_windows,
+    }

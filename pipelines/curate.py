@@ -1,0 +1,117 @@
+"""The curation job: sources -> engine (analysis stages) -> stored scores -> corpus (gates, shards, catalog).
+
+State kept in OUT so the job can resume and be re-decided:
+  OUT/config.yaml            the full config the corpus was built with
+  OUT/state/rows.jsonl       every input's analysis results and outcome (the stored scores)
+  OUT/state/lineage.json     stage, version, model, checksum and config hash of each stage
+  OUT/shards/, OUT/catalog/, OUT/catalog.duckdb
+The content-addressed cache (default OUT/.cache) holds per-stage results and standardised audio;
+re-running the same command after a crash reuses every finished stage result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from songcorpus.pipelines.corpus import Decision, build_corpus
+from songcorpus.pipelines.executor import build_stages, new_row
+from songcorpus.pipelines.sources import expand_inputs
+from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
+from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
+from songcorpus.transforms.base import Row, canonical_json
+
+log = logging.getLogger("songcorpus")
+
+# Config sections that only affect decisions and layout: changing them needs no analysis re-run.
+LATE_BINDING_SECTIONS = ("gates", "shards", "splits", "engine", "cache_dir")
+
+
+@dataclass(frozen=True)
+class CurateResult:
+    out: Path
+    decisions: dict[str, Decision]
+    seconds: float
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in self.decisions.values():
+            out[d.status] = out.get(d.status, 0) + 1
+        return out
+
+
+def store_for(config: PipelineConfig, out: Path) -> ArtefactStore:
+    return ArtefactStore(Path(config.cache_dir) if config.cache_dir else out / ".cache")
+
+
+def run_engine(rows: list[Row], config: PipelineConfig, store: ArtefactStore, progress: bool) -> list[Row]:
+    if config.engine.name == "ray":
+        from songcorpus.pipelines.ray_runner import run_ray
+
+        return run_ray(rows, config, str(store.root), progress=progress)
+    from songcorpus.pipelines.beam_runner import run_beam
+
+    return run_beam(rows, config, str(store.root), progress=progress)
+
+
+def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True) -> CurateResult:
+    start = time.monotonic()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = store_for(config, out)
+    stages = build_stages(config, store)
+    for stage in stages:
+        stage.preflight()  # a missing or altered model fails here, before any data is read
+    records = expand_inputs(inputs, store.root / "inputs")
+    log.info("%d inputs", len(records))
+    rows = [new_row(r.to_dict()) for r in records]
+    if rows:
+        rows = run_engine(rows, config, store, progress)
+    rows.sort(key=lambda r: r["track"]["source"])
+    if len(rows) != len(records):
+        raise RuntimeError(f"engine returned {len(rows)} rows for {len(records)} inputs")
+    lineages = {s.name: s.lineage() for s in stages}
+    save_state(out, config, rows, lineages)
+    decisions = build_corpus(rows, config, out, store, lineages, progress=progress)
+    return CurateResult(out, decisions, time.monotonic() - start)
+
+
+def save_state(out: Path, config: PipelineConfig, rows: list[Row], lineages: dict) -> None:
+    state = out / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(state / "rows.jsonl", "".join(canonical_json(r) + "\n" for r in rows).encode())
+    atomic_write_bytes(state / "lineage.json", (json.dumps(lineages, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(out / "config.yaml", dump_config(config).encode())
+
+
+def load_state(out: Path) -> tuple[PipelineConfig, list[Row], dict]:
+    state = out / "state"
+    if not (state / "rows.jsonl").exists():
+        raise ConfigError(f"{out} holds no curated corpus (no state/rows.jsonl); run `songcorpus curate` first")
+    import yaml
+
+    config = PipelineConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
+    with open(state / "rows.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    lineages = json.loads((state / "lineage.json").read_text())
+    return config, rows, lineages
+
+
+def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) -> CurateResult:
+    """Re-decide and rewrite shards and catalog from stored scores; no analysis stage runs."""
+    start = time.monotonic()
+    out = Path(out)
+    old_config, rows, lineages = load_state(out)
+    old, new = old_config.model_dump(), new_config.model_dump()
+    changed = sorted(k for k in new if k not in LATE_BINDING_SECTIONS and old.get(k) != new.get(k))
+    if changed:
+        raise ConfigError(f"rebuild only re-applies {', '.join(LATE_BINDING_SECTIONS)}; the new config also "
+                          f"changes {', '.join(changed)}, which needs `songcorpus curate` (it reuses the cache)")
+    store = store_for(old_config, out)
+    merged = new_config.model_copy(update={"cache_dir": old_config.cache_dir})
+    atomic_write_bytes(out / "config.yaml", dump_config(merged).encode())
+    decisions = build_corpus(rows, merged, out, store, lineages, progress=progress)
+    return CurateResult(out, decisions, time.monotonic() - start)

@@ -1,0 +1,102 @@
+"""Engine-agnostic execution of stages over rows, shared by the Ray and Beam runners.
+
+Both engines call :class:`StageGroup` on batches of rows, so they run the very same code and produce
+the same results. Each stage result goes through the content-addressed artefact store: a hit skips
+the work (resume, re-runs), a miss computes and stores atomically. A stage error becomes the row's
+outcome (``failed``, or ``rejected`` for a :class:`Rejection`) and later stages skip that row.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from songcorpus.schemas.config import PipelineConfig
+from songcorpus.transforms.artefacts import ArtefactStore
+from songcorpus.transforms.audio_io import DecodeError
+from songcorpus.transforms.base import Rejection, Resources, Row, Stage
+from songcorpus.transforms.classify import YamnetContentClassifier
+from songcorpus.transforms.ingest import IngestStage
+from songcorpus.transforms.quality import QualityStage
+
+STAGE_CLASSES: dict[str, tuple[type[Stage], ...]] = {
+    "lite": (IngestStage, QualityStage, YamnetContentClassifier),
+}
+
+
+def build_stages(config: PipelineConfig, store: ArtefactStore) -> list[Stage]:
+    return [cls(config, store) for cls in STAGE_CLASSES[config.profile]]
+
+
+def new_row(track: dict[str, Any]) -> Row:
+    return {"track": track, "results": {}, "outcome": None}
+
+
+def run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
+    """Apply one stage to one row in place (cache first; setup on the first miss)."""
+    if row["outcome"] is not None:
+        return
+    try:
+        key = stage.cache_key(row)
+        result = stage.store.get_result(stage.name, key)
+        if result is None:
+            if not ready[0]:
+                stage.setup()
+                ready[0] = True
+            result = stage.process_one(row)
+            stage.store.put_result(stage.name, key, result)
+        row["results"][stage.name] = result
+    except Rejection as rej:
+        row["outcome"] = {"status": "rejected", "stage": stage.name, "code": rej.code, "reason": rej.reason}
+    except DecodeError as exc:
+        row["outcome"] = {"status": "failed", "stage": stage.name, "code": exc.code, "reason": str(exc)}
+    except MemoryError:
+        row["outcome"] = {"status": "failed", "stage": stage.name, "code": "out_of_memory",
+                          "reason": "out of memory (lower ingest.max_duration_s or give workers more memory)"}
+    except Exception as exc:  # noqa: BLE001 - one bad input must not stop the job
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        row["outcome"] = {"status": "failed", "stage": stage.name, "code": "error",
+                          "reason": f"{type(exc).__name__}: {exc} (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})"}
+
+
+@dataclass
+class StageGroup:
+    """Consecutive stages with the same resource shape, run as one engine operator."""
+
+    stages: list[Stage]
+
+    def __post_init__(self) -> None:
+        self._ready = [[False] for _ in self.stages]
+
+    @property
+    def name(self) -> str:
+        return "+".join(s.name for s in self.stages)
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(num_cpus=max(s.resources.num_cpus for s in self.stages),
+                         num_gpus=max(s.resources.num_gpus for s in self.stages),
+                         memory_mb=max(s.resources.memory_mb for s in self.stages))
+
+    @property
+    def batch_size(self) -> int:
+        return min(s.batch_size for s in self.stages)
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        for row in rows:
+            for stage, ready in zip(self.stages, self._ready, strict=True):
+                run_stage(stage, row, ready)
+        return rows
+
+
+def group_stages(stages: list[Stage]) -> list[StageGroup]:
+    """Fuse neighbours that need the same kind of worker (CPU-only vs GPU): a CPU model stage shares
+    the worker with decoding instead of pinning an idle CPU, while a GPU stage gets its own pool."""
+    groups: list[list[Stage]] = []
+    for stage in stages:
+        if groups and (groups[-1][-1].resources.num_gpus > 0) == (stage.resources.num_gpus > 0):
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return [StageGroup(g) for g in groups]

@@ -1,0 +1,182 @@
+"""Sources: folders, globs, manifests (CSV / JSONL / Parquet) and local Hugging Face datasets -> TrackRecords.
+
+Every source yields the same records, sorted by ``source`` so runs are deterministic. Inputs that
+cannot even be opened (a broken symlink, a directory named like audio) still yield a record with a
+``scan_error``, so they get a catalog row instead of disappearing.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob as globlib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord
+
+# What FFmpeg or libsndfile decode; files with other suffixes are not audio candidates in a folder scan
+# (name a file explicitly, or list it in a manifest, to force an attempt).
+AUDIO_SUFFIXES = frozenset(
+    ".wav .wave .flac .mp3 .ogg .oga .opus .m4a .mp4 .aac .aif .aiff .aifc .caf .w64 .rf64 .wma .mka .webm "
+    ".ape .wv .ac3 .eac3 .dts .amr .au .snd .voc .mp2 .mpc .tta .alac .3gp".split()
+)
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+_HF_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
+
+
+class SourceError(ValueError):
+    """An input that cannot be read as a source at all (bad manifest, missing path)."""
+
+
+def is_audio_candidate(name: str) -> bool:
+    return Path(name).suffix.lower() in AUDIO_SUFFIXES
+
+
+def scan_directory(root: str) -> Iterator[TrackRecord]:
+    """Recursively every audio candidate under ``root`` (symlinked files included, broken ones reported)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for d in dirnames:
+            if is_audio_candidate(d):
+                full = os.path.join(dirpath, d)
+                yield TrackRecord(source=full, path=full, scan_error=f"is a directory, not an audio file: {full}")
+        for f in sorted(filenames):
+            if is_audio_candidate(f):
+                full = os.path.join(dirpath, f)
+                yield TrackRecord(source=full, path=full)
+
+
+def _clean_meta(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from pandas-like readers
+        return None
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return value
+
+
+def _manifest_rows(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as fh:
+                return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(fh)]
+        if suffix in (".jsonl", ".ndjson"):
+            rows = []
+            with open(path, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise SourceError(f"manifest {path}, line {lineno}: not JSON ({exc.msg})") from None
+            return rows
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+    except OSError as exc:
+        raise SourceError(f"cannot read manifest {path}: {exc}") from None
+    raise SourceError(f"manifest {path}: unsupported format (use {', '.join(MANIFEST_SUFFIXES)})")
+
+
+def read_manifest(path: str) -> Iterator[TrackRecord]:
+    """Rows with a ``path`` column; optional ``vocals``/``accompaniment`` stems and metadata columns.
+    Relative paths resolve against the manifest's folder; other columns are kept in ``extra``."""
+    mpath = Path(path)
+    rows = _manifest_rows(mpath)
+    base = mpath.parent
+    for i, row in enumerate(rows):
+        if not row.get("path"):
+            raise SourceError(f"manifest {mpath}, row {i + 1}: missing required column 'path' "
+                              f"(columns: {', '.join(sorted(row))})")
+
+        def resolve(p: Any) -> str | None:
+            if not p:
+                return None
+            p = str(p)
+            return p if (os.path.isabs(p) or "://" in p) else os.path.join(str(base), p)
+
+        src = resolve(row["path"])
+        meta = {k: _clean_meta(row.get(k)) for k in METADATA_FIELDS if _clean_meta(row.get(k)) is not None}
+        extra = {k: v for k, v in row.items()
+                 if k not in METADATA_FIELDS and k not in ("path", "vocals", "accompaniment") and v is not None}
+        yield TrackRecord(source=src, path=src, vocals=resolve(row.get("vocals")),
+                          accompaniment=resolve(row.get("accompaniment")), metadata=meta,
+                          extra=json.loads(json.dumps(extra, default=str)))
+
+
+def is_hf_dataset_dir(path: str) -> bool:
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m)) for m in _HF_MARKERS)
+
+
+def read_hf_dataset(path: str, materialise_dir: Path) -> Iterator[TrackRecord]:
+    """A dataset saved with ``save_to_disk`` that has an Audio column; no network is touched.
+    Embedded audio bytes are written once to ``materialise_dir`` under their sha256."""
+    import datasets
+
+    loaded = datasets.load_from_disk(path)
+    splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
+    for split, ds in splits:
+        audio_cols = [name for name, feat in ds.features.items() if isinstance(feat, datasets.Audio)]
+        if not audio_cols:
+            raise SourceError(f"dataset {path}{'/' + split if split else ''} has no Audio column "
+                              f"(columns: {', '.join(ds.column_names)})")
+        col = audio_cols[0]
+        ds = ds.cast_column(col, datasets.Audio(decode=False))
+        for i, row in enumerate(ds):
+            audio = row[col] or {}
+            source = f"hf:{path}{'/' + split if split else ''}#{i}"
+            meta = {k: _clean_meta(row.get(k)) for k in METADATA_FIELDS if _clean_meta(row.get(k)) is not None}
+            if split and "split" not in meta and split in ("train", "valid", "test"):
+                meta["split"] = split
+            if audio.get("bytes"):
+                data = audio["bytes"]
+                suffix = Path(audio.get("path") or "audio.bin").suffix or ".bin"
+                target = materialise_dir / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+                if not target.exists():
+                    from songcorpus.transforms.artefacts import atomic_write_bytes
+
+                    atomic_write_bytes(target, data)
+                local = str(target)
+            elif audio.get("path"):
+                local = audio["path"]
+            else:
+                yield TrackRecord(source=source, path="", metadata=meta, scan_error="dataset row has no audio")
+                continue
+            extra = {k: v for k, v in row.items() if k != col and k not in METADATA_FIELDS
+                     and isinstance(v, (str, int, float, bool))}
+            yield TrackRecord(source=source, path=local, metadata=meta, extra=extra)
+
+
+def expand_inputs(inputs: Iterable[str], materialise_dir: Path) -> list[TrackRecord]:
+    """All records from every input, de-duplicated by source and sorted (deterministic order)."""
+    records: dict[str, TrackRecord] = {}
+    for item in inputs:
+        if item.startswith("hf:"):
+            found = read_hf_dataset(item[3:], materialise_dir)
+        elif item.lower().endswith(MANIFEST_SUFFIXES) and os.path.isfile(item):
+            found = read_manifest(item)
+        elif is_hf_dataset_dir(item):
+            found = read_hf_dataset(item, materialise_dir)
+        elif os.path.isdir(item):
+            found = scan_directory(item)
+        elif any(ch in item for ch in "*?[") and not os.path.lexists(item):
+            matches = sorted(globlib.glob(item, recursive=True))
+            if not matches:
+                raise SourceError(f"pattern {item!r} matches nothing")
+            found = (rec for m in matches for rec in
+                     (scan_directory(m) if os.path.isdir(m) else [TrackRecord(source=m, path=m)]))
+        elif os.path.lexists(item):
+            found = [TrackRecord(source=item, path=item)]
+        else:
+            raise SourceError(f"input {item!r} does not exist (give a folder, a glob, an audio file, a manifest "
+                              f"{'/'.join(MANIFEST_SUFFIXES)}, or a saved Hugging Face dataset folder)")
+        for rec in found:
+            records.setdefault(rec.source, rec)
+    return [records[k] for k in sorted(records)]

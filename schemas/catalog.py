@@ -1,0 +1,101 @@
+"""Arrow schemas of the catalog tables (Parquet files + DuckDB views over them).
+
+``tracks``: one row per input, whatever happened to it. ``windows``: one row per shard sample.
+Scores are plain columns so analysts can query them and gates can be re-applied without models.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+CATALOG_VERSION = 1
+
+STATUSES = ("accepted", "rejected", "failed")
+
+# Every score a stage stores, with the stage that produces it (gates report this stage).
+SCORE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
+    # name: (type, producing stage, unit / meaning)
+    "duration_s": (pa.float64(), "ingest", "seconds of decoded audio"),
+    "source_sample_rate": (pa.int64(), "ingest", "Hz, as decoded"),
+    "source_channels": (pa.int64(), "ingest", "channels, as decoded"),
+    "loudness_lufs": (pa.float64(), "ingest", "integrated loudness, ITU-R BS.1770 (LUFS); null when undefined"),
+    "clipping_ratio": (pa.float64(), "ingest", "fraction of source samples at full scale"),
+    "nonfinite_ratio": (pa.float64(), "ingest", "fraction of source samples that are NaN or inf"),
+    "silence_ratio": (pa.float64(), "quality", "fraction of 10 ms frames that are digital silence"),
+    "bandwidth_hz": (pa.float64(), "quality", "effective bandwidth of the long-term spectrum"),
+    "dc_offset": (pa.float64(), "quality", "absolute mean sample value"),
+    "snr_db": (pa.float64(), "quality", "WADA-SNR blind estimate (Kim & Stern 2008)"),
+    "speech_prob": (pa.float64(), "classify", "mean AudioSet 'Speech' probability"),
+    "singing_prob": (pa.float64(), "classify", "mean AudioSet 'Singing' probability"),
+    "music_prob": (pa.float64(), "classify", "mean AudioSet 'Music' probability"),
+    "speech_fraction": (pa.float64(), "classify", "fraction of frames where speech beats music and singing"),
+}
+
+TRACKS_SCHEMA = pa.schema(
+    [
+        pa.field("track_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("stage", pa.string()),
+        pa.field("reason_code", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("audio_sha256", pa.string()),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("source_format", pa.string()),
+        pa.field("split", pa.string()),
+        *[pa.field(name, typ) for name, (typ, _, _) in SCORE_COLUMNS.items()],
+        pa.field("title", pa.string()),
+        pa.field("artist", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("tags", pa.string()),
+        pa.field("lyrics", pa.string()),
+        pa.field("language", pa.string()),
+        pa.field("license", pa.string()),
+        pa.field("has_stems", pa.bool_()),
+        pa.field("extra_json", pa.string()),
+        pa.field("lineage_json", pa.string()),
+        pa.field("n_windows", pa.int64()),
+    ]
+)
+
+WINDOWS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("track_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("index_in_shard", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("fields", pa.string(), nullable=False),  # comma-separated member suffixes, e.g. "json,mix.flac"
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("offsets_json", pa.string(), nullable=False),  # {suffix: [data offset, size]} inside the tar
+    ]
+)
+
+SHARDS_SCHEMA = pa.schema(
+    [
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("n_samples", pa.int64(), nullable=False),
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)
+
+FUNNEL_SQL = """
+CREATE OR REPLACE VIEW funnel AS
+SELECT status, stage, reason_code, tracks, hours FROM (
+    SELECT
+        status,
+        coalesce(stage, 'accepted') AS stage,
+        coalesce(reason_code, 'accepted') AS reason_code,
+        count(*) AS tracks,
+        round(coalesce(sum(duration_s), 0) / 3600.0, 6) AS hours,
+        CASE status WHEN 'failed' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END AS status_order
+    FROM tracks
+    GROUP BY status, coalesce(stage, 'accepted'), coalesce(reason_code, 'accepted')
+)
+ORDER BY status_order, stage, reason_code
+"""

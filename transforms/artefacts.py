@@ -1,0 +1,90 @@
+"""Content-addressed artefact store: stage results (JSON) and standardised audio (FLAC).
+
+Keys are sha256 digests, so the same input, stage version, model and config always land on the same
+entry: a re-run or a resumed run after a crash reuses what exists and recomputes only what changed.
+Every write goes to a temporary name, is flushed and fsynced, then renamed, so a crash never leaves a
+half entry that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; outputs should read like any written file
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def commit_file(tmp: Path, path: Path) -> None:
+    """fsync a finished temporary file and rename it into place."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ArtefactStore:
+    """A directory of ``results/<stage>/<k[:2]>/<k>.json`` and ``audio/<sha[:2]>/<sha>.flac``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def result_path(self, stage: str, key: str) -> Path:
+        return self.root / "results" / stage / key[:2] / f"{key}.json"
+
+    def get_result(self, stage: str, key: str) -> dict[str, Any] | None:
+        path = self.result_path(stage, key)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError):
+            return None  # unreadable entry: recompute and overwrite
+
+    def put_result(self, stage: str, key: str, value: dict[str, Any]) -> None:
+        from songcorpus.transforms.base import canonical_json
+
+        atomic_write_bytes(self.result_path(stage, key), canonical_json(value).encode())
+
+    def audio_path(self, sha256: str) -> Path:
+        return self.root / "audio" / sha256[:2] / f"{sha256}.flac"
+
+    def new_temp(self, suffix: str) -> Path:
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(suffix=suffix, dir=tmp_dir)
+        os.fchmod(fd, _FILE_MODE)
+        os.close(fd)
+        return Path(name)

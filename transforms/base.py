@@ -1,0 +1,95 @@
+"""The stage contract every transform keeps (after NeMo Curator's stages).
+
+A stage declares its name and version, the fields it requires and provides, and the resources
+one worker needs. ``setup()`` runs once per worker (load models there, never in ``__init__``, so a
+stage object pickles cheaply to Ray actors and Beam workers). ``process_one`` maps one in-flight
+row to the fields this stage provides. A stage raises :class:`Rejection` to reject an input with a
+reason, and any other exception to fail it; the runner records either on the row and goes on.
+
+Rows are plain dicts so every engine can carry them::
+
+    {"track": TrackRecord.to_dict(), "results": {stage_name: {field: value}}, "outcome": None | {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from songcorpus.schemas.config import PipelineConfig
+from songcorpus.transforms.artefacts import ArtefactStore
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage needs; runners turn this into Ray resources / Beam hints."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_mb: int = 1024
+
+
+class Rejection(Exception):  # noqa: N818 - it is a decision, not an error
+    """The input is readable but unusable; ``code`` is the funnel's reason code."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    version: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    provides: ClassVar[tuple[str, ...]] = ()
+    resources: ClassVar[Resources] = Resources()
+    batch_size: ClassVar[int] = 1
+    uses_actor: ClassVar[bool] = False  # True: a model loaded once per long-lived worker
+
+    def __init__(self, config: PipelineConfig, store: ArtefactStore) -> None:
+        self.config = config
+        self.store = store
+
+    def setup(self) -> None:
+        """Load models and other per-worker state."""
+
+    def preflight(self) -> None:
+        """Cheap checks on the driver before any data moves (a missing model fails here)."""
+
+    @abstractmethod
+    def config_digest(self) -> str:
+        """Hash of the settings that change this stage's output."""
+
+    @abstractmethod
+    def input_identity(self, row: Row) -> str:
+        """Content identity of what this stage reads (e.g. the decoded audio's sha256)."""
+
+    @abstractmethod
+    def process_one(self, row: Row) -> dict[str, Any]:
+        """The provided fields for one row. Raise Rejection or any error; the runner records it."""
+
+    def model_id(self) -> str | None:
+        return None
+
+    def model_checksum(self) -> str | None:
+        return None
+
+    def cache_key(self, row: Row) -> str:
+        parts = [self.name, self.version, self.input_identity(row), self.config_digest(),
+                 self.model_id() or "", self.model_checksum() or ""]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+    def lineage(self) -> dict[str, Any]:
+        return {"stage": self.name, "version": self.version, "model": self.model_id(),
+                "checksum": self.model_checksum(), "config_hash": self.config_digest()}
+
+
+def canonical_json(obj: Any) -> str:
+    """The one JSON encoding used for rows, cache entries and shard metadata (byte-stable)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

