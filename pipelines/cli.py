@@ -129,15 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Re-decide every track of a curated folder with new gate thresholds, shard or "
                                    "split settings, and rewrite shards and catalog. No analysis stage runs: "
                                    "scores come from DIR/state. Changing analysis settings needs `curate`.")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="a folder written by `songcorpus curate --out DIR`")
     p.add_argument("--profile", default="lite", help="profile the new config starts from (default: lite)")
     p.add_argument("--config", help="YAML with the new thresholds (default: the folder's own config)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_rebuild)
 
     p = sub.add_parser("report", help="print the funnel of a curated folder",
-                       description="Counts and audio hours per status, stage and reason, from DIR/catalog.duckdb.")
-    p.add_argument("dir", metavar="DIR")
+                       description="Print the funnel of a curated folder: how many inputs, and how many hours of "
+                                   "audio, were accepted, rejected (by which stage and gate) or failed (by which "
+                                   "error), from DIR/catalog.duckdb.",
+                       epilog="The same table is the DuckDB view `funnel`: "
+                              "python -c \"import duckdb; print(duckdb.connect('DIR/catalog.duckdb').sql("
+                              "'SELECT * FROM funnel'))\"; every input's row is in the table `tracks`.")
+    p.add_argument("dir", metavar="DIR", help="a folder written by `songcorpus curate --out DIR`")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",

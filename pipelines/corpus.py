@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from songcorpus.pipelines.catalog import write_catalog
 from songcorpus.pipelines.shard_writer import Sample, WrittenShard, describe_shard, write_shard
 from songcorpus.schemas.catalog import SCORE_COLUMNS
@@ -24,7 +26,6 @@ from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row, canonical_json
 from songcorpus.transforms.gates import apply_gates, check_gate_scores
-from tqdm import tqdm
 
 SHARD_MANIFEST = "manifest.json"
 

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import numpy as np
+
 from songcorpus.pipelines.executor import StageGroup, build_stages, group_stages
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore

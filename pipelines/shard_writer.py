@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from songcorpus.transforms.artefacts import commit_file
 from webdataset.writer import TarWriter
+
+from songcorpus.transforms.artefacts import commit_file
 
 
 @dataclass(frozen=True)

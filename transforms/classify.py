@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import soxr
+
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
 from songcorpus.transforms.models import get_model

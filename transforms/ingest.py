@@ -22,6 +22,7 @@ import numpy as np
 import pyloudnorm
 import soundfile as sf
 import soxr
+
 from songcorpus.transforms.artefacts import commit_file
 from songcorpus.transforms.audio_io import AudioStream, DecodeError, downmix, to_int16
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage
@@ -29,13 +30,16 @@ from songcorpus.transforms.base import Rejection, Resources, Row, Stage
 _FILE_HASH_CHUNK = 1 << 20
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of the raw input bytes; raises OSError naming the problem (missing, unreadable...)."""
+def file_sha256(path: Path) -> tuple[str, int]:
+    """sha256 and size of the raw input bytes, by reading them (stat sizes lie for special files);
+    raises OSError naming the problem (permission, I/O error...)."""
     h = hashlib.sha256()
+    size = 0
     with open(path, "rb") as fh:
         while chunk := fh.read(_FILE_HASH_CHUNK):
             h.update(chunk)
-    return h.hexdigest()
+            size += len(chunk)
+    return h.hexdigest(), size
 
 
 class IngestStage(Stage):
@@ -62,11 +66,12 @@ class IngestStage(Stage):
                 raise DecodeError(f"broken symlink: {path} -> {os.readlink(path)}", "missing")
             raise DecodeError(f"file not found: {path}", "missing")
         try:
-            if path.stat().st_size == 0:
-                raise DecodeError(f"empty file (0 bytes): {path}", "empty")
-            return file_sha256(path)
+            digest, size = file_sha256(path)
         except OSError as exc:
             raise DecodeError(f"unreadable: {exc.strerror or exc} ({path})", "unreadable") from None
+        if size == 0:
+            raise DecodeError(f"empty file (0 bytes): {path}", "empty")
+        return digest
 
     def process_one(self, row: Row) -> dict[str, Any]:
         cfg = self.config.ingest
@@ -121,9 +126,9 @@ class IngestStage(Stage):
                     emit(resampler.resample_chunk(np.zeros((0, cfg.channels), np.float32), last=True))
             if n_source == 0:
                 raise Rejection("empty", "no audio frames decoded (empty stream)")
-            if info.frames is not None and info.format.startswith(("WAV", "FLAC", "AIFF", "W64", "RF64")) \
-                    and n_source < info.frames:
-                raise Rejection("truncated", f"header declares {info.frames} frames, only {n_source} decodable")
+            declared = wav_declared_frames(stream.path) if info.format.startswith("WAV") else info.frames
+            if declared is not None and n_source < declared:
+                raise Rejection("truncated", f"header declares {declared} frames, only {n_source} are in the file")
             pcm = np.concatenate(pcm_blocks) if pcm_blocks else np.zeros((0, cfg.channels), np.int16)
             sha = hasher.hexdigest()
             final = self.store.audio_path(sha)
@@ -144,6 +149,18 @@ class IngestStage(Stage):
             "clipping_ratio": n_clipped / n_samples,
             "nonfinite_ratio": n_nonfinite / n_samples,
         }
+
+
+def wav_declared_frames(path: Path) -> int | None:
+    """Frames a PCM WAV header declares. libsndfile trusts the file size over the header, so a cut-off
+    WAV would otherwise pass as a shorter song; the stdlib parser reads the header's own claim."""
+    import wave
+
+    try:
+        with wave.open(str(path), "rb") as wav:
+            return wav.getnframes()
+    except (wave.Error, EOFError, OSError):
+        return None  # float or extensible WAVs: nothing the stdlib can check
 
 
 def integrated_loudness(pcm: np.ndarray, rate: int) -> float | None:

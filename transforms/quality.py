@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from scipy import signal
+
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
 from songcorpus.transforms.snr import wada_snr

@@ -1,0 +1,140 @@
+"""Shared fixtures: curated demo corpora on both engines (built once per session), bad-input folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from songcorpus.pipelines.cli import demo_manifest
+from songcorpus.pipelines.curate import curate
+from songcorpus.schemas.config import load_config
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+DEMO_DIR = Path(demo_manifest()).parent
+MUSIC_CLIP = DEMO_DIR / "instr_fof_00" / "mix.flac"
+
+
+def curate_with(engine: str, inputs: list[str], out: Path, workers: int = 2, **overrides) -> Path:
+    config = load_config(overrides={"engine": {"name": engine, "workers": workers}, **overrides})
+    curate(inputs, out, config, progress=False)
+    return out
+
+
+def tracks(out: Path) -> list[dict]:
+    con = duckdb.connect(str(out / "catalog.duckdb"), read_only=True)
+    try:
+        cur = con.execute("SELECT * FROM tracks ORDER BY source")
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def output_files(out: Path) -> dict[str, bytes]:
+    """Everything that must be byte-identical between engines and runs."""
+    files = {}
+    for sub in ("shards", "catalog"):
+        for p in sorted((out / sub).iterdir()):
+            files[f"{sub}/{p.name}"] = p.read_bytes()
+    files["state/rows.jsonl"] = (out / "state" / "rows.jsonl").read_bytes()
+    return files
+
+
+@pytest.fixture(scope="session")
+def demo_ray(tmp_path_factory) -> Path:
+    return curate_with("ray", [demo_manifest()], tmp_path_factory.mktemp("demo_ray"))
+
+
+@pytest.fixture(scope="session")
+def demo_beam(tmp_path_factory) -> Path:
+    return curate_with("beam", [demo_manifest()], tmp_path_factory.mktemp("demo_beam"))
+
+
+def music(seconds: float | None = None) -> tuple[np.ndarray, int]:
+    x, rate = sf.read(str(MUSIC_CLIP), dtype="float32")
+    if seconds is not None:
+        x = x[: int(seconds * rate)]
+    return x, rate
+
+
+# expected (status, reason_code) for each bad or odd input; None code = accepted
+BAD_INPUTS: dict[str, tuple[str, str | None]] = {
+    "empty.wav": ("failed", "empty"),
+    "truncated.flac": ("failed", "corrupt"),
+    "truncated.wav": ("rejected", "truncated"),
+    "random_bytes.wav": ("failed", "undecodable"),
+    "text.mp3": ("failed", "undecodable"),
+    "lying_header.wav": ("rejected", "truncated"),
+    "nonfinite.wav": ("rejected", "nonfinite_samples"),
+    "silence.wav": ("rejected", "digital_silence"),
+    "very_short.wav": ("rejected", "too_short"),
+    "hour_long.wav": ("rejected", "too_long"),
+    "surround_5_1.wav": ("accepted", None),
+    "rate_8k.wav": ("rejected", "low_source_rate"),
+    "rate_192k.flac": ("accepted", None),
+    "odd ‘名前’ \"quoted\" it's.flac": ("accepted", None),
+    "zz_duplicate.flac": ("rejected", "duplicate"),
+    "fake_dir.wav": ("failed", "not_a_file"),
+    "dangling.wav": ("failed", "missing"),
+    "unreadable.wav": ("failed", "unreadable"),
+}
+
+
+def make_bad_inputs(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    x, rate = music(12.0)
+    rng = np.random.default_rng(7)
+
+    (root / "empty.wav").write_bytes(b"")
+    full = MUSIC_CLIP.read_bytes()
+    (root / "truncated.flac").write_bytes(full[: len(full) // 2])
+    sf.write(root / "whole.wav", x, rate, subtype="PCM_16")
+    whole = (root / "whole.wav").read_bytes()
+    (root / "whole.wav").unlink()
+    (root / "truncated.wav").write_bytes(whole[: len(whole) // 3])
+    lying = bytearray(whole)
+    at = lying.index(b"data")
+    lying[at + 4 : at + 8] = (len(whole) * 4).to_bytes(4, "little")
+    (root / "lying_header.wav").write_bytes(bytes(lying))
+    (root / "random_bytes.wav").write_bytes(rng.bytes(100_000))
+    (root / "text.mp3").write_text("this is not audio, it is a text file with an .mp3 name\n" * 50)
+    bad = x.copy()
+    bad[1000:1100] = np.nan
+    bad[5000] = np.inf
+    sf.write(root / "nonfinite.wav", bad, rate, subtype="FLOAT")
+    sf.write(root / "silence.wav", np.zeros(rate * 8, np.float32), rate, subtype="PCM_16")
+    sf.write(root / "very_short.wav", x[: rate // 2], rate, subtype="PCM_16")
+    with sf.SoundFile(root / "hour_long.wav", "w", samplerate=8000, channels=1, subtype="PCM_16") as fh:
+        block = (rng.normal(0, 0.05, 8000 * 60)).astype(np.float32)
+        for _ in range(60):
+            fh.write(block)
+    sf.write(root / "surround_5_1.wav", np.stack([x * g for g in (0.5, 0.45, 0.4, 0.3, 0.35, 0.3)], axis=1), rate,
+             subtype="PCM_24")
+    sf.write(root / "rate_8k.wav", soxr.resample(x, rate, 8000), 8000, subtype="PCM_16")
+    sf.write(root / "rate_192k.flac", soxr.resample(x * 0.9, rate, 192000), 192000, subtype="PCM_24")
+    odd = root / "odd ‘名前’ \"quoted\" it's.flac"
+    sf.write(odd, x * 0.8, rate, subtype="PCM_16")
+    shutil.copyfile(odd, root / "zz_duplicate.flac")
+    (root / "fake_dir.wav").mkdir()
+    os.symlink(root / "does-not-exist.flac", root / "dangling.wav")
+    unreadable = root / "unreadable.wav"
+    if os.geteuid() == 0:
+        # root reads any mode-000 file; /proc/self/mem opens but every read at offset 0 fails with EIO
+        os.symlink("/proc/self/mem", unreadable)
+    else:
+        shutil.copyfile(root / "very_short.wav", unreadable)
+        unreadable.chmod(0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory) -> Path:
+    return make_bad_inputs(tmp_path_factory.mktemp("bad") / "inputs")

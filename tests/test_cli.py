@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from songcorpus.pipelines.cli import main
+
+
+@pytest.mark.parametrize("command", ["curate", "rebuild", "report", "demo"])
+def test_help_explains_each_command(command):
+    out = subprocess.run([sys.executable, "-m", "songcorpus.pipelines.cli", command, "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "usage: songcorpus" in out and len(out) > 300
+
+
+def test_report_prints_the_funnel(demo_ray, capsys):
+    assert main(["report", str(demo_ray)]) == 0
+    out = capsys.readouterr().out
+    assert "speech_dominant" in out and "8 samples in 1 shards" in out
+
+
+def test_report_on_a_folder_without_catalog_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "run `songcorpus curate" in capsys.readouterr().err
+
+
+def test_bad_config_key_exits_2_with_the_key(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("shards: {max_sample: 3}\n")
+    assert main(["curate", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
+    assert "shards.max_sample" in capsys.readouterr().err

@@ -1,0 +1,47 @@
+"""Scores are stored, decisions are views: rebuild re-decides without running any stage."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from songcorpus.pipelines import executor
+from songcorpus.pipelines.cli import main
+from songcorpus.pipelines.curate import rebuild
+from songcorpus.schemas.config import ConfigError, load_config
+
+from conftest import output_files, tracks
+
+
+def _no_stage_may_run(*args, **kwargs):
+    raise AssertionError("rebuild ran an analysis stage")
+
+
+def test_rebuild_with_new_threshold_runs_no_stage(demo_ray, tmp_path, monkeypatch):
+    out = tmp_path / "corpus"
+    shutil.copytree(demo_ray, out)
+    before = output_files(out)
+    monkeypatch.setattr(executor, "run_stage", _no_stage_may_run)
+    strict = tmp_path / "strict.yaml"
+    profile = load_config().model_dump(mode="json")
+    gates = [g for g in profile["gates"]] + [{"name": "music_only", "score": "music_prob", "min": 0.7}]
+    strict.write_text(yaml.safe_dump({"gates": gates}))
+    assert main(["rebuild", str(out), "--config", str(strict), "--no-progress"]) == 0
+    rows = {r["source"].split("/")[-2]: r for r in tracks(out)}
+    assert rows["instr_fof_00"]["status"] == "rejected"
+    assert rows["instr_fof_00"]["reason_code"] == "music_only"
+    assert rows["instr_midi_00"]["status"] == "accepted"
+    accepted = sum(r["status"] == "accepted" for r in rows.values())
+    assert 0 < accepted < 8
+    # back to the original thresholds: the original bytes again
+    rebuild(out, load_config(), progress=False)
+    assert output_files(out) == before
+
+
+def test_rebuild_refuses_analysis_changes(demo_ray, tmp_path):
+    out = tmp_path / "corpus"
+    shutil.copytree(demo_ray, out)
+    with pytest.raises(ConfigError, match="ingest"):
+        rebuild(out, load_config(overrides={"ingest": {"sample_rate": 22050}}), progress=False)

@@ -1,0 +1,64 @@
+"""kill -9 in the middle of a curate run, run the same command again: exactly the bytes of an
+uninterrupted run, with the finished work reused from the cache."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+
+from conftest import DEMO_DIR, output_files
+
+
+def _make_inputs(root: Path, copies: int = 3) -> int:
+    root.mkdir(parents=True)
+    n = 0
+    for clip in sorted(DEMO_DIR.glob("*/mix.flac")):
+        x, rate = sf.read(str(clip), dtype="float32")
+        for k in range(copies):
+            sf.write(root / f"{clip.parent.name}_{k}.flac", x * (1.0 - 0.01 * k), rate, subtype="PCM_16")
+            n += 1
+    return n
+
+
+def _curate_cmd(inputs: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "songcorpus.pipelines.cli", "curate", str(inputs), "--out", str(out),
+            "--workers", "2", "--no-progress"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_bytes(tmp_path):
+    inputs = tmp_path / "inputs"
+    n_inputs = _make_inputs(inputs)
+
+    reference = tmp_path / "reference"
+    subprocess.run(_curate_cmd(inputs, reference), check=True, env=_env(), capture_output=True)
+
+    crashed = tmp_path / "crashed"
+    proc = subprocess.Popen(_curate_cmd(inputs, crashed), env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = crashed / ".cache" / "results" / "classify"
+    deadline = time.monotonic() + 300
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = sum(1 for _ in results.rglob("*.json")) if results.exists() else 0
+        if done >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed; make the input larger"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= done < n_inputs
+    assert not (crashed / "catalog.duckdb").exists()  # nothing was committed as done
+
+    rerun = subprocess.run(_curate_cmd(inputs, crashed), env=_env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert output_files(crashed) == output_files(reference)
