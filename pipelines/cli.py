@@ -65,15 +65,18 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
 
 
+def _print_result(headline: str, result) -> None:
+    counts = result.counts()
+    print(f"{headline}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("accepted", "rejected", "failed")))
+    print_funnel(result.out)
+
+
 def cmd_curate(args: argparse.Namespace) -> int:
     from songcorpus.pipelines.curate import curate
 
     config = _config_from_args(args)
     result = curate(args.inputs, args.out, config, progress=not args.no_progress)
-    counts = result.counts()
-    print(f"curated {sum(counts.values())} inputs in {result.seconds:.1f} s: "
-          + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("accepted", "rejected", "failed")))
-    print_funnel(Path(args.out))
+    _print_result(f"curated {len(result.decisions)} inputs in {result.seconds:.1f} s", result)
     return 0
 
 
@@ -85,10 +88,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.profile, args.config)
     result = rebuild(args.dir, config, progress=not args.no_progress)
-    counts = result.counts()
-    print(f"rebuilt {args.dir} in {result.seconds:.1f} s without re-running any stage: "
-          + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("accepted", "rejected", "failed")))
-    print_funnel(Path(args.dir))
+    _print_result(f"rebuilt {args.dir} in {result.seconds:.1f} s without re-running any stage", result)
     return 0
 
 
