@@ -69,7 +69,9 @@ def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: 
                                    "stage_names": [s.name for s in group.stages]},
             batch_size=group.batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=engine.workers),
+            # A fixed-size pool: every actor loads its model at start instead of the pool growing one
+            # actor at a time while the first one already works (which costs scaling on short jobs).
+            compute=ray.data.ActorPoolStrategy(size=engine.workers),
             num_cpus=res.num_cpus,
             num_gpus=res.num_gpus or None,
             memory=res.memory_mb * 1024 * 1024,
