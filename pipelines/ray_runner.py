@@ -46,20 +46,28 @@ def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: 
             init_args["address"] = engine.ray_address
         else:
             init_args["num_cpus"] = engine.workers
-            # Local workers must import the project exactly as the driver does.
-            init_args["runtime_env"] = {"env_vars": {"PYTHONHASHSEED": "0",
-                                                     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+            # Workers inherit the driver's environment: one BLAS/OpenMP thread per worker, since the
+            # pool itself is the parallelism (a runtime_env would cost a setup per worker instead).
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                os.environ.setdefault(var, "1")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        # Local Ray on a laptop: no metrics export or usage reporting eating the cores the workers need.
+        os.environ.setdefault("RAY_enable_metrics_collection", "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(**init_args)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
+    ctx.enable_auto_log_stats = False
+    ctx.enable_get_object_locations_for_metrics = False
 
     store = ArtefactStore(store_root)
     groups = group_stages(build_stages(config, store))
     items = [{"payload": canonical_json(r)} for r in rows]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), engine.workers * 8)))
+    # Small blocks (one row each, up to a cap) balance the pool: tracks differ in length by 100x, and a
+    # block is the unit an actor takes, so big blocks leave one worker busy while the other idles.
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4096)))
     config_json = config.model_dump_json()
     for group in groups:
         res = group.resources
