@@ -100,7 +100,6 @@ def build_sample(row: Row, split: str, store: ArtefactStore, lineages: dict[str,
         raise FileNotFoundError(f"standardised audio for {track['source']} is missing from the cache "
                                 f"({audio_path}); run `songcorpus curate` again to recompute it")
     key = window_key(track_id_for(track["source"]), 0)
-    mix = audio_path.read_bytes()
     meta = {
         "spec_version": SAMPLE_SPEC_VERSION,
         "key": key,
@@ -117,33 +116,37 @@ def build_sample(row: Row, split: str, store: ArtefactStore, lineages: dict[str,
         "lineage": lineage_of(row, lineages),
         "fields": ["json", "mix.flac"],
     }
-    sample = Sample(key, {"json": canonical_json(meta).encode("utf-8"), "mix.flac": mix})
+    sample = Sample(key, {"json": canonical_json(meta).encode("utf-8"), "mix.flac": audio_path})
     return sample, meta
 
 
 def plan_shards(samples: list[Sample], split: str, config: PipelineConfig) -> list[tuple[str, list[Sample]]]:
     """Greedy packing in key order: a shard closes at ``max_samples`` or before exceeding ``max_bytes``."""
-    plans: list[tuple[str, list[Sample]]] = []
+    groups: list[list[Sample]] = []
     current: list[Sample] = []
     size = 0
     cfg = config.shards
     for sample in sorted(samples, key=lambda s: s.key):
         if current and (len(current) >= cfg.max_samples or size + sample.nbytes > cfg.max_bytes):
-            plans.append(("", current))
+            groups.append(current)
             current, size = [], 0
         current.append(sample)
         size += sample.nbytes
     if current:
-        plans.append(("", current))
-    return [(f"{cfg.prefix}-{split}-{i:06d}.tar", group) for i, (_, group) in enumerate(plans)]
+        groups.append(current)
+    return [(f"{cfg.prefix}-{split}-{i:06d}.tar", group) for i, group in enumerate(groups)]
 
 
 def plan_digest(samples: list[Sample]) -> str:
+    """What a shard will hold: keys, member bytes, and content-addressed files by name and size."""
     h = hashlib.sha256()
     for s in samples:
         h.update(s.key.encode())
         for suffix in sorted(s.members):
-            h.update(suffix.encode() + hashlib.sha256(s.members[suffix]).digest())
+            value = s.members[suffix]
+            ident = (f"{value.name}:{value.stat().st_size}".encode() if isinstance(value, Path)
+                     else hashlib.sha256(value).digest())
+            h.update(suffix.encode() + ident)
     return h.hexdigest()
 
 

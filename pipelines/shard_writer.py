@@ -21,12 +21,18 @@ from songcorpus.transforms.artefacts import commit_file
 
 @dataclass(frozen=True)
 class Sample:
+    """A shard sample. Large members are given as paths (content-addressed files in the artefact
+    store) and read only while their shard is written, so planning a corpus never holds its audio."""
+
     key: str
-    members: dict[str, bytes]  # suffix -> bytes, e.g. {"json": ..., "mix.flac": ...}
+    members: dict[str, bytes | Path]  # suffix -> bytes or file, e.g. {"json": b"...", "mix.flac": Path(...)}
 
     @property
     def nbytes(self) -> int:
-        return sum(len(v) for v in self.members.values())
+        return sum(v.stat().st_size if isinstance(v, Path) else len(v) for v in self.members.values())
+
+    def loaded(self) -> dict[str, bytes]:
+        return {k: (v.read_bytes() if isinstance(v, Path) else v) for k, v in self.members.items()}
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ def write_shard(path: Path, samples: Sequence[Sample]) -> WrittenShard:
     with open(tmp, "wb") as fh:
         writer = TarWriter(fh, user="songcorpus", group="songcorpus", mode=0o444, mtime=0.0, encoder=False)
         for sample in samples:
-            writer.write({"__key__": sample.key, **sample.members})
+            writer.write({"__key__": sample.key, **sample.loaded()})
         writer.tarstream.close()
         fh.flush()
     commit_file(tmp, path)
