@@ -8,7 +8,6 @@ offsets are read back so the catalog can serve any sample with one seek.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from webdataset.writer import TarWriter
 
-from songcorpus.transforms.artefacts import commit_file
+from songcorpus.transforms.artefacts import commit_file, sha256_file
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,5 @@ def describe_shard(path: Path) -> WrittenShard:
         for member in tar.getmembers():
             key, _, suffix = member.name.partition(".")
             offsets.setdefault(key, {})[suffix] = (member.offset_data, member.size)
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return WrittenShard(path.name, h.hexdigest(), path.stat().st_size, offsets)
+    digest, size = sha256_file(path)
+    return WrittenShard(path.name, digest, size, offsets)

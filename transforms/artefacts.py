@@ -8,11 +8,24 @@ half entry that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, by reading it in 1 MiB chunks (stat sizes lie for special files);
+    raises OSError naming the problem (permission, I/O error...)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
 
 
 def _umask() -> int:

@@ -23,23 +23,9 @@ import pyloudnorm
 import soundfile as sf
 import soxr
 
-from songcorpus.transforms.artefacts import commit_file
+from songcorpus.transforms.artefacts import commit_file, sha256_file
 from songcorpus.transforms.audio_io import AudioStream, DecodeError, downmix, to_int16
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage
-
-_FILE_HASH_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> tuple[str, int]:
-    """sha256 and size of the raw input bytes, by reading them (stat sizes lie for special files);
-    raises OSError naming the problem (permission, I/O error...)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_FILE_HASH_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 class IngestStage(Stage):
@@ -66,7 +52,7 @@ class IngestStage(Stage):
                 raise DecodeError(f"broken symlink: {path} -> {os.readlink(path)}", "missing")
             raise DecodeError(f"file not found: {path}", "missing")
         try:
-            digest, size = file_sha256(path)
+            digest, size = sha256_file(path)
         except OSError as exc:
             raise DecodeError(f"unreadable: {exc.strerror or exc} ({path})", "unreadable") from None
         if size == 0:

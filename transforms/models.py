@@ -6,10 +6,11 @@ before use so a changed package can never silently change the corpus.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from songcorpus.transforms.artefacts import sha256_file
 
 
 class ModelError(RuntimeError):
@@ -37,19 +38,11 @@ class ModelSpec:
 
     def verified_path(self) -> Path:
         path = self.locate()
-        digest = sha256_file(path)
+        digest, _ = sha256_file(path)
         if digest != self.sha256:
             raise ModelError(f"model {self.name}: checksum mismatch for {path} (sha256 {digest}, "
                              f"registered {self.sha256}); reinstall with: {self.how_to_get}")
         return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 MODELS: dict[str, ModelSpec] = {
