@@ -93,6 +93,94 @@ class EngineConfig(_Section):
     beam_options: list[str] = Field(default_factory=list, description="extra Beam pipeline options, e.g. --runner=FlinkRunner")
 
 
+class StemsConfig(_Section):
+    """Vocal / accompaniment stems: the source's own when it has them, else a DSP separator."""
+
+    separator: Literal["repet-sim"] = Field("repet-sim", description="separator for tracks without stems (lite: REPET-SIM)")
+    evaluate_separator: bool = Field(True, description="with source stems, also run the separator and score it against them")
+    n_fft: int = Field(2048, ge=256)
+    hop_length: int = Field(512, ge=64)
+    similarity_width_s: float = Field(2.0, gt=0, description="REPET-SIM: nearest-neighbour frames must be this far apart")
+    margin_vocals: float = Field(10.0, gt=0, description="REPET-SIM soft-mask margin for the vocal (foreground) mask")
+    margin_accompaniment: float = Field(2.0, gt=0, description="REPET-SIM soft-mask margin for the accompaniment mask")
+    analysis_rate: int = Field(22050, ge=8000, description="the separator runs at this rate; stems are resampled back")
+
+
+class VadConfig(_Section):
+    """Silero VAD on the vocal stem (16 kHz)."""
+
+    threshold: float = Field(0.5, gt=0, lt=1)
+    min_speech_ms: int = Field(250, ge=0)
+    min_silence_ms: int = Field(100, ge=0)
+    speech_pad_ms: int = Field(30, ge=0)
+
+
+class F0Config(_Section):
+    """Vocal f0 at exactly 100 Hz (16 kHz input, hop 160)."""
+
+    method: Literal["torchcrepe-tiny", "torchcrepe-full", "pesto"] = "torchcrepe-tiny"
+    fmin_hz: float = Field(50.0, gt=0)
+    fmax_hz: float = Field(1100.0, gt=0)
+    voicing_threshold: float = Field(0.21, ge=0, le=1, description="periodicity/confidence below this is unvoiced (f0 = 0)")
+    batch_size: int = Field(2048, ge=1, description="frames per model batch")
+    only_vocal_activity: bool = Field(True, description="run the model only inside VAD segments (f0 = 0 elsewhere)")
+
+
+class StructureConfig(_Section):
+    """Tempo, beats, downbeats and sections of the mix."""
+
+    beat_method: Literal["librosa", "madmom"] = "librosa"
+    analysis_rate: int = Field(22050, ge=8000)
+    hop_length: int = Field(512, ge=64)
+    max_sections: int = Field(8, ge=1)
+    min_section_s: float = Field(4.0, gt=0)
+
+
+class WindowConfig(_Section):
+    """Training windows cut from accepted songs, each with a non-overlapping reference window."""
+
+    length_s: float = Field(10.24, gt=0, description="window length (the papers: 10.24, 40.96, 47.55, 163.84 s)")
+    hop_s: float | None = Field(None, gt=0, description="step between candidate window starts; None = the window length")
+    snap: Literal["beats", "sections", "none"] = Field("beats", description="starts snap to the nearest beat or section start")
+    min_vocal_activity: float = Field(0.3, ge=0, le=1, description="windows with less VAD-active time are skipped")
+    max_per_track: int = Field(64, ge=1)
+    require_reference: bool = Field(True, description="skip windows that have no non-overlapping reference window in their song")
+
+
+class EqBand(_Section):
+    gain_db: tuple[float, float]
+    freq_hz: tuple[float, float]
+    q: tuple[float, float]
+
+
+class AugmentConfig(_Section):
+    """Seeded, label-preserving augmentation (LaDA-Band section A.2)."""
+
+    seed: int = 0
+    fraction: float = Field(0.2, ge=0, le=1, description="share of songs that get one augmented copy of their windows")
+    speeds: list[float] = Field(default_factory=lambda: [0.8, 0.9, 1.1, 1.2], description="time-stretch factors")
+    semitones: list[int] = Field(default_factory=lambda: [-2, -1, 1, 2], description="pitch shifts (tempo kept)")
+    eq_probability: float = Field(0.7, ge=0, le=1, description="frequency-balance EQ on accompaniment and reference only")
+    eq_bass: EqBand = EqBand(gain_db=(-5.0, -2.0), freq_hz=(80.0, 180.0), q=(0.6, 1.1))
+    eq_mid: EqBand = EqBand(gain_db=(1.0, 3.0), freq_hz=(1200.0, 2600.0), q=(0.6, 1.2))
+    eq_treble: EqBand = EqBand(gain_db=(1.0, 3.5), freq_hz=(3200.0, 5800.0), q=(0.6, 1.0))
+    target_rms_db: float = Field(-16.0, description="loudness normalisation of augmented stems (dB RMS)")
+    peak_db: float = Field(-1.0, le=0, description="peak cap after normalisation (dBFS)")
+
+
+class CodecConfig(_Section):
+    """The embedded codec: log-mel latents and k-means tokens, needing no external weights."""
+
+    name: Literal["embedded-mel"] = "embedded-mel"
+    latent_rate_hz: float = Field(25.0, gt=0, description="latent frames per second (21.53 and 25 both work)")
+    n_mels: int = Field(64, ge=8)
+    n_fft: int = Field(2048, ge=256)
+    token_rate_hz: float = Field(25.0, gt=0)
+    codebook_size: int = Field(1024, ge=2)
+    fit_max_frames: int = Field(200000, ge=1000, description="frames sampled from the train split to fit the codebook")
+    seed: int = 0
+
+
 class PipelineConfig(_Section):
     version: int = CONFIG_VERSION
     profile: Literal["lite"] = "lite"
@@ -104,6 +192,13 @@ class PipelineConfig(_Section):
     shards: ShardConfig = ShardConfig()
     splits: SplitConfig = SplitConfig()
     engine: EngineConfig = EngineConfig()
+    stems: StemsConfig = StemsConfig()
+    vad: VadConfig = VadConfig()
+    f0: F0Config = F0Config()
+    structure: StructureConfig = StructureConfig()
+    windows: WindowConfig = WindowConfig()
+    augment: AugmentConfig = AugmentConfig()
+    codec: CodecConfig = CodecConfig()
 
     @field_validator("gates")
     @classmethod

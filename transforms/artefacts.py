@@ -9,11 +9,14 @@ half entry that looks complete.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -26,6 +29,13 @@ def sha256_file(path: Path) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """The ``.npy`` encoding of an array (C order, no pickle): byte-stable for equal arrays."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
 
 
 def _umask() -> int:
@@ -90,6 +100,22 @@ class ArtefactStore:
         from songcorpus.transforms.base import canonical_json
 
         atomic_write_bytes(self.result_path(stage, key), canonical_json(value).encode())
+
+    def put_blob(self, data: bytes, suffix: str) -> str:
+        """Store bytes by content (``blobs/<sha[:2]>/<sha><suffix>``); returns the path relative to the root."""
+        digest = hashlib.sha256(data).hexdigest()
+        rel = f"blobs/{digest[:2]}/{digest}{suffix}"
+        path = self.root / rel
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        return rel
+
+    def put_array(self, array: np.ndarray) -> str:
+        """Store one array as ``.npy`` (no pickle; same array, same bytes, same path)."""
+        return self.put_blob(npy_bytes(array), ".npy")
+
+    def get_array(self, rel: str) -> np.ndarray:
+        return np.load(self.root / rel, allow_pickle=False)
 
     def audio_path(self, sha256: str) -> Path:
         return self.root / "audio" / sha256[:2] / f"{sha256}.flac"
