@@ -28,15 +28,17 @@ except ImportError:  # pragma: no cover - apache-beam is a hard dependency; this
 
 def _group_dofn_class():
     class GroupDoFn(beam.DoFn):
-        def __init__(self, config_json: str, store_root: str, stage_names: list[str]) -> None:
+        def __init__(self, config_json: str, store_root: str, phase: str, stage_names: list[str]) -> None:
             self.config_json = config_json
             self.store_root = store_root
+            self.phase = phase
             self.stage_names = stage_names
             self.group: StageGroup | None = None
 
         def setup(self) -> None:
             config = PipelineConfig.model_validate_json(self.config_json)
-            stages = [s for s in build_stages(config, ArtefactStore(self.store_root)) if s.name in self.stage_names]
+            stages = [s for s in build_stages(config, ArtefactStore(self.store_root), self.phase)
+                      if s.name in self.stage_names]
             self.group = StageGroup(stages)
 
         def process(self, payload: str) -> Iterator[str]:
@@ -47,7 +49,8 @@ def _group_dofn_class():
     return GroupDoFn
 
 
-def run_beam(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True) -> list[Row]:
+def run_beam(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True,
+             phase: str = "analysis") -> list[Row]:
     if beam is None:
         raise RuntimeError("apache-beam is not installed: pip install apache-beam")
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -58,7 +61,7 @@ def run_beam(rows: list[Row], config: PipelineConfig, store_root: str, progress:
         flags += ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
                   f"--direct_num_workers={engine.workers}"]
     store = ArtefactStore(store_root)
-    groups = group_stages(build_stages(config, store))
+    groups = group_stages(build_stages(config, store, phase))
     config_json = config.model_dump_json()
     dofn_cls = _group_dofn_class()
     scratch_root = store.root / "tmp"
@@ -71,7 +74,7 @@ def run_beam(rows: list[Row], config: PipelineConfig, store_root: str, progress:
                      | "Spread" >> beam.Reshuffle())
             for group in groups:
                 pcoll = pcoll | group.name >> beam.ParDo(
-                    dofn_cls(config_json, str(store_root), [s.name for s in group.stages]))
+                    dofn_cls(config_json, str(store_root), phase, [s.name for s in group.stages]))
             _ = pcoll | "Collect" >> beam.io.WriteToText(out_prefix, file_name_suffix=".jsonl")
         results: list[Row] = []
         for path in sorted(glob.glob(out_prefix + "*.jsonl")):

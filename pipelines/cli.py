@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -100,6 +101,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from songcorpus.pipelines.inspect_sample import SampleNotFound, inspect_sample
+
+    try:
+        meta = inspect_sample(Path(args.dir), args.key, Path(args.png) if args.png else None)
+    except SampleNotFound as exc:
+        raise ConfigError(str(exc)) from None
+    shown = {k: meta.get(k) for k in ("key", "source", "split", "start_s", "duration_s", "reference_key",
+                                      "augmentation", "stems_method", "fields")}
+    print(json.dumps(shown, indent=1, ensure_ascii=False))
+    if args.png:
+        print(f"wrote {args.png}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     args.inputs = [demo_manifest()]
     return cmd_curate(args)
@@ -144,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "'SELECT * FROM funnel'))\"; every input's row is in the table `tracks`.")
     p.add_argument("dir", metavar="DIR", help="a folder written by `songcorpus curate --out DIR`")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("inspect", help="show one sample (and draw it with --png)",
+                       description="Read sample KEY of a curated folder straight from its shard (offsets from the "
+                                   "catalog) and print its metadata; with --png, draw spectrograms of the mix and "
+                                   "stems with the vocal f0, VAD segments, beats, downbeats and sections over them.")
+    p.add_argument("dir", metavar="DIR", help="a folder written by `songcorpus curate --out DIR`")
+    p.add_argument("key", metavar="KEY", help="a sample key (the `key` column of the catalog's windows table)")
+    p.add_argument("--png", metavar="FILE", help="write the picture here")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",
                        description="Curate the bundled demo corpus (songs with ground-truth stems, instrumentals, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,8 @@ from tqdm import tqdm
 
 from songcorpus.pipelines.catalog import write_catalog
 from songcorpus.pipelines.shard_writer import Sample, WrittenShard, describe_shard, write_shard
-from songcorpus.schemas.catalog import SCORE_COLUMNS
+from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, window_key
 from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row, canonical_json
@@ -91,33 +91,36 @@ def lineage_of(row: Row, lineages: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {name: lineages[name] for name in row["results"] if name in lineages}
 
 
-def build_sample(row: Row, split: str, store: ArtefactStore, lineages: dict[str, dict[str, Any]],
-                 config: PipelineConfig) -> tuple[Sample, dict[str, Any]]:
-    track = row["track"]
-    ingest = row["results"]["ingest"]
-    audio_path = store.root / ingest["audio_file"]
-    if not audio_path.exists():
-        raise FileNotFoundError(f"standardised audio for {track['source']} is missing from the cache "
-                                f"({audio_path}); run `songcorpus curate` again to recompute it")
-    key = window_key(track_id_for(track["source"]), 0)
-    meta = {
-        "spec_version": SAMPLE_SPEC_VERSION,
-        "key": key,
-        "track_id": track_id_for(track["source"]),
-        "source": track["source"],
-        "split": split,
-        "start_s": 0.0,
-        "duration_s": ingest["duration_s"],
-        "sample_rate": config.ingest.sample_rate,
-        "channels": config.ingest.channels,
-        "audio_sha256": ingest["audio_sha256"],
-        "metadata": {k: track["metadata"][k] for k in METADATA_FIELDS if k in track["metadata"] and k != "split"},
-        "scores": scores_of(row),
-        "lineage": lineage_of(row, lineages),
-        "fields": ["json", "mix.flac"],
-    }
-    sample = Sample(key, {"json": canonical_json(meta).encode("utf-8"), "mix.flac": audio_path})
-    return sample, meta
+def fit_corpus_codebook(accepted: list[Row], splits: dict[str, str], config: PipelineConfig,
+                        store: ArtefactStore) -> dict[str, str] | None:
+    """The embedded codec's codebook, fit on the train split's sampled frames (all accepted songs when no
+    song is in train). Cached by the frames it was fit on, so an unchanged corpus never refits."""
+    import numpy as np
+
+    from songcorpus.transforms.codec import codebook_bytes, fit_codebook
+
+    pool = [r for r in accepted if splits[r["track"]["source"]] == "train"] or accepted
+    files = [r["results"]["codec_frames"]["codec_frames_file"] for r in pool]
+    if not files:
+        return None
+    key = hashlib.sha256("\x1f".join([config.codec.digest(), *files]).encode()).hexdigest()
+    cached = store.get_result("codebook", key)
+    if cached is not None and (store.root / cached["file"]).exists():
+        return cached
+    frames = np.concatenate([store.get_array(f) for f in files])
+    codebook = fit_codebook(frames, config.codec)
+    entry = {"file": store.put_blob(codebook_bytes(codebook), ".npy"),
+             "sha256": hashlib.sha256(codebook_bytes(codebook)).hexdigest(), "fit_frames": int(frames.shape[0])}
+    store.put_result("codebook", key, entry)
+    return entry
+
+
+def sample_rows(accepted: list[Row], splits: dict[str, str], codebook: dict[str, str],
+                lineages: dict[str, dict[str, Any]]) -> list[Row]:
+    """Rows for the samples phase: what SampleStage reads besides the analysis results."""
+    return [{"track": r["track"], "results": r["results"], "outcome": None, "split": splits[r["track"]["source"]],
+             "codebook": {"file": codebook["file"], "sha256": codebook["sha256"]}, "scores": scores_of(r),
+             "lineage": lineage_of(r, lineages)} for r in accepted]
 
 
 def plan_shards(samples: list[Sample], split: str, config: PipelineConfig) -> list[tuple[str, list[Sample]]]:
@@ -151,7 +154,9 @@ def plan_digest(samples: list[Sample]) -> str:
 
 
 def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
-                 lineages: dict[str, dict[str, Any]], progress: bool = True) -> dict[str, Decision]:
+                 lineages: dict[str, dict[str, Any]], run_samples: Callable[[list[Row]], list[Row]],
+                 progress: bool = True) -> dict[str, Decision]:
+    """Decide, fit the codebook, run the samples phase (``run_samples``: the engine), write shards and catalog."""
     rows = sorted(rows, key=lambda r: r["track"]["source"])
     decisions = decide(rows, config)
     shard_dir = out / "shards"
@@ -160,15 +165,34 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     old_manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
 
     splits: dict[str, str] = {}
+    accepted = [r for r in rows if decisions[r["track"]["source"]].status == "accepted"]
+    for row in accepted:
+        splits[row["track"]["source"]] = assign_split(row["track"], config)
+    sampled: dict[str, dict[str, Any]] = {}
+    codebook = fit_corpus_codebook(accepted, splits, config, store) if accepted else None
+    if codebook is not None:
+        for row in run_samples(sample_rows(accepted, splits, codebook, lineages)):
+            src = row["track"]["source"]
+            if row["outcome"] is not None:
+                o = row["outcome"]
+                decisions[src] = Decision(o["status"], o["stage"], o["code"], o["reason"])
+                splits.pop(src, None)
+            else:
+                sampled[src] = row["results"]["samples"]
     by_split: dict[str, list[Sample]] = defaultdict(list)
     window_meta: dict[str, dict[str, Any]] = {}
-    accepted = [r for r in rows if decisions[r["track"]["source"]].status == "accepted"]
-    for row in tqdm(accepted, desc="samples", unit="track", disable=not progress, leave=False):
-        split = assign_split(row["track"], config)
-        splits[row["track"]["source"]] = split
-        sample, meta = build_sample(row, split, store, lineages, config)
-        by_split[split].append(sample)
-        window_meta[sample.key] = meta
+    for src in sorted(sampled):
+        for entry in sampled[src]["samples"]:
+            members = {suffix: store.root / rel for suffix, rel in entry["members"].items()}
+            missing = [str(p) for p in members.values() if not p.exists()]
+            if missing:
+                raise FileNotFoundError(f"sample {entry['key']} of {src}: {len(missing)} members are missing from the "
+                                        f"cache (first {missing[0]}); run `songcorpus curate` again to recompute them")
+            by_split[splits[src]].append(Sample(entry["key"], members))
+            window_meta[entry["key"]] = {**entry, "source": src, "track_id": track_id_for(src), "split": splits[src]}
+    codebook_note = out / "codec" / "codebook.json"
+    if codebook is not None:
+        atomic_write_bytes(codebook_note, (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
 
     written: dict[str, WrittenShard] = {}
     shard_split: dict[str, str] = {}
@@ -217,6 +241,8 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
                 "duration_s": meta["duration_s"], "fields": ",".join(sorted(offs)),
                 "bytes": sum(size for _, size in offs.values()),
                 "offsets_json": json.dumps({k: list(v) for k, v in sorted(offs.items())}, separators=(",", ":")),
+                "reference_key": meta["reference_key"],
+                "augmentation_json": None if meta["augmentation"] is None else canonical_json(meta["augmentation"]),
             })
     tracks_rows = [track_row(r, decisions[r["track"]["source"]], splits.get(r["track"]["source"]),
                              n_windows.get(r["track"]["source"], 0), lineages) for r in rows]
@@ -245,6 +271,7 @@ def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
         **scores_of(row),
         **{k: (str(meta[k]) if meta.get(k) is not None else None) for k in METADATA_FIELDS if k != "split"},
         "has_stems": bool(track.get("vocals") or track.get("accompaniment")),
+        **{m: next((res[m] for res in row["results"].values() if m in res), None) for m in METHOD_COLUMNS},
         "extra_json": canonical_json(track.get("extra") or {}),
         "lineage_json": canonical_json(lineage_of(row, lineages)),
         "n_windows": n_windows,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +28,9 @@ from songcorpus.transforms.base import Row, canonical_json
 
 log = logging.getLogger("songcorpus")
 
-# Config sections that only affect decisions and layout: changing them needs no analysis re-run.
-LATE_BINDING_SECTIONS = ("gates", "shards", "splits", "engine", "cache_dir")
+# Config sections that only affect decisions, samples and layout: changing them re-runs no analysis stage
+# (rebuild runs the samples phase, which reuses every sample whose inputs did not change).
+LATE_BINDING_SECTIONS = ("gates", "shards", "splits", "engine", "cache_dir", "windows", "augment")
 
 
 @dataclass(frozen=True)
@@ -47,14 +50,42 @@ def store_for(config: PipelineConfig, out: Path) -> ArtefactStore:
     return ArtefactStore(Path(config.cache_dir) if config.cache_dir else out / ".cache")
 
 
-def run_engine(rows: list[Row], config: PipelineConfig, store: ArtefactStore, progress: bool) -> list[Row]:
+def run_engine(rows: list[Row], config: PipelineConfig, store: ArtefactStore, progress: bool,
+               phase: str = "analysis") -> list[Row]:
+    if not rows:
+        return []
     if config.engine.name == "ray":
         from songcorpus.pipelines.ray_runner import run_ray
 
-        return run_ray(rows, config, str(store.root), progress=progress)
+        return run_ray(rows, config, str(store.root), progress=progress, phase=phase)
     from songcorpus.pipelines.beam_runner import run_beam
 
-    return run_beam(rows, config, str(store.root), progress=progress)
+    return run_beam(rows, config, str(store.root), progress=progress, phase=phase)
+
+
+@contextmanager
+def engine_session(config: PipelineConfig) -> Iterator[None]:
+    """One engine start for both phases (local Ray costs seconds to start); stopped at the end if started here."""
+    if config.engine.name != "ray":
+        yield
+        return
+    import ray
+
+    from songcorpus.pipelines.ray_runner import start_ray
+
+    started = start_ray(config)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def samples_runner(config: PipelineConfig, store: ArtefactStore, progress: bool) -> Callable[[list[Row]], list[Row]]:
+    def run(rows: list[Row]) -> list[Row]:
+        return run_engine(rows, config, store, progress, phase="samples")
+
+    return run
 
 
 def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True) -> CurateResult:
@@ -68,14 +99,15 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
     records = expand_inputs(inputs, store.root / "inputs")
     log.info("%d inputs", len(records))
     rows = [new_row(r.to_dict()) for r in records]
-    if rows:
+    with engine_session(config):
         rows = run_engine(rows, config, store, progress)
-    rows.sort(key=lambda r: r["track"]["source"])
-    if len(rows) != len(records):
-        raise RuntimeError(f"engine returned {len(rows)} rows for {len(records)} inputs")
-    lineages = {s.name: s.lineage() for s in stages}
-    save_state(out, config, rows, lineages)
-    decisions = build_corpus(rows, config, out, store, lineages, progress=progress)
+        rows.sort(key=lambda r: r["track"]["source"])
+        if len(rows) != len(records):
+            raise RuntimeError(f"engine returned {len(rows)} rows for {len(records)} inputs")
+        lineages = {s.name: s.lineage() for s in stages}
+        save_state(out, config, rows, lineages)
+        decisions = build_corpus(rows, config, out, store, lineages, samples_runner(config, store, progress),
+                                 progress=progress)
     return CurateResult(out, decisions, time.monotonic() - start)
 
 
@@ -101,7 +133,8 @@ def load_state(out: Path) -> tuple[PipelineConfig, list[Row], dict]:
 
 
 def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) -> CurateResult:
-    """Re-decide and rewrite shards and catalog from stored scores; no analysis stage runs."""
+    """Re-decide and rewrite shards and catalog from stored scores; no analysis stage runs (the samples
+    phase does, for songs whose samples are not in the cache yet)."""
     start = time.monotonic()
     out = Path(out)
     old_config, rows, lineages = load_state(out)
@@ -113,5 +146,7 @@ def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) 
     store = store_for(old_config, out)
     merged = new_config.model_copy(update={"cache_dir": old_config.cache_dir})
     atomic_write_bytes(out / "config.yaml", dump_config(merged).encode())
-    decisions = build_corpus(rows, merged, out, store, lineages, progress=progress)
+    with engine_session(merged):
+        decisions = build_corpus(rows, merged, out, store, lineages, samples_runner(merged, store, progress),
+                                 progress=progress)
     return CurateResult(out, decisions, time.monotonic() - start)

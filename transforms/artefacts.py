@@ -117,6 +117,21 @@ class ArtefactStore:
     def get_array(self, rel: str) -> np.ndarray:
         return np.load(self.root / rel, allow_pickle=False)
 
+    def put_pcm16(self, pcm: np.ndarray, rate: int, sha256: str) -> str:
+        """Store 16-bit PCM (frames, channels) as FLAC under the sha256 of its samples; returns the relative path."""
+        import soundfile as sf
+
+        final = self.audio_path(sha256)
+        if not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.new_temp(".flac")
+            try:
+                sf.write(str(tmp), pcm, rate, format="FLAC", subtype="PCM_16")
+                commit_file(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return str(final.relative_to(self.root))
+
     def audio_path(self, sha256: str) -> Path:
         return self.root / "audio" / sha256[:2] / f"{sha256}.flac"
 

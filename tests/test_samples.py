@@ -1,0 +1,134 @@
+"""Training samples read back from the demo shards: alignment, references, splits, stems as given,
+and augmentation that keeps f0 true to the augmented audio."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+import mir_eval
+import numpy as np
+import pytest
+import soundfile as sf
+
+from songcorpus.schemas.sample import JSON_REQUIRED_KEYS, STEMS
+
+from conftest import DEMO_DIR, curate_with
+
+
+def shard_samples(out: Path) -> dict[str, dict[str, bytes]]:
+    samples: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for shard in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                key, suffix = m.name.split(".", 1)
+                samples[key][suffix] = tar.extractfile(m).read()
+    return dict(samples)
+
+
+def test_every_sample_is_aligned_and_complete(demo_ray: Path) -> None:
+    samples = shard_samples(demo_ray)
+    assert samples
+    for key, members in samples.items():
+        meta = json.loads(members["json"])
+        assert set(JSON_REQUIRED_KEYS) <= set(meta) and meta["key"] == key
+        assert sorted(members) == meta["fields"]
+        dur, rate = meta["duration_s"], meta["sample_rate"]
+        n = round(dur * rate)
+        for stem in ("mix", *STEMS):
+            audio, r = sf.read(io.BytesIO(members[f"{stem}.flac"]), dtype="float32")
+            assert r == rate and audio.shape[0] == n, (key, stem)
+        f0 = np.load(io.BytesIO(members["f0.npy"]))
+        assert f0.dtype == np.float32 and f0.shape == (math.ceil(dur * 100 - 1e-9),)
+        codec = meta["lineage"]["samples"]["codec"]
+        assert codec["codec"] == "embedded-mel"
+        for stem in STEMS:
+            lat = np.load(io.BytesIO(members[f"{stem}.embedded_latents.npy"]))
+            tok = np.load(io.BytesIO(members[f"{stem}.embedded_tokens.npy"]))
+            assert lat.shape == (math.ceil(dur * codec["latent_rate_hz"] - 1e-9), codec["n_mels"])
+            assert tok.dtype == np.int32 and tok.shape == (math.ceil(dur * codec["token_rate_hz"] - 1e-9),)
+        labels = meta["labels"]
+        stamps = [t for seg in labels["vad_segments"] for t in seg] + labels["beats"] + labels["downbeats"]
+        stamps += [t for s, e, _ in labels["sections"] for t in (s, e)]
+        assert all(0 <= t <= dur + 1e-6 for t in stamps), key
+
+
+def test_references_are_other_windows_of_the_same_song_that_never_overlap(demo_ray: Path) -> None:
+    samples = {k: json.loads(m["json"]) for k, m in shard_samples(demo_ray).items()}
+    with_ref = [m for m in samples.values() if m["reference_key"]]
+    assert with_ref, "the demo songs are long enough for a window and a reference"
+    for meta in samples.values():
+        ref = samples[meta["reference_key"]]  # the reference is itself a sample of the corpus
+        assert ref["track_id"] == meta["track_id"] and ref["split"] == meta["split"] and ref["key"] != meta["key"]
+        a0, a1 = meta["start_s"], meta["start_s"] + meta["duration_s"] * _speed(meta)
+        b0, b1 = ref["start_s"], ref["start_s"] + ref["duration_s"] * _speed(ref)
+        assert a1 <= b0 + 1e-6 or b1 <= a0 + 1e-6, (meta["key"], ref["key"])
+
+
+def _speed(meta: dict) -> float:
+    op = (meta["augmentation"] or {}).get("song_op")
+    return op["value"] if op and op["kind"] == "speed" else 1.0
+
+
+def test_no_song_spans_two_splits_and_stems_are_used_as_given(demo_ray: Path) -> None:
+    con = duckdb.connect(str(demo_ray / "catalog.duckdb"), read_only=True)
+    spread = con.execute("SELECT track_id FROM windows GROUP BY track_id HAVING count(DISTINCT split) > 1").fetchall()
+    assert spread == []
+    methods = dict(con.execute("SELECT source, stems_method FROM tracks WHERE status = 'accepted'").fetchall())
+    con.close()
+    for source, method in methods.items():
+        clip = Path(source).parent.name
+        assert method == ("source" if clip.startswith("song") else "repet-sim"), source
+    # a plain window's vocals are the given stem's samples at that time
+    for members in shard_samples(demo_ray).values():
+        meta = json.loads(members["json"])
+        if meta["augmentation"] is None and Path(meta["source"]).parent.name.startswith("song"):
+            given, rate = sf.read(Path(meta["source"]).parent / "vocals.flac", dtype="int16")
+            got, _ = sf.read(io.BytesIO(members["vocals.flac"]), dtype="int16")
+            s0 = round(meta["start_s"] * rate)
+            np.testing.assert_array_equal(got, given[s0:s0 + got.shape[0]])
+            break
+    else:
+        pytest.fail("no plain song window found")
+
+
+@pytest.fixture(scope="module")
+def augmented(tmp_path_factory) -> Path:
+    """song_00 with every song augmented, to check labels against the augmented audio."""
+    manifest = tmp_path_factory.mktemp("aug_in") / "m.jsonl"
+    rows = [json.loads(line) for line in (DEMO_DIR / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    song = next(r for r in rows if r["path"].startswith("song_00/"))
+    for k in ("path", "vocals", "accompaniment"):
+        song[k] = str(DEMO_DIR / song[k])
+    manifest.write_text(json.dumps(song) + "\n")
+    return curate_with("beam", [str(manifest)], tmp_path_factory.mktemp("aug_out"), workers=1,
+                       augment={"fraction": 1.0, "speeds": [1.2], "semitones": [2], "eq_probability": 1.0})
+
+
+def test_augmented_f0_matches_the_f0_of_the_augmented_audio(augmented: Path) -> None:
+    from songcorpus.schemas.config import load_config
+    from songcorpus.transforms.f0 import estimate_f0
+
+    samples = shard_samples(augmented)
+    aug = {k: m for k, m in samples.items() if json.loads(m["json"])["augmentation"] and
+           json.loads(m["json"])["augmentation"]["song_op"]}
+    assert aug, "fraction 1.0 augments the song"
+    cfg = load_config().f0.model_copy(update={"only_vocal_activity": False})
+    scores = []
+    for _key, members in sorted(aug.items())[:3]:
+        meta = json.loads(members["json"])
+        assert meta["augmentation"]["eq"] is not None  # eq_probability 1.0
+        vocals, rate = sf.read(io.BytesIO(members["vocals.flac"]), dtype="float32")
+        stored = np.load(io.BytesIO(members["f0.npy"]))
+        fresh, _ = estimate_f0(vocals, rate, cfg)
+        t = np.arange(stored.size) / 100.0
+        both = (stored > 0) & (fresh[: stored.size] > 0)
+        if both.sum() < 50:
+            continue
+        scores.append(mir_eval.melody.raw_pitch_accuracy(*mir_eval.melody.to_cent_voicing(t, stored, t, fresh[: stored.size])))
+    assert scores and min(scores) >= 0.8, scores

@@ -1,0 +1,279 @@
+"""Seeded, label-preserving augmentation (LaDA-Band appendix A.2).
+
+Two kinds, both reproducible from the config seed and a key, so shards stay byte-identical:
+- per song (``plan_song_augmentation``): ``fraction`` of songs get one augmented copy, with exactly
+  one op drawn uniformly from the union of ``speeds`` (time stretch, pitch kept) and ``semitones``
+  (pitch shift, tempo kept). The same op applies to the mix and every stem, and the label transforms
+  here keep every label true: a stretch divides times by the factor and resamples frame tracks; a
+  pitch shift multiplies voiced f0 (0 = unvoiced stays 0).
+- per sample (``plan_eq``): with ``eq_probability``, the frequency-balance EQ (torchaudio
+  bass_biquad -> equalizer_biquad -> treble_biquad, parameters uniform in the config ranges), then
+  loudness normalisation to ``target_rms_db`` with the peak capped at ``peak_db``. It is applied by
+  the caller to accompaniment and reference only; vocals are never equalised.
+
+Reads: mono float audio, an :class:`AugmentConfig`, string keys (track id, window key).
+Provides: pure audio functions, label transforms, and plan dataclasses whose ``to_dict()`` is what
+a sample records. Randomness comes only from sha256(seed, purpose, key), never from Python's
+``hash()`` or global state.
+Needs: librosa (phase-vocoder stretch, pitch shift with soxr resampling), torchaudio (biquads).
+Fails: ValueError on a non-positive stretch factor, non-mono audio, or a config with no ops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from songcorpus.schemas.config import AugmentConfig, EqBand
+
+AUGMENT_VERSION = "1"
+F0_RATE_HZ = 100.0
+# The biquads run through torchaudio's lfilter, which clamps its output to [-1, 1]; filtering a
+# copy scaled to this peak (the filters are linear) keeps boosted peaks from being clipped.
+_FILTER_HEADROOM_PEAK = 0.125
+
+
+# ---------------------------------------------------------------------------------------------
+# seeded randomness
+# ---------------------------------------------------------------------------------------------
+
+def keyed_rng(seed: int, purpose: str, key: str) -> np.random.Generator:
+    """A numpy Generator determined by (seed, purpose, key) alone, stable across runs and machines."""
+    digest = hashlib.sha256(f"songcorpus-augment\x00{seed}\x00{purpose}\x00{key}".encode()).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
+
+
+# ---------------------------------------------------------------------------------------------
+# audio
+# ---------------------------------------------------------------------------------------------
+
+def _mono32(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"augment: expected mono audio (1-D), got shape {x.shape}")
+    return x.astype(np.float32, copy=False)
+
+
+def stretched_length(n: int, factor: float) -> int:
+    """Length after a time stretch by ``factor`` (1.2 = 20% faster): ``round(n / factor)``."""
+    if factor <= 0:
+        raise ValueError(f"augment: stretch factor must be positive, got {factor}")
+    return int(round(n / factor))
+
+
+def time_stretch(x: np.ndarray, rate: int, factor: float) -> np.ndarray:
+    """Tempo change by ``factor`` with pitch kept (librosa phase vocoder); length ``round(len / factor)``.
+
+    ``rate`` is unused by the phase vocoder but kept so every audio op has the same signature.
+    """
+    import librosa
+
+    x = _mono32(x)
+    n_out = stretched_length(x.shape[0], factor)
+    if factor == 1.0 or x.shape[0] == 0:
+        return x.copy()
+    y = librosa.effects.time_stretch(x, rate=factor)
+    return librosa.util.fix_length(y, size=n_out).astype(np.float32, copy=False)
+
+
+def pitch_shift(x: np.ndarray, rate: int, semitones: float) -> np.ndarray:
+    """Pitch moved by ``semitones`` with tempo and length kept (librosa, soxr high quality)."""
+    import librosa
+
+    x = _mono32(x)
+    if semitones == 0 or x.shape[0] == 0:
+        return x.copy()
+    y = librosa.effects.pitch_shift(x, sr=rate, n_steps=float(semitones), res_type="soxr_hq")
+    return librosa.util.fix_length(y, size=x.shape[0]).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Biquad:
+    gain_db: float
+    freq_hz: float
+    q: float
+
+
+@dataclass(frozen=True)
+class EqParams:
+    """One sample's frequency-balance EQ: three biquads applied in this order."""
+
+    bass: Biquad
+    mid: Biquad
+    treble: Biquad
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": AUGMENT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EqParams:
+        return cls(bass=Biquad(**d["bass"]), mid=Biquad(**d["mid"]), treble=Biquad(**d["treble"]))
+
+
+def frequency_balance_eq(x: np.ndarray, rate: int, params: EqParams) -> np.ndarray:
+    """Bass tone-control, mid peaking EQ and treble tone-control (torchaudio biquads), in float64."""
+    import torch
+    import torchaudio.functional as F
+
+    x = _mono32(x)
+    peak = float(np.max(np.abs(x), initial=0.0))
+    if peak == 0.0 or not np.isfinite(peak):
+        return x.copy()
+    scale = _FILTER_HEADROOM_PEAK / peak
+    w = torch.from_numpy(x.astype(np.float64) * scale)
+    w = F.bass_biquad(w, rate, params.bass.gain_db, params.bass.freq_hz, params.bass.q)
+    w = F.equalizer_biquad(w, rate, params.mid.freq_hz, params.mid.gain_db, params.mid.q)
+    w = F.treble_biquad(w, rate, params.treble.gain_db, params.treble.freq_hz, params.treble.q)
+    return (w.numpy() / scale).astype(np.float32)
+
+
+def rms_db(x: np.ndarray) -> float:
+    """RMS level in dB re full scale 1.0 (a full-scale sine is -3.01 dB); -inf for silence."""
+    ms = float(np.mean(np.square(np.asarray(x, dtype=np.float64)))) if np.size(x) else 0.0
+    return 10.0 * math.log10(ms) if ms > 0 else -math.inf
+
+
+def normalise_loudness(x: np.ndarray, target_rms_db: float, peak_db: float) -> np.ndarray:
+    """Gain to ``target_rms_db`` RMS, reduced if needed so the peak is at most ``peak_db`` dBFS.
+
+    Silence is returned unchanged (no gain can give it a level).
+    """
+    x = np.asarray(x)
+    level = rms_db(x)
+    if not math.isfinite(level):
+        return x.astype(np.float32, copy=True)
+    gain = 10.0 ** ((target_rms_db - level) / 20.0)
+    peak = float(np.max(np.abs(x.astype(np.float64))))
+    gain = min(gain, 10.0 ** (peak_db / 20.0) / peak)
+    return (x.astype(np.float64) * gain).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# labels
+# ---------------------------------------------------------------------------------------------
+
+def stretch_times(times: np.ndarray | list[float], factor: float) -> np.ndarray:
+    """Event times (beats, boundaries, VAD segments, lyric timings; any shape) after a stretch: t / factor."""
+    if factor <= 0:
+        raise ValueError(f"augment: stretch factor must be positive, got {factor}")
+    return np.asarray(times, dtype=np.float64) / factor
+
+
+def stretch_frames(values: np.ndarray, factor: float, n_out: int) -> np.ndarray:
+    """A frame-rate track (axis 0; f0 at 100 Hz, ...) after a stretch, as ``n_out`` frames.
+
+    Output frame j shows source frame round(j * factor) (nearest neighbour, last frame held), so
+    values are only ever copied: unvoiced 0s stay 0 and no pitch is invented across a voicing edge.
+    The caller picks ``n_out`` from the stretched duration (``ceil(duration / factor * rate)``).
+    """
+    if factor <= 0:
+        raise ValueError(f"augment: stretch factor must be positive, got {factor}")
+    values = np.asarray(values)
+    if n_out <= 0 or values.shape[0] == 0:
+        return values[:0].copy() if n_out <= 0 else np.zeros((n_out, *values.shape[1:]), dtype=values.dtype)
+    src = np.floor(np.arange(n_out, dtype=np.float64) * factor + 0.5).astype(np.int64)
+    return values[np.minimum(src, values.shape[0] - 1)].copy()
+
+
+def shift_f0(f0: np.ndarray, semitones: float) -> np.ndarray:
+    """Voiced f0 (> 0) times 2^(semitones / 12); 0 (unvoiced) and NaN stay as they are."""
+    f0 = np.asarray(f0)
+    ratio = 2.0 ** (semitones / 12.0)
+    return np.where(f0 > 0, f0 * ratio, f0).astype(f0.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# plans
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SongAugmentation:
+    """The one op a selected song gets: ``kind`` "speed" (``value`` = factor) or "pitch" (semitones)."""
+
+    kind: Literal["speed", "pitch"]
+    value: float
+
+    @property
+    def tag(self) -> str:
+        """Short suffix for sample keys, e.g. ``speed120`` (x1.2) or ``pitch-2``: no dots, since WebDataset
+        splits a member name into key and field at the first dot."""
+        return f"speed{round(self.value * 100):d}" if self.kind == "speed" else f"pitch{int(self.value):+d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": AUGMENT_VERSION, "kind": self.kind, "value": self.value}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SongAugmentation:
+        return cls(kind=d["kind"], value=d["value"])
+
+    @property
+    def speed(self) -> float:
+        return self.value if self.kind == "speed" else 1.0
+
+    @property
+    def semitones(self) -> float:
+        return self.value if self.kind == "pitch" else 0.0
+
+    def audio(self, x: np.ndarray, rate: int) -> np.ndarray:
+        """The op on one signal (mix or any stem)."""
+        return time_stretch(x, rate, self.value) if self.kind == "speed" else pitch_shift(x, rate, self.value)
+
+    def n_samples(self, n: int) -> int:
+        """Signal length after the op."""
+        return stretched_length(n, self.speed)
+
+    def times(self, times: np.ndarray | list[float]) -> np.ndarray:
+        """Event times after the op (a pitch shift leaves them alone)."""
+        return stretch_times(times, self.speed)
+
+    def f0(self, f0: np.ndarray, n_samples_out: int, sample_rate: int, frame_rate: float = F0_RATE_HZ) -> np.ndarray:
+        """An f0 track after the op, ``ceil(duration_out * frame_rate)`` frames for a speed change."""
+        if self.kind == "pitch":
+            return shift_f0(f0, self.value)
+        n_out = math.ceil(n_samples_out / sample_rate * frame_rate - 1e-9)
+        return stretch_frames(f0, self.value, n_out)
+
+
+def song_ops(cfg: AugmentConfig) -> list[SongAugmentation]:
+    """The union the one op is drawn from, in config order: speeds first, then semitone shifts."""
+    return [SongAugmentation("speed", float(s)) for s in cfg.speeds] + [
+        SongAugmentation("pitch", float(k)) for k in cfg.semitones
+    ]
+
+
+def plan_song_augmentation(track_id: str, cfg: AugmentConfig) -> SongAugmentation | None:
+    """The song's augmentation, or None when it is not among the ``fraction`` selected."""
+    ops = song_ops(cfg)
+    if not ops:
+        raise ValueError("augment: no speeds and no semitones configured, nothing to draw from")
+    rng = keyed_rng(cfg.seed, "song", track_id)
+    selected = rng.random() < cfg.fraction
+    pick = int(rng.integers(len(ops)))  # drawn either way, so the stream does not depend on fraction
+    return ops[pick] if selected else None
+
+
+def _draw(rng: np.random.Generator, band: EqBand) -> Biquad:
+    return Biquad(
+        gain_db=float(rng.uniform(*band.gain_db)),
+        freq_hz=float(rng.uniform(*band.freq_hz)),
+        q=float(rng.uniform(*band.q)),
+    )
+
+
+def plan_eq(key: str, cfg: AugmentConfig) -> EqParams | None:
+    """This sample's EQ parameters, or None when the EQ is not activated (probability 1 - eq_probability)."""
+    rng = keyed_rng(cfg.seed, "eq", key)
+    active = rng.random() < cfg.eq_probability
+    params = EqParams(bass=_draw(rng, cfg.eq_bass), mid=_draw(rng, cfg.eq_mid), treble=_draw(rng, cfg.eq_treble))
+    return params if active else None
+
+
+def apply_eq(x: np.ndarray, rate: int, params: EqParams | None, cfg: AugmentConfig) -> np.ndarray:
+    """EQ then loudness normalisation, as the paper does; ``params=None`` leaves the audio unchanged."""
+    if params is None:
+        return _mono32(x).copy()
+    return normalise_loudness(frequency_balance_eq(x, rate, params), cfg.target_rms_db, cfg.peak_db)
