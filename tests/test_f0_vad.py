@@ -1,9 +1,10 @@
 """VAD and vocal f0 through the real stage path, scored against the demo songs' score-derived f0.
 
 The truth comes from the score, while Festival's singing glides between notes and sometimes sings a
-syllable on a neighbouring note, so no tracker reaches the score everywhere: the union of three
-independent trackers (CREPE tiny, PESTO, YIN) matches it on only 82-84% of the voiced frames
-(bench/RESULTS-f0-vad.md). The bounds below sit a few points under what the shipped method measures.
+syllable on a neighbouring note, so no tracker reaches the score everywhere: the best single tracker
+scores 0.79-0.82 over whole songs, and even picking the best of five trackers per frame matches only
+84-87% of the voiced frames (bench/RESULTS-f0-vad.md). The bounds below sit a few points under what the
+shipped method measures, so a framing, resampling or decoding error fails them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import math
 import warnings
 
+import librosa
 import mir_eval
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms.artefacts import ArtefactStore
@@ -24,8 +27,8 @@ from songcorpus.transforms.vad import SileroVadStage
 
 from conftest import DEMO_DIR
 
-# (raw pitch accuracy, pitch accuracy where both voiced): measured 0.80/0.86, 0.74/0.85, 0.81/0.89
-SONG_BOUNDS = {"song_00": (0.76, 0.82), "song_01": (0.70, 0.81), "song_05": (0.77, 0.85)}
+# (raw pitch accuracy, pitch accuracy on frames voiced in both); measured 0.804/0.851, 0.750/0.843, 0.814/0.889
+SONG_BOUNDS = {"song_00": (0.77, 0.82), "song_01": (0.72, 0.81), "song_05": (0.78, 0.86)}
 
 
 def stems_row(store: ArtefactStore, config, path) -> dict:
@@ -47,19 +50,20 @@ def env(tmp_path_factory):
     return config, store, vad, f0
 
 
-def run_stages(env, path) -> tuple[dict, dict, dict]:
+def run_stages(env, path, with_f0: bool = True) -> tuple[dict, dict, dict | None]:
     config, store, vad, f0 = env
     row = stems_row(store, config, path)
     row["results"]["vad"] = vad.process_one(row)
-    return row, row["results"]["vad"], f0.process_one(row)
+    return row, row["results"]["vad"], f0.process_one(row) if with_f0 else None
 
 
-def scores(track: np.ndarray, song: str) -> tuple[float, float]:
-    """mir_eval raw pitch accuracy (50 cents, lag 0) and the same over frames voiced in both."""
+def scores(track: np.ndarray, song: str, lag_s: float = 0.0) -> tuple[float, float]:
+    """mir_eval raw pitch accuracy (50 cents) and the same over frames voiced in both; the estimate's
+    frame i is read at i / 100 + lag_s seconds."""
     gt = np.loadtxt(DEMO_DIR / song / "f0_vocal_100hz.csv", delimiter=",", skiprows=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r_v, r_c, e_v, e_c = mir_eval.melody.to_cent_voicing(gt[:, 0], gt[:, 1], np.arange(track.size) / 100.0,
+        r_v, r_c, e_v, e_c = mir_eval.melody.to_cent_voicing(gt[:, 0], gt[:, 1], np.arange(track.size) / 100.0 + lag_s,
                                                              track.astype(np.float64))
     rpa = mir_eval.melody.raw_pitch_accuracy(r_v, r_c, e_v, e_c)
     both = (r_v > 0) & (e_v > 0)
@@ -81,20 +85,28 @@ def test_stage_f0_matches_score(env, song):
     min_rpa, min_pitch = SONG_BOUNDS[song]
     assert rpa >= min_rpa, f"{song}: raw pitch accuracy {rpa:.3f}"
     assert pitch_acc >= min_pitch, f"{song}: pitch accuracy on voiced frames {pitch_acc:.3f}"
-    assert 0.8 < out["f0_voiced_fraction"] < 1.0 and 100 < out["f0_median_hz"] < 400
+    assert 0.6 < out["f0_voiced_fraction"] < 1.0 and 100 < out["f0_median_hz"] < 400
     assert np.all(track[periodicity < load_config().f0.voicing_threshold] == 0)
+    # Framing: the truth sits a few tens of ms off the audio for every tracker; ours must need the same
+    # shift as librosa's YIN framed independently (centre=True, hop 160 at 16 kHz), to within 10 ms.
+    yin = librosa.yin(soxr.resample(sf.read(path, dtype="float32")[0], info.samplerate, 16000), fmin=50, fmax=1100,
+                      sr=16000, frame_length=1024, hop_length=160)
+    lags = np.arange(-50, 51, 10) / 1000.0
+    ours = lags[np.argmax([scores(track, song, lag)[0] for lag in lags])]
+    theirs = lags[np.argmax([scores(yin, song, lag)[0] for lag in lags])]
+    assert abs(ours - theirs) <= 0.0101, f"{song}: best lag {ours * 1000:.0f} ms, YIN's {theirs * 1000:.0f} ms"
 
 
 def test_vad_finds_singing_and_nothing_in_silence(env, tmp_path):
     config, _, _, _ = env
-    _, vad, _ = run_stages(env, DEMO_DIR / "song_00" / "vocals.flac")
+    _, vad, _ = run_stages(env, DEMO_DIR / "song_00" / "vocals.flac", with_f0=False)
     gt = np.loadtxt(DEMO_DIR / "song_00" / "f0_vocal_100hz.csv", delimiter=",", skiprows=1)
     voiced_t = gt[gt[:, 1] > 0, 0]
     inside = np.zeros(voiced_t.size, bool)
     for start, end in vad["vad_segments"]:
         assert 0 <= start < end
         inside |= (voiced_t >= start) & (voiced_t < end)
-    assert inside.mean() > 0.9  # Silero alone covers ~9% of this song's sung frames: the singing gate matters
+    assert inside.mean() > 0.9  # Silero alone covers ~7% of this song's sung frames: the singing gate matters
     assert vad["speech_activity"] < 0.3
 
     silence = tmp_path / "silence.flac"
@@ -103,7 +115,7 @@ def test_vad_finds_singing_and_nothing_in_silence(env, tmp_path):
     assert vad["vad_segments"] == [] and vad["vocal_activity"] == 0.0
     assert out["f0_voiced_fraction"] == 0.0 and out["f0_median_hz"] is None and out["f0_frames"] == 500
 
-    _, vad, _ = run_stages(env, DEMO_DIR / "instr_fof_00" / "band.flac")
+    _, vad, _ = run_stages(env, DEMO_DIR / "instr_fof_00" / "band.flac", with_f0=False)
     assert vad["vocal_activity"] < 0.05
 
 

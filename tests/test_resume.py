@@ -15,7 +15,7 @@ import soundfile as sf
 from conftest import DEMO_DIR, output_files
 
 
-def _make_inputs(root: Path, copies: int = 3) -> int:
+def _make_inputs(root: Path, copies: int = 1) -> int:
     root.mkdir(parents=True)
     n = 0
     for clip in sorted(DEMO_DIR.glob("*/mix.flac")):

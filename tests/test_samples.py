@@ -97,38 +97,41 @@ def test_no_song_spans_two_splits_and_stems_are_used_as_given(demo_ray: Path) ->
         pytest.fail("no plain song window found")
 
 
-@pytest.fixture(scope="module")
-def augmented(tmp_path_factory) -> Path:
-    """song_00 with every song augmented, to check labels against the augmented audio."""
+@pytest.fixture(scope="module", params=["speed", "pitch"])
+def augmented(request, tmp_path_factory) -> Path:
+    """song_00 with every song augmented by one op (x1.2 time stretch, or +2 semitones) and the EQ always on."""
     manifest = tmp_path_factory.mktemp("aug_in") / "m.jsonl"
     rows = [json.loads(line) for line in (DEMO_DIR / "manifest.jsonl").read_text().splitlines() if line.strip()]
     song = next(r for r in rows if r["path"].startswith("song_00/"))
     for k in ("path", "vocals", "accompaniment"):
         song[k] = str(DEMO_DIR / song[k])
     manifest.write_text(json.dumps(song) + "\n")
+    ops = {"speeds": [1.2], "semitones": []} if request.param == "speed" else {"speeds": [], "semitones": [2]}
     return curate_with("beam", [str(manifest)], tmp_path_factory.mktemp("aug_out"), workers=1,
-                       augment={"fraction": 1.0, "speeds": [1.2], "semitones": [2], "eq_probability": 1.0})
+                       augment={"fraction": 1.0, "eq_probability": 1.0, **ops})
 
 
 def test_augmented_f0_matches_the_f0_of_the_augmented_audio(augmented: Path) -> None:
+    """The stored (moved) f0 against f0 re-extracted from the augmented vocals: raw pitch accuracy in the
+    MIREX sense (the re-extraction gives a pitch on every frame; scored on frames the label calls voiced)."""
     from songcorpus.schemas.config import load_config
     from songcorpus.transforms.f0 import estimate_f0
 
-    samples = shard_samples(augmented)
-    aug = {k: m for k, m in samples.items() if json.loads(m["json"])["augmentation"] and
-           json.loads(m["json"])["augmentation"]["song_op"]}
-    assert aug, "fraction 1.0 augments the song"
-    cfg = load_config().f0.model_copy(update={"only_vocal_activity": False})
-    scores = []
-    for _key, members in sorted(aug.items())[:3]:
+    cfg = load_config().f0.model_copy(update={"only_vocal_activity": False, "voicing_threshold": 0.0})
+    rpa, chroma = [], []
+    for members in shard_samples(augmented).values():
         meta = json.loads(members["json"])
+        if not (meta["augmentation"] and meta["augmentation"]["song_op"]):
+            continue
         assert meta["augmentation"]["eq"] is not None  # eq_probability 1.0
         vocals, rate = sf.read(io.BytesIO(members["vocals.flac"]), dtype="float32")
         stored = np.load(io.BytesIO(members["f0.npy"]))
         fresh, _ = estimate_f0(vocals, rate, cfg)
         t = np.arange(stored.size) / 100.0
-        both = (stored > 0) & (fresh[: stored.size] > 0)
-        if both.sum() < 50:
-            continue
-        scores.append(mir_eval.melody.raw_pitch_accuracy(*mir_eval.melody.to_cent_voicing(t, stored, t, fresh[: stored.size])))
-    assert scores and min(scores) >= 0.8, scores
+        voicing = mir_eval.melody.to_cent_voicing(t, stored, t, fresh[: stored.size])
+        rpa.append(mir_eval.melody.raw_pitch_accuracy(*voicing))
+        chroma.append(mir_eval.melody.raw_chroma_accuracy(*voicing))
+    assert len(rpa) >= 2, "fraction 1.0 augments the song"
+    # the mean over the song's augmented samples; single windows of phase-vocoder audio can lose up to a
+    # quarter of their frames to octave jumps of the tracker, never to a wrong label (chroma stays right)
+    assert np.mean(rpa) >= 0.8 and min(chroma) >= 0.9, (rpa, chroma)

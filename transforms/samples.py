@@ -11,6 +11,8 @@ Provides: samples (per sample: key, start_s, duration_s, reference_key, augmenta
 Windows come from :mod:`windows`; a selected song (``augment.fraction``) also gets windows of its
 augmented copy (one speed or pitch op for the whole song, every label moved to match); each sample's
 accompaniment gets the frequency-balance EQ with ``augment.eq_probability`` (the vocals never do).
+Rejects a song with no usable window (``no_windows``: too short for a window and its reference, or too
+little vocal activity; set ``windows.min_vocal_activity: 0`` to keep instrumentals).
 Fails when: a sample breaks the time-alignment contract (:func:`schemas.sample.check_alignment`):
 the song fails at this stage, naming the sample and the check, and none of its samples is written.
 """
@@ -28,7 +30,7 @@ from songcorpus.schemas.sample import F0_RATE_HZ, SAMPLE_SPEC_VERSION, STEMS, ch
 from songcorpus.schemas.track import METADATA_FIELDS, track_id_for
 from songcorpus.transforms.audio_io import read_standard_audio, to_int16
 from songcorpus.transforms.augment import SongAugmentation, apply_eq, plan_eq, plan_song_augmentation, shift_f0, stretch_frames
-from songcorpus.transforms.base import Resources, Row, Stage, canonical_json
+from songcorpus.transforms.base import Rejection, Resources, Row, Stage, canonical_json
 from songcorpus.transforms.codec import EmbeddedCodec, encode_tokens, load_codebook
 from songcorpus.transforms.windows import Window, choose_references, plan_windows
 
@@ -116,6 +118,12 @@ class SampleStage(Stage):
             made, n = self._variant(row, variant, audio, f0, rate, codec, codebook, track_id)
             samples += made
             n_candidates += n
+        if not samples:
+            w = self.config.windows
+            raise Rejection("no_windows", f"no {w.length_s:g} s window with vocal activity >= {w.min_vocal_activity:g}"
+                            + (" and a non-overlapping reference window" if w.require_reference else "")
+                            + f" (track {audio['mix'].shape[0] / rate:.1f} s, vocal activity "
+                            f"{row['results']['vad'].get('vocal_activity', 0.0):.2f}; {n_candidates} candidate windows)")
         return {"samples": samples, "n_candidate_windows": n_candidates}
 
     def _variant(self, row: Row, aug: SongAugmentation | None, audio: dict[str, np.ndarray], f0: np.ndarray,
