@@ -46,25 +46,26 @@ from typing import Any
 # Ray reads these when it starts; set them before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+# One BLAS/OpenMP thread, as the Ray and Beam workers run: the figures are per core.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from songcorpus.pipelines import curate as curate_mod  # noqa: E402
 from songcorpus.pipelines.corpus import Decision, build_corpus  # noqa: E402
-from songcorpus.pipelines.executor import new_row  # noqa: E402
+from songcorpus.pipelines.executor import build_stages, new_row, run_stage  # noqa: E402
 from songcorpus.pipelines.sources import expand_inputs  # noqa: E402
 from songcorpus.schemas.config import PipelineConfig, load_config  # noqa: E402
 from songcorpus.transforms.artefacts import ArtefactStore  # noqa: E402
 from songcorpus.transforms.audio_io import DecodeError  # noqa: E402
 from songcorpus.transforms.base import Rejection, Row, Stage  # noqa: E402
-from songcorpus.transforms.classify import YamnetContentClassifier  # noqa: E402
-from songcorpus.transforms.ingest import IngestStage  # noqa: E402
-from songcorpus.transforms.quality import QualityStage  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "pipelines" / "demo"
-TARGET_PER_CORE = 100.0  # x real time per core, ingest path without classification
+TARGET_PER_CORE = 100.0  # x real time per core, ingest path without classification (decode ... quality)
+TARGET_WHOLE_PER_CORE = 4.0  # x real time per core, the whole lite profile (every stage, samples, shards)
 TARGET_SPEEDUP = 1.6  # Ray 2 workers over 1 worker
 
 
@@ -306,8 +307,7 @@ def run_plain_loop(corpus: Path, out: Path) -> LoopResult:
     with timed(res.total):
         config = load_config()
         store = ArtefactStore(out / ".cache")
-        stages: list[Stage] = [IngestStage(config, store), QualityStage(config, store),
-                               YamnetContentClassifier(config, store)]
+        stages: list[Stage] = build_stages(config, store, "analysis")
         for stage in stages:
             with timed(res.setup.setdefault(stage.name, Timing())):
                 stage.setup()
@@ -325,8 +325,20 @@ def run_plain_loop(corpus: Path, out: Path) -> LoopResult:
                     except DecodeError as exc:
                         row["outcome"] = {"status": "failed", "stage": stage.name, "code": exc.code, "reason": str(exc)}
         lineages = {s.name: s.lineage() for s in stages}
+        (sampler,) = build_stages(config, store, "samples")
+        res.stages["samples"] = Timing()
+
+        def run_samples(sample_rows: list[Row]) -> list[Row]:
+            ready = [False]
+            with timed(res.stages["samples"]):
+                for row in sample_rows:
+                    run_stage(sampler, row, ready)
+            return sample_rows
+
         with timed(res.shard_write):
-            res.decisions = build_corpus(rows, config, out, store, lineages, progress=False)
+            res.decisions = build_corpus(rows, config, out, store, lineages, run_samples, progress=False)
+        for key in ("wall_s", "cpu_s", "busy_jiffies", "total_jiffies"):  # shard write = build_corpus minus samples
+            setattr(res.shard_write, key, getattr(res.shard_write, key) - getattr(res.stages["samples"], key))
         res.rows = rows
     return res
 
@@ -443,13 +455,21 @@ def stage_table(audio_s: float, loop: LoopResult) -> tuple[str, list[dict[str, A
         return Timing(wall_s=sum(t.wall_s for t in parts), cpu_s=sum(t.cpu_s for t in parts),
                       busy_jiffies=sum(t.busy_jiffies for t in parts), total_jiffies=sum(t.total_jiffies for t in parts))
 
-    lines: list[tuple[str, Timing]] = [
-        ("ingest (decode, standardise, hash, FLAC write, loudness)", ing),
-        ("quality (silence, bandwidth, DC, WADA-SNR)", qual),
-        ("classify (YAMNet int8 ONNX, 1 thread)", cls),
-        ("shard write (build_corpus: decide, shards, Parquet + DuckDB catalog)", shard),
-        ("**ingest path excl. classification** (ingest + quality + shard write)", combined([ing, qual, shard])),
-        ("**ingest path incl. classification** (all four)", combined([ing, qual, cls, shard])),
+    labels = {"ingest": "ingest (decode, standardise, hash, FLAC write, loudness)",
+              "quality": "quality (silence, bandwidth, DC, WADA-SNR)",
+              "classify": "classify (YAMNet int8 ONNX, 1 thread)",
+              "stems": "stems (given stems standardised, or REPET-SIM; separator scored vs given stems)",
+              "vad": "vad (Silero VAD + singing gate on the vocal stem)",
+              "f0": "f0 (torchcrepe tiny, 100 Hz, inside VAD segments)",
+              "structure": "structure (librosa beats, downbeat estimate, Laplacian sections)",
+              "codec_frames": "codec_frames (embedded-codec frames for the codebook fit)",
+              "samples": "samples (windows, augmentation, embedded codec latents + tokens, FLAC, alignment checks)"}
+    lines: list[tuple[str, Timing]] = [(labels.get(n, n), t) for n, t in loop.stages.items()]
+    lines += [
+        ("shard write (build_corpus minus samples: decide, codebook fit, shards, Parquet + DuckDB catalog)", shard),
+        ("**ingest path excl. classification** (ingest + quality)", combined([ing, qual])),
+        ("**ingest path incl. classification** (ingest + quality + classify)", combined([ing, qual, cls])),
+        ("**whole lite profile** (every stage above + shard write)", combined([*loop.stages.values(), shard])),
     ]
     out = ["| stage (plain single-process loop) | wall s | CPU s | x real time per core (audio s / CPU s) "
            "| others' load (cores) |",
@@ -513,8 +533,11 @@ def counts_str(counts: dict[str, int]) -> str:
 
 
 def verdicts(audio_s: float, loop: LoopResult, runs: list[E2EResult]) -> dict[str, Any]:
-    excl_cpu = loop.stages["ingest"].cpu_s + loop.stages["quality"].cpu_s + loop.shard_write.cpu_s
+    # decode, standardise, hash, quality: the issue-2 ingest path (its shard write then packed one FLAC per
+    # track; it now packs windows of three stems and arrays and fits the codebook, reported on its own row)
+    excl_cpu = loop.stages["ingest"].cpu_s + loop.stages["quality"].cpu_s
     per_core = rt(audio_s, excl_cpu)
+    whole_cpu = sum(t.cpu_s for t in loop.stages.values()) + loop.shard_write.cpu_s
     by_key = {(r.engine, r.workers): r for r in runs}
     speedup = None
     if ("ray", 1) in by_key and ("ray", 2) in by_key:
@@ -522,6 +545,8 @@ def verdicts(audio_s: float, loop: LoopResult, runs: list[E2EResult]) -> dict[st
     return {
         "ingest_path_excl_classification_x_realtime_per_core": per_core,
         "meets_per_core_target": per_core >= TARGET_PER_CORE,
+        "whole_lite_profile_x_realtime_per_core": rt(audio_s, whole_cpu),
+        "meets_whole_profile_target": rt(audio_s, whole_cpu) >= TARGET_WHOLE_PER_CORE,
         "ray_speedup_2_over_1_workers": speedup,
         "meets_speedup_target": None if speedup is None else speedup >= TARGET_SPEEDUP,
     }
@@ -593,9 +618,12 @@ def main(argv: list[str] | None = None) -> int:
         verdict = verdicts(audio_s, loop, runs)
         command = " ".join([sys.executable, *sys.argv])
         summary = [
-            f"Target: ingest path excl. classification >= {TARGET_PER_CORE:g}x real time per core: "
+            f"Target: ingest path excl. classification (ingest + quality) >= {TARGET_PER_CORE:g}x real time per core: "
             f"{verdict['ingest_path_excl_classification_x_realtime_per_core']:.1f}x -> "
             f"{'MET' if verdict['meets_per_core_target'] else 'NOT MET'}",
+            f"Target: whole lite profile >= {TARGET_WHOLE_PER_CORE:g}x real time per core (plain loop CPU): "
+            f"{verdict['whole_lite_profile_x_realtime_per_core']:.2f}x -> "
+            f"{'MET' if verdict['meets_whole_profile_target'] else 'NOT MET'}",
         ]
         if verdict["ray_speedup_2_over_1_workers"] is not None:
             summary.append(f"Target: Ray 2 workers / 1 worker >= {TARGET_SPEEDUP:g}x: "

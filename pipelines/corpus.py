@@ -117,8 +117,9 @@ def fit_corpus_codebook(accepted: list[Row], splits: dict[str, str], config: Pip
 
 def sample_rows(accepted: list[Row], splits: dict[str, str], codebook: dict[str, str],
                 lineages: dict[str, dict[str, Any]]) -> list[Row]:
-    """Rows for the samples phase: what SampleStage reads besides the analysis results."""
-    return [{"track": r["track"], "results": r["results"], "outcome": None, "split": splits[r["track"]["source"]],
+    """Rows for the samples phase: what SampleStage reads besides the analysis results (a copy of the results
+    dict, so an in-process runner never writes samples into the analysis rows that state/rows.jsonl records)."""
+    return [{"track": r["track"], "results": dict(r["results"]), "outcome": None, "split": splits[r["track"]["source"]],
              "codebook": {"file": codebook["file"], "sha256": codebook["sha256"]}, "scores": scores_of(r),
              "lineage": lineage_of(r, lineages)} for r in accepted]
 
