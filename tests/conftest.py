@@ -48,6 +48,18 @@ def output_files(out: Path) -> dict[str, bytes]:
     return files
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: the small FFTs of Griffin-Lim and the EQ slow down several-fold
+    when torch threads fight over 2 shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def demo_ray(tmp_path_factory) -> Path:
     return curate_with("ray", [demo_manifest()], tmp_path_factory.mktemp("demo_ray"))

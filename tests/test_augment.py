@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 from scipy import signal
 
 from songcorpus.schemas.config import AugmentConfig
@@ -33,12 +32,7 @@ SR = 44100
 CFG = AugmentConfig()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sine(freq: float, seconds: float = 2.0, amp: float = 0.5) -> np.ndarray:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-import torch
 from scipy.spatial.distance import cdist
 
 from songcorpus.schemas.config import CodecConfig
@@ -33,13 +32,7 @@ def demo() -> np.ndarray:
     return x
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Griffin-Lim's small FFTs slow down several-fold when torch threads fight over 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(("duration", "rate", "expected"), [
