@@ -105,7 +105,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from songcorpus.pipelines.inspect_sample import SampleNotFound, inspect_sample
 
     try:
-        meta = inspect_sample(Path(args.dir), args.key, Path(args.png) if args.png else None)
+        meta = inspect_sample(Path(args.dir), args.key, Path(args.png) if args.png else None,
+                              Path(args.listen) if args.listen else None)
     except SampleNotFound as exc:
         raise ConfigError(str(exc)) from None
     shown = {k: meta.get(k) for k in ("key", "source", "split", "start_s", "duration_s", "reference_key",
@@ -113,6 +114,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(json.dumps(shown, indent=1, ensure_ascii=False))
     if args.png:
         print(f"wrote {args.png}")
+    if args.listen:
+        print(f"wrote WAVs (stems, and the embedded codec's decodes of latents and tokens) under {args.listen}")
     return 0
 
 
@@ -168,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="a folder written by `songcorpus curate --out DIR`")
     p.add_argument("key", metavar="KEY", help="a sample key (the `key` column of the catalog's windows table)")
     p.add_argument("--png", metavar="FILE", help="write the picture here")
+    p.add_argument("--listen", metavar="DIR", help="write the stems as WAV, and the embedded codec's latents and tokens "
+                                                    "decoded back to audio (Griffin-Lim), into DIR")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",

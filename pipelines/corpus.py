@@ -191,9 +191,9 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
                                         f"cache (first {missing[0]}); run `songcorpus curate` again to recompute them")
             by_split[splits[src]].append(Sample(entry["key"], members))
             window_meta[entry["key"]] = {**entry, "source": src, "track_id": track_id_for(src), "split": splits[src]}
-    codebook_note = out / "codec" / "codebook.json"
-    if codebook is not None:
-        atomic_write_bytes(codebook_note, (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
+    if codebook is not None:  # next to the shards, so trainers and the evaluator can decode tokens without the cache
+        atomic_write_bytes(out / "codec" / "codebook.npy", (store.root / codebook["file"]).read_bytes())
+        atomic_write_bytes(out / "codec" / "codebook.json", (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
 
     written: dict[str, WrittenShard] = {}
     shard_split: dict[str, str] = {}

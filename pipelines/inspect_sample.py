@@ -3,7 +3,8 @@
 The sample is found through the catalog (``windows`` table: shard and byte offsets of every member),
 read straight from the tar without unpacking, and drawn as one PNG: log spectrograms of the mix,
 vocals and accompaniment, with the vocal f0 over the vocal spectrogram, VAD segments shaded, beats as
-ticks, downbeats as strong ticks and section boundaries with their labels.
+ticks, downbeats as strong ticks and section boundaries with their labels. ``--listen`` writes the
+stems as WAV next to what the embedded codec's latents and tokens decode back to.
 """
 
 from __future__ import annotations
@@ -104,9 +105,42 @@ def draw_sample(members: dict[str, bytes], png: Path) -> dict[str, Any]:
     return meta
 
 
-def inspect_sample(out: Path, key: str, png: Path | None) -> dict[str, Any]:
+def write_listening(out: Path, members: dict[str, bytes], folder: Path) -> list[Path]:
+    """The sample's stems as WAV, and what the embedded codec's latents and tokens decode back to
+    (Griffin-Lim phase: expect a phasey sound; it is for checking content and timing by ear)."""
+    import soundfile as sf
+    import yaml
+
+    from songcorpus.schemas.config import PipelineConfig
+    from songcorpus.transforms.codec import EmbeddedCodec, load_codebook
+
+    meta = json.loads(members["json"])
+    config = PipelineConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
+    rate = int(meta["sample_rate"])
+    codec_meta = meta["lineage"]["samples"]["codec"]
+    codec = EmbeddedCodec(config.codec, rate, load_codebook(out / "codec" / "codebook.npy", codec_meta["codebook_sha256"]))
+    n = round(float(meta["duration_s"]) * rate)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem in ("mix", "vocals", "accompaniment"):
+        x, r = sf.read(io.BytesIO(members[f"{stem}.flac"]), dtype="float32")
+        written.append(folder / f"{stem}.wav")
+        sf.write(written[-1], x, r, subtype="PCM_16")
+        if stem == "mix":
+            continue
+        latents = np.load(io.BytesIO(members[f"{stem}.embedded_latents.npy"]))
+        tokens = np.load(io.BytesIO(members[f"{stem}.embedded_tokens.npy"]))
+        for kind, audio in (("latents", codec.decode_latents(latents, n)), ("tokens", codec.decode_tokens(tokens, n))):
+            written.append(folder / f"{stem}.embedded_{kind}_decoded.wav")
+            sf.write(written[-1], audio, rate, subtype="PCM_16")
+    return written
+
+
+def inspect_sample(out: Path, key: str, png: Path | None, listen: Path | None = None) -> dict[str, Any]:
     members = read_sample(out, key)
     meta = json.loads(members["json"])
     if png is not None:
         draw_sample(members, png)
+    if listen is not None:
+        write_listening(out, members, listen)
     return meta

@@ -32,3 +32,24 @@ def test_bad_config_key_exits_2_with_the_key(tmp_path, capsys):
     cfg.write_text("shards: {max_sample: 3}\n")
     assert main(["curate", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     assert "shards.max_sample" in capsys.readouterr().err
+
+
+def test_inspect_draws_a_sample_and_decodes_the_codec_for_listening(demo_ray, tmp_path, capsys):
+    import duckdb
+    import soundfile as sf
+
+    con = duckdb.connect(str(demo_ray / "catalog.duckdb"), read_only=True)
+    (key,) = con.execute("SELECT key FROM windows ORDER BY key LIMIT 1").fetchone()
+    con.close()
+    png, listen = tmp_path / "s.png", tmp_path / "listen"
+    assert main(["inspect", str(demo_ray), key, "--png", str(png), "--listen", str(listen)]) == 0
+    assert png.stat().st_size > 20000 and key in capsys.readouterr().out
+    mix, rate = sf.read(listen / "mix.wav")
+    for name in ("vocals.embedded_latents_decoded.wav", "accompaniment.embedded_tokens_decoded.wav"):
+        decoded, r = sf.read(listen / name)
+        assert r == rate and decoded.shape == mix.shape and abs(decoded).max() > 1e-3
+
+
+def test_inspect_an_unknown_key_is_a_clear_error(demo_ray, capsys):
+    assert main(["inspect", str(demo_ray), "no_such_key"]) == 2
+    assert "no sample 'no_such_key'" in capsys.readouterr().err

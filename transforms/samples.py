@@ -72,7 +72,7 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 
 class SampleStage(Stage):
     name = "samples"
-    version = "1"
+    version = "2"  # 2: a song with no window is rejected (no_windows) instead of accepted with no samples
     requires = ("audio_file", "vocals_file", "accompaniment_file", "f0_file", "vad_segments", "beats", "sections",
                 "split", "codebook")
     provides = ("samples", "n_candidate_windows")
