@@ -119,6 +119,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from songcorpus.transforms import model_store as ms
+
+    root = ms.store_root(args.store)
+    if args.action in ("list", "verify"):
+        rows = ms.list_models(root)
+        print(f"model store: {root}")
+        for r in rows:
+            print(f"  {r['name']:<26} {r['version']:<20} {r['where']:<28} {r['state']}")
+        bad = [r for r in rows if r["state"] != "verified" and (args.action == "verify" or r["where"] != "store")]
+        if args.action == "verify" and bad:
+            print(f"songcorpus: {len(bad)} model(s) missing or not matching their checksums", file=sys.stderr)
+            return 1
+        return 0
+    if not args.name:
+        raise ConfigError(f"`songcorpus models {args.action}` needs a model NAME")
+    if args.action == "pull":
+        folder = ms.pull_model(args.name, root)
+    else:
+        if not args.path:
+            raise ConfigError("`songcorpus models add NAME PATH`: PATH (the folder holding the files) is missing")
+        folder = ms.add_model(args.name, Path(args.path), root)
+    print(f"{args.name}: verified and installed in {folder}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     args.inputs = [demo_manifest()]
     return cmd_curate(args)
@@ -174,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="DIR", help="write the stems as WAV, and the embedded codec's latents and tokens "
                                                     "decoded back to audio (Griffin-Lim), into DIR")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("models", help="list, verify, pull or add model weights in the model store",
+                       description="The model store holds weights that do not ship in a package, each checked "
+                                   "against the registry's sha256. list: every known model and its state; verify: "
+                                   "the same, exit 1 if any is missing or altered; pull NAME: download where the "
+                                   "network allows; add NAME PATH: install files copied in by hand (air-gapped). "
+                                   "Stages never download anything while they run.")
+    p.add_argument("action", choices=["list", "verify", "pull", "add"])
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("path", nargs="?", metavar="PATH")
+    p.add_argument("--store", metavar="DIR",
+                   help="the model store (default: $SONGCORPUS_MODELS, else ~/.cache/songcorpus/models)")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",
                        description="Curate the bundled demo corpus (songs with ground-truth stems, instrumentals, "

