@@ -97,7 +97,7 @@ def fit_corpus_codebook(accepted: list[Row], splits: dict[str, str], config: Pip
     song is in train). Cached by the frames it was fit on, so an unchanged corpus never refits."""
     import numpy as np
 
-    from songcorpus.transforms.codec import codebook_bytes, fit_codebook
+    from songcorpus.transforms.codec import codebook_bytes, codebook_sha256, fit_codebook
 
     pool = [r for r in accepted if splits[r["track"]["source"]] == "train"] or accepted
     files = [r["results"]["codec_frames"]["codec_frames_file"] for r in pool]
@@ -109,8 +109,8 @@ def fit_corpus_codebook(accepted: list[Row], splits: dict[str, str], config: Pip
         return cached
     frames = np.concatenate([store.get_array(f) for f in files])
     codebook = fit_codebook(frames, config.codec)
-    entry = {"file": store.put_blob(codebook_bytes(codebook), ".npy"),
-             "sha256": hashlib.sha256(codebook_bytes(codebook)).hexdigest(), "fit_frames": int(frames.shape[0])}
+    entry = {"file": store.put_blob(codebook_bytes(codebook), ".npy"), "sha256": codebook_sha256(codebook),
+             "fit_frames": int(frames.shape[0])}
     store.put_result("codebook", key, entry)
     return entry
 

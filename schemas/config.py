@@ -112,7 +112,8 @@ class VadConfig(_Section):
     of the kal_diphone demo song at threshold 0.5), so with ``singing_gate`` a 32 ms frame of the stem that is
     loud (within ``gate_range_db`` of the stem's 95th-percentile frame level, above ``gate_floor_dbfs``)
     and periodic (YIN aperiodicity <= ``gate_max_aperiodicity``) also counts as vocal. Both feed
-    Silero's own segmenter (hysteresis, minimum lengths, padding). bench/RESULTS-f0-vad.md has the numbers.
+    Silero's own segmenter (hysteresis, minimum lengths, padding). bench/RESULTS.md, "Vocal f0 and VAD",
+    has the numbers.
     """
 
     threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability that starts a segment")
@@ -133,7 +134,7 @@ class F0Config(_Section):
     network's confidence at that bin. ``torchcrepe-tiny`` is the lite default: on the demo vocal stems
     its raw pitch accuracy is 0.5-4 points below pYIN and CREPE full (about 4x and 35x its cost), it holds
     up far better than pYIN/YIN when accompaniment leaks in, its confidence is a usable voicing
-    decision, and it runs at ~10x real time per core (bench/RESULTS-f0-vad.md).
+    decision, and it runs at ~10x real time per core (bench/RESULTS.md, "Vocal f0 and VAD").
     """
 
     method: Literal["torchcrepe-tiny", "torchcrepe-full"] = "torchcrepe-tiny"
@@ -145,7 +146,7 @@ class F0Config(_Section):
     only_vocal_activity: bool = Field(True, description="run the model only inside VAD segments (f0 = 0 elsewhere)")
     vad_pad_ms: int = Field(50, ge=0, description="with only_vocal_activity: frames this close to a segment are run too")
     model_stride: int = Field(1, ge=1, le=4, description="run the model on every k-th frame and interpolate (log f0, "
-                              "periodicity) between; 2 halves the cost (see bench/RESULTS-f0-vad.md)")
+                              "periodicity) between; 2 halves the cost (see bench/RESULTS.md, Vocal f0 and VAD)")
 
     @model_validator(mode="after")
     def _range(self) -> F0Config:

@@ -3,7 +3,7 @@
 The truth comes from the score, while Festival's singing glides between notes and sometimes sings a
 syllable on a neighbouring note, so no tracker reaches the score everywhere: the best single tracker
 scores 0.79-0.82 over whole songs, and even picking the best of five trackers per frame matches only
-84-87% of the voiced frames (bench/RESULTS-f0-vad.md). The bounds below sit a few points under what the
+84-87% of the voiced frames (bench/RESULTS.md ("Vocal f0 and VAD")). The bounds below sit a few points under what the
 shipped method measures, so a framing, resampling or decoding error fails them.
 """
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore
+from songcorpus.transforms.models import ModelSpec, get_model
 
 Row = dict[str, Any]
 
@@ -61,6 +62,9 @@ class Stage(ABC):
 
     def preflight(self) -> None:
         """Cheap checks on the driver before any data moves (a missing model fails here)."""
+        spec = self.model_spec()
+        if spec is not None:
+            spec.verified_path()
 
     @abstractmethod
     def config_digest(self) -> str:
@@ -74,11 +78,21 @@ class Stage(ABC):
     def process_one(self, row: Row) -> dict[str, Any]:
         """The provided fields for one row. Raise Rejection or any error; the runner records it."""
 
-    def model_id(self) -> str | None:
+    def model_name(self) -> str | None:
+        """The registry name (transforms/models.py) of the weights this stage loads; None: no registered model."""
         return None
 
+    def model_spec(self) -> ModelSpec | None:
+        name = self.model_name()
+        return None if name is None else get_model(name)
+
+    def model_id(self) -> str | None:
+        spec = self.model_spec()
+        return None if spec is None else f"{spec.name}@{spec.version}"
+
     def model_checksum(self) -> str | None:
-        return None
+        spec = self.model_spec()
+        return None if spec is None else spec.sha256
 
     def cache_key(self, row: Row) -> str:
         parts = [self.name, self.version, self.input_identity(row), self.config_digest(),

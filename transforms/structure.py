@@ -5,7 +5,7 @@ Provides: tempo_bpm (from the typical inter-beat interval), beats (s), downbeats
 sections ([start_s, end_s, label] covering 0..duration; equal letters = similar-sounding segments) and
 structure_method (which methods made them, so a corpus never mixes methods silently).
 Methods: beats by librosa's dynamic-programming tracker (Ellis 2007; ``structure.beat_method =
-"librosa"``, the default: bench/RESULTS-structure.md), leading/trailing beats trimmed only where the
+"librosa"``, the default: bench/RESULTS.md ("Structure stage")), leading/trailing beats trimmed only where the
 audio is near-silent (librosa's own trim drops a soft intro's beats), or madmom's RNN + DBN downbeat tracker (Böck et
 al. 2016; its bundled models are CC BY-NC-SA 4.0, non-commercial). With librosa, downbeats are a
 measured estimate (right on 3 of the 4 demo songs whose bars are known): the bar phase, and 3 vs 4 beats

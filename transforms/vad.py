@@ -12,7 +12,7 @@ A silent stem, or ``has_vocals`` false from the stems stage, gives no segments a
 Silero is a speech detector; Festival's sung vowels get a median speech probability of 0.015 on the
 kal_diphone demo song. So a 32 ms frame that is loud and periodic in the vocal stem also counts as
 vocal (``vad.singing_gate``; a cheap YIN aperiodicity test). On a clean stem that is the voice; on a
-separated stem, pitched bleed can pass it too (bench/RESULTS-f0-vad.md has the measurements).
+separated stem, pitched bleed can pass it too (bench/RESULTS.md ("Vocal f0 and VAD") has the measurements).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from songcorpus.schemas.config import VadConfig
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
 from songcorpus.transforms.models import ModelSpec, get_model
+from songcorpus.transforms.stems import vocal_stem_identity
 
 VAD_RATE = 16000
 VAD_HOP = 512  # Silero's frame at 16 kHz (32 ms)
@@ -160,24 +161,19 @@ class SileroVadStage(Stage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._spec = get_model(MODEL_NAME)  # no import of silero/torch on the driver until preflight
-        self._model = None
+        self._model = None  # no import of silero/torch on the driver until preflight
 
-    def model_id(self) -> str:
-        return f"{self._spec.name}@{self._spec.version}"
-
-    def model_checksum(self) -> str:
-        return self._spec.sha256
+    def model_name(self) -> str:
+        return MODEL_NAME
 
     def config_digest(self) -> str:
         return self.config.vad.digest() + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        stems = row["results"]["stems"]
-        return stems["vocals_sha256"] + ("" if stems.get("has_vocals", True) else ":no-vocals")
+        return vocal_stem_identity(row)
 
     def preflight(self) -> None:
-        vad_model_spec().verified_path()
+        vad_model_spec().verified_path()  # the base preflight, with silero imported under the thread guard
 
     def setup(self) -> None:
         self._model = load_vad_model()
