@@ -140,7 +140,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     else:
         if not args.path:
             raise ConfigError("`songcorpus models add NAME PATH`: PATH (the folder holding the files) is missing")
-        folder = ms.add_model(args.name, Path(args.path), root)
+        if args.kind:
+            folder = ms.register_model(args.name, Path(args.path), root, kind=args.kind, version=args.version,
+                                       licence=args.licence)
+        else:
+            folder = ms.add_model(args.name, Path(args.path), root)
     print(f"{args.name}: verified and installed in {folder}")
     return 0
 
@@ -205,13 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The model store holds weights that do not ship in a package, each checked "
                                    "against the registry's sha256. list: every known model and its state; verify: "
                                    "the same, exit 1 if any is missing or altered; pull NAME: download where the "
-                                   "network allows; add NAME PATH: install files copied in by hand (air-gapped). "
-                                   "Stages never download anything while they run.")
+                                   "network allows; add NAME PATH: install files copied in by hand (air-gapped); "
+                                   "add NAME PATH --kind K --version V: register weights the registry does not know "
+                                   "(a fine-tune), pinned by their sha256. Stages never download anything while "
+                                   "they run.")
     p.add_argument("action", choices=["list", "verify", "pull", "add"])
     p.add_argument("name", nargs="?", metavar="NAME")
     p.add_argument("path", nargs="?", metavar="PATH")
     p.add_argument("--store", metavar="DIR",
                    help="the model store (default: $SONGCORPUS_MODELS, else ~/.cache/songcorpus/models)")
+    p.add_argument("--kind", help="with add: register a new model of this architecture family (htdemucs, "
+                                  "ct2-whisper, encodec, dac, oobleck, ast, songeval, audiobox-aesthetics, ecapa, hubert)")
+    p.add_argument("--version", default="1", help="with add --kind: the new model's version (default 1)")
+    p.add_argument("--licence", default="unknown", help="with add --kind: the weights' licence")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_VERSION = 1
-PROFILES = ("lite",)
+PROFILES = ("lite", "full")
 
 
 class _Section(BaseModel):
@@ -233,9 +233,78 @@ class ModelsConfig(_Section):
     store_dir: str | None = Field(None, description="model store; None: $SONGCORPUS_MODELS, else ~/.cache/songcorpus/models")
 
 
+class DeviceConfig(_Section):
+    """Where the full profile's model stages run (transforms/accelerator.py)."""
+
+    name: str = Field("auto", description="auto (CUDA when visible, else CPU), cpu, or cuda[:N]")
+    mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA; CPU always runs fp32")
+    gpu_share: float = Field(0.5, gt=0, le=1, description="GPU fraction one model worker declares to Ray")
+
+
+class SeparationConfig(_Section):
+    """Full profile: Demucs separation (transforms/demucs_separator.py); given stems still win."""
+
+    model: str = Field("htdemucs", description="a store model of kind htdemucs (htdemucs, htdemucs_ft, ...)")
+    segment_s: float | None = Field(None, gt=0, description="chunk length; None: the model's training segment")
+    overlap: float = Field(0.25, ge=0, lt=1, description="overlap of neighbouring chunks (linear cross-fade)")
+    batch_size: int = Field(4, ge=1, description="chunks per forward pass (halved on out-of-memory)")
+
+
+class LyricsConfig(_Section):
+    """Full profile: faster-whisper on the vocal stem (transforms/lyrics.py)."""
+
+    model: str = Field("faster-whisper-tiny.en", description="a store model of kind ct2-whisper")
+    language: str | None = Field(None, description="None: detect (English-only models always say en)")
+    beam_size: int = Field(5, ge=1)
+    compute_type: str = Field("auto", description="CTranslate2 compute type: auto, int8, float16, float32 ...")
+    min_language_probability: float = Field(0.5, ge=0, le=1, description="below: the transcript is flagged")
+    max_repetition: float = Field(0.5, ge=0, le=1, description="repeated-n-gram share above which a segment is a loop")
+    min_vocal_activity: float = Field(0.5, ge=0, le=1, description="segments over less sung audio are dropped")
+
+
+class AestheticsConfig(_Section):
+    """Full profile: SongEval and Audiobox-Aesthetics scores (transforms/aesthetics.py)."""
+
+    songeval_model: str | None = Field("songeval", description="a store model of kind songeval; None: skip")
+    audiobox_model: str | None = Field("audiobox-aesthetics", description="a store model of kind audiobox-aesthetics")
+    max_analysis_s: float = Field(180.0, gt=0, description="at most this much audio (from the middle) is scored")
+
+
+class TaggerConfig(_Section):
+    """Full profile: an AudioSet tagger for speech/singing/music (transforms/tagger.py)."""
+
+    model: str = Field("ast-audioset", description="a store model of kind ast")
+    max_analysis_s: float = Field(600.0, gt=0)
+    batch_size: int = Field(8, ge=1)
+
+
+class CodecModelsConfig(_Section):
+    """Full profile: neural codecs whose tokens/latents go into every sample (transforms/neural_codecs.py)."""
+
+    models: list[str] = Field(default_factory=lambda: ["encodec-24khz"],
+                              description="store models of kind encodec, dac or oobleck")
+    stems: list[str] = Field(default_factory=lambda: ["mix", "vocals", "accompaniment"])
+
+
+class SpeakerConfig(_Section):
+    """Full profile: a speaker embedding of another window of the same vocal stem (UniSinger)."""
+
+    model: str = Field("ecapa-voxceleb", description="a store model of kind ecapa")
+    min_voiced_s: float = Field(1.0, ge=0, description="less voiced audio in the reference window: no embedding")
+
+
+class ContentUnitsConfig(_Section):
+    """Full profile: k-means ids over self-supervised features of the vocals (UniSinger)."""
+
+    model: str = Field("hubert-base-ls960", description="a store model of kind hubert")
+    layer: int = Field(9, ge=0, description="hidden layer whose features are clustered")
+    n_units: int = Field(500, ge=2, description="k of the corpus k-means (fit by the pipeline, stored)")
+    fit_frames_per_track: int = Field(2000, ge=10)
+
+
 class PipelineConfig(_Section):
     version: int = CONFIG_VERSION
-    profile: Literal["lite"] = "lite"
+    profile: Literal["lite", "full"] = "lite"
     cache_dir: str | None = Field(None, description="content-addressed cache; default OUT/.cache")
     ingest: IngestConfig = IngestConfig()
     quality: QualityConfig = QualityConfig()
@@ -252,6 +321,14 @@ class PipelineConfig(_Section):
     augment: AugmentConfig = AugmentConfig()
     codec: CodecConfig = CodecConfig()
     models: ModelsConfig = ModelsConfig()
+    device: DeviceConfig = DeviceConfig()
+    separation: SeparationConfig = SeparationConfig()
+    lyrics: LyricsConfig = LyricsConfig()
+    aesthetics: AestheticsConfig = AestheticsConfig()
+    tagger: TaggerConfig = TaggerConfig()
+    codecs: CodecModelsConfig = CodecModelsConfig()
+    speaker: SpeakerConfig = SpeakerConfig()
+    content_units: ContentUnitsConfig = ContentUnitsConfig()
 
     @field_validator("gates")
     @classmethod

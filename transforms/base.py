@@ -17,11 +17,15 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.models import ModelSpec, get_model
+from songcorpus.transforms.models import MODELS, ModelError, ModelSpec, get_model
+
+if TYPE_CHECKING:
+    from songcorpus.transforms.model_store import StoreModelSpec
 
 Row = dict[str, Any]
 
@@ -61,10 +65,24 @@ class Stage(ABC):
         """Load models and other per-worker state."""
 
     def preflight(self) -> None:
-        """Cheap checks on the driver before any data moves (a missing model fails here)."""
+        """Cheap checks on the driver before any data moves: a missing or altered model fails here,
+        naming the model and the command that gets it."""
+        self.model_path()
+
+    def model_path(self) -> Path | None:
+        """The verified weights: a package file (lite models) or a store folder (full-profile models)."""
         spec = self.model_spec()
-        if spec is not None:
-            spec.verified_path()
+        if spec is None:
+            return None
+        if isinstance(spec, ModelSpec):
+            return spec.verified_path()
+        from songcorpus.transforms.model_store import store_root
+
+        kind = self.model_kind()
+        if kind and spec.kind != kind:
+            raise ModelError(f"stage {self.name} loads {kind} models; {spec.name} is a {spec.kind or 'model of no kind'}"
+                             f" (set the stage's model to a {kind} model: songcorpus models list)")
+        return spec.verified_folder(store_root(self.config.models.store_dir))
 
     @abstractmethod
     def config_digest(self) -> str:
@@ -82,9 +100,21 @@ class Stage(ABC):
         """The registry name (transforms/models.py) of the weights this stage loads; None: no registered model."""
         return None
 
-    def model_spec(self) -> ModelSpec | None:
+    def model_kind(self) -> str | None:
+        """For store models: the architecture family this stage's adapter loads (a store entry's ``kind``)."""
+        return None
+
+    def model_spec(self) -> ModelSpec | StoreModelSpec | None:
         name = self.model_name()
-        return None if name is None else get_model(name)
+        if name is None:
+            return None
+        if name in MODELS:
+            return get_model(name)
+        from songcorpus.transforms.model_store import get_store_model, load_registry, store_root
+
+        if not hasattr(self, "_store_registry"):  # read registry.json once per stage object
+            self._store_registry = load_registry(store_root(self.config.models.store_dir))
+        return get_store_model(name, self._store_registry)
 
     def model_id(self) -> str | None:
         spec = self.model_spec()

@@ -57,13 +57,16 @@ class YamnetContentClassifier(Stage):
 
         torch.set_num_threads(self.config.classify.num_threads)
         zip_path = self.model_spec().verified_path()
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="songcorpus-yamnet-")
-        onnx_path = extract_onnx_from_zip(zip_path, Path(self._tmpdir.name))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.config.classify.num_threads
         opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
-        self._quant = get_quantization_params(onnx_path) or None
+        # the session holds the model in memory once built: the extracted file goes right away (a folder
+        # left for exit-time cleanup leaks, since Ray ends its actors without running finalizers)
+        with tempfile.TemporaryDirectory(prefix="songcorpus-yamnet-") as tmp:
+            onnx_path = extract_onnx_from_zip(zip_path, Path(tmp))
+            self._session = ort.InferenceSession(str(onnx_path), sess_options=opts,
+                                                 providers=["CPUExecutionProvider"])
+            self._quant = get_quantization_params(onnx_path) or None
 
     def _analysis_audio(self, row: Row) -> np.ndarray:
         x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])

@@ -7,10 +7,21 @@ runs: ``songcorpus models pull NAME`` fetches where the network allows (and says
 does not), ``songcorpus models add NAME PATH`` takes files a user copied in (air-gapped clusters),
 ``list`` and ``verify`` say what is present and intact. Files are checked before they are moved into
 place, so a store never holds a file that does not match its registry entry.
+
+Two kinds of entry: the built-in registry below (published weights: name, version, file layout,
+licence, source) and ``<store>/registry.json``, which ``models add NAME PATH --kind K`` writes for
+weights the project does not know (a fine-tuned separator, a tiny test model). A built-in entry whose
+sha256 could not be taken here (no network) is pinned on its first ``add``/``pull``: the digests are
+recorded in ``registry.json`` and every later load is checked against them (trust on first use; the
+demucs entries also check the hash prefix their published file names carry). ``kind`` names the
+architecture family a stage adapter loads (``htdemucs``, ``ct2-whisper``, ``encodec`` ...), so a stage
+refuses a model of the wrong kind at setup.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import urllib.error
@@ -38,11 +49,26 @@ class StoreModelSpec:
 
     name: str
     version: str
-    files: dict[str, str]  # file name inside <store>/<name>/<version>/ -> sha256
+    files: dict[str, str | None]  # file name inside <store>/<name>/<version>/ -> sha256 (None: pinned on add)
     licence: str
     url_base: str | None = None  # ``pull`` fetches <url_base>/<file>; None: only ``add`` can bring it
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    kind: str = ""  # architecture family the adapters load; "" for models no stage loads by kind
+
+    @property
+    def sha256(self) -> str:
+        """One checksum for the whole layout (recorded in lineage): sha256 over 'file digest' lines."""
+        lines = "".join(f"{name} {digest or '-'}\n" for name, digest in sorted(self.files.items()))
+        return hashlib.sha256(lines.encode()).hexdigest()
+
+    @property
+    def pinned(self) -> bool:
+        return all(self.files.values())
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "files": dict(sorted(self.files.items())), "licence": self.licence,
+                "url_base": self.url_base, "notes": self.notes, "tags": list(self.tags), "kind": self.kind}
 
     def folder(self, root: Path) -> Path:
         return root / self.name / self.version
@@ -60,6 +86,8 @@ class StoreModelSpec:
             path = self.folder(root) / name
             if not path.is_file():
                 out.append(f"{path} is missing")
+            elif digest is None:
+                out.append(f"{path} has no pinned sha256 (install it with `songcorpus models add` or `pull`)")
             elif sha256_file(path)[0] != digest:
                 out.append(f"{path} does not match its registered sha256 {digest}")
         return out
@@ -91,6 +119,46 @@ STORE_MODELS: dict[str, StoreModelSpec] = {
 }
 
 
+REGISTRY_FILE = "registry.json"
+
+
+def _read_local(root: Path) -> dict[str, dict]:
+    path = Path(root) / REGISTRY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model store registry {path} is unreadable ({exc}); fix or remove it") from None
+    return data.get("models", {})
+
+
+def _write_local(root: Path, entries: dict[str, dict]) -> None:
+    path = Path(root) / REGISTRY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"models": dict(sorted(entries.items()))}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def load_registry(root: Path) -> dict[str, StoreModelSpec]:
+    """The built-in registry with pins from ``<root>/registry.json``, plus the models registered there."""
+    registry = dict(STORE_MODELS)
+    for name, entry in _read_local(root).items():
+        builtin = STORE_MODELS.get(name)
+        if builtin is not None:
+            if entry.get("version") != builtin.version:
+                continue  # a pin for another version of a built-in model does not apply
+            pinned = {f: builtin.files[f] or entry["files"].get(f) for f in builtin.files}
+            registry[name] = StoreModelSpec(**{**builtin.__dict__, "files": pinned})
+        else:
+            registry[name] = StoreModelSpec(name=name, version=entry["version"], files=entry["files"],
+                                            licence=entry.get("licence", "unknown"), url_base=entry.get("url_base"),
+                                            notes=entry.get("notes", ""), tags=tuple(entry.get("tags", ())),
+                                            kind=entry.get("kind", ""))
+    return registry
+
+
 def get_store_model(name: str, registry: dict[str, StoreModelSpec] | None = None) -> StoreModelSpec:
     registry = STORE_MODELS if registry is None else registry
     try:
@@ -101,7 +169,7 @@ def get_store_model(name: str, registry: dict[str, StoreModelSpec] | None = None
 
 def list_models(root: Path, registry: dict[str, StoreModelSpec] | None = None) -> list[dict[str, str]]:
     """Every known model, package-shipped and store-hosted, with its state (verified, missing, corrupt)."""
-    registry = STORE_MODELS if registry is None else registry
+    registry = load_registry(root) if registry is None else registry
     rows = []
     for spec in MODELS.values():
         try:
@@ -125,8 +193,11 @@ def list_models(root: Path, registry: dict[str, StoreModelSpec] | None = None) -
 
 def _install(spec: StoreModelSpec, root: Path, fetch: dict[str, Path]) -> Path:
     """Check each fetched file against the registry, then move it into place (atomic per file)."""
-    wrong = [f"{name}: sha256 {sha256_file(src)[0]}, registered {spec.files[name]}"
-             for name, src in sorted(fetch.items()) if sha256_file(src)[0] != spec.files[name]]
+    digests = {name: sha256_file(src)[0] for name, src in sorted(fetch.items())}
+    wrong = [f"{name}: sha256 {digests[name]}, registered {spec.files[name]}"
+             for name in sorted(fetch) if spec.files[name] is not None and digests[name] != spec.files[name]]
+    wrong += [f"{name}: file name says sha256 {prefix}..., content is {digests[name][:16]}..."
+              for name in sorted(fetch) if (prefix := _name_hash_prefix(name)) and not digests[name].startswith(prefix)]
     if wrong:
         raise ModelError(f"model {spec.name}: these files are not the registered weights, nothing was installed: "
                          + "; ".join(wrong))
@@ -136,13 +207,50 @@ def _install(spec: StoreModelSpec, root: Path, fetch: dict[str, Path]) -> Path:
         tmp = folder / f".{name}.tmp"
         shutil.copyfile(src, tmp)
         os.replace(tmp, folder / name)
+    if not spec.pinned:
+        entries = _read_local(root)
+        entries[spec.name] = {**spec.to_json(), "files": {f: spec.files[f] or digests[f] for f in spec.files}}
+        _write_local(root, entries)
+    return folder
+
+
+def _name_hash_prefix(file_name: str) -> str | None:
+    """Demucs publishes ``<sig>-<first 8 hex of sha256>.th``; check that prefix where a name carries one."""
+    stem, _, ext = file_name.rpartition(".")
+    head, _, tail = stem.rpartition("-")
+    if ext == "th" and head and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail):
+        return tail
+    return None
+
+
+def register_model(name: str, source: Path, root: Path, kind: str, version: str, licence: str = "unknown",
+                   notes: str = "") -> Path:
+    """Register weights the project does not know (a fine-tune, a tiny test model): the folder's files are
+    pinned by their sha256 in ``<root>/registry.json`` and installed like any other model."""
+    if name in STORE_MODELS:
+        raise ModelError(f"model {name} is built in; use `songcorpus models add {name} PATH` without --kind")
+    source = Path(source)
+    paths = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+    if not paths:
+        raise ModelError(f"model {name}: {source} holds no files")
+    files: dict[str, str | None] = {p.name: sha256_file(p)[0] for p in paths}
+    spec = StoreModelSpec(name=name, version=version, files=files, licence=licence, notes=notes, kind=kind)
+    entries = _read_local(root)
+    old = entries.get(name)
+    if old is not None and (old["version"], old["files"]) != (version, files):
+        if old["version"] == version:
+            raise ModelError(f"model {name} {version} is registered with other files; give the new weights a new "
+                             f"--version (models are immutable once registered, so lineage stays true)")
+    folder = _install(spec, root, {p.name: p for p in paths})
+    entries[name] = spec.to_json()
+    _write_local(root, entries)
     return folder
 
 
 def add_model(name: str, source: Path, root: Path, registry: dict[str, StoreModelSpec] | None = None) -> Path:
     """Register weights a user copied in: ``source`` is a folder with the model's files (or, for a
     one-file model, that file)."""
-    spec = get_store_model(name, registry)
+    spec = get_store_model(name, load_registry(root) if registry is None else registry)
     source = Path(source)
     if source.is_file() and len(spec.files) == 1:
         fetch = {next(iter(spec.files)): source}
@@ -157,7 +265,7 @@ def add_model(name: str, source: Path, root: Path, registry: dict[str, StoreMode
 
 def pull_model(name: str, root: Path, registry: dict[str, StoreModelSpec] | None = None, timeout_s: float = 30.0) -> Path:
     """Fetch the model's files from its source (where the network allows), verify, install."""
-    spec = get_store_model(name, registry)
+    spec = get_store_model(name, load_registry(root) if registry is None else registry)
     if not spec.url_base:
         raise ModelError(f"model {name} has no download source; {spec.how_to_get()}")
     staging = root / ".staging" / spec.name
