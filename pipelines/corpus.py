@@ -115,6 +115,32 @@ def fit_corpus_codebook(accepted: list[Row], splits: dict[str, str], config: Pip
     return entry
 
 
+def fit_corpus_units(accepted: list[Row], splits: dict[str, str], config: PipelineConfig,
+                     store: ArtefactStore) -> dict[str, Any] | None:
+    """Full profile: the content-unit k-means over the train split's sampled HuBERT frames (stage
+    ``unit_frames``), cached by those frames like the embedded codebook."""
+    import numpy as np
+
+    from songcorpus.transforms.codec import codebook_bytes, codebook_sha256
+    from songcorpus.transforms.content_units import fit_unit_codebook
+
+    pool = [r for r in accepted if splits[r["track"]["source"]] == "train"] or accepted
+    files = [r["results"]["unit_frames"]["unit_frames_file"] for r in pool if "unit_frames" in r["results"]]
+    if not files:
+        return None
+    cfg = config.content_units
+    key = hashlib.sha256("\x1f".join([cfg.digest(), *files]).encode()).hexdigest()
+    cached = store.get_result("unit_codebook", key)
+    if cached is not None and (store.root / cached["file"]).exists():
+        return cached
+    frames = np.concatenate([store.get_array(f) for f in files])
+    centroids = fit_unit_codebook([frames], cfg.n_units, seed=0)
+    entry = {"file": store.put_blob(codebook_bytes(centroids), ".npy"), "sha256": codebook_sha256(centroids),
+             "fit_frames": int(frames.shape[0])}
+    store.put_result("unit_codebook", key, entry)
+    return entry
+
+
 def sample_rows(accepted: list[Row], splits: dict[str, str], codebook: dict[str, str],
                 lineages: dict[str, dict[str, Any]]) -> list[Row]:
     """Rows for the samples phase: what SampleStage reads besides the analysis results (a copy of the results
@@ -171,8 +197,13 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
         splits[row["track"]["source"]] = assign_split(row["track"], config)
     sampled: dict[str, dict[str, Any]] = {}
     codebook = fit_corpus_codebook(accepted, splits, config, store) if accepted else None
+    units = fit_corpus_units(accepted, splits, config, store) if accepted and config.profile == "full" else None
     if codebook is not None:
-        for row in run_samples(sample_rows(accepted, splits, codebook, lineages)):
+        todo = sample_rows(accepted, splits, codebook, lineages)
+        if units is not None:
+            for r in todo:
+                r["unit_codebook"] = {"file": units["file"], "sha256": units["sha256"]}
+        for row in run_samples(todo):
             src = row["track"]["source"]
             if row["outcome"] is not None:
                 o = row["outcome"]
@@ -194,6 +225,9 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     if codebook is not None:  # next to the shards, so trainers and the evaluator can decode tokens without the cache
         atomic_write_bytes(out / "codec" / "codebook.npy", (store.root / codebook["file"]).read_bytes())
         atomic_write_bytes(out / "codec" / "codebook.json", (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
+    if units is not None:
+        atomic_write_bytes(out / "codec" / "units.npy", (store.root / units["file"]).read_bytes())
+        atomic_write_bytes(out / "codec" / "units.json", (json.dumps(units, indent=1, sort_keys=True) + "\n").encode())
 
     written: dict[str, WrittenShard] = {}
     shard_split: dict[str, str] = {}

@@ -94,7 +94,7 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
     out.mkdir(parents=True, exist_ok=True)
     store = store_for(config, out)
     stages = build_stages(config, store)
-    for stage in stages:
+    for stage in [*stages, *build_stages(config, store, "samples")]:
         stage.preflight()  # a missing or altered model fails here, before any data is read
     records = expand_inputs(inputs, store.root / "inputs")
     log.info("%d inputs", len(records))

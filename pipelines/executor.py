@@ -34,6 +34,17 @@ def stage_classes(profile: str, phase: str) -> tuple[type[Stage], ...]:
     from songcorpus.transforms.structure import StructureStage
     from songcorpus.transforms.vad import SileroVadStage
 
+    if profile == "full":  # the papers' models from the model store; same stage names and fields as lite
+        from songcorpus.transforms.aesthetics import AestheticsStage
+        from songcorpus.transforms.full_samples import FullSampleStage, UnitFramesStage
+        from songcorpus.transforms.lyrics import LyricsStage
+        from songcorpus.transforms.tagger import AstContentClassifier
+
+        return {
+            "analysis": (IngestStage, QualityStage, AstContentClassifier, StemStage, SileroVadStage, VocalF0Stage,
+                         StructureStage, LyricsStage, AestheticsStage, CodecFramesStage, UnitFramesStage),
+            "samples": (FullSampleStage,),
+        }[phase]
     table: dict[str, dict[str, tuple[type[Stage], ...]]] = {
         "lite": {
             "analysis": (IngestStage, QualityStage, YamnetContentClassifier, StemStage, SileroVadStage, VocalF0Stage,
@@ -42,6 +53,19 @@ def stage_classes(profile: str, phase: str) -> tuple[type[Stage], ...]:
         },
     }
     return table[profile][phase]
+
+
+def stage_resources(stage: Stage) -> Resources:
+    """A model stage declares its GPU share (``device.gpu_share``) when it will run on CUDA, so Ray gives it
+    a GPU actor pool; on a CPU-only run it is a CPU stage like any other."""
+    res = stage.resources
+    if stage.uses_gpu:
+        import torch
+
+        name = stage.config.device.name
+        if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
+            return Resources(num_cpus=res.num_cpus, num_gpus=stage.config.device.gpu_share, memory_mb=res.memory_mb)
+    return res
 
 
 def build_stages(config: PipelineConfig, store: ArtefactStore, phase: str = "analysis") -> list[Stage]:
@@ -94,9 +118,9 @@ class StageGroup:
 
     @property
     def resources(self) -> Resources:
-        return Resources(num_cpus=max(s.resources.num_cpus for s in self.stages),
-                         num_gpus=max(s.resources.num_gpus for s in self.stages),
-                         memory_mb=max(s.resources.memory_mb for s in self.stages))
+        res = [stage_resources(s) for s in self.stages]
+        return Resources(num_cpus=max(r.num_cpus for r in res), num_gpus=max(r.num_gpus for r in res),
+                         memory_mb=max(r.memory_mb for r in res))
 
     @property
     def batch_size(self) -> int:
@@ -114,7 +138,7 @@ def group_stages(stages: list[Stage]) -> list[StageGroup]:
     the worker with decoding instead of pinning an idle CPU, while a GPU stage gets its own pool."""
     groups: list[list[Stage]] = []
     for stage in stages:
-        if groups and (groups[-1][-1].resources.num_gpus > 0) == (stage.resources.num_gpus > 0):
+        if groups and (stage_resources(groups[-1][-1]).num_gpus > 0) == (stage_resources(stage).num_gpus > 0):
             groups[-1].append(stage)
         else:
             groups.append([stage])

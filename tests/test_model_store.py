@@ -65,3 +65,66 @@ def test_store_location_and_cli(tmp_path: Path, monkeypatch, capsys) -> None:
     assert main(["models", "verify"]) == 1  # the store model is missing
     assert main(["models", "add", "faster-whisper-tiny.en", str(tmp_path / "nowhere")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_register_pins_new_weights_and_models_are_immutable(tmp_path: Path) -> None:
+    from songcorpus.transforms.model_store import load_registry, register_model
+
+    _, src = tiny_registry(tmp_path)
+    root = tmp_path / "store"
+    register_model("my-finetune", src, root, kind="htdemucs", version="1", licence="mine")
+    spec = load_registry(root)["my-finetune"]
+    assert (spec.kind, spec.version, spec.pinned) == ("htdemucs", "1", True)
+    spec.verified_folder(root)
+    (src / "config.json").write_text('{"d_model": 10}')
+    with pytest.raises(ModelError, match="new --version"):
+        register_model("my-finetune", src, root, kind="htdemucs", version="1")
+    register_model("my-finetune", src, root, kind="htdemucs", version="2")  # new weights, new version
+    assert load_registry(root)["my-finetune"].version == "2"
+    with pytest.raises(ModelError, match="built in"):
+        register_model("faster-whisper-tiny.en", src, root, kind="ct2-whisper", version="x")
+
+
+def test_builtin_without_checksum_is_pinned_on_first_add(tmp_path: Path, monkeypatch) -> None:
+    from songcorpus.transforms import model_store as ms
+
+    src = tmp_path / "copied-in"
+    src.mkdir()
+    payload = b"published weights"
+    digest = hashlib.sha256(payload).hexdigest()
+    good = f"955717e8-{digest[:8]}.th"
+    (src / good).write_bytes(payload)
+    monkeypatch.setitem(ms.STORE_MODELS, "demucs-like", ms.StoreModelSpec(
+        name="demucs-like", version="v4", files={good: None}, licence="MIT", kind="htdemucs"))
+    root = tmp_path / "store"
+    assert not ms.load_registry(root)["demucs-like"].pinned
+    ms.add_model("demucs-like", src, root)
+    spec = ms.load_registry(root)["demucs-like"]
+    assert spec.files == {good: digest}
+    (spec.folder(root) / good).write_bytes(b"tampered")
+    with pytest.raises(ModelError, match="does not match its registered sha256"):
+        spec.verified_folder(root)
+    # a file whose content does not match the hash prefix its published name carries is refused
+    bad = "955717e8-00000000.th"
+    (src / bad).write_bytes(payload)
+    monkeypatch.setitem(ms.STORE_MODELS, "demucs-bad", ms.StoreModelSpec(
+        name="demucs-bad", version="v4", files={bad: None}, licence="MIT", kind="htdemucs"))
+    with pytest.raises(ModelError, match="file name says sha256 00000000"):
+        ms.add_model("demucs-bad", src, root)
+
+
+def test_stage_refuses_a_store_model_of_another_kind(tmp_path: Path) -> None:
+    from songcorpus.schemas.config import load_config
+    from songcorpus.transforms.artefacts import ArtefactStore
+    from songcorpus.transforms.model_store import register_model
+    from songcorpus.transforms.stems import StemStage
+
+    _, src = tiny_registry(tmp_path)
+    root = tmp_path / "store"
+    register_model("not-a-separator", src, root, kind="encodec", version="1")
+    config = load_config(overrides={"models": {"store_dir": str(root)}})
+    stage = StemStage(config, ArtefactStore(tmp_path / "cache"))
+    with pytest.raises(ModelError, match="loads htdemucs models; not-a-separator is encodec"):
+        stage.store_model("not-a-separator", ("htdemucs",))
+    with pytest.raises(ModelError, match="model nothing-here .*songcorpus models"):
+        stage.store_model("nothing-here", ("htdemucs",))

@@ -56,6 +56,7 @@ class Stage(ABC):
     resources: ClassVar[Resources] = Resources()
     batch_size: ClassVar[int] = 1
     uses_actor: ClassVar[bool] = False  # True: a model loaded once per long-lived worker
+    uses_gpu: ClassVar[bool] = False  # True: runs on CUDA when ``device`` allows (declares ``device.gpu_share``)
 
     def __init__(self, config: PipelineConfig, store: ArtefactStore) -> None:
         self.config = config
@@ -76,13 +77,21 @@ class Stage(ABC):
             return None
         if isinstance(spec, ModelSpec):
             return spec.verified_path()
-        from songcorpus.transforms.model_store import store_root
+        return self.store_model(spec.name, (self.model_kind(),) if self.model_kind() else ())[1]
 
-        kind = self.model_kind()
-        if kind and spec.kind != kind:
-            raise ModelError(f"stage {self.name} loads {kind} models; {spec.name} is a {spec.kind or 'model of no kind'}"
-                             f" (set the stage's model to a {kind} model: songcorpus models list)")
-        return spec.verified_folder(store_root(self.config.models.store_dir))
+    def store_model(self, name: str, kinds: tuple[str, ...] = ()) -> tuple[StoreModelSpec, Path]:
+        """A store model's registry entry and verified folder; a model of another kind than ``kinds`` is
+        refused, naming what the stage loads (stages with several models call this once per model)."""
+        from songcorpus.transforms.model_store import get_store_model, load_registry, store_root
+
+        root = store_root(self.config.models.store_dir)
+        if not hasattr(self, "_store_registry"):  # read registry.json once per stage object
+            self._store_registry = load_registry(root)
+        spec = get_store_model(name, self._store_registry)
+        if kinds and spec.kind not in kinds:
+            raise ModelError(f"stage {self.name} loads {' or '.join(kinds)} models; {spec.name} is "
+                             f"{spec.kind or 'of no kind'} (choose another model: songcorpus models list)")
+        return spec, spec.verified_folder(root)
 
     @abstractmethod
     def config_digest(self) -> str:
@@ -97,7 +106,8 @@ class Stage(ABC):
         """The provided fields for one row. Raise Rejection or any error; the runner records it."""
 
     def model_name(self) -> str | None:
-        """The registry name (transforms/models.py) of the weights this stage loads; None: no registered model."""
+        """The registry name of the weights this stage loads (transforms/models.py for package-shipped weights,
+        transforms/model_store.py for store models); None: no registered model."""
         return None
 
     def model_kind(self) -> str | None:

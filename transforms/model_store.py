@@ -164,7 +164,9 @@ def get_store_model(name: str, registry: dict[str, StoreModelSpec] | None = None
     try:
         return registry[name]
     except KeyError:
-        raise ModelError(f"unknown store model {name!r}; known: {', '.join(sorted(registry)) or '(none)'}") from None
+        raise ModelError(f"model {name} is unknown: neither built in nor registered in the store "
+                         f"(known: {', '.join(sorted(registry)) or '(none)'}); register weights with "
+                         f"`songcorpus models add {name} DIR --kind KIND`, see songcorpus models list") from None
 
 
 def list_models(root: Path, registry: dict[str, StoreModelSpec] | None = None) -> list[dict[str, str]]:

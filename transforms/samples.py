@@ -148,6 +148,7 @@ class SampleStage(Stage):
         keys = [window_key(track_id, w.index, tag) for w in windows]
         kept, refs = choose_references(windows, keys, cfg.require_reference)
         key_of = {w.index: k for w, k in zip(windows, keys, strict=True)}
+        by_index = {w.index: w for w in windows}
         out = []
         for w in kept:
             key = key_of[w.index]
@@ -158,8 +159,16 @@ class SampleStage(Stage):
                       "sections": clip_sections(sections, w.start_s, w.end_s),
                       "tempo_bpm": None if tempo is None else round(float(tempo) * speed, 3)}
             out.append(self._sample(row, key, None if ref is None else key_of[ref], w, aug, audio, f0, rate,
-                                    codec, codebook, labels))
+                                    codec, codebook, labels, None if ref is None else by_index[ref]))
         return out, len(windows)
+
+    def extra_fields(self, row: Row, key: str, w: Window, ref_window: Window | None, aug: SongAugmentation | None,
+                     audio: dict[str, np.ndarray], cut: dict[str, np.ndarray],
+                     rate: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """More per-sample arrays (member name without ``.npy``) and JSON keys; the full profile's neural
+        codecs, content units and speaker embedding come in here (transforms/full_samples.py). Checked
+        for alignment by whoever makes them, before anything is stored."""
+        return {}, {}
 
     def _cut(self, x: np.ndarray, w: Window, aug: SongAugmentation | None, rate: int) -> np.ndarray:
         """The window of one signal, after the song's op; exactly round(duration * rate) samples."""
@@ -190,7 +199,7 @@ class SampleStage(Stage):
 
     def _sample(self, row: Row, key: str, ref_key: str | None, w: Window, aug: SongAugmentation | None,
                 audio: dict[str, np.ndarray], f0: np.ndarray, rate: int, codec: EmbeddedCodec, codebook: np.ndarray,
-                labels: dict[str, Any]) -> dict[str, Any]:
+                labels: dict[str, Any], ref_window: Window | None = None) -> dict[str, Any]:
         acfg = self.config.augment
         cut = {name: self._cut(x, w, aug, rate) for name, x in audio.items()}
         eq = plan_eq(key, acfg)
@@ -213,6 +222,9 @@ class SampleStage(Stage):
         for s in STEMS:
             members[f"{s}.embedded_latents.npy"] = self.store.put_array(latents[s].astype(np.float32))
             members[f"{s}.embedded_tokens.npy"] = self.store.put_array(tokens[s].astype(np.int32))
+        extra_arrays, extra_meta = self.extra_fields(row, key, w, ref_window, aug, audio, cut, rate)
+        for name, array in sorted(extra_arrays.items()):
+            members[f"{name}.npy"] = self.store.put_array(array)
         track = row["track"]
         start_in_source = round(w.start_s * (aug.speed if aug else 1.0), 6)
         augmentation = None
@@ -241,6 +253,7 @@ class SampleStage(Stage):
             "lineage": {**row.get("lineage", {}), "samples": {**self.lineage(), "codec": codec_lineage}},
             "stems_method": row["results"]["stems"]["stems_method"],
             "fields": sorted(["json", *members]),
+            **extra_meta,
         }
         members["json"] = self.store.put_blob(canonical_json(meta).encode("utf-8"), ".json")
         return {"key": key, "start_s": start_in_source, "duration_s": w.duration_s, "reference_key": ref_key,
