@@ -165,6 +165,7 @@ class FullSampleStage(SampleStage):
             "codecs": codec_manifest(self._codecs),
             "units": {"model": self.config.content_units.model, "layer": c.content_units.layer,
                       "n_units": int(self._unit_centroids(row).shape[0]), "frame_rate": 50.0,
+                      "first_frame_centre_s": 0.0125,  # HuBERT frame i covers samples [320 i, 320 i + 400) at 16 kHz
                       "codebook_sha256": row["unit_codebook"]["sha256"]},
             "speaker": None,
         }

@@ -127,6 +127,27 @@ STORE_MODELS: dict[str, StoreModelSpec] = {
         tags=("tagger", "audioset"),
         kind="ast",
     ),
+    "ecapa-voxceleb": StoreModelSpec(
+        name="ecapa-voxceleb",
+        version="sb-voxceleb12-2021",
+        files={"hyperparams.yaml": None, "embedding_model.ckpt": None, "mean_var_norm_emb.ckpt": None},
+        licence="Apache-2.0 (speechbrain/spkrec-ecapa-voxceleb; ECAPA-TDNN trained on VoxCeleb 1+2)",
+        url_base="https://huggingface.co/speechbrain/spkrec-ecapa-voxceleb/resolve/main",
+        notes="speechbrain ECAPA-TDNN speaker verification (192-d). hyperparams.yaml is read as data, never "
+              "through HyperPyYAML; classifier.ckpt and label_encoder.txt are not needed for embeddings",
+        tags=("speaker",),
+        kind="ecapa",
+    ),
+    "hubert-base-ls960": StoreModelSpec(
+        name="hubert-base-ls960",
+        version="hf-facebook-2021",
+        files={"config.json": None, "model.safetensors": None, "preprocessor_config.json": None},
+        licence="Apache-2.0 (facebook/hubert-base-ls960; self-supervised on LibriSpeech 960 h)",
+        url_base="https://huggingface.co/facebook/hubert-base-ls960/resolve/main",
+        notes="transformers HubertModel; content units take hidden layer content_units.layer (50 Hz)",
+        tags=("content-units",),
+        kind="hubert",
+    ),
 }
 
 
