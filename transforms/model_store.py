@@ -148,6 +148,29 @@ STORE_MODELS: dict[str, StoreModelSpec] = {
         tags=("content-units",),
         kind="hubert",
     ),
+    "songeval": StoreModelSpec(
+        name="songeval",
+        version="aslp-2025+muq-large-msd-iter",
+        files={"config.yaml": None, "model.safetensors": None, "muq_config.json": None, "muq_model.safetensors": None},
+        licence="SongEval head: CC BY-NC-SA 4.0 (ASLP-lab/SongEval); MuQ-large-msd-iter weights: CC BY-NC 4.0 "
+                "(Tencent AI Lab)",
+        url_base=None,  # two sources; pull cannot fetch both
+        notes="config.yaml and ckpt/model.safetensors from the ASLP-lab/SongEval repository; config.json and "
+              "model.safetensors of OpenMuQ/MuQ-large-msd-iter renamed to muq_config.json / muq_model.safetensors; "
+              "put the four files in one folder and run: songcorpus models add songeval DIR",
+        tags=("aesthetics",),
+        kind="songeval",
+    ),
+    "audiobox-aesthetics": StoreModelSpec(
+        name="audiobox-aesthetics",
+        version="meta-2025-02",
+        files={"checkpoint.pt": None},
+        licence="CC-BY 4.0 (facebookresearch/audiobox-aesthetics)",
+        url_base="https://huggingface.co/facebook/audiobox-aesthetics/resolve/main",
+        notes="WavLM-based PQ/PC/CE/CU predictor; loaded with torch.load(weights_only=True)",
+        tags=("aesthetics",),
+        kind="audiobox-aesthetics",
+    ),
 }
 
 
