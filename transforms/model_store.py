@@ -171,6 +171,28 @@ STORE_MODELS: dict[str, StoreModelSpec] = {
         tags=("aesthetics",),
         kind="audiobox-aesthetics",
     ),
+    "htdemucs": StoreModelSpec(
+        name="htdemucs",
+        version="v4-955717e8",
+        files={"955717e8-8726e21a.th": None},
+        licence="MIT (Demucs v4 Hybrid Transformer, Meta Platforms)",
+        url_base="https://dl.fbaipublicfiles.com/demucs/hybrid_transformer",
+        notes="from demucs/remote/files.txt; the -8726e21a suffix is the first 8 hex of the file's sha256",
+        tags=("separation",),
+        kind="htdemucs",
+    ),
+    "htdemucs_ft": StoreModelSpec(
+        name="htdemucs_ft",
+        version="v4-ft",
+        files={"f7e0c4bc-ba3fe64a.th": None, "d12395a8-e57c48e6.th": None,
+               "92cfc3b6-ef3bcb9c.th": None, "04573f0d-f3cf25b2.th": None},
+        licence="MIT (Demucs v4 Hybrid Transformer, fine-tuned bag, Meta Platforms)",
+        url_base="https://dl.fbaipublicfiles.com/demucs/hybrid_transformer",
+        notes="drums/bass/other/vocals specialists; the bag's weights come from the demucs package's "
+              "remote/htdemucs_ft.yaml (matched by signature). About 4x htdemucs's cost.",
+        tags=("separation",),
+        kind="htdemucs",
+    ),
 }
 
 

@@ -5,15 +5,19 @@ files (``track.vocals`` / ``track.accompaniment``; a source that gives only one 
 mix minus the given one).
 Writes: both stems as standardised 16-bit FLAC in the artefact store, exactly as long as the mix.
 Provides: vocals_file, accompaniment_file, vocals_sha256, accompaniment_sha256, stems_method
-(``source`` = used as given, or the separator's name), has_vocals (the vocal stem is not silent),
+(``source`` = used as given, ``repet-sim``, or ``demucs:<model>``), has_vocals (the vocal stem is not silent),
 vocal_energy_ratio (vocal energy / mix energy), stem_residual_db (energy of mix - (vocals +
 accompaniment) relative to the mix; -inf is stored as None), and, when the source has stems and
 ``stems.evaluate_separator`` is set, separator_sdr_vocals / separator_sdr_accompaniment /
 separator_si_sdr_vocals: how the lite separator does against those stems (BSS Eval via torchmetrics),
 so a better separator later is a measured improvement.
 Needs: librosa (REPET-SIM: Rafii & Pardo 2012, nearest-neighbour median filtering of the magnitude
-spectrogram, soft masks) and torchmetrics. No model weights.
-Fails when: a given stem is unreadable (failed, naming the stem) or its duration differs from the mix by
+spectrogram, soft masks) and torchmetrics; no model weights. With ``stems.separator: demucs`` (the full
+profile) the separator is ``separation.model`` from the model store (kind ``htdemucs``, loaded once per
+worker by transforms/demucs_separator.py; accompaniment = the sum of its non-vocal sources, so
+stem_residual_db measures what the model leaves out of the mix), on CUDA when ``device`` allows.
+Fails when: the Demucs model is missing, altered or of another kind (preflight/setup, naming it and
+the ``songcorpus models`` command); a given stem is unreadable (failed, naming the stem) or its duration differs from the mix by
 more than ``STEM_LENGTH_TOLERANCE_S`` (failed: the stems do not belong to this mix). Shorter differences
 (encoder padding) are padded or trimmed to the mix and recorded in ``stem_length_fixed_frames``.
 """
@@ -127,11 +131,39 @@ class StemStage(Stage):
     resources = Resources(num_cpus=1.0, memory_mb=2048)
     batch_size = 1
 
-    def config_digest(self) -> str:
-        return self.config.stems.digest() + self.config.ingest.digest()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._uses_demucs():  # a model per long-lived worker, on the GPU when there is one
+            self.uses_actor = self.uses_gpu = True
+            self.resources = Resources(num_cpus=1.0, memory_mb=4096)
 
-    def model_id(self) -> str:
-        return f"{self.config.stems.separator}@librosa"
+    def _uses_demucs(self) -> bool:
+        return self.config.stems.separator == "demucs"
+
+    def config_digest(self) -> str:
+        digest = self.config.stems.digest() + self.config.ingest.digest()
+        if self._uses_demucs():  # batch size and device only change speed, not the stems
+            digest += self.config.separation.model_copy(update={"batch_size": 1}).digest()
+        return digest
+
+    def model_name(self) -> str | None:
+        return self.config.separation.model if self._uses_demucs() else None
+
+    def model_kind(self) -> str | None:
+        return "htdemucs" if self._uses_demucs() else None
+
+    def model_id(self) -> str | None:
+        return super().model_id() if self._uses_demucs() else f"{self.config.stems.separator}@librosa"
+
+    def setup(self) -> None:
+        if self._uses_demucs():
+            from songcorpus.transforms.demucs_separator import DemucsSeparator
+
+            self._demucs = DemucsSeparator.from_folder(self.model_path(), self.config, self.config.separation.model)
+
+    def method(self) -> str:
+        """What ``stems_method`` records for separated tracks."""
+        return f"demucs:{self.config.separation.model}" if self._uses_demucs() else self.config.stems.separator
 
     def input_identity(self, row: Row) -> str:
         """The mix plus the given stems' bytes: a changed stem file changes the result."""
@@ -159,12 +191,11 @@ class StemStage(Stage):
             acc = stems.get("accompaniment", mix - vocals)
             method = "source"
             if cfg.evaluate_separator and "vocals" in given and "accompaniment" in given:
-                est_v = self._separate(mix, rate)
-                out.update(bss_scores(vocals, acc, est_v, mix - est_v, rate))
+                est_v, est_a = self._separate(x, rate)
+                out.update(bss_scores(vocals, acc, est_v, est_a, rate))
         else:
-            vocals = self._separate(mix, rate)
-            acc = mix - vocals
-            method = cfg.separator
+            vocals, acc = self._separate(x, rate)
+            method = self.method()
         residual = mix - (vocals + acc)
         mix_db = energy_db(mix)
         res_db = energy_db(residual) - mix_db if np.any(residual) else None
@@ -179,9 +210,17 @@ class StemStage(Stage):
         })
         return out
 
-    def _separate(self, mix: np.ndarray, rate: int) -> np.ndarray:
+    def _separate(self, x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """(vocals, accompaniment), mono, from the standardised mix ``x`` (frames, channels)."""
+        mix = x.mean(axis=1)
+        if self._uses_demucs():
+            if not hasattr(self, "_demucs"):
+                self.setup()
+            vocals, acc = self._demucs.separate(x, rate)
+            return vocals.mean(axis=1), acc.mean(axis=1)
         cfg = self.config.stems
-        return repet_sim(mix, rate, cfg.n_fft, cfg.hop_length, cfg.similarity_width_s, cfg.n_neighbours, cfg.margin)
+        vocals = repet_sim(mix, rate, cfg.n_fft, cfg.hop_length, cfg.similarity_width_s, cfg.n_neighbours, cfg.margin)
+        return vocals, mix - vocals
 
     def _load_given(self, which: str, path: str, n_mix: int, out: dict[str, Any]) -> np.ndarray:
         """Decode and standardise a given stem exactly like the mix, then fit it to the mix's length."""

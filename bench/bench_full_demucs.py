@@ -1,0 +1,97 @@
+"""Cost of the full profile's model stages, one section per model: ``python bench/bench_full_demucs.py NAME [options]``.
+
+Real weights cannot be downloaded here, so each section builds the published architecture at its real
+size with random weights (the cost does not depend on the weights), saves it in the published on-disk
+layout, loads it through the stage's own loader and times the stage's compute path. On a shared machine
+the CPU seconds are the figure to trust (wall time includes waiting for a core).
+
+Sections:
+    demucs   StemStage's Demucs separation (transforms/demucs_separator.py) of a song, per audio minute.
+             .venv/bin/python bench/bench_full_demucs.py demucs --threads 1 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import platform
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
+    """Seconds per audio minute of a real-size htdemucs (42 M parameters, as the published 955717e8 file:
+    HTDemucs defaults with dconv_mode=3, bottom_channels=512, t_layers=5, 7.8 s segment; random weights)
+    separating a demo song tiled to ``--seconds``, through DemucsSeparator (chunking, run_batched, overlap-add),
+    after loading it from a ``<sig>-<sha8>.th`` file written as demucs.states.serialize_model does."""
+    p = argparse.ArgumentParser(prog="bench_full_models.py demucs", description=bench_demucs.__doc__)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the cost per core)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the separated signal")
+    p.add_argument("--batch-size", type=int, default=1, help="separation.batch_size (chunks per forward pass)")
+    p.add_argument("--device", default="cpu", help="device.name: cpu, cuda or auto")
+    args = p.parse_args(argv)
+
+    import soundfile as sf
+    import torch
+    from demucs.htdemucs import HTDemucs
+    from demucs.states import get_state
+
+    from songcorpus.pipelines.cli import demo_manifest
+    from songcorpus.schemas.config import load_config
+    from songcorpus.transforms.demucs_separator import DemucsSeparator, load_demucs
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = HTDemucs(sources=["drums", "bass", "other", "vocals"], audio_channels=2, samplerate=44100,
+                     segment=Fraction(39, 5), dconv_mode=3, bottom_channels=512, t_layers=5)
+    n_params = sum(t.numel() for t in model.parameters())
+    args_, kwargs = model._init_args_kwargs
+    package = {"klass": HTDemucs, "args": args_, "kwargs": kwargs, "state": get_state(model, None, half=True),
+               "training_args": {}}  # serialize_model's dict (it only needs omegaconf for training_args)
+    buf = io.BytesIO()
+    torch.save(package, buf)
+    mix, rate = sf.read(Path(demo_manifest()).parent / "song_00" / "mix.flac", dtype="float32")
+    mix = mix.mean(axis=1) if mix.ndim == 2 else mix
+    n = int(args.seconds * rate)
+    mix = np.tile(mix, -(-n // mix.size))[:n]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = buf.getvalue()
+        (Path(tmp) / f"955717e8-{hashlib.sha256(data).hexdigest()[:8]}.th").write_bytes(data)
+        t0 = time.perf_counter()
+        loaded = load_demucs(Path(tmp), "htdemucs")
+        load_s = time.perf_counter() - t0
+    config = load_config(overrides={"separation": {"batch_size": args.batch_size}, "device": {"name": args.device}})
+    sep = DemucsSeparator(loaded, config)
+    sep.separate(mix[: rate], rate)  # warm-up: one chunk
+    if sep.device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    vocals, acc = sep.separate(mix, rate)
+    if sep.device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    minutes = n / rate / 60
+    out = {"params_m": round(n_params / 1e6, 2), "file_mb": round(len(data) / 1e6, 1), "load_s": round(load_s, 2),
+           "audio_s": round(n / rate, 1), "wall_s_per_min": round(wall / minutes, 2),
+           "cpu_s_per_min": round(cpu / minutes, 2), "x_real_time": round(n / rate / wall, 3)}
+    print(f"demucs htdemucs (random weights, {out['params_m']} M params, {out['file_mb']} MB .th), "
+          f"device {sep.device}, threads {args.threads}, batch {args.batch_size}, {platform.processor() or platform.machine()}")
+    for key, value in out.items():
+        print(f"  {key}: {value}")
+    assert vocals.shape == acc.shape == mix.shape
+    return out
+
+
+BENCHES = {"demucs": bench_demucs}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHES:
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(BENCHES)}}} [options]   (NAME --help for the options)")
+    BENCHES[sys.argv[1]](sys.argv[2:])
