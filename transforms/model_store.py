@@ -193,6 +193,18 @@ STORE_MODELS: dict[str, StoreModelSpec] = {
         tags=("separation",),
         kind="htdemucs",
     ),
+    "faster-whisper-large-v3": StoreModelSpec(
+        name="faster-whisper-large-v3",
+        version="ct2-systran-edaa852",
+        files={"config.json": None, "model.bin": None, "preprocessor_config.json": None,
+               "tokenizer.json": None, "vocabulary.json": None},
+        licence="MIT (OpenAI Whisper large-v3 weights; CTranslate2 conversion by Systran)",
+        url_base="https://huggingface.co/Systran/faster-whisper-large-v3/resolve/edaa852ec7e145841d8ffdb056a99866b5f0a478",
+        notes="multilingual, 3.1 GB float16; about 90 CPU-s per audio minute on one int8 thread "
+              "(bench/bench_full_lyrics.py)",
+        tags=("asr",),
+        kind="ct2-whisper",
+    ),
 }
 
 
