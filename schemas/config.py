@@ -286,6 +286,9 @@ class CodecModelsConfig(_Section):
     models: list[str] = Field(default_factory=lambda: ["encodec-24khz"],
                               description="store models of kind encodec, dac or oobleck")
     stems: list[str] = Field(default_factory=lambda: ["mix", "vocals", "accompaniment"])
+    encodec_bandwidth_kbps: float = Field(6.0, description="EnCodec target bandwidth (1.5, 3, 6, 12, 24 kbps = "
+                                                           "2..32 codebooks at 24 kHz)")
+    batch_size: int = Field(8, ge=1, description="windows per forward pass on CUDA (halved on out-of-memory)")
 
 
 class SpeakerConfig(_Section):

@@ -110,7 +110,8 @@ class FullSampleStage(SampleStage):
 
     def config_digest(self) -> str:
         c = self.config
-        return super().config_digest() + "".join(s.digest() for s in (c.codecs, c.content_units, c.speaker))
+        codecs = c.codecs.model_copy(update={"batch_size": 0})  # batching never changes an encoding
+        return super().config_digest() + "".join(s.digest() for s in (codecs, c.content_units, c.speaker))
 
     def input_identity(self, row: Row) -> str:
         return hashlib.sha256((super().input_identity(row) + canonical_json(row["unit_codebook"])).encode()).hexdigest()
@@ -126,7 +127,7 @@ class FullSampleStage(SampleStage):
         self._codecs = []
         for name in c.codecs.models:
             spec, folder = self.store_model(name, CODEC_KINDS)
-            self._codecs.append(load_codec(spec, folder, device))
+            self._codecs.append(load_codec(spec, folder, device, encodec_bandwidth=c.codecs.encodec_bandwidth_kbps))
         spec, folder = self.store_model(c.content_units.model, ("hubert",))
         self._content = load_content_encoder(spec, folder, device, c.content_units.layer)
         spec, folder = self.store_model(c.speaker.model, ("ecapa",))
@@ -162,7 +163,8 @@ class FullSampleStage(SampleStage):
             raise MisalignedSample(f"{key}: vocals.units has {units.shape[0]} frames, {want} expected for {w.duration_s:g} s")
         arrays["vocals.units"] = units.astype(np.int16)
         meta: dict[str, Any] = {
-            "codecs": codec_manifest(self._codecs),
+            "codecs": {name: {**entry, "n_frames": codec.frames_for(w.duration_s)}
+                       for (name, entry), codec in zip(codec_manifest(self._codecs).items(), self._codecs, strict=True)},
             "units": {"model": self.config.content_units.model, "layer": c.content_units.layer,
                       "n_units": int(self._unit_centroids(row).shape[0]), "frame_rate": 50.0,
                       "first_frame_centre_s": 0.0125,  # HuBERT frame i covers samples [320 i, 320 i + 400) at 16 kHz

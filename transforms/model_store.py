@@ -205,6 +205,39 @@ STORE_MODELS: dict[str, StoreModelSpec] = {
         tags=("asr",),
         kind="ct2-whisper",
     ),
+    "encodec-24khz": StoreModelSpec(
+        name="encodec-24khz",
+        version="hf-facebook-main",
+        files={"config.json": None, "model.safetensors": None, "preprocessor_config.json": None},
+        licence="MIT (facebookresearch/encodec; the facebook/encodec_24khz card names no licence, encodec_48khz says MIT)",
+        url_base="https://huggingface.co/facebook/encodec_24khz/resolve/main",
+        notes="EnCodec 24 kHz for transformers EncodecModel: 75 Hz, 6 kbps = 8 codebooks of 1024",
+        tags=("codec",),
+        kind="encodec",
+    ),
+    "dac-44khz": StoreModelSpec(
+        name="dac-44khz",
+        version="hf-descript-main",
+        files={"config.json": None, "model.safetensors": None, "preprocessor_config.json": None},
+        licence="MIT (Descript Audio Codec)",
+        url_base="https://huggingface.co/descript/dac_44khz/resolve/main",
+        notes="transformers DacModel port (descript-audio-codec pins protobuf<3.20, which breaks Ray): 44.1 kHz, "
+              "hop 512, 9 codebooks",
+        tags=("codec",),
+        kind="dac",
+    ),
+    "stable-audio-open-vae": StoreModelSpec(
+        name="stable-audio-open-vae",
+        version="1.0",
+        files={"config.json": None, "diffusion_pytorch_model.safetensors": None},
+        licence="Stability AI Community License (gated on the hub: accept the terms first)",
+        url_base="https://huggingface.co/stabilityai/stable-audio-open-1.0/resolve/main/vae",
+        notes="gated: pull without a Hugging Face login fails; download vae/config.json and "
+              "vae/diffusion_pytorch_model.safetensors while logged in, put both flat in DIR, then "
+              "songcorpus models add stable-audio-open-vae DIR",
+        tags=("codec", "vae"),
+        kind="oobleck",
+    ),
 }
 
 
