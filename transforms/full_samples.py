@@ -50,6 +50,19 @@ class UnitFramesStage(Stage):
     def model_kind(self) -> str:
         return "hubert"
 
+    def preflight(self) -> None:
+        """The model is verified, and its config must have the configured layer (a setup error would fail
+        every song one by one)."""
+        import json
+
+        from songcorpus.transforms.models import ModelError
+
+        folder = self.model_path()
+        layers = json.loads((folder / "config.json").read_text()).get("num_hidden_layers", 0)
+        if not 0 <= self.config.content_units.layer <= layers:
+            raise ModelError(f"model {self.model_name()} has {layers} layers; content_units.layer "
+                             f"{self.config.content_units.layer} is not in 0..{layers} (set content_units.layer)")
+
     def config_digest(self) -> str:
         cfg = self.config.content_units
         return cfg.model_copy(update={"n_units": 0}).digest() + self.config.ingest.digest()

@@ -45,6 +45,12 @@ MIN_LOOP_UNITS = 6  # shorter segments are never called loops (too short to tell
 MIN_AUDIO_S = 0.1
 
 
+def source_lyrics_of(row: Row) -> str | None:
+    """The source's lyrics: the track's metadata (TrackRecord), or a plain ``lyrics`` key (hand-built rows)."""
+    track = row["track"]
+    return (track.get("metadata") or {}).get("lyrics") or track.get("lyrics")
+
+
 def normalise_text(text: str) -> str:
     """Lowercase, apostrophes removed (``it's`` -> ``its``), other punctuation and symbols to spaces,
     whitespace collapsed: the form both sides of the CER are compared in."""
@@ -208,7 +214,7 @@ class LyricsStage(Stage):
     def input_identity(self, row: Row) -> str:
         """The vocal stem, the VAD segments the guard reads, and the source lyrics the CER reads."""
         vad = row["results"].get("vad", {}).get("vad_segments")
-        parts = [vocal_stem_identity(row), canonical_json(vad), row["track"].get("lyrics") or ""]
+        parts = [vocal_stem_identity(row), canonical_json(vad), source_lyrics_of(row) or ""]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def setup(self) -> None:
@@ -221,7 +227,7 @@ class LyricsStage(Stage):
     def process_one(self, row: Row) -> dict[str, Any]:
         cfg = self.config.lyrics
         stems = row["results"]["stems"]
-        source_lyrics = row["track"].get("lyrics")
+        source_lyrics = source_lyrics_of(row)
         if not stems.get("has_vocals", True):
             return self._result([], None, None, [], source_lyrics)
         if self._model is None:
