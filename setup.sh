@@ -29,7 +29,7 @@ stamp=".venv/.songcorpus-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing songcorpus and its dependencies into .venv (torch is large: a few minutes the first time)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,full]'
   touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/songcorpus)" >&2
