@@ -190,3 +190,19 @@ def test_a_missing_or_altered_model_fails_before_any_data_is_read(full_store: Pa
     assert "tiny-hubert" in err and "songcorpus models" in err
     assert ("is missing" if damage == "missing" else "does not match its registered sha256") in err
     assert not (tmp_path / "out" / "state").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_full_profile_on_the_whole_demo_corpus(full_store: Path, tmp_path: Path, capsys) -> None:
+    """The bundled demo corpus (11 inputs), full profile, tiny models, both engines (about 10 min on 2 cores)."""
+    from songcorpus.pipelines.cli import demo_manifest
+
+    config = full_config(tmp_path / "full.yaml", full_store)
+    for engine in ("ray", "beam"):
+        code, err = curate_full(engine, Path(demo_manifest()), tmp_path / engine, config, capsys)
+        assert code == 0, err[-3000:]
+    rows = {Path(r["source"]).parent.name: r for r in tracks(tmp_path / "ray")}
+    assert len(rows) == 11
+    assert all(rows[f"song_0{i}"]["status"] == "accepted" for i in (0, 1, 3, 5, 7))
+    assert all(r["status"] != "failed" for r in rows.values()), {n: r["reason"] for n, r in rows.items()}
+    assert output_files(tmp_path / "ray") == output_files(tmp_path / "beam")
