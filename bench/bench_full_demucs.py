@@ -30,7 +30,7 @@ def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
     HTDemucs defaults with dconv_mode=3, bottom_channels=512, t_layers=5, 7.8 s segment; random weights)
     separating a demo song tiled to ``--seconds``, through DemucsSeparator (chunking, run_batched, overlap-add),
     after loading it from a ``<sig>-<sha8>.th`` file written as demucs.states.serialize_model does."""
-    p = argparse.ArgumentParser(prog="bench_full_models.py demucs", description=bench_demucs.__doc__)
+    p = argparse.ArgumentParser(prog="bench_full_demucs.py demucs", description=bench_demucs.__doc__)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the cost per core)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the separated signal")
     p.add_argument("--batch-size", type=int, default=1, help="separation.batch_size (chunks per forward pass)")
@@ -77,7 +77,15 @@ def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     minutes = n / rate / 60
-    out = {"params_m": round(n_params / 1e6, 2), "file_mb": round(len(data) / 1e6, 1), "load_s": round(load_s, 2),
+    # the alternative a user already has: the lite profile's REPET-SIM on the same signal, same process
+    from songcorpus.transforms.stems import repet_sim
+
+    st = config.stems
+    rwall, rcpu = time.perf_counter(), time.process_time()
+    repet_sim(mix, rate, st.n_fft, st.hop_length, st.similarity_width_s, st.n_neighbours, st.margin)
+    rwall, rcpu = time.perf_counter() - rwall, time.process_time() - rcpu
+    out = {"repet_sim_cpu_s_per_min": round(rcpu / minutes, 2), "demucs_over_repet_sim_cpu": round(cpu / rcpu, 1),
+           "params_m": round(n_params / 1e6, 2), "file_mb": round(len(data) / 1e6, 1), "load_s": round(load_s, 2),
            "audio_s": round(n / rate, 1), "wall_s_per_min": round(wall / minutes, 2),
            "cpu_s_per_min": round(cpu / minutes, 2), "x_real_time": round(n / rate / wall, 3)}
     print(f"demucs htdemucs (random weights, {out['params_m']} M params, {out['file_mb']} MB .th), "
