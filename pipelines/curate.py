@@ -88,14 +88,28 @@ def samples_runner(config: PipelineConfig, store: ArtefactStore, progress: bool)
     return run
 
 
+def preflight(stages: list) -> None:
+    """Every stage's model checks before any data is read; all problems in one error, so a user fetches
+    every missing model in one go instead of one per attempt."""
+    from songcorpus.transforms.models import ModelError
+
+    problems: list[str] = []
+    for stage in stages:
+        try:
+            stage.preflight()
+        except ModelError as exc:
+            problems += [p for p in exc.problems if p not in problems]
+    if problems:
+        raise ModelError.of(problems)
+
+
 def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True) -> CurateResult:
     start = time.monotonic()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = store_for(config, out)
     stages = build_stages(config, store)
-    for stage in [*stages, *build_stages(config, store, "samples")]:
-        stage.preflight()  # a missing or altered model fails here, before any data is read
+    preflight([*stages, *build_stages(config, store, "samples")])
     records = expand_inputs(inputs, store.root / "inputs")
     log.info("%d inputs", len(records))
     rows = [new_row(r.to_dict()) for r in records]

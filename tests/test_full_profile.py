@@ -206,3 +206,18 @@ def test_full_profile_on_the_whole_demo_corpus(full_store: Path, tmp_path: Path,
     assert all(rows[f"song_0{i}"]["status"] == "accepted" for i in (0, 1, 3, 5, 7))
     assert all(r["status"] != "failed" for r in rows.values()), {n: r["reason"] for n, r in rows.items()}
     assert output_files(tmp_path / "ray") == output_files(tmp_path / "beam")
+
+
+def test_an_empty_store_lists_every_missing_model_at_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SONGCORPUS_MODELS", str(tmp_path / "empty"))
+    code = main(["curate", str(DEMO_DIR / "manifest.jsonl"), "--out", str(tmp_path / "out"), "--profile", "full"])
+    err = capsys.readouterr().err
+    assert code == 2
+    full = yaml.safe_load((Path(__file__).parents[1] / "schemas" / "profiles" / "full.yaml").read_text())
+    wanted = {full["tagger"]["model"], full["separation"]["model"], full["lyrics"]["model"],
+              full["aesthetics"]["songeval_model"], full["aesthetics"]["audiobox_model"],
+              full["content_units"]["model"], full["speaker"]["model"], *full["codecs"]["models"]}
+    assert f"{len(wanted)} models are not usable" in err
+    for name in wanted:
+        assert f"model {name} (" in err and f"songcorpus models add {name} DIR" in err
+    assert not (tmp_path / "out" / "state").exists()

@@ -477,7 +477,9 @@ class AestheticsStage(Stage):
     def _store_models(self) -> dict[str, tuple[Any, Path]]:
         """Kind -> (registry entry, verified folder) of each enabled model; a missing, altered or
         wrong-kind model raises ModelError naming it."""
-        return {kind: self.store_model(name, (kind,)) for kind, name in self._wanted().items()}
+        wanted = list(self._wanted().items())
+        found = self.store_models([(name, (kind,)) for kind, name in wanted])
+        return {kind: model for (kind, _), model in zip(wanted, found, strict=True)}
 
     def model_path(self) -> Path | None:
         """Every enabled model verified; the SongEval folder when it is enabled, else Audiobox's."""

@@ -110,6 +110,19 @@ class Stage(ABC):
         transforms/model_store.py for store models); None: no registered model."""
         return None
 
+    def store_models(self, wanted: list[tuple[str, tuple[str, ...]]]) -> list[tuple[StoreModelSpec, Path]]:
+        """:meth:`store_model` for each (name, kinds) of a stage with several models; every problem is
+        reported in one ModelError, not just the first."""
+        found, problems = [], []
+        for name, kinds in wanted:
+            try:
+                found.append(self.store_model(name, kinds))
+            except ModelError as exc:
+                problems += exc.problems
+        if problems:
+            raise ModelError.of(problems)
+        return found
+
     def model_kind(self) -> str | None:
         """For store models: the architecture family this stage's adapter loads (a store entry's ``kind``)."""
         return None

@@ -105,8 +105,7 @@ class FullSampleStage(SampleStage):
                 (c.speaker.model, ("ecapa",))]
 
     def preflight(self) -> None:
-        for name, kinds in self._model_names():
-            self.store_model(name, kinds)
+        self.store_models(self._model_names())
 
     def _specs(self) -> list[Any]:
         from songcorpus.transforms.model_store import get_store_model, load_registry, store_root

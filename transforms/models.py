@@ -14,7 +14,19 @@ from songcorpus.transforms.artefacts import sha256_file
 
 
 class ModelError(RuntimeError):
-    """A model is missing or does not match its registered checksum; the message says how to fix it."""
+    """A model is missing or does not match its registered checksum; the message says how to fix it.
+
+    ``problems`` lists one message per unusable model when several are reported at once."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+    @classmethod
+    def of(cls, problems: list[str]) -> ModelError:
+        if len(problems) == 1:
+            return cls(problems[0])
+        return cls(f"{len(problems)} models are not usable:\n  - " + "\n  - ".join(problems), problems)
 
 
 @dataclass(frozen=True)
