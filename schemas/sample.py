@@ -92,6 +92,7 @@ def check_alignment(key: str, duration_s: float, sample_rate: int, audio: dict[s
     stamps = [v for seg in labels.get("vad_segments", []) for v in seg]
     stamps += list(labels.get("beats", [])) + list(labels.get("downbeats", []))
     stamps += [v for s, e, _ in labels.get("sections", []) for v in (s, e)]
+    stamps += [v for s, e, _ in labels.get("lyrics_words", []) for v in (s, e)]
     outside = [t for t in stamps if not (-1e-6 <= t <= duration_s + 1e-6)]
     if outside:
         problems.append(f"{len(outside)} label timestamps outside [0, {duration_s}] s (first {outside[0]})")

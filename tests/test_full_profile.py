@@ -163,6 +163,7 @@ def test_full_profile_runs_on_both_engines_with_the_same_bytes(full_store: Path,
             arr = np.load(io.BytesIO(sample[f"{stem}.{codec['name']}_{codec['representation']}.npy"]))
             assert arr.shape[-1] == codec["n_frames"], (codec, arr.shape)
             assert abs(arr.shape[-1] - duration * codec["frame_rate"]) <= 1.0
+    assert all(0 <= a <= b <= duration for a, b, _ in meta["labels"]["lyrics_words"])  # word timings, window-relative
     units = np.load(io.BytesIO(sample["vocals.units.npy"]))
     assert units.dtype == np.int16 and units.shape == (int((duration * 16000 - 400) // 320) + 1,)
     assert 0 <= units.min() and units.max() < meta["units"]["n_units"] <= 8

@@ -47,3 +47,11 @@ def test_references_never_overlap_and_lonely_windows_are_dropped() -> None:
     single = plan_windows(12.0, [], [], [[0.0, 12.0]], cfg.model_copy(update={"hop_s": None}))
     assert choose_references(single, ["t0_0000"], require=True)[0] == []
     assert choose_references(single, ["t0_0000"], require=False)[1] == {0: None}
+
+
+def test_lyric_words_are_clipped_to_the_window_by_their_middle() -> None:
+    from songcorpus.transforms.samples import clip_words
+
+    words = [[0.5, 1.0, "before"], [1.8, 2.4, "edge"], [2.5, 3.0, "inside"], [5.9, 6.5, "after"], [3.7, 4.1, "end"],
+             [3.9, 4.3, "next"]]
+    assert clip_words(words, 2.0, 4.0) == [[0.0, 0.4, "edge"], [0.5, 1.0, "inside"], [1.7, 2.0, "end"]]

@@ -126,7 +126,8 @@ class FullSampleStage(SampleStage):
         return super().config_digest() + "".join(s.digest() for s in (codecs, c.content_units, c.speaker))
 
     def input_identity(self, row: Row) -> str:
-        return hashlib.sha256((super().input_identity(row) + canonical_json(row["unit_codebook"])).encode()).hexdigest()
+        extra = canonical_json({"unit_codebook": row["unit_codebook"], "lyrics": row["results"].get("lyrics")})
+        return hashlib.sha256((super().input_identity(row) + extra).encode()).hexdigest()
 
     def setup(self) -> None:
         from songcorpus.transforms.accelerator import pick_device

@@ -66,6 +66,15 @@ def clip_sections(sections: list[list[Any]], start: float, end: float) -> list[l
     return out
 
 
+def clip_words(words: list[list[Any]], start: float, end: float) -> list[list[Any]]:
+    """Words whose middle falls inside the window, clipped to it, times relative to its start."""
+    out = []
+    for s, e, word in words:
+        if start <= (s + e) / 2 < end:
+            out.append([round(max(s, start) - start, 3), round(min(e, end) - start, 3), word])
+    return out
+
+
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, (0, max(0, n - x.shape[0])))[:n]
 
@@ -141,6 +150,13 @@ class SampleStage(Stage):
         sections = [[float(a), float(b), sec[2]] for a, b, sec in
                     zip(moved([x[0] for x in given]), moved([x[1] for x in given]), given, strict=True)]
         vad = moved(res["vad"]["vad_segments"]).reshape(-1, 2).tolist() if res["vad"]["vad_segments"] else []
+        words: list[list[Any]] | None = None
+        if "lyrics" in res:  # full profile: word timings move with the song's op like every other label
+            from songcorpus.transforms.lyrics import lyrics_detail
+
+            found = lyrics_detail(self.store, res["lyrics"])[1]
+            times = moved([t for w in found for t in (w["start"], w["end"])]).reshape(-1, 2)
+            words = [[float(a), float(b), w["word"]] for (a, b), w in zip(times, found, strict=True)]
         tempo = res["structure"].get("tempo_bpm")
         cfg = self.config.windows
         windows = plan_windows(duration, beats.tolist(), [s[0] for s in sections], vad, cfg)
@@ -158,6 +174,8 @@ class SampleStage(Stage):
                       "downbeats": clip_times(downbeats, w.start_s, w.end_s),
                       "sections": clip_sections(sections, w.start_s, w.end_s),
                       "tempo_bpm": None if tempo is None else round(float(tempo) * speed, 3)}
+            if words is not None:
+                labels["lyrics_words"] = clip_words(words, w.start_s, w.end_s)
             out.append(self._sample(row, key, None if ref is None else key_of[ref], w, aug, audio, f0, rate,
                                     codec, codebook, labels, None if ref is None else by_index[ref]))
         return out, len(windows)
