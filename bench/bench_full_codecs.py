@@ -96,6 +96,29 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return best
 
 
+def embedded_row(audio, rate: int, args: argparse.Namespace) -> dict:
+    """The embedded mel codec (lite profile) on the same audio: latents plus tokens with a corpus-sized
+    codebook, and its Griffin-Lim decode."""
+    import numpy as np
+
+    from songcorpus.schemas.config import CodecConfig
+    from songcorpus.transforms.codec import EmbeddedCodec, encode_tokens
+
+    cfg = CodecConfig()
+    codec = EmbeddedCodec(cfg, rate)
+    latents = codec.encode_latents(audio)
+    codebook = np.random.default_rng(0).standard_normal((cfg.codebook_size, latents.shape[1])).astype(np.float32)
+    enc = timed(lambda: encode_tokens(codec.encode_latents(audio), codebook), args.repeats)
+    dec = timed(lambda: codec.decode_latents(latents, audio.size), args.repeats)
+    scale = 60.0 / args.seconds
+    return {"codec": "embedded (lite)", "params_m": 0.0, "frame_rate": round(codec.latent_rate, 3),
+            "frames_shape_per_min": [latents.shape[1], round(60 * codec.latent_rate)], "load_s": 0.0,
+            "encode_s_per_min": round(enc[0] * scale, 1), "decode_s_per_min": round(dec[0] * scale, 1),
+            "encode_cpu_s_per_min": round(enc[1] * scale, 2), "decode_cpu_s_per_min": round(dec[1] * scale, 1),
+            "encode_x_realtime": round(args.seconds / enc[0], 2), "decode_x_realtime": round(args.seconds / dec[0], 2),
+            "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="audio length timed (scaled to one minute)")
@@ -130,16 +153,22 @@ def main() -> None:
                          "loadavg_1m": round(os.getloadavg()[0], 2)})
             print(f"{kind}: done ({rows[-1]})", file=sys.stderr, flush=True)
             del codec
+        rows.append(embedded_row(audio, rate, args))
+
+    base = rows[-1]["encode_cpu_s_per_min"]
+    for r in rows:  # the alternative a user already has, same run: the lite profile's embedded mel codec
+        r["encode_cpu_vs_embedded"] = round(r["encode_cpu_s_per_min"] / base, 1)
 
     print(f"\n1 CPU thread, {args.seconds:g} s of audio timed (best of {args.repeats}), scaled to 60 s; "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}\n")
     print("| codec | params (M) | frame rate (Hz) | frame shape x frames/min | load (s) | encode s/min (wall / CPU) | "
-          "decode s/min (wall / CPU) | encode x RT | decode x RT | load avg |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+          "decode s/min (wall / CPU) | encode x RT | decode x RT | load avg | encode CPU / embedded |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['codec']} | {r['params_m']} | {r['frame_rate']} | {r['frames_shape_per_min']} | {r['load_s']} | "
               f"{r['encode_s_per_min']} / {r['encode_cpu_s_per_min']} | {r['decode_s_per_min']} / "
-              f"{r['decode_cpu_s_per_min']} | {r['encode_x_realtime']} | {r['decode_x_realtime']} | {r['loadavg_1m']} |")
+              f"{r['decode_cpu_s_per_min']} | {r['encode_x_realtime']} | {r['decode_x_realtime']} | {r['loadavg_1m']} | "
+              f"{r['encode_cpu_vs_embedded']} |")
     out = Path("bench/out")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_full_codecs-{time.strftime('%Y-%m-%dT%H%M%S')}.json"
