@@ -39,10 +39,10 @@ import scipy.fft
 import torch
 import torchaudio
 from scipy.signal import get_window
-from scipy.spatial.distance import cdist
 
 from songcorpus.schemas.config import CodecConfig
 from songcorpus.transforms.artefacts import npy_bytes
+from songcorpus.transforms.kmeans import fit_kmeans, nearest_centroid
 
 CODEC_NAME = "embedded-mel"
 CODEC_VERSION = "1"
@@ -187,9 +187,6 @@ def fit_codebook(frames: np.ndarray, cfg: CodecConfig) -> np.ndarray:
     centroid is a duplicate. k-means runs on one thread: multi-threaded reductions are not bitwise
     reproducible.
     """
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
     frames = np.asarray(frames, dtype=np.float64)
     if frames.ndim != 2 or frames.shape[0] == 0:
         raise ValueError(f"embedded codec: need a non-empty (n_frames, n_mels) array to fit, got {frames.shape}")
@@ -197,17 +194,7 @@ def fit_codebook(frames: np.ndarray, cfg: CodecConfig) -> np.ndarray:
         raise ValueError(f"embedded codec: frames have {frames.shape[1]} channels, config says n_mels={cfg.n_mels}")
     if not np.isfinite(frames).all():
         raise ValueError("embedded codec: frames to fit contain NaN or inf")
-    if frames.shape[0] > cfg.fit_max_frames:
-        rng = np.random.default_rng(cfg.seed)
-        frames = frames[np.sort(rng.choice(frames.shape[0], cfg.fit_max_frames, replace=False))]
-    distinct = np.unique(frames, axis=0)
-    if distinct.shape[0] <= cfg.codebook_size:
-        return distinct.astype(np.float32)
-    km = KMeans(n_clusters=cfg.codebook_size, init="k-means++", n_init=1, max_iter=cfg.kmeans_max_iter,
-                random_state=cfg.seed, algorithm="lloyd")
-    with threadpool_limits(limits=1):
-        km.fit(frames)
-    return km.cluster_centers_.astype(np.float32)
+    return fit_kmeans(frames, cfg.codebook_size, cfg.seed, cfg.fit_max_frames, cfg.kmeans_max_iter)
 
 
 def encode_tokens(latents: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -216,11 +203,7 @@ def encode_tokens(latents: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     codebook = np.asarray(codebook, dtype=np.float64)
     if latents.ndim != 2 or codebook.ndim != 2 or latents.shape[1] != codebook.shape[1]:
         raise ValueError(f"embedded codec: latents {latents.shape} and codebook {codebook.shape} do not match")
-    ids = np.empty(latents.shape[0], dtype=np.int32)
-    for start in range(0, latents.shape[0], _CHUNK):
-        d = cdist(latents[start : start + _CHUNK], codebook, metric="sqeuclidean")
-        ids[start : start + _CHUNK] = np.argmin(d, axis=1)
-    return ids
+    return nearest_centroid(latents, codebook, np.int32)
 
 
 def decode_tokens(ids: np.ndarray, codebook: np.ndarray, n_samples: int, rate: float, sample_rate: int,

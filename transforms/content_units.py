@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scipy.spatial.distance import cdist
 
 from songcorpus.transforms.accelerator import autocast, run_batched
+from songcorpus.transforms.kmeans import fit_kmeans, nearest_centroid
 from songcorpus.transforms.models import ModelError
 from songcorpus.transforms.speaker import to_16k
 
@@ -51,7 +51,6 @@ FRAME_RATE_HZ = 50.0
 HUBERT_CONV = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))  # (kernel, stride) of HuBERT base/large
 FIT_MAX_FRAMES = 100_000
 FIT_MAX_ITER = 100
-_CHUNK = 4096  # frames per block while assigning units (bounds the distance matrix)
 
 
 def samples_16k(duration_s: float) -> int:
@@ -197,9 +196,6 @@ def fit_unit_codebook(frames: Sequence[np.ndarray] | np.ndarray, n_units: int, s
     seed, same bytes). Frames beyond ``max_frames`` are subsampled with a generator seeded by ``seed``; with
     fewer distinct frames than ``n_units`` the codebook is those frames (K shrinks). Single-threaded Lloyd
     k-means (k-means++ init, one run): multi-threaded reductions are not bitwise reproducible."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
     parts = [np.asarray(f) for f in ([frames] if isinstance(frames, np.ndarray) else frames)]
     parts = [p for p in parts if p.size]
     if not parts or any(p.ndim != 2 for p in parts) or len({p.shape[1] for p in parts}) != 1:
@@ -210,17 +206,7 @@ def fit_unit_codebook(frames: Sequence[np.ndarray] | np.ndarray, n_units: int, s
         raise ValueError("content units: frames to fit contain NaN or inf")
     if n_units < 2 or n_units > np.iinfo(np.int16).max:
         raise ValueError(f"content units: n_units {n_units} is not in 2..{np.iinfo(np.int16).max} (ids are int16)")
-    if data.shape[0] > max_frames:
-        rng = np.random.default_rng(seed)
-        data = data[np.sort(rng.choice(data.shape[0], max_frames, replace=False))]
-    distinct = np.unique(data, axis=0)
-    if distinct.shape[0] <= n_units:
-        return distinct.astype(np.float32)
-    km = KMeans(n_clusters=n_units, init="k-means++", n_init=1, max_iter=max_iter, random_state=seed,
-                algorithm="lloyd")
-    with threadpool_limits(limits=1):
-        km.fit(data)
-    return km.cluster_centers_.astype(np.float32)
+    return fit_kmeans(data, n_units, seed, max_frames, max_iter)
 
 
 def assign_units(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -231,8 +217,4 @@ def assign_units(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         raise ValueError(f"content units: features {features.shape} and centroids {centroids.shape} do not match")
     if centroids.shape[0] == 0 or centroids.shape[0] > np.iinfo(np.int16).max:
         raise ValueError(f"content units: {centroids.shape[0]} centroids; ids are int16 (1..32767 centroids)")
-    ids = np.empty(features.shape[0], dtype=np.int16)
-    for start in range(0, features.shape[0], _CHUNK):
-        d = cdist(features[start:start + _CHUNK], centroids, metric="sqeuclidean")
-        ids[start:start + _CHUNK] = np.argmin(d, axis=1)
-    return ids
+    return nearest_centroid(features, centroids, np.int16)
