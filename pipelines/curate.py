@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from songcorpus.pipelines.corpus import Decision, build_corpus
+from songcorpus.pipelines.corpus import Decision, build_corpus, scores_of
 from songcorpus.pipelines.executor import build_stages, new_row
 from songcorpus.pipelines.sources import expand_inputs
 from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
@@ -146,6 +146,28 @@ def load_state(out: Path) -> tuple[PipelineConfig, list[Row], dict]:
     return config, rows, lineages
 
 
+def reopen_early_rejections(rows: list[Row], config: PipelineConfig) -> list[Row]:
+    """Rows an early gate rejected were never fully analysed: the new gates re-decide them only while they
+    still reject them; one they would now accept needs the missing analysis, so ``curate`` again."""
+    from songcorpus.transforms.gates import apply_gates
+
+    out, reopened = [], []
+    for row in rows:
+        if (row.get("outcome") or {}).get("early"):
+            gate = apply_gates(config.gates, scores_of(row))
+            if gate is None:
+                reopened.append(row["track"]["source"])
+            else:
+                row = {**row, "outcome": {"status": "rejected", "stage": gate.stage, "code": gate.code,
+                                          "reason": gate.reason, "early": True}}
+        out.append(row)
+    if reopened:
+        raise ConfigError(f"the new gates would accept {len(reopened)} input(s) that an early gate rejected before "
+                          f"their analysis finished (first: {reopened[0]}); run `songcorpus curate` with the new "
+                          f"config instead (it reuses every cached result)")
+    return out
+
+
 def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) -> CurateResult:
     """Re-decide and rewrite shards and catalog from stored scores; no analysis stage runs (the samples
     phase does, for songs whose samples are not in the cache yet)."""
@@ -157,6 +179,7 @@ def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) 
     if changed:
         raise ConfigError(f"rebuild only re-applies {', '.join(LATE_BINDING_SECTIONS)}; the new config also "
                           f"changes {', '.join(changed)}, which needs `songcorpus curate` (it reuses the cache)")
+    rows = reopen_early_rejections(rows, new_config)
     store = store_for(old_config, out)
     merged = new_config.model_copy(update={"cache_dir": old_config.cache_dir})
     atomic_write_bytes(out / "config.yaml", dump_config(merged).encode())

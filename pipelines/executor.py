@@ -130,7 +130,24 @@ class StageGroup:
         for row in rows:
             for stage, ready in zip(self.stages, self._ready, strict=True):
                 run_stage(stage, row, ready)
+                if stage.config.early_gates:
+                    early_gate(stage.config, row)
         return rows
+
+
+def early_gate(config: PipelineConfig, row: Row) -> None:
+    """With ``early_gates``: reject the row as soon as a gate fails on the scores computed so far (scores
+    of stages not run yet are None and pass), so no later stage spends time on it. The decision is the
+    one the late gates would make; ``early`` marks that the row's analysis is incomplete."""
+    from songcorpus.pipelines.corpus import scores_of
+    from songcorpus.transforms.gates import apply_gates
+
+    if row["outcome"] is not None or "ingest" not in row["results"]:
+        return
+    gate = apply_gates(config.gates, scores_of(row))
+    if gate is not None:
+        row["outcome"] = {"status": "rejected", "stage": gate.stage, "code": gate.code, "reason": gate.reason,
+                          "early": True}
 
 
 def group_stages(stages: list[Stage]) -> list[StageGroup]:

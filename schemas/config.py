@@ -315,6 +315,9 @@ class PipelineConfig(_Section):
     quality: QualityConfig = QualityConfig()
     classify: ClassifyConfig = ClassifyConfig()
     gates: list[Gate] = Field(default_factory=list)
+    early_gates: bool = Field(False, description="apply each gate as soon as its score exists, so an input it rejects "
+                              "skips the remaining analysis (Demucs, Whisper... on speech clips); a rebuild can then "
+                              "only re-decide those inputs while the new gates still reject them")
     shards: ShardConfig = ShardConfig()
     splits: SplitConfig = SplitConfig()
     engine: EngineConfig = EngineConfig()
