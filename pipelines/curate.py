@@ -65,7 +65,11 @@ def run_engine(rows: list[Row], config: PipelineConfig, store: ArtefactStore, pr
 
 @contextmanager
 def engine_session(config: PipelineConfig) -> Iterator[None]:
-    """One engine start for both phases (local Ray costs seconds to start); stopped at the end if started here."""
+    """One engine start for both phases (local Ray costs seconds to start); stopped at the end if started here.
+    numba's kernel cache is filled here, before any worker exists (transforms/jit_cache.py says why)."""
+    from songcorpus.transforms.jit_cache import warm_jit_cache
+
+    warm_jit_cache()
     if config.engine.name != "ray":
         yield
         return
