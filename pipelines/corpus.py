@@ -91,54 +91,54 @@ def lineage_of(row: Row, lineages: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {name: lineages[name] for name in row["results"] if name in lineages}
 
 
-def fit_corpus_codebook(accepted: list[Row], splits: dict[str, str], config: PipelineConfig,
-                        store: ArtefactStore) -> dict[str, str] | None:
-    """The embedded codec's codebook, fit on the train split's sampled frames (all accepted songs when no
-    song is in train). Cached by the frames it was fit on, so an unchanged corpus never refits."""
+def train_pool(accepted: list[Row], splits: dict[str, str]) -> list[Row]:
+    """What corpus-level models are fit on: the train split's songs (all accepted songs when none is in train)."""
+    return [r for r in accepted if splits[r["track"]["source"]] == "train"] or accepted
+
+
+def fit_cached_centroids(store: ArtefactStore, name: str, settings_digest: str, files: list[str],
+                         fit: Callable[[Any], Any]) -> dict[str, Any] | None:
+    """k-means centroids over the concatenated frame files, stored as ``.npy``; cached under ``name`` by the
+    settings and the frame files, so an unchanged corpus never refits."""
     import numpy as np
 
-    from songcorpus.transforms.codec import codebook_bytes, codebook_sha256, fit_codebook
+    from songcorpus.transforms.codec import codebook_bytes, codebook_sha256
 
-    pool = [r for r in accepted if splits[r["track"]["source"]] == "train"] or accepted
-    files = [r["results"]["codec_frames"]["codec_frames_file"] for r in pool]
     if not files:
         return None
-    key = hashlib.sha256("\x1f".join([config.codec.digest(), *files]).encode()).hexdigest()
-    cached = store.get_result("codebook", key)
+    key = hashlib.sha256("\x1f".join([settings_digest, *files]).encode()).hexdigest()
+    cached = store.get_result(name, key)
     if cached is not None and (store.root / cached["file"]).exists():
         return cached
     frames = np.concatenate([store.get_array(f) for f in files])
-    codebook = fit_codebook(frames, config.codec)
-    entry = {"file": store.put_blob(codebook_bytes(codebook), ".npy"), "sha256": codebook_sha256(codebook),
+    centroids = fit(frames)
+    entry = {"file": store.put_blob(codebook_bytes(centroids), ".npy"), "sha256": codebook_sha256(centroids),
              "fit_frames": int(frames.shape[0])}
-    store.put_result("codebook", key, entry)
+    store.put_result(name, key, entry)
     return entry
+
+
+def fit_corpus_codebook(accepted: list[Row], splits: dict[str, str], config: PipelineConfig,
+                        store: ArtefactStore) -> dict[str, str] | None:
+    """The embedded codec's codebook, fit on the train split's sampled frames (stage ``codec_frames``)."""
+    from songcorpus.transforms.codec import fit_codebook
+
+    files = [r["results"]["codec_frames"]["codec_frames_file"] for r in train_pool(accepted, splits)]
+    return fit_cached_centroids(store, "codebook", config.codec.digest(), files,
+                                lambda frames: fit_codebook(frames, config.codec))
 
 
 def fit_corpus_units(accepted: list[Row], splits: dict[str, str], config: PipelineConfig,
                      store: ArtefactStore) -> dict[str, Any] | None:
     """Full profile: the content-unit k-means over the train split's sampled HuBERT frames (stage
-    ``unit_frames``), cached by those frames like the embedded codebook."""
-    import numpy as np
-
-    from songcorpus.transforms.codec import codebook_bytes, codebook_sha256
+    ``unit_frames``)."""
     from songcorpus.transforms.content_units import fit_unit_codebook
 
-    pool = [r for r in accepted if splits[r["track"]["source"]] == "train"] or accepted
-    files = [r["results"]["unit_frames"]["unit_frames_file"] for r in pool if "unit_frames" in r["results"]]
-    if not files:
-        return None
     cfg = config.content_units
-    key = hashlib.sha256("\x1f".join([cfg.digest(), *files]).encode()).hexdigest()
-    cached = store.get_result("unit_codebook", key)
-    if cached is not None and (store.root / cached["file"]).exists():
-        return cached
-    frames = np.concatenate([store.get_array(f) for f in files])
-    centroids = fit_unit_codebook([frames], cfg.n_units, seed=0)
-    entry = {"file": store.put_blob(codebook_bytes(centroids), ".npy"), "sha256": codebook_sha256(centroids),
-             "fit_frames": int(frames.shape[0])}
-    store.put_result("unit_codebook", key, entry)
-    return entry
+    files = [r["results"]["unit_frames"]["unit_frames_file"] for r in train_pool(accepted, splits)
+             if "unit_frames" in r["results"]]
+    return fit_cached_centroids(store, "unit_codebook", cfg.digest(), files,
+                                lambda frames: fit_unit_codebook([frames], cfg.n_units, seed=0))
 
 
 def sample_rows(accepted: list[Row], splits: dict[str, str], codebook: dict[str, str],

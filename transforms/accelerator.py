@@ -93,6 +93,24 @@ def run_batched(items: Sequence[T], fn: Callable[[list[T]], list[R]], durations:
     return out
 
 
+def equal_length_groups(arrays: Sequence[Any]) -> list[list[int]]:
+    """Indices of ``arrays`` grouped by length, in first-seen order: each group stacks into one batch with
+    no padding, so a clip's result never depends on the clips it was batched with."""
+    groups: dict[int, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(len(a), []).append(i)
+    return list(groups.values())
+
+
+def map_equal_length(arrays: Sequence[T], fn: Callable[[list[T]], list[R]]) -> list[R]:
+    """``fn`` once per equal-length group (see :func:`equal_length_groups`), results in input order."""
+    out: list[Any] = [None] * len(arrays)
+    for idx in equal_length_groups(arrays):
+        for i, r in zip(idx, fn([arrays[i] for i in idx]), strict=True):
+            out[i] = r
+    return out
+
+
 def chunks(n_samples: int, chunk: int, overlap: int) -> Iterator[tuple[int, int]]:
     """(start, end) of overlapping chunks covering ``n_samples`` (the last one may be shorter)."""
     if chunk <= overlap:

@@ -512,11 +512,9 @@ class AestheticsStage(Stage):
 
     def _specs(self) -> list[tuple[Any, str]]:
         """Registry entries of the enabled models (no file check: lineage is cheap and names what is configured)."""
-        from songcorpus.transforms.model_store import get_store_model, load_registry, store_root
+        from songcorpus.transforms.model_store import get_store_model
 
-        if not hasattr(self, "_store_registry"):
-            self._store_registry = load_registry(store_root(self.config.models.store_dir))
-        return [(get_store_model(name, self._store_registry), kind) for kind, name in self._wanted().items()]
+        return [(get_store_model(name, self.store_registry()), kind) for kind, name in self._wanted().items()]
 
     def lineage(self) -> dict[str, Any]:
         models = {kind: {"model": f"{spec.name}@{spec.version}", "checksum": spec.sha256}

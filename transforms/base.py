@@ -82,16 +82,21 @@ class Stage(ABC):
     def store_model(self, name: str, kinds: tuple[str, ...] = ()) -> tuple[StoreModelSpec, Path]:
         """A store model's registry entry and verified folder; a model of another kind than ``kinds`` is
         refused, naming what the stage loads (stages with several models call this once per model)."""
-        from songcorpus.transforms.model_store import get_store_model, load_registry, store_root
+        from songcorpus.transforms.model_store import get_store_model, store_root
 
-        root = store_root(self.config.models.store_dir)
-        if not hasattr(self, "_store_registry"):  # read registry.json once per stage object
-            self._store_registry = load_registry(root)
-        spec = get_store_model(name, self._store_registry)
+        spec = get_store_model(name, self.store_registry())
         if kinds and spec.kind not in kinds:
             raise ModelError(f"stage {self.name} loads {' or '.join(kinds)} models; {spec.name} is "
                              f"{spec.kind or 'of no kind'} (choose another model: songcorpus models list)")
-        return spec, spec.verified_folder(root)
+        return spec, spec.verified_folder(store_root(self.config.models.store_dir))
+
+    def store_registry(self) -> dict[str, StoreModelSpec]:
+        """The built-in registry plus the store's ``registry.json``, read once per stage object."""
+        if not hasattr(self, "_store_registry"):
+            from songcorpus.transforms.model_store import load_registry, store_root
+
+            self._store_registry = load_registry(store_root(self.config.models.store_dir))
+        return self._store_registry
 
     @abstractmethod
     def config_digest(self) -> str:
@@ -133,11 +138,9 @@ class Stage(ABC):
             return None
         if name in MODELS:
             return get_model(name)
-        from songcorpus.transforms.model_store import get_store_model, load_registry, store_root
+        from songcorpus.transforms.model_store import get_store_model
 
-        if not hasattr(self, "_store_registry"):  # read registry.json once per stage object
-            self._store_registry = load_registry(store_root(self.config.models.store_dir))
-        return get_store_model(name, self._store_registry)
+        return get_store_model(name, self.store_registry())
 
     def model_id(self) -> str | None:
         spec = self.model_spec()

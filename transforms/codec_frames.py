@@ -18,6 +18,7 @@ import numpy as np
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
 from songcorpus.transforms.codec import EmbeddedCodec
+from songcorpus.transforms.kmeans import subsample_rows
 
 FRAMES_PER_TRACK = 2000
 
@@ -47,8 +48,5 @@ class CodecFramesStage(Stage):
             codec = codec or EmbeddedCodec(self.config.codec, rate)
             parts.append(codec.encode_latents(x.mean(axis=1), rate=codec.token_rate))
         frames = np.concatenate(parts)
-        seed = int(stems["vocals_sha256"][:16], 16) ^ self.config.codec.seed
-        if frames.shape[0] > FRAMES_PER_TRACK:
-            pick = np.sort(np.random.default_rng(seed).choice(frames.shape[0], FRAMES_PER_TRACK, replace=False))
-            frames = frames[pick]
+        frames = subsample_rows(frames, FRAMES_PER_TRACK, int(stems["vocals_sha256"][:16], 16) ^ self.config.codec.seed)
         return {"codec_frames_file": self.store.put_array(frames.astype(np.float32)), "codec_frames": int(frames.shape[0])}

@@ -32,12 +32,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from songcorpus.transforms.accelerator import autocast, run_batched
+from songcorpus.transforms.accelerator import autocast, map_equal_length, run_batched
 from songcorpus.transforms.kmeans import fit_kmeans, nearest_centroid
 from songcorpus.transforms.models import ModelError
 from songcorpus.transforms.speaker import to_16k
@@ -125,14 +125,7 @@ class ContentUnitEncoder:
         return list(h.float().cpu().numpy().astype(np.float32))
 
     def _features_batch(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
-        out: list[Any] = [None] * len(wavs)
-        by_len: dict[int, list[int]] = {}
-        for i, w in enumerate(wavs):
-            by_len.setdefault(w.shape[0], []).append(i)
-        for idx in by_len.values():
-            for i, f in zip(idx, self._features_equal([wavs[i] for i in idx]), strict=True):
-                out[i] = f
-        return out
+        return map_equal_length(wavs, self._features_equal)
 
     def features(self, audio: np.ndarray, rate: int) -> np.ndarray:
         """float32 ``(frames_for(len(audio) / rate), dim)`` features of one clip."""

@@ -28,6 +28,7 @@ from songcorpus.schemas.sample import MisalignedSample
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.augment import SongAugmentation
 from songcorpus.transforms.base import Resources, Row, Stage, canonical_json
+from songcorpus.transforms.kmeans import subsample_rows
 from songcorpus.transforms.samples import SampleStage
 from songcorpus.transforms.windows import Window
 
@@ -86,10 +87,7 @@ class UnitFramesStage(Stage):
         feats = [self._encoder.features(vocals[i:i + step], rate) for i in range(0, max(1, vocals.size), step)
                  if vocals[i:i + step].size >= rate // 10]
         frames = np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
-        limit = self.config.content_units.fit_frames_per_track
-        if frames.shape[0] > limit:
-            seed = int(stems["vocals_sha256"][:16], 16)
-            frames = frames[np.sort(np.random.default_rng(seed).choice(frames.shape[0], limit, replace=False))]
+        frames = subsample_rows(frames, self.config.content_units.fit_frames_per_track, int(stems["vocals_sha256"][:16], 16))
         return {"unit_frames_file": self.store.put_array(frames.astype(np.float32)), "unit_frames": int(frames.shape[0])}
 
 
@@ -108,11 +106,9 @@ class FullSampleStage(SampleStage):
         self.store_models(self._model_names())
 
     def _specs(self) -> list[Any]:
-        from songcorpus.transforms.model_store import get_store_model, load_registry, store_root
+        from songcorpus.transforms.model_store import get_store_model
 
-        if not hasattr(self, "_store_registry"):
-            self._store_registry = load_registry(store_root(self.config.models.store_dir))
-        return [get_store_model(name, self._store_registry) for name, _ in self._model_names()]
+        return [get_store_model(name, self.store_registry()) for name, _ in self._model_names()]
 
     def model_id(self) -> str:
         return " + ".join(["embedded-mel-codec", *(f"{s.name}@{s.version}" for s in self._specs())])

@@ -15,15 +15,19 @@ from scipy.spatial.distance import cdist
 BLOCK = 1024  # frames per block while assigning
 
 
+def subsample_rows(frames: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """At most ``max_rows`` rows, drawn without replacement by a generator seeded with ``seed``, in order."""
+    if frames.shape[0] <= max_rows:
+        return frames
+    return frames[np.sort(np.random.default_rng(seed).choice(frames.shape[0], max_rows, replace=False))]
+
+
 def fit_kmeans(frames: np.ndarray, k: int, seed: int, max_frames: int, max_iter: int) -> np.ndarray:
     """Centroids ``(K, D)`` float32 of ``frames`` ``(n, D)`` (callers validate shapes and values)."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.shape[0] > max_frames:
-        rng = np.random.default_rng(seed)
-        frames = frames[np.sort(rng.choice(frames.shape[0], max_frames, replace=False))]
+    frames = subsample_rows(np.asarray(frames, dtype=np.float64), max_frames, seed)
     distinct = np.unique(frames, axis=0)
     if distinct.shape[0] <= k:
         return distinct.astype(np.float32)

@@ -38,7 +38,7 @@ import numpy as np
 import soxr
 import torch
 
-from songcorpus.transforms.accelerator import run_batched
+from songcorpus.transforms.accelerator import equal_length_groups, run_batched
 from songcorpus.transforms.models import ModelError
 
 if TYPE_CHECKING:
@@ -132,11 +132,8 @@ class NeuralCodec(ABC):
 
     def _encode_groups(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(batch)
-        by_length: dict[int, list[int]] = {}
-        for i, x in enumerate(batch):
-            by_length.setdefault(x.size, []).append(i)
         stack = self.device.type != "cpu" if self.stack_batches is None else self.stack_batches
-        groups = list(by_length.values()) if stack else [[i] for i in range(len(batch))]
+        groups = equal_length_groups(batch) if stack else [[i] for i in range(len(batch))]
         for idx in groups:
             stacked = torch.from_numpy(np.stack([batch[i] for i in idx])).to(self.device)
             with torch.inference_mode():

@@ -31,7 +31,7 @@ import soxr
 import torch
 import yaml
 
-from songcorpus.transforms.accelerator import autocast, run_batched
+from songcorpus.transforms.accelerator import autocast, map_equal_length, run_batched
 from songcorpus.transforms.models import ModelError
 
 if TYPE_CHECKING:
@@ -245,14 +245,7 @@ class SpeakerEncoder:
     def _embed_batch(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """Clips of equal length share a forward pass; others run alone, so no clip is ever padded and
         the result does not depend on the batch it came in (padding would reach the convolutions)."""
-        out: list[Any] = [None] * len(wavs)
-        by_len: dict[int, list[int]] = {}
-        for i, w in enumerate(wavs):
-            by_len.setdefault(w.shape[0], []).append(i)
-        for idx in by_len.values():
-            for i, e in zip(idx, self._embed_equal([wavs[i] for i in idx]), strict=True):
-                out[i] = e
-        return out
+        return map_equal_length(wavs, self._embed_equal)
 
     def embed(self, audio: np.ndarray, rate: int) -> np.ndarray:
         """float32 ``(dim,)`` unit-norm embedding of one clip."""
