@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs songcorpus into ./.venv on a fresh Debian/Ubuntu machine (idempotent: re-running is quick).
-# System packages: only python3 (>= 3.11) with venv; audio decoding uses the FFmpeg and libsndfile
-# libraries that ship inside the PyAV and soundfile wheels.
+# System packages (apt-get, only when missing): python3 (>= 3.11) with venv, and rubberband-cli (Rubber
+# Band, the augmentation's time stretch and pitch shift; run as a program, so its GPL stays apart from this
+# package). Audio decoding uses the FFmpeg and libsndfile libraries inside the PyAV and soundfile wheels.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,6 +21,12 @@ if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   PY=python3
   "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "setup: songcorpus needs Python >= 3.11 (found $("$PY" --version)); install python3.11 and re-run" >&2; exit 1; }
+fi
+
+if ! command -v rubberband >/dev/null 2>&1; then
+  echo "setup: installing rubberband-cli with apt-get (augmentation's time stretch and pitch shift)" >&2
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq rubberband-cli >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -88,23 +88,47 @@ def test_eq_plan_probability_ranges_and_serialisation():
 
 # ------------------------------------------------------------------------------------- audio
 
+@pytest.mark.parametrize("stretcher", ["rubberband", "librosa"])
 @pytest.mark.parametrize("factor", [0.8, 0.9, 1.1, 1.2])
-def test_time_stretch_length_and_pitch_kept(factor):
+def test_time_stretch_length_and_pitch_kept(factor, stretcher):
     x = sine(440.0, seconds=1.5)
-    y = time_stretch(x, SR, factor)
+    y = time_stretch(x, SR, factor, stretcher)
     assert y.shape == (round(x.shape[0] / factor),) and y.dtype == np.float32
     assert abs(peak_hz(y) - 440.0) < 0.01 * 440.0
-    assert y.tobytes() == time_stretch(x, SR, factor).tobytes()
+    assert y.tobytes() == time_stretch(x, SR, factor, stretcher).tobytes()
+    # the sine's level is kept and its middle is stretched, not padded or cut
+    mid = y[y.shape[0] // 4: 3 * y.shape[0] // 4]
+    assert abs(20 * np.log10(np.sqrt(np.mean(mid ** 2)) / np.sqrt(np.mean(x ** 2)))) < 1.0
 
 
+@pytest.mark.parametrize("stretcher", ["rubberband", "librosa"])
 @pytest.mark.parametrize("semitones", [-2, -1, 1, 2])
-def test_pitch_shift_moves_a_sine_by_the_right_ratio(semitones):
+def test_pitch_shift_moves_a_sine_by_the_right_ratio(semitones, stretcher):
     x = sine(440.0, seconds=1.5)
-    y = pitch_shift(x, SR, semitones)
+    y = pitch_shift(x, SR, semitones, stretcher)
     assert y.shape == x.shape and y.dtype == np.float32
     expected = 440.0 * 2 ** (semitones / 12)
     assert abs(peak_hz(y) - expected) < 0.005 * expected  # a semitone is ~6%
-    assert y.tobytes() == pitch_shift(x, SR, semitones).tobytes()
+    assert y.tobytes() == pitch_shift(x, SR, semitones, stretcher).tobytes()
+
+
+def test_rubberband_keeps_a_signal_over_full_scale():
+    """pyrubberband's 16-bit WAV trip would clip it; the scaling around the trip keeps the level."""
+    x = sine(440.0, seconds=1.0, amp=3.0)
+    y = time_stretch(x, SR, 1.1)
+    assert 2.9 < np.max(np.abs(y)) < 3.1
+
+
+def test_missing_rubberband_names_the_fix(monkeypatch):
+    import songcorpus.transforms.augment as augment
+
+    augment.rubberband_version.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    try:
+        with pytest.raises(augment.StretcherError, match="apt-get install rubberband-cli"):
+            time_stretch(sine(440.0, seconds=0.5), SR, 1.2)
+    finally:
+        augment.rubberband_version.cache_clear()
 
 
 def band_db(x: np.ndarray, lo: float, hi: float) -> float:
@@ -204,3 +228,26 @@ def test_song_augmentation_keeps_labels_consistent():
     assert pitch.n_samples(x.shape[0]) == x.shape[0]
     np.testing.assert_allclose(pitch.f0(f0, x.shape[0], SR), shift_f0(f0, -1))
     np.testing.assert_allclose(pitch.times([1.2]), [1.2])
+
+
+def test_preflight_names_a_missing_rubberband_before_any_input_is_read(monkeypatch, tmp_path):
+    import songcorpus.transforms.augment as augment
+    from songcorpus.schemas.config import load_config
+    from songcorpus.transforms.artefacts import ArtefactStore
+    from songcorpus.transforms.models import ModelError
+    from songcorpus.transforms.samples import SampleStage
+
+    config = load_config()
+    stage = SampleStage(config, ArtefactStore(tmp_path))
+    augment.rubberband_version.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    try:
+        with pytest.raises(ModelError, match="rubberband-cli.*augment.stretcher: librosa"):
+            stage.preflight()
+        # the phase vocoder needs no program; no augmentation needs no stretcher at all
+        SampleStage(config.model_copy(update={"augment": config.augment.model_copy(update={"stretcher": "librosa"})}),
+                    stage.store).preflight()
+        SampleStage(config.model_copy(update={"augment": config.augment.model_copy(update={"fraction": 0.0})}),
+                    stage.store).preflight()
+    finally:
+        augment.rubberband_version.cache_clear()

@@ -22,8 +22,8 @@ x = (x.mean(axis=1) if x.ndim == 2 else x)[: 15 * rate]
 analyse(x, rate, cfg.structure)
 st = cfg.stems
 repet_sim(x, rate, st.n_fft, st.hop_length, st.similarity_width_s, st.n_neighbours, st.margin)
-time_stretch(x[:rate], rate, 0.8)
-pitch_shift(x[:rate], rate, -2.0)
+time_stretch(x[:rate], rate, 0.8, "librosa")
+pitch_shift(x[:rate], rate, -2.0, "librosa")
 """
 
 

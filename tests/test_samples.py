@@ -132,6 +132,7 @@ def test_augmented_f0_matches_the_f0_of_the_augmented_audio(augmented: Path) -> 
         rpa.append(mir_eval.melody.raw_pitch_accuracy(*voicing))
         chroma.append(mir_eval.melody.raw_chroma_accuracy(*voicing))
     assert len(rpa) >= 2, "fraction 1.0 augments the song"
-    # the mean over the song's augmented samples; single windows of phase-vocoder audio can lose up to a
-    # quarter of their frames to octave jumps of the tracker, never to a wrong label (chroma stays right)
-    assert np.mean(rpa) >= 0.8 and min(chroma) >= 0.9, (rpa, chroma)
+    print("augmented windows: raw pitch accuracy", np.round(rpa, 3), "chroma", np.round(chroma, 3))
+    # every window, not a mean: with Rubber Band's R3 engine the tracker reads the moved label back on
+    # each one (with librosa's phase vocoder a single x1.2 window fell to 0.73 through octave slips)
+    assert min(rpa) >= 0.8 and min(chroma) >= 0.9, (rpa, chroma)

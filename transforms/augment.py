@@ -15,14 +15,23 @@ Reads: mono float audio, an :class:`AugmentConfig`, string keys (track id, windo
 Provides: pure audio functions, label transforms, and plan dataclasses whose ``to_dict()`` is what
 a sample records. Randomness comes only from sha256(seed, purpose, key), never from Python's
 ``hash()`` or global state.
-Needs: librosa (phase-vocoder stretch, pitch shift with soxr resampling), torchaudio (biquads).
-Fails: ValueError on a non-positive stretch factor, non-mono audio, or a config with no ops.
+Needs: the ``rubberband`` command (Rubber Band 3, R3 "finer" engine, through pyrubberband; Debian and
+Ubuntu package ``rubberband-cli``, installed by setup.sh) for ``stretcher: rubberband``, the default;
+librosa (phase vocoder; pitch shift with soxr resampling) for ``stretcher: librosa``; torchaudio (biquads).
+Rubber Band runs as a separate program, so its GPL does not reach this Apache-2.0 package, and it is
+chosen by measurement: the f0 a tracker reads from its output agrees with the moved f0 label far more
+often than on phase-vocoder audio (bench/RESULTS.md, "Augmentation: stretcher").
+Fails: ValueError on a non-positive stretch factor, non-mono audio, or a config with no ops;
+:class:`StretcherError` when the ``rubberband`` command is missing or fails (naming the fix).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import shutil
+import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -30,7 +39,7 @@ import numpy as np
 
 from songcorpus.schemas.config import AugmentConfig, EqBand
 
-AUGMENT_VERSION = "1"
+AUGMENT_VERSION = "2"
 F0_RATE_HZ = 100.0
 # The biquads run through torchaudio's lfilter, which clamps its output to [-1, 1]; filtering a
 # copy scaled to this peak (the filters are linear) keeps boosted peaks from being clipped.
@@ -65,30 +74,92 @@ def stretched_length(n: int, factor: float) -> int:
     return int(round(n / factor))
 
 
-def time_stretch(x: np.ndarray, rate: int, factor: float) -> np.ndarray:
-    """Tempo change by ``factor`` with pitch kept (librosa phase vocoder); length ``round(len / factor)``.
+class StretcherError(RuntimeError):
+    """The configured time/pitch stretcher cannot run here; the message says how to fix it."""
 
-    ``rate`` is unused by the phase vocoder but kept so every audio op has the same signature.
-    """
+
+RUBBERBAND_HELP = ("install Rubber Band's command-line tool (Debian/Ubuntu: apt-get install rubberband-cli; "
+                   "setup.sh does this), or set augment.stretcher: librosa")
+
+
+@functools.cache
+def rubberband_version() -> str:
+    """``rubberband-<version>`` of the ``rubberband`` command on PATH (recorded in every augmented sample)."""
+    exe = shutil.which("rubberband")
+    if exe is None:
+        raise StretcherError(f"augment.stretcher 'rubberband' needs the rubberband command, not found on PATH: {RUBBERBAND_HELP}")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+    version = (out.stdout or out.stderr).strip().splitlines()
+    if out.returncode != 0 or not version:
+        raise StretcherError(f"'{exe} --version' failed (exit {out.returncode}): {RUBBERBAND_HELP}")
+    return f"rubberband-{version[-1].strip()}"
+
+
+def stretcher_id(stretcher: str) -> str:
+    """What a sample's lineage names as the stretcher: the program and its version."""
+    if stretcher == "rubberband":
+        return f"{rubberband_version()} --fine"
     import librosa
 
+    return f"librosa-{librosa.__version__} phase-vocoder"
+
+
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    return y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
+
+
+def _rubberband(x: np.ndarray, rate: int, speed: float, semitones: float) -> np.ndarray:
+    """One Rubber Band run (R3 engine), at a fixed gain through pyrubberband's 16-bit WAV files.
+
+    The program would quietly lower the gain of a run whose output clips, which would change levels
+    between the mix and its stems; instead the signal goes through at a peak of 0.5 with
+    ``--ignore-clipping``, and a run whose output still reaches full scale is redone 6 dB lower.
+    """
+    import pyrubberband
+
+    rubberband_version()  # a missing program fails here with the fix, not as a bare OSError
+    peak = float(np.max(np.abs(x), initial=0.0))
+    scale = 0.5 / peak if peak > 0.5 else 1.0
+    args = {"--fine": "", "--ignore-clipping": ""}
+    while True:
+        try:
+            if speed != 1.0:
+                y = pyrubberband.time_stretch(x * scale, rate, speed, rbargs=dict(args))
+            else:
+                y = pyrubberband.pitch_shift(x * scale, rate, semitones, rbargs=dict(args))
+        except (subprocess.CalledProcessError, RuntimeError) as exc:
+            raise StretcherError(f"rubberband failed on a {x.shape[0] / rate:.1f} s signal at {rate} Hz "
+                                 f"(speed {speed:g}, semitones {semitones:g}): {exc}") from exc
+        y = np.asarray(y, dtype=np.float32)
+        if float(np.max(np.abs(y), initial=0.0)) < 32767 / 32768 or scale < 1e-3:
+            return y / np.float32(scale)
+        scale /= 2.0
+
+
+def time_stretch(x: np.ndarray, rate: int, factor: float, stretcher: str = "rubberband") -> np.ndarray:
+    """Tempo change by ``factor`` with pitch kept; length ``round(len / factor)``."""
     x = _mono32(x)
     n_out = stretched_length(x.shape[0], factor)
     if factor == 1.0 or x.shape[0] == 0:
         return x.copy()
-    y = librosa.effects.time_stretch(x, rate=factor)
-    return librosa.util.fix_length(y, size=n_out).astype(np.float32, copy=False)
-
-
-def pitch_shift(x: np.ndarray, rate: int, semitones: float) -> np.ndarray:
-    """Pitch moved by ``semitones`` with tempo and length kept (librosa, soxr high quality)."""
+    if stretcher == "rubberband":
+        return _fit(_rubberband(x, rate, factor, 0.0), n_out)
     import librosa
 
+    return _fit(librosa.effects.time_stretch(x, rate=factor), n_out)
+
+
+def pitch_shift(x: np.ndarray, rate: int, semitones: float, stretcher: str = "rubberband") -> np.ndarray:
+    """Pitch moved by ``semitones`` with tempo and length kept."""
     x = _mono32(x)
     if semitones == 0 or x.shape[0] == 0:
         return x.copy()
-    y = librosa.effects.pitch_shift(x, sr=rate, n_steps=float(semitones), res_type="soxr_hq")
-    return librosa.util.fix_length(y, size=x.shape[0]).astype(np.float32, copy=False)
+    if stretcher == "rubberband":
+        return _fit(_rubberband(x, rate, 1.0, semitones), x.shape[0])
+    import librosa
+
+    return _fit(librosa.effects.pitch_shift(x, sr=rate, n_steps=float(semitones), res_type="soxr_hq"), x.shape[0])
 
 
 @dataclass(frozen=True)
@@ -196,6 +267,7 @@ class SongAugmentation:
 
     kind: Literal["speed", "pitch"]
     value: float
+    stretcher: Literal["rubberband", "librosa"] = "rubberband"
 
     @property
     def tag(self) -> str:
@@ -204,11 +276,14 @@ class SongAugmentation:
         return f"speed{round(self.value * 100):d}" if self.kind == "speed" else f"pitch{int(self.value):+d}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": AUGMENT_VERSION, "kind": self.kind, "value": self.value}
+        return {"version": AUGMENT_VERSION, "kind": self.kind, "value": self.value,
+                "stretcher": stretcher_id(self.stretcher)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SongAugmentation:
-        return cls(kind=d["kind"], value=d["value"])
+        # version 1 plans (no stretcher recorded) were made with librosa's phase vocoder
+        stretcher = "rubberband" if d.get("stretcher", "librosa").startswith("rubberband") else "librosa"
+        return cls(kind=d["kind"], value=d["value"], stretcher=stretcher)
 
     @property
     def speed(self) -> float:
@@ -220,7 +295,9 @@ class SongAugmentation:
 
     def audio(self, x: np.ndarray, rate: int) -> np.ndarray:
         """The op on one signal (mix or any stem)."""
-        return time_stretch(x, rate, self.value) if self.kind == "speed" else pitch_shift(x, rate, self.value)
+        if self.kind == "speed":
+            return time_stretch(x, rate, self.value, self.stretcher)
+        return pitch_shift(x, rate, self.value, self.stretcher)
 
     def n_samples(self, n: int) -> int:
         """Signal length after the op."""
@@ -240,8 +317,8 @@ class SongAugmentation:
 
 def song_ops(cfg: AugmentConfig) -> list[SongAugmentation]:
     """The union the one op is drawn from, in config order: speeds first, then semitone shifts."""
-    return [SongAugmentation("speed", float(s)) for s in cfg.speeds] + [
-        SongAugmentation("pitch", float(k)) for k in cfg.semitones
+    return [SongAugmentation("speed", float(s), cfg.stretcher) for s in cfg.speeds] + [
+        SongAugmentation("pitch", float(k), cfg.stretcher) for k in cfg.semitones
     ]
 
 

@@ -103,6 +103,7 @@ class FullSampleStage(SampleStage):
                 (c.speaker.model, ("ecapa",))]
 
     def preflight(self) -> None:
+        super().preflight()
         self.store_models(self._model_names())
 
     def _specs(self) -> list[Any]:

@@ -40,8 +40,8 @@ def warm_jit_cache() -> None:
             analyse(noise, 22050, cfg.structure)  # onsets, beats, sync, recurrence, peaks
             st = cfg.stems
             repet_sim(np.tile(noise, 2), 44100, st.n_fft, st.hop_length, 0.5, 2, st.margin)  # stft, softmask, istft
-            time_stretch(noise[:22050], 22050, 1.1)  # phase vocoder
-            pitch_shift(noise[:22050], 22050, 1.0)
+            time_stretch(noise[:22050], 22050, 1.1, "librosa")  # phase vocoder (augment.stretcher: librosa)
+            pitch_shift(noise[:22050], 22050, 1.0, "librosa")
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
     _warm = True

@@ -29,9 +29,19 @@ import soundfile as sf
 from songcorpus.schemas.sample import F0_RATE_HZ, SAMPLE_SPEC_VERSION, STEMS, check_alignment, frames_for, window_key
 from songcorpus.schemas.track import METADATA_FIELDS, track_id_for
 from songcorpus.transforms.audio_io import read_standard_audio, to_int16
-from songcorpus.transforms.augment import SongAugmentation, apply_eq, plan_eq, plan_song_augmentation, shift_f0, stretch_frames
+from songcorpus.transforms.augment import (
+    SongAugmentation,
+    StretcherError,
+    apply_eq,
+    plan_eq,
+    plan_song_augmentation,
+    shift_f0,
+    stretch_frames,
+    stretcher_id,
+)
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage, canonical_json
 from songcorpus.transforms.codec import EmbeddedCodec, encode_tokens, load_codebook
+from songcorpus.transforms.models import ModelError
 from songcorpus.transforms.windows import Window, choose_references, plan_windows
 
 EDGE_S = 0.25  # context cut on both sides of a window before a time stretch or pitch shift (edge effects)
@@ -90,7 +100,18 @@ class SampleStage(Stage):
 
     def config_digest(self) -> str:
         c = self.config
-        return "".join(s.digest() for s in (c.windows, c.augment, c.codec, c.ingest)) + f"spec{SAMPLE_SPEC_VERSION}"
+        digest = "".join(s.digest() for s in (c.windows, c.augment, c.codec, c.ingest)) + f"spec{SAMPLE_SPEC_VERSION}"
+        if c.augment.fraction > 0:
+            digest += stretcher_id(c.augment.stretcher)  # another Rubber Band release makes other audio
+        return digest
+
+    def preflight(self) -> None:
+        """A missing ``rubberband`` program fails before any input is read, with the fix."""
+        if self.config.augment.fraction > 0:
+            try:
+                stretcher_id(self.config.augment.stretcher)
+            except StretcherError as exc:
+                raise ModelError(str(exc)) from exc
 
     def input_identity(self, row: Row) -> str:
         """Everything a sample is made of: analysis results, metadata, split, codebook, and lineage."""
