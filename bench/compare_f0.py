@@ -2,8 +2,11 @@
 
 Why: f0 labels must be accurate (the generators condition on them) and cheap (the lite pipeline must run
 at >= 4x real time per core end to end). This script scores the candidates on the demo songs' clean vocal
-stems against the score-derived ground truth (``pipelines/demo/song_*/f0_vocal_100hz.csv``) with mir_eval
-(raw pitch accuracy at 50 cents, voicing recall and false alarm), and times each on one thread.
+stems against a ground truth with mir_eval (raw pitch accuracy at 50 cents, voicing recall and false
+alarm), and times each on one thread. The truth (``--reference``) is by default the f0 Festival itself
+synthesised (``f0_vocal_synth_100hz.csv``, made by ``bench/festival_f0_reference.py``, whose re-render
+matches ``vocals.flac`` to a correlation of 0.99999998); ``--reference score`` uses the score-derived
+``f0_vocal_100hz.csv`` the demo ships, which departs from what Festival sang (glides, moved syllables).
 
 Candidates: CREPE tiny and full through ``transforms.f0.estimate_f0`` (the shipped code), PESTO
 (mir-1k_g7, the package's own model code), librosa pYIN and YIN. Every method gets the same 16 kHz
@@ -88,10 +91,13 @@ class Song:
         return n_f0_frames(self.vocals.size, self.rate)
 
 
-def load_song(name: str) -> Song:
+REFERENCES = {"synth": "f0_vocal_synth_100hz.csv", "score": "f0_vocal_100hz.csv"}
+
+
+def load_song(name: str, reference: str = "synth") -> Song:
     vocals, rate = sf.read(DEMO / name / "vocals.flac", dtype="float32")
     mix, _ = sf.read(DEMO / name / "mix.flac", dtype="float32")
-    gt = np.loadtxt(DEMO / name / "f0_vocal_100hz.csv", delimiter=",", skiprows=1)
+    gt = np.loadtxt(DEMO / name / REFERENCES[reference], delimiter=",", skiprows=1)
     return Song(name, rate, vocals, mix, gt[:, 0], gt[:, 1])
 
 
@@ -374,11 +380,14 @@ def main() -> None:
     parser.add_argument("--pyin-mix", action="store_true", help="also run pYIN on the mixes (slow)")
     parser.add_argument("--no-repet", action="store_true", help="skip VAD + f0 on REPET-SIM vocal estimates of the mixes")
     parser.add_argument("--json", type=Path, default=None, help="where to write the numbers (default bench/out/...)")
+    parser.add_argument("--reference", choices=sorted(REFERENCES), default="synth",
+                        help="synth: the f0 Festival synthesised (bench/festival_f0_reference.py; default); "
+                             "score: the score-derived f0 the demo ships")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     config = load_config()
-    songs = [load_song(s) for s in args.songs]
+    songs = [load_song(s, args.reference) for s in args.songs]
     base = config.f0.model_copy(update={"only_vocal_activity": False})
     methods: dict[str, Method] = {
         "torchcrepe-tiny": crepe_method(base),
@@ -394,7 +403,8 @@ def main() -> None:
     if args.pyin_mix:
         mix.add("librosa pyin")
     rows = compare_methods(songs, methods, mix, outputs)
-    result: dict[str, Any] = {"methods": rows, "ceiling": pitch_ceiling(songs, outputs), "excerpt_s": list(args.excerpt)}
+    result: dict[str, Any] = {"reference": REFERENCES[args.reference], "methods": rows,
+                              "ceiling": pitch_ceiling(songs, outputs), "excerpt_s": list(args.excerpt)}
     if not args.no_full:
         print("excerpt:", flush=True)
         result["excerpt"] = compare_excerpt(songs, args.excerpt[0], args.excerpt[1], outputs, base)

@@ -1,7 +1,10 @@
 """Whole-song raw pitch accuracy of CREPE tiny / full, argmax vs Viterbi decoding, at three voicing
-thresholds, on the demo's kal/ked/dita songs (clean vocal stems, score-derived reference).
+thresholds, on the demo's kal/ked/dita songs (clean vocal stems).
 
-    .venv/bin/python bench/f0_decoding_check.py [torchcrepe-tiny|torchcrepe-full]   # full: about 8 min
+    .venv/bin/python bench/f0_decoding_check.py [torchcrepe-tiny|torchcrepe-full] [synth|score]   # full: about 8 min
+
+The reference is the f0 Festival synthesised (``f0_vocal_synth_100hz.csv``, the default) or the
+score-derived ``f0_vocal_100hz.csv`` the demo ships.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def rpa(gt_t: np.ndarray, gt_f: np.ndarray, hz: np.ndarray) -> float:
     return round(float(mir_eval.melody.raw_pitch_accuracy(ref_v, ref_c, est_v, est_c)), 3)
 
 
-def main(method: str) -> None:
+def main(method: str, reference: str = "synth") -> None:
+    ref_file = {"synth": "f0_vocal_synth_100hz.csv", "score": "f0_vocal_100hz.csv"}[reference]
     torch.set_num_threads(1)
     model = F.load_f0_model(method)
     lo, hi = F._bin_range(50, 1100)
@@ -41,7 +45,7 @@ def main(method: str) -> None:
         padded = np.pad(audio, (512, 512 + max(0, (n - 1) * 160 - audio.size)))
         frames = np.lib.stride_tricks.sliding_window_view(padded, 1024)[::160][:n]
         acts = np.concatenate([model.activations(frames[i:i + 512]) for i in range(0, n, 512)])
-        gt = np.loadtxt(DEMO / song / "f0_vocal_100hz.csv", delimiter=",", skiprows=1)
+        gt = np.loadtxt(DEMO / song / ref_file, delimiter=",", skiprows=1)
         cents, conf = F.decode(acts, 50, 1100)
         hz = 10 * 2 ** (cents / 1200)
         prob = acts.astype(np.float64).T.copy()
@@ -58,4 +62,4 @@ def main(method: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "torchcrepe-tiny")
+    main(sys.argv[1] if len(sys.argv) > 1 else "torchcrepe-tiny", sys.argv[2] if len(sys.argv) > 2 else "synth")
