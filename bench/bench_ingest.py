@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -107,7 +108,8 @@ def busy_jiffies() -> tuple[int, int]:
 class Timing:
     """Wall and CPU seconds of one phase (accumulated over every ``timed`` block that feeds it).
 
-    ``cpu_s`` is this process only (all its threads), from ``time.process_time``; ``tree_cpu_s`` is
+    ``cpu_s`` is this process (all its threads, from ``time.process_time``) plus the child processes it
+    waited for during the block (``RUSAGE_CHILDREN``: the augmentation's ``rubberband`` runs); ``tree_cpu_s`` is
     this process and every process it started (Ray and Beam workers), sampled from /proc, when known.
     The whole machine's busy jiffies over the same blocks give the mean load of everything else.
     """
@@ -140,15 +142,21 @@ class Timing:
                 "others_cores": self.others_cores}
 
 
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished, waited-for children (subprocess runs)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 @contextlib.contextmanager
 def timed(into: Timing) -> Iterator[Timing]:
     busy0, total0 = busy_jiffies()
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0, c0 = time.perf_counter(), time.process_time() + children_cpu_s()
     try:
         yield into
     finally:
         into.wall_s += time.perf_counter() - w0
-        into.cpu_s += time.process_time() - c0
+        into.cpu_s += time.process_time() + children_cpu_s() - c0
         busy1, total1 = busy_jiffies()
         into.busy_jiffies += busy1 - busy0
         into.total_jiffies += total1 - total0
