@@ -21,6 +21,23 @@ class SampleNotFound(LookupError):
     pass
 
 
+def describe_augmentation(aug: dict[str, Any]) -> str:
+    """One title line: the song op (with its stretcher) and the accompaniment EQ, rounded for the eye."""
+    parts = []
+    op = aug.get("song_op")
+    if op:
+        what = f"speed x{op['value']:g}" if op["kind"] == "speed" else f"pitch {op['value']:+g} st"
+        parts.append(what + (f" ({op['stretcher']})" if op.get("stretcher") else ""))
+    eq = aug.get("eq")
+    if eq:
+        bands = ", ".join(f"{name} {eq[name]['gain_db']:+.1f} dB @ {eq[name]['freq_hz']:.0f} Hz"
+                          for name in ("bass", "mid", "treble"))
+        loud = aug.get("loudness") or {}
+        parts.append(f"accompaniment EQ {bands}" + (f"; {loud['target_rms_db']:g} dB RMS, peak <= {loud['peak_db']:g} dBFS"
+                                                    if loud else ""))
+    return "; ".join(parts) or "none"
+
+
 def read_sample(out: Path, key: str) -> dict[str, bytes]:
     """Every member of sample ``key`` as bytes, read at the catalog's offsets (no tar scan)."""
     import duckdb
@@ -96,7 +113,7 @@ def draw_sample(members: dict[str, bytes], png: Path) -> dict[str, Any]:
     lane.set_xlabel("seconds from the window start")
     aug = meta.get("augmentation")
     title = (f"{meta['key']}  ({meta['split']})  {meta['source']}  [{meta['start_s']:.2f} s + {duration:.2f} s]"
-             f"  ref: {meta.get('reference_key')}" + (f"\naugmentation: {json.dumps(aug, sort_keys=True)}" if aug else ""))
+             f"  ref: {meta.get('reference_key')}" + (f"\naugmentation: {describe_augmentation(aug)}" if aug else ""))
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)

@@ -53,3 +53,17 @@ def test_inspect_draws_a_sample_and_decodes_the_codec_for_listening(demo_ray, tm
 def test_inspect_an_unknown_key_is_a_clear_error(demo_ray, capsys):
     assert main(["inspect", str(demo_ray), "no_such_key"]) == 2
     assert "no sample 'no_such_key'" in capsys.readouterr().err
+
+
+def test_the_picture_title_names_the_augmentation_briefly():
+    from songcorpus.pipelines.inspect_sample import describe_augmentation
+
+    eq = {name: {"gain_db": g, "freq_hz": f, "q": 0.8} for name, g, f in
+          (("bass", -3.84, 147.2), ("mid", 2.04, 1369.4), ("treble", 2.57, 3751.4))}
+    aug = {"song_op": {"kind": "pitch", "value": 2.0, "stretcher": "rubberband-3.1.2 --fine", "version": "2"},
+           "eq": {**eq, "version": "2"}, "loudness": {"target_rms_db": -16.0, "peak_db": -1.0}}
+    assert describe_augmentation(aug) == (
+        "pitch +2 st (rubberband-3.1.2 --fine); accompaniment EQ bass -3.8 dB @ 147 Hz, mid +2.0 dB @ 1369 Hz, "
+        "treble +2.6 dB @ 3751 Hz; -16 dB RMS, peak <= -1 dBFS")
+    assert describe_augmentation({"song_op": {"kind": "speed", "value": 1.2}, "eq": None}) == "speed x1.2"
+    assert describe_augmentation({"song_op": None, "eq": None}) == "none"
