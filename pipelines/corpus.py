@@ -74,13 +74,16 @@ def decide(rows: list[Row], config: PipelineConfig) -> dict[str, Decision]:
     return decisions
 
 
-def assign_split(track: dict[str, Any], config: PipelineConfig) -> str:
-    """The source's own split if it names one; else by hashing the artist (or the track when unknown),
-    so every window of a song, and every song of an artist, lands in one split on every run."""
+def assign_split(row: Row, config: PipelineConfig) -> str:
+    """The source's own split if it names one; else by hashing the artist, or when it is unknown the
+    input file's bytes (``ingest.source_sha256``), so every window of a song, and every song of an
+    artist, lands in one split on every run, wherever the files are moved or however they are renamed."""
+    track = row["track"]
     given = track["metadata"].get("split")
     if given in SPLITS:
         return given
-    group = track["metadata"].get("artist") or track_id_for(track["source"])
+    song = row["results"].get("ingest", {}).get("source_sha256")
+    group = track["metadata"].get("artist") or (f"file:{song}" if song else track_id_for(track["source"]))
     h = int.from_bytes(hashlib.sha256(f"{config.splits.salt}\x1f{group}".encode()).digest()[:8], "big") / 2**64
     if h < config.splits.train:
         return "train"
@@ -194,7 +197,7 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     splits: dict[str, str] = {}
     accepted = [r for r in rows if decisions[r["track"]["source"]].status == "accepted"]
     for row in accepted:
-        splits[row["track"]["source"]] = assign_split(row["track"], config)
+        splits[row["track"]["source"]] = assign_split(row, config)
     sampled: dict[str, dict[str, Any]] = {}
     codebook = fit_corpus_codebook(accepted, splits, config, store) if accepted else None
     units = fit_corpus_units(accepted, splits, config, store) if accepted and config.profile == "full" else None
@@ -316,6 +319,7 @@ def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
         "reason_code": decision.code,
         "reason": decision.reason,
         "audio_sha256": ingest.get("audio_sha256"),
+        "source_sha256": ingest.get("source_sha256"),
         "duplicate_of": decision.duplicate_of,
         "source_format": ingest.get("source_format"),
         "split": split,

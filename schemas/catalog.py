@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2  # 2: tracks.source_sha256
 
 STATUSES = ("accepted", "rejected", "failed")
 
@@ -67,6 +67,7 @@ TRACKS_SCHEMA = pa.schema(
         pa.field("reason_code", pa.string()),
         pa.field("reason", pa.string()),
         pa.field("audio_sha256", pa.string()),
+        pa.field("source_sha256", pa.string()),
         pa.field("duplicate_of", pa.string()),
         pa.field("source_format", pa.string()),
         pa.field("split", pa.string()),

@@ -72,7 +72,8 @@ class ShardConfig(_Section):
 
 
 class SplitConfig(_Section):
-    """Split fractions for tracks whose source names no split; assigned by hashing the artist (else the track)."""
+    """Split fractions for tracks whose source names no split; assigned by hashing the artist (else the input
+    file's bytes, so a moved or renamed corpus keeps its splits)."""
 
     train: float = Field(0.9, ge=0)
     valid: float = Field(0.05, ge=0)

@@ -5,7 +5,8 @@ Writes: the standardised audio (16-bit FLAC at ``ingest.sample_rate``, ``ingest.
 artefact store under its sha256, and the fields below.
 Provides: audio_sha256, audio_file, n_frames, duration_s, source_sample_rate, source_channels,
 source_format, loudness_lufs (ITU-R BS.1770 via pyloudnorm), clipping_ratio and nonfinite_ratio
-(measured on the source samples, before any processing).
+(measured on the source samples, before any processing), and source_sha256 (the input file's bytes:
+the song's identity wherever the file lives, which the corpus splits on when no artist is known).
 Fails when: the file is missing, unreadable or not audio (failed); it is empty, truncated, or longer
 than ``ingest.max_duration_s`` (rejected, with the limit named). Decoding streams in blocks, so memory
 is bounded by the duration limit, never by the file.
@@ -30,10 +31,11 @@ from songcorpus.transforms.base import Rejection, Resources, Row, Stage
 
 class IngestStage(Stage):
     name = "ingest"
-    version = "2"  # 2: int16 <-> float scaled by 32768 (lossless round trip of 16-bit sources)
+    version = "3"  # 2: int16 <-> float scaled by 32768 (lossless round trip of 16-bit sources); 3: source_sha256
     requires = ("track.path",)
     provides = ("audio_sha256", "audio_file", "n_frames", "duration_s", "source_sample_rate",
-                "source_channels", "source_format", "loudness_lufs", "clipping_ratio", "nonfinite_ratio")
+                "source_channels", "source_format", "loudness_lufs", "clipping_ratio", "nonfinite_ratio",
+                "source_sha256")
     resources = Resources(num_cpus=1.0, memory_mb=1536)
     batch_size = 4
 
@@ -69,7 +71,8 @@ class IngestStage(Stage):
             if declared is not None and declared > limit:
                 raise Rejection("too_long", f"declared duration {declared:.1f} s exceeds ingest.max_duration_s={limit:g}"
                                 " (raise the limit to keep it; it is refused before decoding)")
-            return self._standardise(stream, limit)
+            out = self._standardise(stream, limit)
+        return {**out, "source_sha256": sha256_file(path)[0]}
 
     def _standardise(self, stream: AudioStream, limit: float) -> dict[str, Any]:
         cfg = self.config.ingest
