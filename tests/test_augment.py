@@ -112,11 +112,16 @@ def test_pitch_shift_moves_a_sine_by_the_right_ratio(semitones, stretcher):
     assert y.tobytes() == pitch_shift(x, SR, semitones, stretcher).tobytes()
 
 
-def test_rubberband_keeps_a_signal_over_full_scale():
-    """pyrubberband's 16-bit WAV trip would clip it; the scaling around the trip keeps the level."""
-    x = sine(440.0, seconds=1.0, amp=3.0)
+@pytest.mark.parametrize("amp", [3.0, 1e-3])
+def test_rubberband_keeps_the_level_of_loud_and_quiet_signals(amp):
+    """pyrubberband's 16-bit WAV trip would clip a signal over full scale and quantise a quiet one
+    coarsely; the scaling around the trip keeps the level and the waveform of both."""
+    x = sine(440.0, seconds=1.0, amp=amp)
     y = time_stretch(x, SR, 1.1)
-    assert 2.9 < np.max(np.abs(y)) < 3.1
+    assert 0.97 * amp < np.max(np.abs(y)) < 1.03 * amp
+    ref = amp / 0.5 * time_stretch(sine(440.0, seconds=1.0), SR, 1.1)  # the same run at a peak of 0.5
+    # unscaled, a 1e-3 sine would cross the 16-bit files on +-33 steps: about 1% rms error
+    assert np.sqrt(np.mean((y - ref) ** 2)) < 1e-3 * np.sqrt(np.mean(ref ** 2))
 
 
 def test_missing_rubberband_names_the_fix(monkeypatch):

@@ -113,14 +113,15 @@ def _rubberband(x: np.ndarray, rate: int, speed: float, semitones: float) -> np.
     """One Rubber Band run (R3 engine), at a fixed gain through pyrubberband's 16-bit WAV files.
 
     The program would quietly lower the gain of a run whose output clips, which would change levels
-    between the mix and its stems; instead the signal goes through at a peak of 0.5 with
-    ``--ignore-clipping``, and a run whose output still reaches full scale is redone 6 dB lower.
+    between the mix and its stems; instead every signal goes through scaled to a peak of 0.5 (a quiet
+    stem keeps its resolution in the 16-bit files) with ``--ignore-clipping``, and a run whose output
+    still reaches full scale is redone 6 dB lower. The op is linear in gain, so the scale is undone after.
     """
     import pyrubberband
 
     rubberband_version()  # a missing program fails here with the fix, not as a bare OSError
     peak = float(np.max(np.abs(x), initial=0.0))
-    scale = 0.5 / peak if peak > 0.5 else 1.0
+    scale = 0.5 / peak if peak > 0 else 1.0
     args = {"--fine": "", "--ignore-clipping": ""}
     while True:
         try:
