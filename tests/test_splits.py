@@ -46,5 +46,7 @@ def test_the_artist_and_a_given_split_come_first():
 def test_ingest_records_the_source_files_sha256(tmp_path: Path):
     src = tmp_path / "odd name (copy).flac"
     shutil.copyfile(DEMO_DIR / "song_00" / "mix.flac", src)
-    out = IngestStage(load_config(), ArtefactStore(tmp_path / "store")).process_one({"track": {"path": str(src)}})
+    stage, row = IngestStage(load_config(), ArtefactStore(tmp_path / "store")), {"track": {"path": str(src)}}
+    out = stage.process_one(row)  # alone: the file is hashed here
     assert out["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert stage.input_identity(row) == stage.process_one(row)["source_sha256"]  # as the executor calls it

@@ -59,7 +59,13 @@ class IngestStage(Stage):
             raise DecodeError(f"unreadable: {exc.strerror or exc} ({path})", "unreadable") from None
         if size == 0:
             raise DecodeError(f"empty file (0 bytes): {path}", "empty")
+        self._last_identity = (str(path), digest)  # process_one's source_sha256, without a second read
         return digest
+
+    def source_sha256(self, path: Path) -> str:
+        """The input file's sha256: the one ``input_identity`` just computed for it, else read now."""
+        last = getattr(self, "_last_identity", None)
+        return last[1] if last is not None and last[0] == str(path) else sha256_file(path)[0]
 
     def process_one(self, row: Row) -> dict[str, Any]:
         cfg = self.config.ingest
@@ -72,7 +78,7 @@ class IngestStage(Stage):
                 raise Rejection("too_long", f"declared duration {declared:.1f} s exceeds ingest.max_duration_s={limit:g}"
                                 " (raise the limit to keep it; it is refused before decoding)")
             out = self._standardise(stream, limit)
-        return {**out, "source_sha256": sha256_file(path)[0]}
+        return {**out, "source_sha256": self.source_sha256(path)}
 
     def _standardise(self, stream: AudioStream, limit: float) -> dict[str, Any]:
         cfg = self.config.ingest
