@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
+from compare_f0 import REFERENCES  # bench/ is on sys.path when this script runs
 
 from songcorpus.transforms import f0 as F
 
@@ -31,7 +32,7 @@ def rpa(gt_t: np.ndarray, gt_f: np.ndarray, hz: np.ndarray) -> float:
 
 
 def main(method: str, reference: str = "synth") -> None:
-    ref_file = {"synth": "f0_vocal_synth_100hz.csv", "score": "f0_vocal_100hz.csv"}[reference]
+    ref_file = REFERENCES[reference]
     torch.set_num_threads(1)
     model = F.load_f0_model(method)
     lo, hi = F._bin_range(50, 1100)

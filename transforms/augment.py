@@ -105,8 +105,10 @@ def stretcher_id(stretcher: str) -> str:
 
 
 def _fit(y: np.ndarray, n: int) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float32).reshape(-1)
-    return y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
+    """Exactly ``n`` float32 samples (trimmed, or zero-padded at the end)."""
+    import librosa
+
+    return librosa.util.fix_length(np.asarray(y, dtype=np.float32), size=n)
 
 
 def _rubberband(x: np.ndarray, rate: int, speed: float, semitones: float) -> np.ndarray:
