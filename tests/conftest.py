@@ -70,6 +70,19 @@ def demo_beam(tmp_path_factory) -> Path:
     return curate_with("beam", [demo_manifest()], tmp_path_factory.mktemp("demo_beam"))
 
 
+def ingested_excerpt(store, folder: Path, clip: str, start_s: float, end_s: float) -> dict:
+    """A row whose input is ``start_s``-``end_s`` of the demo file ``clip`` (e.g. "song_00/mix.flac"),
+    written to ``folder`` and ingested into ``store``: the input of a stage test that needs a short clip."""
+    from songcorpus.transforms.ingest import IngestStage
+
+    x, rate = sf.read(DEMO_DIR / clip, dtype="float32")
+    path = folder / (clip.replace("/", "_"))
+    sf.write(path, x[int(start_s * rate):int(end_s * rate)], rate)
+    row = {"track": {"path": str(path)}, "results": {}, "outcome": None}
+    row["results"]["ingest"] = IngestStage(load_config(), store).process_one(row)
+    return row
+
+
 def music(seconds: float | None = None) -> tuple[np.ndarray, int]:
     x, rate = sf.read(str(MUSIC_CLIP), dtype="float32")
     if seconds is not None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -39,11 +38,10 @@ from songcorpus.transforms.aesthetics import (
 from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import canonical_json
-from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.model_store import load_registry, register_model
 from songcorpus.transforms.models import ModelError
 
-from conftest import DEMO_DIR
+from conftest import ingested_excerpt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -149,13 +147,8 @@ def models(tmp_path_factory) -> dict:
 def clip_row(tmp_path_factory) -> tuple[ArtefactStore, dict]:
     """6 s of the demo song, ingested."""
     base = tmp_path_factory.mktemp("aesthetics-audio")
-    x, rate = sf.read(DEMO_DIR / "song_00" / "mix.flac", dtype="float32", always_2d=True)
-    clip = base / "clip.flac"
-    sf.write(clip, x[int(10 * rate) : int(16 * rate)], rate)
     store = ArtefactStore(base / "cache")
-    row = {"track": {"path": str(clip)}, "results": {}, "outcome": None}
-    row["results"]["ingest"] = IngestStage(load_config(), store).process_one(row)
-    return store, row
+    return store, ingested_excerpt(store, base, "song_00/mix.flac", 10.0, 16.0)
 
 
 def config_for(root: Path, **aesthetics):

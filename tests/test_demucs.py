@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import yaml
 from demucs.apply import apply_model
@@ -23,12 +22,11 @@ from songcorpus.schemas.config import load_config
 from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.demucs_separator import DemucsSeparator, load_demucs
-from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.model_store import STORE_MODELS, load_registry, register_model
 from songcorpus.transforms.models import ModelError
 from songcorpus.transforms.stems import StemStage
 
-from conftest import DEMO_DIR
+from conftest import ingested_excerpt
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 SEGMENT = Fraction(4, 5)  # 0.8 s: a 3 s song is cut into 5 chunks (stride 0.6 s)
@@ -116,13 +114,8 @@ def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def song(tmp_path_factory: pytest.TempPathFactory) -> tuple[ArtefactStore, dict]:
     """A 3 s excerpt of a demo song, ingested; its track names no stems, so the separator must run."""
     tmp = tmp_path_factory.mktemp("song")
-    x, rate = sf.read(DEMO_DIR / "song_00" / "mix.flac", dtype="float32")
-    clip = tmp / "clip.flac"
-    sf.write(clip, x[int(5 * rate):int(8 * rate)], rate)
     store = ArtefactStore(tmp / "cache")
-    row = {"track": {"path": str(clip)}, "results": {}, "outcome": None}
-    row["results"]["ingest"] = IngestStage(load_config(), store).process_one(row)
-    return store, row
+    return store, ingested_excerpt(store, tmp, "song_00/mix.flac", 5.0, 8.0)
 
 
 def mix_of(store: ArtefactStore, row: dict) -> np.ndarray:

@@ -10,17 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.classify import MUSIC, SINGING, SPEECH, YamnetContentClassifier, content_label_indices
-from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.model_store import load_registry, register_model
 from songcorpus.transforms.models import ModelError
 from songcorpus.transforms.tagger import MODEL_FILES, AstContentClassifier, patch_starts
 
-from conftest import DEMO_DIR
+from conftest import ingested_excerpt
 
 # AudioSet's 527 classes (class_labels_indices.csv, the order of AST's id2label) are YAMNet's 521 plus these
 # six, which YAMNet dropped; inserted in ascending index order.
@@ -82,12 +80,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> tuple[ArtefactStore, dict[
     tmp = tmp_path_factory.mktemp("tagger-rows")
     store, out = ArtefactStore(tmp / "cache"), {}
     for clip, seconds in (("song_00", 12.0), ("speech_00", 4.0)):
-        x, rate = sf.read(DEMO_DIR / clip / "mix.flac", dtype="float32")
-        path = tmp / f"{clip}.flac"
-        sf.write(path, x[: int(seconds * rate)], rate)
-        row = {"track": {"path": str(path)}, "results": {}, "outcome": None}
-        row["results"]["ingest"] = IngestStage(load_config(), store).process_one(row)
-        out[clip] = row
+        out[clip] = ingested_excerpt(store, tmp, f"{clip}/mix.flac", 0.0, seconds)
     return store, out
 
 
