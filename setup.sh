@@ -6,24 +6,25 @@
 #   bash setup.sh --relock   re-resolve uv.lock against today's PyPI (uv lock --upgrade), then install it;
 #                            run the suite and commit uv.lock after
 #
-# Python packages come only from uv.lock: `uv sync --locked` installs what it lists (extras dev and full,
+# Python packages come only from uv.lock: `uv sync --locked` installs what it lists (extras dev, full and train,
 # the package itself editable) and removes anything else, so a new upstream release never changes what a
 # fresh install gets. uv itself is pinned in the lock too and bootstrapped with pip from its hashes.
 # System packages (apt-get, only when missing): python3 (>= 3.11) with venv; rubberband-cli (Rubber Band,
 # the augmentation's time stretch and pitch shift); libchromaprint-tools (fpcalc, the near-duplicate
-# stage's audio fingerprint). Both run as separate programs, so their GPL stays apart from this package.
+# stage's audio fingerprint); espeak-ng (phonemizer's backend for lyric phonemes). All run as separate
+# programs or libraries loaded at run time, so their GPL stays apart from this package.
 # Audio decoding uses the FFmpeg and libsndfile libraries inside the PyAV and soundfile wheels.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 RELOCK=0
-EXTRAS=(--extra dev --extra full)
+EXTRAS=(--extra dev --extra full --extra train)
 while [ $# -gt 0 ]; do
   case "$1" in
     --relock) RELOCK=1 ;;
-    --extra) [ $# -ge 2 ] || { echo "setup: --extra needs a name (dev, full, bench)" >&2; exit 2; }
+    --extra) [ $# -ge 2 ] || { echo "setup: --extra needs a name (the extras are in pyproject.toml: bench...)" >&2; exit 2; }
              EXTRAS+=(--extra "$2"); shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) echo "setup: unknown option '$1' (see bash setup.sh --help)" >&2; exit 2 ;;
   esac
   shift
@@ -55,6 +56,7 @@ if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 command -v rubberband >/dev/null 2>&1 || apt_install "augmentation's time stretch and pitch shift" rubberband-cli
 command -v fpcalc >/dev/null 2>&1 || apt_install "Chromaprint fingerprints for near-duplicate detection" libchromaprint-tools
+command -v espeak-ng >/dev/null 2>&1 || apt_install "phonemizer's backend: lyric phonemes for training and PER" espeak-ng
 
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -23,7 +23,7 @@ from packaging.markers import Marker, default_environment
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = REPO_ROOT / "uv.lock"
 PROJECT = "songcorpus"
-DEFAULT_EXTRAS = ("dev", "full")  # what setup.sh installs
+DEFAULT_EXTRAS = ("dev", "full", "train")  # what setup.sh installs
 # venv seed packages uv leaves alone; they never reach the code
 SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
 FIX = "run `bash setup.sh` to reinstall the locked set (or `bash setup.sh --relock` to move the lock on purpose)"
