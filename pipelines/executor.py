@@ -76,10 +76,25 @@ def new_row(track: dict[str, Any]) -> Row:
     return {"track": track, "results": {}, "outcome": None}
 
 
+def located(reason: str, track: dict[str, Any]) -> str:
+    """A reason names the input by its source, not by where its file sits on this machine (the catalog is the
+    same wherever the corpus is curated from)."""
+    path = track.get("path")
+    return reason.replace(path, track["source"]) if path and path != track["source"] else reason
+
+
 def run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
     """Apply one stage to one row in place (cache first; setup on the first miss)."""
     if row["outcome"] is not None:
         return
+    try:
+        _run_stage(stage, row, ready)
+    finally:
+        if row["outcome"] is not None and row["outcome"].get("reason"):
+            row["outcome"]["reason"] = located(row["outcome"]["reason"], row["track"])
+
+
+def _run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
     try:
         key = stage.cache_key(row)
         result = stage.store.get_result(stage.name, key)

@@ -3,13 +3,23 @@
 Every source yields the same records, sorted by ``source`` so runs are deterministic. Inputs that
 cannot even be opened (a broken symlink, a directory named like audio) still yield a record with a
 ``scan_error``, so they get a catalog row instead of disappearing.
+
+``source`` (the catalog key) names a file relative to the input it was found under, never by where that
+input sits on this machine: a folder's files by their path inside it, a manifest's rows by the path as the
+manifest writes it, a glob's matches relative to the folder before its first wildcard, a single file by its
+name. So the same corpus curated from another folder, another machine or another mount gives the same
+catalog and shards. ``path`` is where the bytes are read from. With several inputs, each source is
+prefixed by its input's name (``a/x.flac``, ``b/x.flac``); absolute paths and URLs written in a manifest
+stay as written.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob as globlib
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -36,18 +46,33 @@ def is_audio_candidate(name: str) -> bool:
     return Path(name).suffix.lower() in AUDIO_SUFFIXES
 
 
-def scan_directory(root: str) -> Iterator[TrackRecord]:
-    """Recursively every audio candidate under ``root`` (symlinked files included, broken ones reported)."""
+def relative_source(full: str, root: str) -> str:
+    """``full`` named from ``root`` in POSIX form: the location-independent part of a path."""
+    return Path(os.path.relpath(full, root)).as_posix()
+
+
+def scan_directory(root: str, base: str | None = None) -> Iterator[TrackRecord]:
+    """Recursively every audio candidate under ``root`` (symlinked files included, broken ones reported),
+    each named relative to ``base`` (default ``root``)."""
+    base = root if base is None else base
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for d in dirnames:
             if is_audio_candidate(d):
                 full = os.path.join(dirpath, d)
-                yield TrackRecord(source=full, path=full, scan_error=f"is a directory, not an audio file: {full}")
+                src = relative_source(full, base)
+                yield TrackRecord(source=src, path=full, scan_error=f"is a directory, not an audio file: {src}")
         for f in sorted(filenames):
             if is_audio_candidate(f):
                 full = os.path.join(dirpath, f)
-                yield TrackRecord(source=full, path=full)
+                yield TrackRecord(source=relative_source(full, base), path=full)
+
+
+def glob_base(pattern: str) -> str:
+    """The folder before a pattern's first wildcard: what its matches are named relative to."""
+    parts = Path(pattern).parts
+    fixed = list(itertools.takewhile(lambda part: not any(ch in part for ch in "*?["), parts))
+    return str(Path(*fixed)) if fixed else "."
 
 
 def _clean_meta(value: Any) -> Any:
@@ -102,11 +127,12 @@ def read_manifest(path: str) -> Iterator[TrackRecord]:
             p = str(p)
             return p if (os.path.isabs(p) or "://" in p) else os.path.join(str(base), p)
 
-        src = resolve(row["path"])
+        written = str(row["path"])
+        name = written if (os.path.isabs(written) or "://" in written) else Path(os.path.normpath(written)).as_posix()
         meta = {k: _clean_meta(row.get(k)) for k in METADATA_FIELDS if _clean_meta(row.get(k)) is not None}
         extra = {k: v for k, v in row.items()
                  if k not in METADATA_FIELDS and k not in ("path", "vocals", "accompaniment") and v is not None}
-        yield TrackRecord(source=src, path=src, vocals=resolve(row.get("vocals")),
+        yield TrackRecord(source=name, path=resolve(written), vocals=resolve(row.get("vocals")),
                           accompaniment=resolve(row.get("accompaniment")), metadata=meta,
                           extra=json.loads(json.dumps(extra, default=str)))
 
@@ -131,7 +157,7 @@ def read_hf_dataset(path: str, materialise_dir: Path) -> Iterator[TrackRecord]:
         ds = ds.cast_column(col, datasets.Audio(decode=False))
         for i, row in enumerate(ds):
             audio = row[col] or {}
-            source = f"hf:{path}{'/' + split if split else ''}#{i}"
+            source = f"hf:{Path(path).name}{'/' + split if split else ''}#{i}"
             meta = {k: _clean_meta(row.get(k)) for k in METADATA_FIELDS if _clean_meta(row.get(k)) is not None}
             if split and "split" not in meta and split in ("train", "valid", "test"):
                 meta["split"] = split
@@ -154,29 +180,58 @@ def read_hf_dataset(path: str, materialise_dir: Path) -> Iterator[TrackRecord]:
             yield TrackRecord(source=source, path=local, metadata=meta, extra=extra)
 
 
+def input_name(item: str) -> str:
+    """What prefixes an input's sources when several inputs are given: its folder or file name."""
+    if item.startswith("hf:"):
+        item = item[3:]
+    if any(ch in item for ch in "*?[") and not os.path.lexists(item):
+        item = glob_base(item)
+    name = Path(os.path.abspath(item)).name
+    return Path(name).stem if name.lower().endswith(MANIFEST_SUFFIXES) else name
+
+
+def read_input(item: str, materialise_dir: Path) -> Iterable[TrackRecord]:
+    """The records of one input, each named relative to it (see the module docstring)."""
+    if item.startswith("hf:"):
+        return read_hf_dataset(item[3:], materialise_dir)
+    if item.lower().endswith(MANIFEST_SUFFIXES) and os.path.isfile(item):
+        return read_manifest(item)
+    if is_hf_dataset_dir(item):
+        return read_hf_dataset(item, materialise_dir)
+    if os.path.isdir(item):
+        return scan_directory(item)
+    if any(ch in item for ch in "*?[") and not os.path.lexists(item):
+        matches = sorted(globlib.glob(item, recursive=True))
+        if not matches:
+            raise SourceError(f"pattern {item!r} matches nothing")
+        base = glob_base(item)
+        return (rec for m in matches for rec in
+                (scan_directory(m, base) if os.path.isdir(m) else [TrackRecord(source=relative_source(m, base), path=m)]))
+    if os.path.lexists(item):
+        return [TrackRecord(source=Path(item).name, path=item)]
+    raise SourceError(f"input {item!r} does not exist (give a folder, a glob, an audio file, a manifest "
+                      f"{'/'.join(MANIFEST_SUFFIXES)}, or a saved Hugging Face dataset folder)")
+
+
 def expand_inputs(inputs: Iterable[str], materialise_dir: Path) -> list[TrackRecord]:
-    """All records from every input, de-duplicated by source and sorted (deterministic order)."""
+    """All records from every input, de-duplicated by source and sorted (deterministic order). With several
+    inputs each source is prefixed by its input's name; two inputs of one name are refused (which is which
+    would then depend on where they sit)."""
+    inputs = list(inputs)
+    prefixes = [""] * len(inputs)
+    if len(inputs) > 1:
+        names = [input_name(item) for item in inputs]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise SourceError(f"inputs {', '.join(repr(i) for i, n in zip(inputs, names, strict=True) if n in clash)} "
+                              f"share the name {clash[0]!r}, which names their files in the catalog: rename one, or "
+                              f"list them all in one manifest")
+        prefixes = [f"{n}/" for n in names]
     records: dict[str, TrackRecord] = {}
-    for item in inputs:
-        if item.startswith("hf:"):
-            found = read_hf_dataset(item[3:], materialise_dir)
-        elif item.lower().endswith(MANIFEST_SUFFIXES) and os.path.isfile(item):
-            found = read_manifest(item)
-        elif is_hf_dataset_dir(item):
-            found = read_hf_dataset(item, materialise_dir)
-        elif os.path.isdir(item):
-            found = scan_directory(item)
-        elif any(ch in item for ch in "*?[") and not os.path.lexists(item):
-            matches = sorted(globlib.glob(item, recursive=True))
-            if not matches:
-                raise SourceError(f"pattern {item!r} matches nothing")
-            found = (rec for m in matches for rec in
-                     (scan_directory(m) if os.path.isdir(m) else [TrackRecord(source=m, path=m)]))
-        elif os.path.lexists(item):
-            found = [TrackRecord(source=item, path=item)]
-        else:
-            raise SourceError(f"input {item!r} does not exist (give a folder, a glob, an audio file, a manifest "
-                              f"{'/'.join(MANIFEST_SUFFIXES)}, or a saved Hugging Face dataset folder)")
-        for rec in found:
+    for item, prefix in zip(inputs, prefixes, strict=True):
+        for rec in read_input(item, materialise_dir):
+            named = rec.source.startswith("hf:") or "://" in rec.source or os.path.isabs(rec.source)
+            if prefix and not named:  # a dataset's rows already carry its name; absolute paths and URLs stay
+                rec = dataclasses.replace(rec, source=prefix + rec.source)
             records.setdefault(rec.source, rec)
     return [records[k] for k in sorted(records)]

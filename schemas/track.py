@@ -12,8 +12,9 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class TrackRecord:
-    """One input as given. ``source`` is the path or URI exactly as the user named it (the catalog key);
-    ``path`` is where the bytes are read from (the same file, or a cache copy for dataset-embedded audio)."""
+    """One input. ``source`` is its name relative to the input it came from (the catalog key; see
+    pipelines/sources.py), so it does not change when the corpus moves; ``path`` is where the bytes are
+    read from (the file on this machine, or a cache copy for dataset-embedded audio)."""
 
     source: str
     path: str
@@ -23,10 +24,6 @@ class TrackRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     scan_error: str | None = None  # set when the source itself is unusable (broken link, directory...)
 
-    @property
-    def track_id(self) -> str:
-        return track_id_for(self.source)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -35,6 +32,17 @@ class TrackRecord:
         return cls(**data)
 
 
-def track_id_for(source: str) -> str:
-    """Stable id from the source string: also the shard key stem (no dots, fixed width)."""
-    return "t" + hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+def track_id_for(source: str, source_sha256: str | None = None) -> str:
+    """The track's id, also the stem of its sample keys and the seed of its augmentation draws (no dots,
+    fixed width). It names the content: the sha256 of the input file's bytes, so the same song gets the same
+    id, keys and augmentation wherever its file lives or however it is named (two inputs with the same bytes
+    share it; one of them is rejected as a duplicate). Only an input whose bytes were never read (a broken
+    link, a missing file) falls back to its source name."""
+    basis = f"file:{source_sha256}" if source_sha256 else source
+    return "t" + hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+def track_id_of(row: dict[str, Any]) -> str:
+    """:func:`track_id_for` of an analysed row (its ingest result holds ``source_sha256``; state from before
+    ingest version 3 has none and keeps the source-derived id)."""
+    return track_id_for(row["track"]["source"], row["results"].get("ingest", {}).get("source_sha256"))

@@ -66,6 +66,14 @@ def demo_ray(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_elsewhere(tmp_path_factory) -> Path:
+    """The demo copied to another folder (another depth, another name) and curated from there on Ray."""
+    copy = tmp_path_factory.mktemp("moved") / "some" / "other" / "place"
+    shutil.copytree(DEMO_DIR, copy)
+    return curate_with("ray", [str(copy / Path(demo_manifest()).name)], tmp_path_factory.mktemp("demo_elsewhere"))
+
+
+@pytest.fixture(scope="session")
 def demo_beam(tmp_path_factory) -> Path:
     return curate_with("beam", [demo_manifest()], tmp_path_factory.mktemp("demo_beam"))
 

@@ -70,3 +70,22 @@ def test_ray_and_beam_write_identical_bytes(demo_ray, demo_beam):
     assert sorted(ray_files) == sorted(beam_files)
     differing = [name for name in ray_files if ray_files[name] != beam_files[name]]
     assert not differing
+
+
+def test_the_demo_curated_from_another_folder_gives_identical_bytes(demo_ray, demo_elsewhere):
+    """Track ids, sample keys and augmentation draws come from the files' bytes and sources are named
+    relative to the input, so shards, catalog and codebook do not depend on where the corpus sits."""
+    def location_free(out):
+        files = output_files(out)
+        files.pop("state/rows.jsonl")  # the state records where each file was read from (track.path)
+        for p in sorted((out / "codec").iterdir()):
+            files[f"codec/{p.name}"] = p.read_bytes()
+        return files
+
+    here, there = location_free(demo_ray), location_free(demo_elsewhere)
+    assert sorted(here) == sorted(there)
+    assert [name for name in here if here[name] != there[name]] == []
+    con = duckdb.connect(str(demo_elsewhere / "catalog.duckdb"), read_only=True)
+    sources = [s for (s,) in con.execute("SELECT source FROM tracks ORDER BY source").fetchall()]
+    con.close()
+    assert "song_00/mix.flac" in sources  # as the manifest names it

@@ -26,7 +26,10 @@ def _check(records, base):
     assert [r.metadata.get("title") for r in records] == ["speech", "Jeanie"] or \
         [r.metadata.get("title") for r in records] == ["Jeanie", "speech"]
     song = next(r for r in records if r.metadata.get("title") == "Jeanie")
+    assert song.source == "song_00/mix.flac"  # named as the manifest writes it, not where it sits
     assert song.path == str(base / "song_00/mix.flac")
+    speech = next(r for r in records if r.metadata.get("title") == "speech")
+    assert speech.source == speech.path == str(DEMO_DIR / "speech_00" / "mix.flac")  # absolute stays as written
     assert song.vocals == str(base / "song_00/vocals.flac")
     assert song.metadata["split"] == "valid" and song.metadata["artist"] == "kal"
     assert str(song.extra["bpm"]) == "84"
@@ -60,15 +63,16 @@ def test_manifest_without_path_column_is_a_clear_error(tmp_path):
 
 def test_folder_scan_is_recursive_sorted_and_skips_non_audio(tmp_path):
     records = expand_inputs([str(DEMO_DIR)], tmp_path)
-    names = [r.source[len(str(DEMO_DIR)) + 1 :] for r in records]
+    names = [r.source for r in records]  # relative to the folder
     assert names == sorted(names)
+    assert all(r.path == str(DEMO_DIR / r.source) for r in records)
     assert "song_00/vocals.flac" in names and "song_00/mix.flac" in names
     assert not any(n.endswith((".csv", ".mid", ".xml", ".json", ".jsonl", ".md")) for n in names)
 
 
 def test_glob_and_missing_input(tmp_path):
     records = expand_inputs([str(DEMO_DIR / "speech_*" / "mix.flac")], tmp_path)
-    assert len(records) == 3
+    assert [r.source for r in records] == [f"speech_0{i}/mix.flac" for i in range(3)]  # from the fixed prefix
     with pytest.raises(SourceError, match="does not exist"):
         expand_inputs([str(tmp_path / "nope")], tmp_path)
 
@@ -84,5 +88,30 @@ def test_local_hugging_face_dataset_with_audio_column(tmp_path):
     ds.save_to_disk(str(saved))
     records = expand_inputs([str(saved)], tmp_path / "materialised")
     assert [r.metadata["title"] for r in records] == ["a", "b"]
-    assert all(r.source.startswith("hf:") for r in records)
+    assert [r.source for r in records] == ["hf:hfds#0", "hf:hfds#1"]
     assert open(records[0].path, "rb").read() == open(files[0], "rb").read()
+
+
+def test_sources_do_not_depend_on_where_the_corpus_sits(tmp_path):
+    """The same folder copied elsewhere gives the same sources; only ``path`` moves."""
+    import shutil
+
+    for where in ("a/deep/copy", "b"):
+        shutil.copytree(DEMO_DIR / "speech_00", tmp_path / where / "clips" / "speech_00")
+    one = expand_inputs([str(tmp_path / "a/deep/copy/clips")], tmp_path / "m")
+    two = expand_inputs([str(tmp_path / "b/clips")], tmp_path / "m")
+    assert [r.source for r in one] == [r.source for r in two] == ["speech_00/mix.flac", "speech_00/speech.flac"]
+    assert one[0].path != two[0].path
+    single = expand_inputs([str(tmp_path / "b/clips/speech_00/mix.flac")], tmp_path / "m")
+    assert [r.source for r in single] == ["mix.flac"]
+
+
+def test_several_inputs_are_prefixed_by_their_names_and_a_clash_is_refused(tmp_path):
+    import shutil
+
+    for where in ("x/left", "x/right", "y/left"):
+        shutil.copytree(DEMO_DIR / "speech_00", tmp_path / where)
+    records = expand_inputs([str(tmp_path / "x/left"), str(tmp_path / "x/right")], tmp_path / "m")
+    assert [r.source for r in records] == ["left/mix.flac", "left/speech.flac", "right/mix.flac", "right/speech.flac"]
+    with pytest.raises(SourceError, match="share the name 'left'"):
+        expand_inputs([str(tmp_path / "x/left"), str(tmp_path / "y/left")], tmp_path / "m")
