@@ -19,9 +19,11 @@ from typing import Any
 from tqdm import tqdm
 
 from songcorpus.pipelines.catalog import write_catalog
+from songcorpus.pipelines.hf_features import write_features
 from songcorpus.pipelines.shard_writer import Sample, WrittenShard, describe_shard, write_shard
 from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
+from songcorpus.schemas.sample import sample_json_schema
 from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row, canonical_json
@@ -258,12 +260,15 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     for split in SPLITS:
         shards = [n for n in sorted(written) if shard_split[n] == split]
         index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"songcorpus-{split}",
-                 "shardlist": [{"url": n, "nsamples": new_manifest[n]["n_samples"]} for n in shards]}
+                 "shardlist": [{"url": n, "nsamples": new_manifest[n]["n_samples"], "filesize": written[n].nbytes}
+                               for n in shards]}
         path = shard_dir / f"index-{split}.json"
         if shards:
             atomic_write_bytes(path, (json.dumps(index, indent=1) + "\n").encode())
         else:
             path.unlink(missing_ok=True)
+    write_features(shard_dir, [s for group in by_split.values() for s in group],
+                   sample_json_schema(full_profile=config.profile == "full"))
 
     windows_rows = []
     n_windows: dict[str, int] = defaultdict(int)

@@ -22,19 +22,20 @@ class SampleNotFound(LookupError):
 
 
 def describe_augmentation(aug: dict[str, Any]) -> str:
-    """One title line: the song op (with its stretcher) and the accompaniment EQ, rounded for the eye."""
+    """One title line from a sample JSON's ``augmentation`` (spec 3: every part there, with an ``applied``
+    flag): the song op (with its stretcher) and the accompaniment EQ, rounded for the eye."""
     parts = []
-    op = aug.get("song_op")
-    if op:
-        what = f"speed x{op['value']:g}" if op["kind"] == "speed" else f"pitch {op['value']:+g} st"
-        parts.append(what + (f" ({op['stretcher']})" if op.get("stretcher") else ""))
-    eq = aug.get("eq")
-    if eq:
+    op = aug["song_op"]
+    if op["applied"]:
+        what = f"speed x{op['speed']:g}" if op["kind"] == "speed" else f"pitch {op['semitones']:+g} st"
+        parts.append(what + (f" ({op['stretcher']})" if op["stretcher"] else ""))
+    eq = aug["eq"]
+    if eq["applied"]:
         bands = ", ".join(f"{name} {eq[name]['gain_db']:+.1f} dB @ {eq[name]['freq_hz']:.0f} Hz"
                           for name in ("bass", "mid", "treble"))
-        loud = aug.get("loudness") or {}
+        loud = aug["loudness"]
         parts.append(f"accompaniment EQ {bands}" + (f"; {loud['target_rms_db']:g} dB RMS, peak <= {loud['peak_db']:g} dBFS"
-                                                    if loud else ""))
+                                                    if loud["applied"] else ""))
     return "; ".join(parts) or "none"
 
 
@@ -94,26 +95,26 @@ def draw_sample(members: dict[str, bytes], png: Path) -> dict[str, Any]:
             times = np.arange(f0.size) / 100.0
             ax.plot(times, np.where(f0 > 0, f0, np.nan), color="cyan", lw=1.2, label="f0 (Hz)")
             ax.legend(loc="upper right", fontsize=8)
-        for s, e in labels.get("vad_segments", []):
-            ax.axvspan(s, e, color="lime", alpha=0.12 if stem == "vocals" else 0.0)
+        for seg in labels.get("vad_segments", []):
+            ax.axvspan(seg["start_s"], seg["end_s"], color="lime", alpha=0.12 if stem == "vocals" else 0.0)
     lane = axes[-1]
-    for s, e in labels.get("vad_segments", []):
-        lane.axvspan(s, e, ymin=0.0, ymax=0.3, color="green", alpha=0.5)
+    for seg in labels.get("vad_segments", []):
+        lane.axvspan(seg["start_s"], seg["end_s"], ymin=0.0, ymax=0.3, color="green", alpha=0.5)
     for b in labels.get("beats", []):
         lane.axvline(b, ymin=0.35, ymax=0.65, color="black", lw=0.8)
     for b in labels.get("downbeats", []):
         lane.axvline(b, ymin=0.35, ymax=0.75, color="red", lw=1.6)
-    for s, _e, label in labels.get("sections", []):
+    for sec in labels.get("sections", []):
         for ax in axes:
-            ax.axvline(s, color="white" if ax is not lane else "blue", lw=1.0, ls="--")
-        lane.text(s + 0.05, 0.85, str(label), color="blue", fontsize=9, va="center")
+            ax.axvline(sec["start_s"], color="white" if ax is not lane else "blue", lw=1.0, ls="--")
+        lane.text(sec["start_s"] + 0.05, 0.85, sec["label"], color="blue", fontsize=9, va="center")
     lane.set_ylim(0, 1)
     lane.set_yticks([0.15, 0.5, 0.85], ["VAD", "beats", "sections"])
     lane.set_xlim(0, duration)
     lane.set_xlabel("seconds from the window start")
-    aug = meta.get("augmentation")
+    aug = describe_augmentation(meta["augmentation"])
     title = (f"{meta['key']}  ({meta['split']})  {meta['source']}  [{meta['start_s']:.2f} s + {duration:.2f} s]"
-             f"  ref: {meta.get('reference_key')}" + (f"\naugmentation: {describe_augmentation(aug)}" if aug else ""))
+             f"  ref: {meta.get('reference_key')}" + (f"\naugmentation: {aug}" if aug != "none" else ""))
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def write_listening(out: Path, members: dict[str, bytes], folder: Path) -> list[
     meta = json.loads(members["json"])
     config = PipelineConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
     rate = int(meta["sample_rate"])
-    codec_meta = meta["lineage"]["samples"]["codec"]
+    codec_meta = meta["embedded_codec"]
     codec = EmbeddedCodec(config.codec, rate, load_codebook(out / "codec" / "codebook.npy", codec_meta["codebook_sha256"]))
     n = round(float(meta["duration_s"]) * rate)
     folder.mkdir(parents=True, exist_ok=True)

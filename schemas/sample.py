@@ -10,12 +10,25 @@ other members. Every timing in a sample is relative to the window's start.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-SAMPLE_SPEC_VERSION = 2
+from songcorpus.schemas.catalog import SCORE_COLUMNS
+from songcorpus.schemas.track import METADATA_FIELDS
+
+# 3: the JSON has one Arrow type per field in every sample (SAMPLE_JSON_SCHEMA, checked at write time), so
+#    readers that type a column from a few samples (Hugging Face datasets) read every sample: spans,
+#    sections and lyric words are objects ({start_s, end_s[, label|word]}) instead of mixed arrays;
+#    augmentation is always an object with ``applied`` flags; metadata and scores carry every key (typed
+#    nulls); lineage is a list of stage entries; the embedded codec's settings moved to ``embedded_codec``;
+#    ``caption_method`` says where metadata.caption came from; float fields are always JSON floats.
+#    Full profile: ``codecs`` is a list of fixed-shape entries and ``speaker`` is always an object
+#    (``speaker.npy`` is zeros when there is no reference window).
+SAMPLE_SPEC_VERSION = 3
 F0_RATE_HZ = 100.0
 STEMS = ("vocals", "accompaniment")
 
@@ -33,9 +46,10 @@ SAMPLE_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("json", "utf-8 JSON object", "per sample", "-",
               "spec_version, key, track_id, source, split, start_s and duration_s of the window in the source track, "
               "sample_rate, channels, reference_key (a non-overlapping window of the same song), augmentation "
-              "(null or its parameters), labels (vad_segments, beats, downbeats, sections, tempo_bpm: seconds from the "
-              "window start), metadata (title, artist, caption, tags, lyrics, language, license), scores, lineage, "
-              "fields (the members present)"),
+              "(song_op, eq, loudness, each with an applied flag; source_span_s), labels (vad_segments, beats, "
+              "downbeats, sections, tempo_bpm: seconds from the window start), metadata (title, artist, caption, "
+              "tags, lyrics, language, license), caption_method, scores, lineage, embedded_codec, stems_method, "
+              "fields (the members present); every field typed by SAMPLE_JSON_SCHEMA"),
     FieldSpec("mix.flac", "FLAC, 16-bit PCM", "ingest.sample_rate (44.1 kHz in lite)", "full scale",
               "the window of the standardised mix (vocals + accompaniment + the source's residual)"),
     FieldSpec("vocals.flac", "FLAC, 16-bit PCM", "ingest.sample_rate", "full scale", "the vocal stem, as long as the mix"),
@@ -53,8 +67,143 @@ SAMPLE_FIELDS: tuple[FieldSpec, ...] = (
               "the embedded codec's tokens of the accompaniment"),
 )
 
-JSON_REQUIRED_KEYS = ("spec_version", "key", "track_id", "source", "split", "start_s", "duration_s",
-                      "sample_rate", "channels", "reference_key", "augmentation", "labels", "scores", "lineage", "fields")
+
+def _field(name: str, typ: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable)
+
+
+# The JSON member's declared Arrow types. Every key is in every sample; a field is null only where it is
+# declared nullable (scalars whose value can be unknown); lists and objects are never null.
+SPAN = pa.struct([_field("start_s", pa.float64()), _field("end_s", pa.float64())])
+SECTION = pa.struct([_field("start_s", pa.float64()), _field("end_s", pa.float64()), _field("label", pa.string())])
+WORD = pa.struct([_field("start_s", pa.float64()), _field("end_s", pa.float64()), _field("word", pa.string())])
+BIQUAD = pa.struct([_field("freq_hz", pa.float64()), _field("gain_db", pa.float64()), _field("q", pa.float64())])
+AUGMENTATION = pa.struct([
+    # kind "none" | "speed" | "pitch"; speed 1.0 and semitones 0.0 unless that op was applied
+    _field("song_op", pa.struct([_field("applied", pa.bool_()), _field("kind", pa.string()),
+                                 _field("speed", pa.float64()), _field("semitones", pa.float64()),
+                                 _field("stretcher", pa.string()), _field("version", pa.string())])),
+    # the accompaniment's frequency-balance EQ; every number 0.0 when not applied
+    _field("eq", pa.struct([_field("applied", pa.bool_()), _field("bass", BIQUAD), _field("mid", BIQUAD),
+                            _field("treble", BIQUAD), _field("version", pa.string())])),
+    _field("loudness", pa.struct([_field("applied", pa.bool_()), _field("target_rms_db", pa.float64()),
+                                  _field("peak_db", pa.float64())])),
+    _field("source_span_s", SPAN),  # the span of the source track the window was cut from
+])
+LABEL_FIELDS = [_field("vad_segments", pa.list_(SPAN)), _field("beats", pa.list_(pa.float64())),
+                _field("downbeats", pa.list_(pa.float64())), _field("sections", pa.list_(SECTION)),
+                _field("tempo_bpm", pa.float64(), nullable=True)]
+LINEAGE_ENTRY = pa.struct([_field("stage", pa.string()), _field("version", pa.string()),
+                           _field("model", pa.string(), True), _field("checksum", pa.string(), True),
+                           _field("config_hash", pa.string())])
+EMBEDDED_CODEC = pa.struct([
+    _field("codec", pa.string()), _field("version", pa.string()), _field("kind", pa.string()),
+    _field("sample_rate", pa.int64()), _field("n_mels", pa.int64()), _field("n_fft", pa.int64()),
+    _field("fmin_hz", pa.float64()), _field("fmax_hz", pa.float64()), _field("log_floor", pa.float64()),
+    _field("latent_rate_hz", pa.float64()), _field("token_rate_hz", pa.float64()), _field("config_hash", pa.string()),
+    _field("codebook_size", pa.int64()), _field("codebook_sha256", pa.string())])
+SAMPLE_JSON_FIELDS: list[pa.Field] = [
+    _field("spec_version", pa.int64()), _field("key", pa.string()), _field("track_id", pa.string()),
+    _field("source", pa.string()), _field("split", pa.string()), _field("start_s", pa.float64()),
+    _field("duration_s", pa.float64()), _field("sample_rate", pa.int64()), _field("channels", pa.int64()),
+    _field("audio_sha256", pa.string()), _field("reference_key", pa.string(), nullable=True),
+    _field("augmentation", AUGMENTATION), _field("labels", pa.struct(LABEL_FIELDS)),
+    _field("metadata", pa.struct([_field(k, pa.string(), True) for k in METADATA_FIELDS if k != "split"])),
+    # "source" (metadata.caption as the source gave it), "none" (no caption), "generated:<method>"
+    _field("caption_method", pa.string()),
+    _field("scores", pa.struct([_field(k, typ, True) for k, (typ, _, _) in SCORE_COLUMNS.items()])),
+    _field("lineage", pa.list_(LINEAGE_ENTRY)),  # one entry per stage that made the sample, by stage name
+    _field("embedded_codec", EMBEDDED_CODEC),
+    _field("stems_method", pa.string()), _field("fields", pa.list_(pa.string())),
+]
+# The full profile's additions (transforms/full_samples.py): word timings, neural codecs, units, speaker.
+CODEC_ENTRY = pa.struct([
+    _field("name", pa.string()), _field("kind", pa.string()), _field("model", pa.string()),
+    _field("checksum", pa.string(), True), _field("sample_rate", pa.int64()), _field("frame_rate", pa.float64()),
+    _field("hop_length", pa.int64()), _field("representation", pa.string()),
+    _field("frame_shape", pa.list_(pa.int64())), _field("dtype", pa.string()), _field("frames", pa.string()),
+    _field("n_frames", pa.int64()),
+    _field("codebook_size", pa.int64()),  # 0 for continuous latents
+    _field("bandwidth_kbps", pa.float64())])  # 0.0 where the codec has no bandwidth setting
+FULL_PROFILE_JSON_FIELDS: list[pa.Field] = [
+    _field("codecs", pa.list_(CODEC_ENTRY)),  # one entry per codec, in config order
+    _field("units", pa.struct([_field("model", pa.string()), _field("layer", pa.int64()), _field("n_units", pa.int64()),
+                               _field("frame_rate", pa.float64()), _field("first_frame_centre_s", pa.float64()),
+                               _field("codebook_sha256", pa.string())])),
+    # from_reference false: no reference window, speaker.npy is zeros and from_window_s is 0-0
+    _field("speaker", pa.struct([_field("from_reference", pa.bool_()), _field("model", pa.string()),
+                                 _field("from_window_s", SPAN), _field("dim", pa.int64())])),
+]
+
+
+def sample_json_schema(full_profile: bool = False) -> pa.Schema:
+    """The Arrow schema of one sample's JSON: the lite keys, plus the full profile's when ``full_profile``."""
+    if not full_profile:
+        return pa.schema(SAMPLE_JSON_FIELDS)
+    fields = [_field("labels", pa.struct([*LABEL_FIELDS, _field("lyrics_words", pa.list_(WORD))])) if f.name == "labels"
+              else f for f in SAMPLE_JSON_FIELDS]
+    return pa.schema([*fields, *FULL_PROFILE_JSON_FIELDS])
+
+
+SAMPLE_JSON_SCHEMA = sample_json_schema()
+JSON_REQUIRED_KEYS = tuple(SAMPLE_JSON_SCHEMA.names)
+
+
+class InvalidSampleJson(ValueError):
+    """A sample JSON that breaks its declared Arrow schema: it must fail its track, never enter a shard."""
+
+
+def _conform(value: Any, typ: pa.DataType, nullable: bool, path: str, problems: list[str]) -> Any:
+    if value is None:
+        if not nullable:
+            problems.append(f"{path} is null (declared {typ}, not nullable)")
+        return None
+    if pa.types.is_struct(typ):
+        if not isinstance(value, dict):
+            problems.append(f"{path} is {type(value).__name__}, declared an object")
+            return value
+        names = [typ.field(i).name for i in range(typ.num_fields)]
+        missing = [n for n in names if n not in value]
+        extra = sorted(set(value) - set(names))
+        if missing or extra:
+            problems.append(f"{path} has keys missing {missing} / not declared {extra}")
+        return {k: (_conform(value[k], typ.field(k).type, typ.field(k).nullable, f"{path}.{k}", problems)
+                    if k in names else value[k]) for k in value}
+    if pa.types.is_list(typ):
+        if not isinstance(value, list):
+            problems.append(f"{path} is {type(value).__name__}, declared a list")
+            return value
+        return [_conform(v, typ.value_type, False, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if pa.types.is_boolean(typ):
+        ok = isinstance(value, (bool, np.bool_))
+        out: Any = bool(value) if ok else value
+    elif pa.types.is_integer(typ):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+        out = int(value) if ok else value
+    elif pa.types.is_floating(typ):  # an int where a float is declared is widened (3 -> 3.0), never a bool
+        ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+        out = float(value) if ok else value
+    elif pa.types.is_string(typ):
+        ok = isinstance(value, str)
+        out = value
+    else:
+        raise TypeError(f"{path}: no JSON check for Arrow type {typ}")
+    if not ok:
+        problems.append(f"{path} is {value!r} ({type(value).__name__}), declared {typ}")
+    return out
+
+
+def conform_sample_json(meta: dict[str, Any], schema: pa.Schema = SAMPLE_JSON_SCHEMA) -> dict[str, Any]:
+    """``meta`` with every float field a float (ints widened), checked against ``schema``: every declared key
+    present, no other key, every value of its declared type, null only where declared nullable. Raises
+    :class:`InvalidSampleJson` naming each field that breaks it."""
+    problems: list[str] = []
+    out = _conform(meta, pa.struct(list(schema)), False, "json", problems)
+    if problems:
+        key = meta.get("key", "?") if isinstance(meta, dict) else "?"
+        raise InvalidSampleJson(f"sample {key} breaks the sample JSON schema (spec {SAMPLE_SPEC_VERSION}): "
+                                + "; ".join(problems[:8]) + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""))
+    return out
 
 
 def window_key(track_id: str, window_index: int, tag: str | None = None) -> str:
@@ -89,10 +238,9 @@ def check_alignment(key: str, duration_s: float, sample_rate: int, audio: dict[s
     for name, t in tokens.items():
         if t.shape != (frames_for(duration_s, token_rate),):
             problems.append(f"{name} tokens have shape {t.shape}, expected ({frames_for(duration_s, token_rate)},)")
-    stamps = [v for seg in labels.get("vad_segments", []) for v in seg]
+    spans = [*labels.get("vad_segments", []), *labels.get("sections", []), *labels.get("lyrics_words", [])]
+    stamps = [v for span in spans for v in (span["start_s"], span["end_s"])]
     stamps += list(labels.get("beats", [])) + list(labels.get("downbeats", []))
-    stamps += [v for s, e, _ in labels.get("sections", []) for v in (s, e)]
-    stamps += [v for s, e, _ in labels.get("lyrics_words", []) for v in (s, e)]
     outside = [t for t in stamps if not (-1e-6 <= t <= duration_s + 1e-6)]
     if outside:
         problems.append(f"{len(outside)} label timestamps outside [0, {duration_s}] s (first {outside[0]})")

@@ -60,10 +60,17 @@ def test_the_picture_title_names_the_augmentation_briefly():
 
     eq = {name: {"gain_db": g, "freq_hz": f, "q": 0.8} for name, g, f in
           (("bass", -3.84, 147.2), ("mid", 2.04, 1369.4), ("treble", 2.57, 3751.4))}
-    aug = {"song_op": {"kind": "pitch", "value": 2.0, "stretcher": "rubberband-3.1.2 --fine", "version": "2"},
-           "eq": {**eq, "version": "2"}, "loudness": {"target_rms_db": -16.0, "peak_db": -1.0}}
-    assert describe_augmentation(aug) == (
-        "pitch +2 st (rubberband-3.1.2 --fine); accompaniment EQ bass -3.8 dB @ 147 Hz, mid +2.0 dB @ 1369 Hz, "
+    from songcorpus.schemas.config import AugmentConfig
+    from songcorpus.transforms.augment import Biquad, EqParams, SongAugmentation, stretcher_id
+    from songcorpus.transforms.samples import augmentation_record
+
+    eq = EqParams(bass=Biquad(-3.84, 147.2, 0.8), mid=Biquad(2.04, 1369.4, 0.8), treble=Biquad(2.57, 3751.4, 0.8))
+    cfg = AugmentConfig()
+    pitch = SongAugmentation("pitch", 2.0, stretcher="librosa")
+    assert describe_augmentation(augmentation_record(pitch, eq, cfg, (0.0, 10.24))) == (
+        f"pitch +2 st ({stretcher_id('librosa')}); accompaniment EQ bass -3.8 dB @ 147 Hz, mid +2.0 dB @ 1369 Hz, "
         "treble +2.6 dB @ 3751 Hz; -16 dB RMS, peak <= -1 dBFS")
-    assert describe_augmentation({"song_op": {"kind": "speed", "value": 1.2}, "eq": None}) == "speed x1.2"
-    assert describe_augmentation({"song_op": None, "eq": None}) == "none"
+    speed = SongAugmentation("speed", 1.2, stretcher="librosa")
+    described = describe_augmentation(augmentation_record(speed, None, cfg, (0.0, 12.288)))
+    assert described == f"speed x1.2 ({stretcher_id('librosa')})"
+    assert describe_augmentation(augmentation_record(None, None, cfg, (0.0, 10.24))) == "none"

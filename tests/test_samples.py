@@ -45,7 +45,7 @@ def test_every_sample_is_aligned_and_complete(demo_ray: Path) -> None:
             assert r == rate and audio.shape[0] == n, (key, stem)
         f0 = np.load(io.BytesIO(members["f0.npy"]))
         assert f0.dtype == np.float32 and f0.shape == (math.ceil(dur * 100 - 1e-9),)
-        codec = meta["lineage"]["samples"]["codec"]
+        codec = meta["embedded_codec"]
         assert codec["codec"] == "embedded-mel"
         for stem in STEMS:
             lat = np.load(io.BytesIO(members[f"{stem}.embedded_latents.npy"]))
@@ -53,8 +53,8 @@ def test_every_sample_is_aligned_and_complete(demo_ray: Path) -> None:
             assert lat.shape == (math.ceil(dur * codec["latent_rate_hz"] - 1e-9), codec["n_mels"])
             assert tok.dtype == np.int32 and tok.shape == (math.ceil(dur * codec["token_rate_hz"] - 1e-9),)
         labels = meta["labels"]
-        stamps = [t for seg in labels["vad_segments"] for t in seg] + labels["beats"] + labels["downbeats"]
-        stamps += [t for s, e, _ in labels["sections"] for t in (s, e)]
+        spans = labels["vad_segments"] + labels["sections"]
+        stamps = [t for span in spans for t in (span["start_s"], span["end_s"])] + labels["beats"] + labels["downbeats"]
         assert all(0 <= t <= dur + 1e-6 for t in stamps), key
 
 
@@ -71,8 +71,7 @@ def test_references_are_other_windows_of_the_same_song_that_never_overlap(demo_r
 
 
 def _speed(meta: dict) -> float:
-    op = (meta["augmentation"] or {}).get("song_op")
-    return op["value"] if op and op["kind"] == "speed" else 1.0
+    return meta["augmentation"]["song_op"]["speed"]
 
 
 def test_no_song_spans_two_splits_and_stems_are_used_as_given(demo_ray: Path) -> None:
@@ -87,7 +86,8 @@ def test_no_song_spans_two_splits_and_stems_are_used_as_given(demo_ray: Path) ->
     # a plain window's vocals are the given stem's samples at that time
     for members in shard_samples(demo_ray).values():
         meta = json.loads(members["json"])
-        if meta["augmentation"] is None and Path(meta["source"]).parent.name.startswith("song"):
+        aug = meta["augmentation"]
+        if not (aug["song_op"]["applied"] or aug["eq"]["applied"]) and Path(meta["source"]).parent.name.startswith("song"):
             given, rate = sf.read(Path(meta["source"]).parent / "vocals.flac", dtype="int16")
             got, _ = sf.read(io.BytesIO(members["vocals.flac"]), dtype="int16")
             s0 = round(meta["start_s"] * rate)
@@ -121,9 +121,9 @@ def test_augmented_f0_matches_the_f0_of_the_augmented_audio(augmented: Path) -> 
     rpa, chroma = [], []
     for members in shard_samples(augmented).values():
         meta = json.loads(members["json"])
-        if not (meta["augmentation"] and meta["augmentation"]["song_op"]):
+        if not meta["augmentation"]["song_op"]["applied"]:
             continue
-        assert meta["augmentation"]["eq"] is not None  # eq_probability 1.0
+        assert meta["augmentation"]["eq"]["applied"]  # eq_probability 1.0
         vocals, rate = sf.read(io.BytesIO(members["vocals.flac"]), dtype="float32")
         stored = np.load(io.BytesIO(members["f0.npy"]))
         fresh, _ = estimate_f0(vocals, rate, cfg)

@@ -8,10 +8,13 @@ frames (pipelines/corpus.py: ``fit_corpus_units``) the way it fits the embedded 
 
 FullSampleStage (samples) adds to every lite sample, through :meth:`SampleStage.extra_fields`:
 - ``{stem}.{codec}_tokens.npy`` / ``{stem}.{codec}_latents.npy`` for each codec of ``codecs.models``
-  and stem of ``codecs.stems``, and a ``codecs`` manifest (name, kind, rate, frame rate) in the JSON;
+  and stem of ``codecs.stems``, and ``codecs`` in the JSON: one fixed-shape entry per codec (name, kind,
+  rate, frame rate, frame count...);
 - ``vocals.units.npy``: int16 k-means ids of the window's vocal features (50 Hz), ``units`` in the JSON;
 - ``speaker.npy``: the speaker embedding of the *reference* window's vocals (a different window of the
-  same singer, never overlapping the target), ``speaker`` in the JSON; no reference: no embedding.
+  same singer, never overlapping the target), ``speaker`` in the JSON; no reference: zeros, and
+  ``speaker.from_reference`` false (every sample has the same members and JSON keys).
+The JSON conforms to ``schemas.sample.sample_json_schema(full_profile=True)`` (lyric word timings too).
 Every model comes from the store, verified at preflight; lineage names each with its checksum.
 Fails when: a codec or unit field has another frame count than its frame rate implies for the window
 (MisalignedSample: the song fails, nothing of it is stored), or a model is missing (preflight).
@@ -23,8 +26,9 @@ import hashlib
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from songcorpus.schemas.sample import MisalignedSample
+from songcorpus.schemas.sample import MisalignedSample, sample_json_schema
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.augment import SongAugmentation
 from songcorpus.transforms.base import Resources, Row, Stage, canonical_json
@@ -144,6 +148,9 @@ class FullSampleStage(SampleStage):
         self._speaker = load_speaker_encoder(spec, folder, device)
         self._centroids: dict[str, np.ndarray] = {}
 
+    def json_schema(self) -> pa.Schema:
+        return sample_json_schema(full_profile=True)
+
     def _unit_centroids(self, row: Row) -> np.ndarray:
         entry = row["unit_codebook"]
         if entry["sha256"] not in self._centroids:
@@ -173,19 +180,29 @@ class FullSampleStage(SampleStage):
             raise MisalignedSample(f"{key}: vocals.units has {units.shape[0]} frames, {want} expected for {w.duration_s:g} s")
         arrays["vocals.units"] = units.astype(np.int16)
         meta: dict[str, Any] = {
-            "codecs": {name: {**entry, "n_frames": codec.frames_for(w.duration_s)}
-                       for (name, entry), codec in zip(codec_manifest(self._codecs).items(), self._codecs, strict=True)},
+            "codecs": [codec_entry(entry, codec.frames_for(w.duration_s))
+                       for entry, codec in zip(codec_manifest(self._codecs).values(), self._codecs, strict=True)],
             "units": {"model": self.config.content_units.model, "layer": c.content_units.layer,
                       "n_units": int(self._unit_centroids(row).shape[0]), "frame_rate": 50.0,
                       "first_frame_centre_s": 0.0125,  # HuBERT frame i covers samples [320 i, 320 i + 400) at 16 kHz
                       "codebook_sha256": row["unit_codebook"]["sha256"]},
-            "speaker": None,
         }
         if ref_window is not None:
             ref_vocals = self._cut(audio["vocals"], ref_window, aug, rate)
             arrays["speaker"] = np.asarray(self._speaker.embed(ref_vocals, rate), dtype=np.float32)
-            meta["speaker"] = {"model": c.speaker.model, "from_window_s": [round(ref_window.start_s, 3),
-                                                                         round(ref_window.end_s, 3)],
-                               "dim": int(arrays["speaker"].shape[0])}
+            span = {"start_s": round(ref_window.start_s, 3), "end_s": round(ref_window.end_s, 3)}
+        else:  # a unit-norm embedding is never all zeros, so zeros cannot be mistaken for a singer
+            arrays["speaker"] = np.zeros(self._speaker.dim, dtype=np.float32)
+            span = {"start_s": 0.0, "end_s": 0.0}
+        meta["speaker"] = {"from_reference": ref_window is not None, "model": c.speaker.model, "from_window_s": span,
+                           "dim": int(arrays["speaker"].shape[0])}
         return arrays, meta
+
+
+def codec_entry(manifest: dict[str, Any], n_frames: int) -> dict[str, Any]:
+    """One codec's ``codecs`` entry in the sample JSON: the codec's manifest with the keys only some codecs have
+    filled in (``codebook_size`` 0 for continuous latents, ``bandwidth_kbps`` 0.0 where there is no such
+    setting), so every entry has one shape (schemas.sample.CODEC_ENTRY)."""
+    return {**manifest, "n_frames": int(n_frames), "codebook_size": int(manifest.get("codebook_size", 0)),
+            "bandwidth_kbps": float(manifest.get("bandwidth_kbps", 0.0))}
 

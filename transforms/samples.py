@@ -13,8 +13,10 @@ augmented copy (one speed or pitch op for the whole song, every label moved to m
 accompaniment gets the frequency-balance EQ with ``augment.eq_probability`` (the vocals never do).
 Rejects a song with no usable window (``no_windows``: too short for a window and its reference, or too
 little vocal activity; set ``windows.min_vocal_activity: 0`` to keep instrumentals).
-Fails when: a sample breaks the time-alignment contract (:func:`schemas.sample.check_alignment`):
-the song fails at this stage, naming the sample and the check, and none of its samples is written.
+Fails when: a sample breaks the time-alignment contract (:func:`schemas.sample.check_alignment`) or
+its JSON breaks the declared Arrow schema (:func:`schemas.sample.conform_sample_json`: every key, one
+type per field, so every reader types every sample alike): the song fails at this stage, naming the
+sample and the check, and none of its samples is written.
 """
 
 from __future__ import annotations
@@ -24,12 +26,25 @@ import io
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import soundfile as sf
 
-from songcorpus.schemas.sample import F0_RATE_HZ, SAMPLE_SPEC_VERSION, STEMS, check_alignment, frames_for, window_key
+from songcorpus.schemas.catalog import SCORE_COLUMNS
+from songcorpus.schemas.config import AugmentConfig
+from songcorpus.schemas.sample import (
+    F0_RATE_HZ,
+    SAMPLE_SPEC_VERSION,
+    STEMS,
+    check_alignment,
+    conform_sample_json,
+    frames_for,
+    sample_json_schema,
+    window_key,
+)
 from songcorpus.schemas.track import METADATA_FIELDS, track_id_for
 from songcorpus.transforms.audio_io import read_standard_audio, to_int16
 from songcorpus.transforms.augment import (
+    EqParams,
     SongAugmentation,
     StretcherError,
     apply_eq,
@@ -58,31 +73,63 @@ def clip_times(times: list[float] | np.ndarray, start: float, end: float) -> lis
     return [round(float(t) - start, 3) for t in times if start - 1e-9 <= t <= end + 1e-9]
 
 
-def clip_segments(segments: list[list[float]], start: float, end: float) -> list[list[float]]:
+def clip_segments(segments: list[list[float]], start: float, end: float) -> list[dict[str, float]]:
+    """``[s, e]`` spans overlapping the window as ``{start_s, end_s}`` objects, clipped, window-relative."""
     out = []
     for s, e in segments:
         lo, hi = max(s, start), min(e, end)
         if hi > lo:
-            out.append([round(lo - start, 3), round(hi - start, 3)])
+            out.append({"start_s": round(lo - start, 3), "end_s": round(hi - start, 3)})
     return out
 
 
-def clip_sections(sections: list[list[Any]], start: float, end: float) -> list[list[Any]]:
+def clip_sections(sections: list[list[Any]], start: float, end: float) -> list[dict[str, Any]]:
+    """``[s, e, label]`` sections overlapping the window as ``{start_s, end_s, label}``, clipped, window-relative."""
     out = []
     for s, e, label in sections:
         lo, hi = max(float(s), start), min(float(e), end)
         if hi > lo:
-            out.append([round(lo - start, 3), round(hi - start, 3), label])
+            out.append({"start_s": round(lo - start, 3), "end_s": round(hi - start, 3), "label": str(label)})
     return out
 
 
-def clip_words(words: list[list[Any]], start: float, end: float) -> list[list[Any]]:
-    """Words whose middle falls inside the window, clipped to it, times relative to its start."""
+def clip_words(words: list[list[Any]], start: float, end: float) -> list[dict[str, Any]]:
+    """``[s, e, word]`` words whose middle falls inside the window as ``{start_s, end_s, word}``, clipped to it,
+    times relative to its start."""
     out = []
     for s, e, word in words:
         if start <= (s + e) / 2 < end:
-            out.append([round(max(s, start) - start, 3), round(min(e, end) - start, 3), word])
+            out.append({"start_s": round(max(s, start) - start, 3), "end_s": round(min(e, end) - start, 3),
+                        "word": str(word)})
     return out
+
+
+def augmentation_record(aug: SongAugmentation | None, eq: EqParams | None, acfg: AugmentConfig,
+                        span: tuple[float, float]) -> dict[str, Any]:
+    """The sample JSON's ``augmentation``: the same keys and types whether or not anything was applied
+    (``applied`` flags; neutral numbers otherwise), so every sample has one Arrow type
+    (schemas.sample.AUGMENTATION)."""
+    op = aug.to_dict() if aug else {}
+    flat = {"freq_hz": 0.0, "gain_db": 0.0, "q": 0.0}
+    eqd = eq.to_dict() if eq else {}
+    return {
+        "song_op": {"applied": aug is not None, "kind": aug.kind if aug else "none",
+                    "speed": float(aug.speed) if aug else 1.0,
+                    "semitones": float(aug.semitones) if aug else 0.0,
+                    "stretcher": op.get("stretcher", ""), "version": str(op.get("version", ""))},
+        "eq": {"applied": eq is not None, **{band: {k: float(v) for k, v in eqd.get(band, flat).items()}
+                                             for band in ("bass", "mid", "treble")},
+               "version": str(eqd.get("version", ""))},
+        "loudness": {"applied": eq is not None,  # the EQ'd accompaniment is re-levelled; nothing else is
+                     "target_rms_db": float(acfg.target_rms_db) if eq else 0.0, "peak_db": float(acfg.peak_db) if eq else 0.0},
+        "source_span_s": {"start_s": float(span[0]), "end_s": float(span[1])},
+    }
+
+
+def caption_method(metadata: dict[str, Any]) -> str:
+    """Where ``metadata.caption`` came from: "source" when the input gave one, else "none" (a caption stage
+    writes "generated:<method>")."""
+    return "source" if metadata.get("caption") else "none"
 
 
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:
@@ -194,12 +241,16 @@ class SampleStage(Stage):
                       "beats": clip_times(beats, w.start_s, w.end_s),
                       "downbeats": clip_times(downbeats, w.start_s, w.end_s),
                       "sections": clip_sections(sections, w.start_s, w.end_s),
-                      "tempo_bpm": None if tempo is None else round(float(tempo) * speed, 3)}
+                      "tempo_bpm": None if tempo is None else float(round(float(tempo) * speed, 3))}
             if words is not None:
                 labels["lyrics_words"] = clip_words(words, w.start_s, w.end_s)
             out.append(self._sample(row, key, None if ref is None else key_of[ref], w, aug, audio, f0, rate,
                                     codec, codebook, labels, None if ref is None else by_index[ref]))
         return out, len(windows)
+
+    def json_schema(self) -> pa.Schema:
+        """The declared Arrow schema every sample JSON of this stage conforms to (schemas/sample.py)."""
+        return sample_json_schema(full_profile=False)
 
     def extra_fields(self, row: Row, key: str, w: Window, ref_window: Window | None, aug: SongAugmentation | None,
                      audio: dict[str, np.ndarray], cut: dict[str, np.ndarray],
@@ -266,13 +317,15 @@ class SampleStage(Stage):
             members[f"{name}.npy"] = self.store.put_array(array)
         track = row["track"]
         start_in_source = round(w.start_s * (aug.speed if aug else 1.0), 6)
-        augmentation = None
+        span = (start_in_source, round(start_in_source + w.duration_s * (aug.speed if aug else 1.0), 6))
+        augmentation = None  # the catalog's compact form (windows.augmentation_json): null when nothing was applied
         if aug is not None or eq is not None:
             augmentation = {"song_op": aug.to_dict() if aug else None, "eq": eq.to_dict() if eq else None,
                             "loudness": ({"target_rms_db": acfg.target_rms_db, "peak_db": acfg.peak_db} if eq else None),
-                            "source_span_s": [start_in_source,
-                                              round(start_in_source + w.duration_s * (aug.speed if aug else 1.0), 6)]}
-        codec_lineage = {**codec.lineage(), "codebook_sha256": row["codebook"]["sha256"]}
+                            "source_span_s": list(span)}
+        metadata = {k: (None if track["metadata"].get(k) is None else str(track["metadata"][k]))
+                    for k in METADATA_FIELDS if k != "split"}
+        lineage = {**row.get("lineage", {}), "samples": self.lineage()}
         meta = {
             "spec_version": SAMPLE_SPEC_VERSION,
             "key": key,
@@ -285,15 +338,21 @@ class SampleStage(Stage):
             "channels": 1,
             "audio_sha256": row["results"]["ingest"]["audio_sha256"],
             "reference_key": ref_key,
-            "augmentation": augmentation,
+            "augmentation": augmentation_record(aug, eq, acfg, span),
             "labels": labels,
-            "metadata": {k: track["metadata"][k] for k in METADATA_FIELDS if k in track["metadata"] and k != "split"},
-            "scores": row["scores"],
-            "lineage": {**row.get("lineage", {}), "samples": {**self.lineage(), "codec": codec_lineage}},
+            "metadata": metadata,
+            "caption_method": caption_method(metadata),
+            "scores": {k: row["scores"].get(k) for k in SCORE_COLUMNS},
+            "lineage": [{"stage": name, "version": str(entry["version"]), "model": entry.get("model"),
+                         "checksum": entry.get("checksum"), "config_hash": entry["config_hash"]}
+                        for name, entry in sorted(lineage.items())],
+            "embedded_codec": {**codec.lineage(), "codebook_size": int(codebook.shape[0]),
+                               "codebook_sha256": row["codebook"]["sha256"]},
             "stems_method": row["results"]["stems"]["stems_method"],
             "fields": sorted(["json", *members]),
             **extra_meta,
         }
+        meta = conform_sample_json(meta, self.json_schema())  # a sample that breaks the schema fails its song
         members["json"] = self.store.put_blob(canonical_json(meta).encode("utf-8"), ".json")
         return {"key": key, "start_s": start_in_source, "duration_s": w.duration_s, "reference_key": ref_key,
                 "augmentation": augmentation, "members": dict(sorted(members.items()))}
