@@ -1,7 +1,8 @@
 """CorpusBuilder: from analysed rows (stored scores) to decisions, shards and the catalog.
 
 This is the late-binding half of the pipeline: no model runs here. It decides every track (stage
-outcome, exact-duplicate check, config gates), assigns splits by artist or track, lays samples into
+outcome, exact duplicates, near duplicates by audio fingerprint, config gates), assigns splits by artist or
+track (one split per group of copies), lays samples into
 shards in a stable order, writes the shards atomically (skipping ones already on disk with the same
 planned content), and commits the catalog last. ``songcorpus rebuild`` calls it with a new config.
 """
@@ -28,6 +29,7 @@ from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row, canonical_json
 from songcorpus.transforms.gates import apply_gates, check_gate_scores
+from songcorpus.transforms.near_duplicates import NearDuplicates, components, exact_duplicates, near_duplicate_groups
 
 SHARD_MANIFEST = "manifest.json"
 
@@ -48,19 +50,17 @@ def scores_of(row: Row) -> dict[str, Any]:
     return {k: merged.get(k) for k in SCORE_COLUMNS}
 
 
-def decide(rows: list[Row], config: PipelineConfig) -> dict[str, Decision]:
-    """Per source: stage outcome first, then exact duplicates (the smallest source is kept), then gates."""
+def decide(rows: list[Row], config: PipelineConfig, near: NearDuplicates | None = None) -> dict[str, Decision]:
+    """Per source: stage outcome first, then exact duplicates (the smallest source is kept), then near
+    duplicates (``near``, when ``near_duplicates.reject``: one kept copy per group), then gates."""
     check_gate_scores(config.gates)
     decisions: dict[str, Decision] = {}
-    by_sha: dict[str, list[str]] = defaultdict(list)
     for row in rows:
-        src = row["track"]["source"]
         outcome = row["outcome"]
         if outcome is not None:
-            decisions[src] = Decision(outcome["status"], outcome["stage"], outcome["code"], outcome["reason"])
-        else:
-            by_sha[row["results"]["ingest"]["audio_sha256"]].append(src)
-    kept_of = {src: min(srcs) for srcs in by_sha.values() for src in srcs}
+            decisions[row["track"]["source"]] = Decision(outcome["status"], outcome["stage"], outcome["code"],
+                                                         outcome["reason"])
+    kept_of = exact_duplicates(rows)
     for row in rows:
         src = row["track"]["source"]
         if src in decisions:
@@ -70,22 +70,49 @@ def decide(rows: list[Row], config: PipelineConfig) -> dict[str, Decision]:
             decisions[src] = Decision("rejected", "dedup", "duplicate",
                                       f"exact duplicate of the decoded audio of {kept}", kept)
             continue
+        if near is not None and config.near_duplicates.reject and near.kept_of.get(src, src) != src:
+            decisions[src] = Decision("rejected", "fingerprint", "near_duplicate", near.reason(src), near.kept_of[src])
+            continue
         gate = apply_gates(config.gates, scores_of(row))
         decisions[src] = (Decision("rejected", gate.stage, gate.code, gate.reason) if gate
                           else Decision("accepted"))
     return decisions
 
 
-def assign_split(row: Row, config: PipelineConfig) -> str:
-    """The source's own split if it names one; else by hashing the artist, or when it is unknown the
+def split_key(row: Row) -> str:
+    """What one track's split hashes on by itself: the artist, else the input file's bytes."""
+    track = row["track"]
+    song = row["results"].get("ingest", {}).get("source_sha256")
+    return track["metadata"].get("artist") or (f"file:{song}" if song else track_id_for(track["source"]))
+
+
+def split_groups(rows: list[Row], near: NearDuplicates | None) -> dict[str, str]:
+    """Source -> the key its split hashes on: the smallest :func:`split_key` of its connected component of
+    (copies of one recording, ``near``) joined with (songs of one artist), so no copy and no artist crosses
+    splits, whether or not near duplicates are rejected. A track alone keeps its own key."""
+    own = {r["track"]["source"]: split_key(r) for r in rows}
+    by_key: dict[str, list[str]] = defaultdict(list)
+    for src, key in own.items():
+        by_key[key].append(src)
+    edges = [(srcs[0], s) for srcs in by_key.values() for s in srcs[1:]]
+    edges += [(s, kept) for s, kept in (near.kept_of.items() if near else ()) if s in own and kept in own]
+    comp = components(own, edges)
+    smallest: dict[str, str] = {}
+    for src, root in comp.items():
+        smallest[root] = min(smallest.get(root, own[src]), own[src])
+    return {src: smallest[comp[src]] for src in own}
+
+
+def assign_split(row: Row, config: PipelineConfig, group: str | None = None) -> str:
+    """The source's own split if it names one; else by hashing ``group`` (:func:`split_groups`: one key for
+    all copies of a recording and all songs of an artist), by default the artist, or when it is unknown the
     input file's bytes (``ingest.source_sha256``), so every window of a song, and every song of an
     artist, lands in one split on every run, wherever the files are moved or however they are renamed."""
     track = row["track"]
     given = track["metadata"].get("split")
     if given in SPLITS:
         return given
-    song = row["results"].get("ingest", {}).get("source_sha256")
-    group = track["metadata"].get("artist") or (f"file:{song}" if song else track_id_for(track["source"]))
+    group = group or split_key(row)
     h = int.from_bytes(hashlib.sha256(f"{config.splits.salt}\x1f{group}".encode()).digest()[:8], "big") / 2**64
     if h < config.splits.train:
         return "train"
@@ -190,7 +217,8 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
                  progress: bool = True) -> dict[str, Decision]:
     """Decide, fit the codebook, run the samples phase (``run_samples``: the engine), write shards and catalog."""
     rows = sorted(rows, key=lambda r: r["track"]["source"])
-    decisions = decide(rows, config)
+    near = near_duplicate_groups(rows, config, store)
+    decisions = decide(rows, config, near)
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = shard_dir / SHARD_MANIFEST
@@ -198,8 +226,9 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
 
     splits: dict[str, str] = {}
     accepted = [r for r in rows if decisions[r["track"]["source"]].status == "accepted"]
+    groups = split_groups(rows, near)
     for row in accepted:
-        splits[row["track"]["source"]] = assign_split(row, config)
+        splits[row["track"]["source"]] = assign_split(row, config, groups[row["track"]["source"]])
     sampled: dict[str, dict[str, Any]] = {}
     codebook = fit_corpus_codebook(accepted, splits, config, store) if accepted else None
     units = fit_corpus_units(accepted, splits, config, store) if accepted and config.profile == "full" else None
@@ -289,6 +318,9 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
             })
     tracks_rows = [track_row(r, decisions[r["track"]["source"]], splits.get(r["track"]["source"]),
                              n_windows.get(r["track"]["source"], 0), lineages) for r in rows]
+    id_of = {t["source"]: t["track_id"] for t in tracks_rows}
+    for t in tracks_rows:  # a group is named by its kept copy's id (null for a track with no copy)
+        t["duplicate_group"] = id_of[near.kept_of[t["source"]]] if t["source"] in near.kept_of else None
     shard_rows = [{"shard": n, "n_samples": new_manifest[n]["n_samples"], "bytes": written[n].nbytes,
                    "sha256": written[n].sha256, "split": shard_split[n]} for n in sorted(written)]
     write_catalog(out, {"tracks": tracks_rows, "windows": windows_rows, "shards": shard_rows,

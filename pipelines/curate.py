@@ -30,7 +30,8 @@ log = logging.getLogger("songcorpus")
 
 # Config sections that only affect decisions, samples and layout: changing them re-runs no analysis stage
 # (rebuild runs the samples phase, which reuses every sample whose inputs did not change).
-LATE_BINDING_SECTIONS = ("gates", "shards", "splits", "engine", "cache_dir", "windows", "augment", "models")
+LATE_BINDING_SECTIONS = ("gates", "shards", "splits", "engine", "cache_dir", "windows", "augment", "models",
+                         "near_duplicates")
 
 
 @dataclass(frozen=True)

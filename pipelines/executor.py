@@ -27,6 +27,7 @@ def stage_classes(profile: str, phase: str) -> tuple[type[Stage], ...]:
     from songcorpus.transforms.classify import YamnetContentClassifier
     from songcorpus.transforms.codec_frames import CodecFramesStage
     from songcorpus.transforms.f0 import VocalF0Stage
+    from songcorpus.transforms.fingerprint import FingerprintStage
     from songcorpus.transforms.ingest import IngestStage
     from songcorpus.transforms.quality import QualityStage
     from songcorpus.transforms.samples import SampleStage
@@ -41,13 +42,15 @@ def stage_classes(profile: str, phase: str) -> tuple[type[Stage], ...]:
         from songcorpus.transforms.tagger import AstContentClassifier
 
         return {
-            "analysis": (IngestStage, QualityStage, AstContentClassifier, StemStage, SileroVadStage, VocalF0Stage,
+            "analysis": (IngestStage, FingerprintStage, QualityStage, AstContentClassifier, StemStage, SileroVadStage,
+                         VocalF0Stage,
                          StructureStage, LyricsStage, AestheticsStage, CodecFramesStage, UnitFramesStage),
             "samples": (FullSampleStage,),
         }[phase]
     table: dict[str, dict[str, tuple[type[Stage], ...]]] = {
         "lite": {
-            "analysis": (IngestStage, QualityStage, YamnetContentClassifier, StemStage, SileroVadStage, VocalF0Stage,
+            "analysis": (IngestStage, FingerprintStage, QualityStage, YamnetContentClassifier, StemStage, SileroVadStage,
+                         VocalF0Stage,
                          StructureStage, CodecFramesStage),
             "samples": (SampleStage,),
         },

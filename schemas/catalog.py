@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-CATALOG_VERSION = 2  # 2: tracks.source_sha256
+CATALOG_VERSION = 4  # 2: tracks.source_sha256
+# 4: tracks.duplicate_group (the kept copy's track_id for every copy of one recording; null for a track with none)
 
 STATUSES = ("accepted", "rejected", "failed")
 
@@ -69,6 +70,7 @@ TRACKS_SCHEMA = pa.schema(
         pa.field("audio_sha256", pa.string()),
         pa.field("source_sha256", pa.string()),
         pa.field("duplicate_of", pa.string()),
+        pa.field("duplicate_group", pa.string()),  # the kept copy's track_id, for exact and near duplicates
         pa.field("source_format", pa.string()),
         pa.field("split", pa.string()),
         *[pa.field(name, typ) for name, (typ, _, _) in SCORE_COLUMNS.items()],

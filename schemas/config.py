@@ -50,6 +50,34 @@ class ClassifyConfig(_Section):
     num_threads: int = Field(1, ge=1)
 
 
+class FingerprintConfig(_Section):
+    """Chromaprint audio fingerprint of the standardised audio (transforms/fingerprint.py): what near-duplicate
+    matching compares. An analysis setting: changing it re-runs the stage (``songcorpus curate``)."""
+
+    max_length_s: float | None = Field(None, gt=0, description="fingerprint at most this much of each track, from its "
+                                       "start; None: the whole track (fpcalc runs at ~500x real time per core)")
+
+
+class NearDuplicateConfig(_Section):
+    """Late-binding near-duplicate matching over the stored fingerprints (transforms/near_duplicates.py):
+    re-encodings, gain changes, resamples, padded or cut copies of one recording. Matching always runs and
+    groups copies (``tracks.duplicate_group``, one split per group); ``reject`` keeps one copy per group and
+    rejects the others ``near_duplicate``. Re-decided by ``songcorpus rebuild`` without re-fingerprinting."""
+
+    reject: bool = Field(True, description="keep one copy per group (lossless, then bandwidth, then audible "
+                         "duration, then source order) and reject the others; False: keep every copy, still one split")
+    max_bit_error: float = Field(0.2, gt=0, lt=0.5, description="copies differ in at most this share of fingerprint "
+                                 "bits over their overlap (measured: copies <= 0.08, different songs >= 0.31)")
+    min_overlap_s: float = Field(10.0, gt=0, description="the aligned overlap must be at least this long (shorter "
+                                 "clips are only caught as exact duplicates)")
+    key_bits: int | None = Field(None, ge=12, le=32, description="index key: the top bits of each sub-fingerprint "
+                                 "(Chromaprint's matcher uses 28); None: log2(corpus items) + 1, within 20-30, so "
+                                 "random collisions per key stay constant and the cost grows near-linearly")
+    min_votes: int = Field(3, ge=1, description="shared keys at one offset (+-1 item) that make two tracks a candidate")
+    max_postings: int = Field(256, ge=2, description="keys held by more positions than this (silence, steady tones) "
+                              "are skipped: they say nothing and would make the join quadratic")
+
+
 class Gate(_Section):
     """A late-binding decision over one stored score: reject when the score is outside [min, max]."""
 
@@ -319,6 +347,8 @@ class PipelineConfig(_Section):
     ingest: IngestConfig = IngestConfig()
     quality: QualityConfig = QualityConfig()
     classify: ClassifyConfig = ClassifyConfig()
+    fingerprint: FingerprintConfig = FingerprintConfig()
+    near_duplicates: NearDuplicateConfig = NearDuplicateConfig()
     gates: list[Gate] = Field(default_factory=list)
     early_gates: bool = Field(False, description="apply each gate as soon as its score exists, so an input it rejects "
                               "skips the remaining analysis (Demucs, Whisper... on speech clips); a rebuild can then "
