@@ -238,6 +238,21 @@ STORE_MODELS: dict[str, StoreModelSpec] = {
         tags=("codec", "vae"),
         kind="oobleck",
     ),
+    "clap-larger-music": StoreModelSpec(
+        name="clap-larger-music",
+        version="hf-laion-a0b4534",
+        files={"config.json": None, "pytorch_model.bin": None, "preprocessor_config.json": None,
+               "tokenizer.json": None, "tokenizer_config.json": None, "vocab.json": None, "merges.txt": None,
+               "special_tokens_map.json": None},
+        licence="Apache-2.0 (laion/larger_clap_music; LAION-CLAP, Wu et al. 2023)",
+        url_base="https://huggingface.co/laion/larger_clap_music/resolve/a0b4534a14f58e20944452dff00a22a06ce629d1",
+        notes="transformers ClapModel port of LAION-CLAP music_audioset_epoch_15_esc_90.14 (HTSAT-base, unfused), "
+              "the CLAP audiocraft's CLAP score uses; 48 kHz, 512-d. pytorch_model.bin is read by transformers "
+              "with torch.load(weights_only=True). File list taken from the model card, not checked here "
+              "(no network): register another layout with --kind clap",
+        tags=("clap", "eval"),
+        kind="clap",
+    ),
 }
 
 
