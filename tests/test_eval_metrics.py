@@ -314,6 +314,23 @@ def test_yamnet_embedding_and_class_distribution(yamnet, tmp_path: Path) -> None
     assert dist.tagger_kl(song_p[None], speech_p[None]).both > 0.1
 
 
+def test_ast_tagger_from_the_store(tmp_path: Path) -> None:
+    from test_tagger import save_tiny_ast
+
+    from songcorpus.train.eval.embeddings import AstTagger
+
+    root = tmp_path / "store"
+    register_model("tiny-ast", save_tiny_ast(tmp_path / "ast", {"Music": 5.0}), root, kind="ast", version="1")
+    tagger = AstTagger("tiny-ast", store_dir=root)
+    song, rate = demo_audio("song_00/mix.flac", 10.0, 12.0)  # two 10.24 s patches
+    p = tagger.class_distribution(song, rate)
+    assert p.shape == (527,) and p.sum() == pytest.approx(1.0) and tagger.labels[int(p.argmax())] == "Music"
+    same = dist.tagger_kl(p[None], p[None])
+    assert same.both == pytest.approx(0.0, abs=2 * 527e-6)
+    speech = tagger.class_distribution(*demo_audio("speech_00/mix.flac"))
+    assert not np.allclose(p, speech) and dist.kl_divergence(p, speech, eps=0.0) > 0  # a random model: tiny, but > 0
+
+
 # ---------------------------------------------------------------------------------------------
 # CLAP (tiny random ClapModel in a temporary store)
 # ---------------------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = KL_EPS) -> np.ndarray:
     """KL(p || q) = sum_c p_c (log p_c - log(q_c + eps)) per row, as audiocraft's ``kl_divergence``
-    (torch ``kl_div(log(q + eps), p)``; 0 log 0 = 0)."""
+    (torch ``kl_div(log(q + eps), p)``; 0 log 0 = 0). The eps makes identical distributions score slightly
+    below 0, by at most ``classes * eps`` (5e-4 for 521 classes); ``eps=0`` gives the exact divergence."""
     from scipy.special import xlogy
 
     p = np.asarray(p, dtype=np.float64)

