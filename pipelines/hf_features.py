@@ -19,12 +19,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from songcorpus.pipelines.shard_writer import Sample
 from songcorpus.transforms.artefacts import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import datasets
 
 FEATURES_FILE = "features.json"
 AUDIO_SUFFIXES = (".flac", ".wav")
@@ -39,7 +43,7 @@ def npy_arrow_type(path: Path) -> pa.DataType:
     return typ
 
 
-def corpus_features(json_schema: pa.Schema, sample: Sample):  # -> datasets.Features
+def corpus_features(json_schema: pa.Schema, sample: Sample) -> datasets.Features:
     """The features of a corpus whose samples all have ``sample``'s members: ``json`` as the declared struct,
     audio members as the file's bytes (``Value("binary")``: HF's ``Audio`` feature needs torchcodec even to
     pass bytes through; where it is installed, ``ds.cast_column("mix.flac", Audio())`` decodes), ``.npy``

@@ -26,6 +26,7 @@ from test_speaker_units import make_ecapa, make_hubert
 from test_tagger import save_tiny_ast
 
 from songcorpus.pipelines.cli import main
+from songcorpus.schemas.sample import conform_sample_json, sample_json_schema
 from songcorpus.transforms.lyrics import random_ct2_whisper
 from songcorpus.transforms.model_store import register_model
 
@@ -171,6 +172,16 @@ def test_full_profile_runs_on_both_engines_with_the_same_bytes(full_store: Path,
     assert emb.shape == (192,) and meta["speaker"]["from_reference"] == (meta["reference_key"] is not None)
     assert abs(float(np.linalg.norm(emb)) - (1.0 if meta["speaker"]["from_reference"] else 0.0)) < 1e-4
     assert (out / "codec" / "units.npy").exists()
+    # every sample typed by the full profile's schema, and HF reads them all with the corpus' features
+    import datasets
+
+    assert conform_sample_json(meta, sample_json_schema(full_profile=True)) == meta
+    features = datasets.Features.from_dict(json.loads((out / "shards" / "features.json").read_text()))
+    assert {"speaker.npy", "vocals.units.npy"} <= set(features)
+    shards = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    rows = list(datasets.load_dataset("webdataset", data_files={"train": shards}, split="train", streaming=True,
+                                      features=features))
+    assert sorted(r["__key__"] for r in rows) == keys and all(r["json"]["codecs"] for r in rows)
 
     assert output_files(outs["ray"]) == output_files(outs["beam"])
 
