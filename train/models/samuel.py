@@ -163,6 +163,8 @@ class SamuelNet(nn.Module):
             mask = F.pad(base, (0, pad), value=False)
         # valid-frame masks per level, (B, 1, T_l) float for the FiLM means, (B, T_l) bool for attention keys
         m = None if mask is None else mask[:, None].to(x.dtype)
+        if m is not None:  # padded frames carry nothing: no value there reaches a valid frame
+            x, c = x * m, c * m
         masks = [m]
         for _ in range(self.LEVELS):
             masks.append(None if masks[-1] is None else F.max_pool1d(masks[-1], 2))
@@ -284,4 +286,4 @@ class SAMUeL(GeneratorModel):
             else:
                 mean, var = S.ddpm_posterior(x, x0, ab_t, ab_prev)
                 x = mean + var.sqrt() * S.randn(x.shape, generator, dev, x.dtype)
-        return x
+        return x if mask is None else x * mask[..., None].to(x.dtype)

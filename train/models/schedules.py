@@ -9,7 +9,8 @@
 - Guidance: :func:`cfg`, APG (:class:`MomentumBuffer`, :func:`apg`, :func:`apg_dual`; ACE-Step/SongEcho).
 
 Every random draw takes an explicit ``torch.Generator`` (None = torch's global generator), so a resumed run
-that restores the generator draws the same numbers.
+that restores the generator draws the same numbers. Draws land on the data's device, so the generator must
+live there too (``torch.Generator(device=...)``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def sobol_uniform(n: int, generator: torch.Generator | None, device: torch.devic
     A fresh engine per call (LaDA-Band keeps one engine for the whole run): the n points of a batch are still
     stratified, and the draw depends only on the generator state, so a resumed run repeats it.
     """
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+    gen_device = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=gen_device).item())
     return SobolEngine(1, scramble=True, seed=seed).draw(n, dtype=torch.float32)[:, 0].to(device)
 
 

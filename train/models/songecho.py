@@ -168,6 +168,8 @@ class SongEchoNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor,
                 mask: torch.Tensor | None = None, inject: list[Injection] | None = None) -> torch.Tensor:
+        if mask is not None:  # padded frames carry nothing: no value there reaches a valid frame
+            x_t = x_t * mask[..., None].to(x_t.dtype)
         h = self.proj_in(x_t)
         h = self.proj_norm(h.transpose(1, 2)).transpose(1, 2)
         h = self.proj_out(h)
@@ -285,7 +287,8 @@ class SongEcho(GeneratorModel):
             v_c, v_u = v.chunk(2)
             return S.apg(v_c, v_u, guidance, buffer, cfg.apg_eta, cfg.apg_norm_threshold)
 
-        return _euler(velocity, x, steps, cfg.shift)
+        x = _euler(velocity, x, steps, cfg.shift)
+        return x if mask is None else x * mask[..., None].to(x.dtype)
 
 
 class MelodyEncoder(nn.Module):
@@ -422,4 +425,5 @@ class SongEchoMelody(GeneratorModel):
             return S.apg_dual(v_text, v_full, v_u, guidance, cfg.w_text, cfg.w_melody, buffer, bcfg.apg_eta,
                               bcfg.apg_norm_threshold)
 
-        return _euler(velocity, x, steps, bcfg.shift)
+        x = _euler(velocity, x, steps, bcfg.shift)
+        return x if mask is None else x * mask[..., None].to(x.dtype)

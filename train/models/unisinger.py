@@ -263,7 +263,7 @@ class UniSingerNet(nn.Module):
                   torch.cat([sin_p, sin_t.expand(b, -1, -1), torch.zeros(b, 1, hd, device=dev, dtype=dt)], dim=1)[:, None])
         vec = self.time_embed(t * 1000.0)
         vec = vec + self.speaker(cond, training) * keeps["speaker"][:, None].to(dt)
-        x = self.audio_in(x_t)
+        x = self.audio_in(x_t if mask is None else x_t * mask[..., None].to(dt))
         key_mask = torch.cat([frames, c_valid], dim=1)
         for block in self.blocks:
             x, c = block(x, c, vec, rope_x, rope_c, key_mask)
@@ -382,4 +382,4 @@ class UniSinger(GeneratorModel):
                 v_c, v_u = v.chunk(2)
                 v = S.cfg(v_c, v_u, guidance)
             x = x + float(ts[i + 1] - ts[i]) * v
-        return x
+        return x if mask is None else x * mask[..., None].to(x.dtype)
