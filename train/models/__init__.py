@@ -32,7 +32,10 @@ Batch contract (the loader hands tensors; models never read files; time lengths 
 - ``text_emb``: float (B, D_text) caption/tags sentence embedding (384-d MiniLM by default).
 - ``phonemes``: int64 (B, L), 0 = pad; ``units``: int64 (B, T_u) content units at 50 Hz (full profile);
   ``speaker``: float (B, D_spk) (full profile).
-- ``mask``: optional bool (B, T) valid latent/token frames (windows padded to the model length).
+- ``mask``: optional bool (B, T) valid latent/token frames (windows padded to the model length). Padded
+  frames are zeroed (latents) or set to the pad id (tokens) on input and kept out of attention keys and the
+  loss, so the loss does not depend on what the padding holds (tested). Reference windows
+  (``reference_tokens``, ``reference_vocals_latents``) are read whole: give them unpadded.
 
 Interface (:class:`base.GeneratorModel`), identical for the five modules:
 - ``loss(batch, generator=None, step=None, total_steps=None) -> (scalar tensor, dict[str, float])``: the
