@@ -149,6 +149,49 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+MODEL_NAMES = {"samuel": "samuel", "lada-band": "lada_band", "songecho": "songecho", "unisinger": "unisinger"}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Validate the config and the inputs here, then hand over to a launcher (train/launch.py)."""
+    from pathlib import Path
+
+    from songcorpus.schemas.training import TrainConfigError, load_train_config
+    from songcorpus.train import launch
+    from songcorpus.train.checkpoint import CheckpointError
+    from songcorpus.train.data import DataError
+    from songcorpus.train.trainer import TrainError
+
+    name = MODEL_NAMES[args.model]
+    backbone = None
+    if args.model == "songecho" and args.stage == "melody":
+        name = "songecho_melody"
+        if not args.backbone:
+            print("songcorpus: --stage melody needs --backbone RUN (a stage-A run of --model songecho)", file=sys.stderr)
+            return 2
+        backbone = Path(args.backbone)
+    overrides: dict = {}
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.checkpoint_every is not None:
+        overrides["checkpoint"] = {"every": args.checkpoint_every}
+    try:
+        config = load_train_config(name, args.config, overrides)
+        run = Path(args.out)
+        if args.launcher == "local":
+            result = launch.launch_local(config, args.data, run, progress=not args.no_progress, backbone=backbone)
+        elif args.launcher == "torchrun":
+            return launch.launch_torchrun(config, args.data, run, args.workers, backbone=backbone,
+                                          progress=not args.no_progress)
+        else:
+            result = launch.launch_ray(config, args.data, run, args.workers, backbone=backbone, address=args.address)
+    except (TrainConfigError, DataError, CheckpointError, TrainError) as exc:
+        print(f"songcorpus: {exc}", file=sys.stderr)
+        return 2
+    print(f"trained {name} to step {result.get('step')} in {args.out} (loss {result.get('loss', float('nan')):.4f})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     args.inputs = [demo_manifest()]
     return cmd_curate(args)
@@ -223,6 +266,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="1", help="with add --kind: the new model's version (default 1)")
     p.add_argument("--licence", default="unknown", help="with add --kind: the weights' licence")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train one of the four generators on a curated corpus",
+                       description="Train SAMUeL, LaDA-Band, SongEcho or UniSinger on the shards of a curated corpus "
+                                   "(a folder written by `songcorpus curate`, a wids index, a glob or shard paths). "
+                                   "The run folder holds the config, what it trained on, a JSONL log and "
+                                   "checkpoints; re-running the same command resumes from the latest checkpoint, and "
+                                   "a larger --steps continues a finished run.",
+                       epilog="Configs: YAML validated against schemas/training.py (unknown keys are errors).")
+    p.add_argument("--model", required=True, choices=sorted(MODEL_NAMES))
+    p.add_argument("--data", required=True, metavar="CORPUS", help="corpus folder, index JSON, glob or shard")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder (created; reused to resume)")
+    p.add_argument("--config", metavar="FILE", help="training config YAML (defaults: the compact model)")
+    p.add_argument("--steps", type=int, help="optimiser steps in total (overrides the config)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
+    p.add_argument("--launcher", choices=["local", "torchrun", "ray"], default="local",
+                   help="local: this process; torchrun: DDP over --workers processes; ray: Ray Train workers")
+    p.add_argument("--workers", type=int, default=2, help="processes for torchrun / Ray Train (default 2)")
+    p.add_argument("--address", help="with --launcher ray: a Ray cluster to join (default: a private local one)")
+    p.add_argument("--stage", choices=["backbone", "melody"], default="backbone",
+                   help="SongEcho: backbone (stage A, text-to-song) or melody (stage B, needs --backbone)")
+    p.add_argument("--backbone", metavar="RUN", help="SongEcho stage B: the finished stage-A run")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",
                        description="Curate the bundled demo corpus (songs with ground-truth stems, instrumentals, "

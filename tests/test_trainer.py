@@ -1,0 +1,140 @@
+"""The trainer on the demo shards: resume equals an uninterrupted run (in-process stop, and kill -9 of the
+CLI), 2 torchrun processes equal 1 process with the same global batch, Ray Train trains and checkpoints,
+and bad inputs (empty split, missing field, foreign or corrupt checkpoint, changed config) are refused by name."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from songcorpus.schemas.training import load_train_config
+from songcorpus.train.checkpoint import CheckpointError, latest_checkpoint
+from songcorpus.train.data import CorpusView, DataError, StepOrder
+from songcorpus.train.launch import launch_local, launch_torchrun
+from songcorpus.train.trainer import TrainError
+
+TINY_SAMUEL = {"model": {"name": "samuel", "base_channels": 8, "time_dim": 16, "heads": 2},
+               "data": {"num_workers": 0, "window_s": 4.0}, "optim": {"warmup_steps": 2}, "global_batch": 4}
+
+
+def tiny(steps: int, **over) -> dict:
+    cfg = {**TINY_SAMUEL, "steps": steps, **over}
+    cfg["checkpoint"] = {"every": 2, "keep": 2, **over.get("checkpoint", {})}
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    step, ckpt = latest_checkpoint(run)
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    return {**{f"model.{k}": v for k, v in state["model"].items()}, **{f"ema.{k}": v for k, v in state["ema"].items()}}
+
+
+def test_step_order_is_world_size_free_and_endless():
+    order = StepOrder(n_samples=5, seed=1, global_batch=4)
+    seen = [order.global_indices(s) for s in range(10)]
+    flat = torch.tensor([int(i) for s in seen for i in s])
+    assert sorted(flat[:5].tolist()) == list(range(5))  # the first epoch is a permutation
+    assert order.global_indices(7).tolist() == seen[7].tolist()  # a pure function of the step
+    r0, r1 = order.rank_slice(2, 0), order.rank_slice(2, 1)
+    assert seen[3][r0].tolist() + seen[3][r1].tolist() == seen[3].tolist()
+    with pytest.raises(DataError, match="does not split over 3 ranks"):
+        order.rank_slice(3, 0)
+
+
+def test_resumed_run_equals_uninterrupted(demo_ray, tmp_path):
+    cfg = load_train_config("samuel", overrides=tiny(6))
+    whole = launch_local(cfg, str(demo_ray), tmp_path / "whole", progress=False)
+    assert whole["done"] and whole["step"] == 6
+    cut = launch_local(cfg, str(demo_ray), tmp_path / "cut", progress=False, stop_after=3)
+    assert not cut["done"] and latest_checkpoint(tmp_path / "cut")[0] == 3
+    again = launch_local(cfg, str(demo_ray), tmp_path / "cut", progress=False)
+    assert again["resumed_from"] == 3 and again["done"]
+    a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    log = (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
+    assert [int(line.split(",")[0].split(":")[1]) for line in log] == list(range(6))  # one line per step, no repeats
+
+
+def test_kill_9_mid_training_then_rerun_equals_uninterrupted(demo_ray, tmp_path):
+    cfg_file = write_config(tmp_path / "tiny.yaml", tiny(10, checkpoint={"every": 2}))
+    cmd = [sys.executable, "-m", "songcorpus.pipelines.cli", "train", "--model", "samuel", "--data", str(demo_ray),
+           "--config", str(cfg_file), "--no-progress"]
+    subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "step-00000004").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    found = latest_checkpoint(tmp_path / "killed")
+    assert found is not None and found[0] < 10, "the run ended before it could be killed"
+    subprocess.run([*cmd, "--out", str(tmp_path / "killed")], check=True, capture_output=True, timeout=600)
+    a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_torchrun_processes_match_one_with_the_same_global_batch(demo_ray, tmp_path):
+    """1 process x 2 micro-batches vs 2 processes x 1: the same samples and noise per micro-batch; the
+    gradients differ only by float summation order (tolerance 1e-5 relative on every weight)."""
+    one = load_train_config("samuel", overrides=tiny(4, grad_accum=2))
+    two = load_train_config("samuel", overrides=tiny(4, grad_accum=1))
+    launch_local(one, str(demo_ray), tmp_path / "one", progress=False)
+    assert launch_torchrun(two, str(demo_ray), tmp_path / "two", workers=2, progress=False) == 0
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_ray_train_two_cpu_workers_train_and_checkpoint(demo_ray, tmp_path):
+    from songcorpus.train.launch import launch_ray
+
+    cfg = load_train_config("samuel", overrides=tiny(4))
+    metrics = launch_ray(cfg, str(demo_ray), tmp_path / "ray", workers=2)
+    assert metrics["step"] == 4
+    assert latest_checkpoint(tmp_path / "ray")[0] == 4
+
+
+def test_bad_inputs_are_refused_by_name(demo_ray, tmp_path):
+    import shutil
+
+    from songcorpus.schemas.training import TrainConfigError
+    from songcorpus.train.checkpoint import load_checkpoint
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(demo_ray / "shards", corpus / "shards")
+    (corpus / "shards" / "index-valid.json").unlink(missing_ok=True)
+    with pytest.raises(DataError, match="no samples in split 'valid'"):
+        CorpusView(str(corpus), "valid", ["f0"])
+    with pytest.raises(DataError, match="vocals.units.npy.*full profile"):
+        CorpusView(str(demo_ray), "train", ["units"])
+    cfg = load_train_config("samuel", overrides=tiny(2))
+    launch_local(cfg, str(demo_ray), tmp_path / "run", progress=False)
+    other = load_train_config("samuel", overrides=tiny(2, seed=5))
+    with pytest.raises(TrainError, match="another config"):
+        launch_local(other, str(demo_ray), tmp_path / "run", progress=False)
+    lada = load_train_config("lada_band")
+    with pytest.raises((TrainError, TrainConfigError), match="samuel"):
+        launch_local(lada, str(demo_ray), tmp_path / "run", progress=False)
+    step, ckpt = latest_checkpoint(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="is of model 'samuel'"):
+        load_checkpoint(ckpt, "lada_band", 0)
+    state = ckpt / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt.*move"):
+        launch_local(load_train_config("samuel", overrides=tiny(4)), str(demo_ray), tmp_path / "run", progress=False)

@@ -1,0 +1,441 @@
+"""Shards -> batches for the generators: fields by name, split by rank and worker, an endless seeded stream,
+resumable from the step alone.
+
+Reads: WebDataset shards (a corpus folder's ``shards/index-<split>.json``, a wids index, a glob, or a list
+of paths), the members each model asks for and nothing else: every shard's tar headers are scanned once
+for member offsets (512-byte reads), and a sample's members are then read by offset, so a token model reads
+its 2 KB of tokens and the JSON, never the 1 MB of FLAC beside them.
+Writes: nothing (the trainer saves :meth:`ShardStream.state_dict` in its checkpoints and the latent
+statistics of :func:`latent_statistics` in the run folder).
+
+Order. The samples of a split form one list (shards in index order, members in tar order). Epoch ``e`` is
+the permutation ``default_rng([seed, e])`` of that list, epochs follow each other without end, and global
+step ``s`` takes positions ``[s*G, (s+1)*G)`` of that sequence (``G`` = global batch). Rank ``r`` of ``W``
+takes the ``r``-th of ``W`` equal slices of each global batch; DataLoader worker ``w`` of ``K`` builds the
+steps ``s % K == w``. So:
+- no rank runs out before another (the stream is endless and the trainer counts steps);
+- the batch of step ``s`` is a pure function of (seed, s, rank, world size): a resumed run draws exactly
+  the batches an uninterrupted one would, and the global batch does not depend on the world size (2 ranks
+  of 2 see what 1 rank of 4 sees), so a resume on another world size is re-sharded exactly;
+- fewer shards than ranks x workers is no problem: the split is by sample, not by shard.
+Crops are seeded the same way, per (seed, step, position in the global batch).
+
+Fails: an empty split, a shard that is missing or not a tar, a field the model needs that the corpus lacks
+(naming it and the profile that makes it) each raise :class:`DataError` before training starts.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import io
+import json
+import math
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from songcorpus.schemas.track import SPLITS
+
+F0_RATE_HZ = 100.0
+
+
+class DataError(ValueError):
+    """Training data that cannot be used, named, with what to do."""
+
+
+# batch key -> (member suffix template, rate kind); {codec} is the configured codec
+TENSOR_FIELDS: dict[str, tuple[str, str]] = {
+    "vocals_latents": ("vocals.{codec}_latents.npy", "latent"),
+    "accompaniment_latents": ("accompaniment.{codec}_latents.npy", "latent"),
+    "vocals_tokens": ("vocals.{codec}_tokens.npy", "token"),
+    "accompaniment_tokens": ("accompaniment.{codec}_tokens.npy", "token"),
+    "f0": ("f0.npy", "f0"),
+    "units": ("vocals.units.npy", "units"),
+    "speaker": ("speaker.npy", "static"),
+}
+# batch keys read from the reference window (LaDA-Band's reference accompaniment, UniSinger's lite speaker)
+REFERENCE_FIELDS: dict[str, str] = {"reference_tokens": "accompaniment_tokens",
+                                    "reference_latents": "accompaniment_latents",
+                                    "reference_vocals_latents": "vocals_latents"}
+TEXT_FIELDS = ("text_emb", "phonemes")
+FULL_PROFILE_ONLY = {"units", "speaker"}
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """Where one sample's members are: shard file and (offset, size) of each member."""
+
+    key: str
+    shard: str
+    members: dict[str, tuple[int, int]]
+
+
+@dataclass
+class ShardIndex:
+    """Every sample of a list of shards, in order, with member offsets (from the tar headers)."""
+
+    shards: list[str]
+    samples: list[SampleRef] = field(default_factory=list)
+
+    @classmethod
+    def scan(cls, shards: Sequence[str]) -> ShardIndex:
+        index = cls(list(shards))
+        for shard in shards:
+            path = Path(shard)
+            if not path.is_file():
+                raise DataError(f"shard {shard} does not exist (re-run `songcorpus curate`, or fix the shard list)")
+            try:
+                with tarfile.open(path, "r:") as tar:
+                    grouped: dict[str, dict[str, tuple[int, int]]] = {}
+                    for member in tar:
+                        if not member.isfile():
+                            continue
+                        key, _, suffix = member.name.partition(".")
+                        grouped.setdefault(key, {})[suffix] = (member.offset_data, member.size)
+            except tarfile.TarError as exc:
+                raise DataError(f"shard {shard} is not a readable tar ({exc}); re-run `songcorpus curate`") from exc
+            index.samples += [SampleRef(k, str(path), m) for k, m in grouped.items()]
+        return index
+
+    def by_key(self) -> dict[str, int]:
+        return {s.key: i for i, s in enumerate(self.samples)}
+
+
+def resolve_shards(data: str | Sequence[str], split: str = "train") -> list[str]:
+    """A corpus folder (its ``shards/index-<split>.json``), a wids index JSON, a glob, one shard, or a list."""
+    if not isinstance(data, (str, Path)):
+        return [str(p) for p in data]
+    data = str(data)
+    path = Path(data)
+    if path.is_dir():
+        index = path / "shards" / f"index-{split}.json" if (path / "shards").is_dir() else path / f"index-{split}.json"
+        if not index.exists():
+            known = sorted(p.stem.removeprefix("index-") for p in index.parent.glob("index-*.json"))
+            raise DataError(f"corpus {data} has no samples in split {split!r} (no {index.name}; splits with "
+                            f"samples: {', '.join(known) or 'none'}); choose one of {SPLITS} that has samples, "
+                            f"or curate more songs")
+        path = index
+    if path.suffix == ".json":
+        spec = json.loads(path.read_text())
+        return [str((path.parent / s["url"]).resolve()) if "://" not in s["url"] else s["url"]
+                for s in spec["shardlist"]]
+    if any(ch in data for ch in "*?["):
+        found = sorted(globlib.glob(data))
+        if not found:
+            raise DataError(f"pattern {data!r} matches no shard")
+        return found
+    return [data]
+
+
+def read_members(ref: SampleRef, suffixes: Sequence[str]) -> dict[str, bytes]:
+    """The named members of one sample, each by one seek and one read."""
+    out = {}
+    with open(ref.shard, "rb") as fh:
+        for suffix in sorted(suffixes, key=lambda s: ref.members[s][0]):
+            offset, size = ref.members[suffix]
+            fh.seek(offset)
+            out[suffix] = fh.read(size)
+    return out
+
+
+def npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class FieldPlan:
+    """What a model needs from a corpus: member suffixes, their rates (from the shard lineage), and lengths."""
+
+    keys: tuple[str, ...]
+    codec: str
+    window_s: float
+    rates: dict[str, float]
+
+    def frames(self, key: str) -> int:
+        kind = TENSOR_FIELDS[REFERENCE_FIELDS.get(key, key)][1]
+        return math.ceil(self.window_s * self.rates[kind] - 1e-9)
+
+
+def corpus_rates(meta: dict[str, Any], codec: str) -> dict[str, float]:
+    """Frame rates named by a sample's JSON (never assumed): the embedded codec's, or a full-profile codec's."""
+    rates = {"f0": F0_RATE_HZ, "static": 0.0}
+    if codec == "embedded":
+        emb = meta["embedded_codec"]
+        rates["latent"], rates["token"] = float(emb["latent_rate_hz"]), float(emb["token_rate_hz"])
+    else:
+        entry = next((c for c in meta.get("codecs", []) if c["name"] == codec), None)
+        if entry is None:
+            names = [c["name"] for c in meta.get("codecs", [])] or ["none (a lite corpus has only 'embedded')"]
+            raise DataError(f"the corpus has no codec {codec!r} (its samples have: {', '.join(names)}); set the "
+                            f"training config's data.codec to one of them, or curate with a profile that makes it")
+        rates["latent"] = rates["token"] = float(entry["frame_rate"])
+    if "units" in meta:
+        rates["units"] = float(meta["units"]["frame_rate"])
+    return rates
+
+
+class CorpusView:
+    """One split of a corpus, indexed, with the fields a model needs checked against what the samples hold."""
+
+    def __init__(self, data: str | Sequence[str], split: str, keys: Sequence[str], codec: str = "embedded",
+                 window_s: float | None = None) -> None:
+        self.split = split
+        self.index = ShardIndex.scan(resolve_shards(data, split))
+        if not self.index.samples:
+            raise DataError(f"split {split!r} of {data} has no samples; curate more songs or pick another split")
+        first = self.index.samples[0]
+        if "json" not in first.members:
+            raise DataError(f"sample {first.key} in {first.shard} has no json member: not a songcorpus shard")
+        self.first_meta = json.loads(read_members(first, ["json"])["json"])
+        self.codec = codec
+        self.rates = corpus_rates(self.first_meta, codec)
+        self.window_s = float(window_s or self.first_meta["duration_s"])
+        self.plan = FieldPlan(tuple(keys), codec, self.window_s, self.rates)
+        self.suffixes = {k: TENSOR_FIELDS[k][0].format(codec=codec) for k in keys if k in TENSOR_FIELDS}
+        self.reference_suffixes = {k: TENSOR_FIELDS[REFERENCE_FIELDS[k]][0].format(codec=codec)
+                                   for k in keys if k in REFERENCE_FIELDS}
+        missing = sorted({s for s in [*self.suffixes.values(), *self.reference_suffixes.values()]
+                          if s not in first.members})
+        if missing:
+            wanted = [k for k in keys if self.suffixes.get(k) in missing or self.reference_suffixes.get(k) in missing]
+            profile = "the full profile (`songcorpus curate --profile full`)" if FULL_PROFILE_ONLY & set(wanted) else \
+                f"a profile whose codecs include {codec!r}"
+            raise DataError(f"the model needs {', '.join(missing)} (batch keys {', '.join(wanted)}), which sample "
+                            f"{first.key} of {first.shard} does not have (it has {', '.join(sorted(first.members))}); "
+                            f"curate with {profile}")
+        self.key_index = self.index.by_key()
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+
+@dataclass(frozen=True)
+class StepOrder:
+    """The global sample order: seeded epoch permutations, endless; step -> indices for one rank."""
+
+    n_samples: int
+    seed: int
+    global_batch: int
+
+    def __post_init__(self) -> None:
+        if self.n_samples <= 0:
+            raise DataError("no samples to draw from")
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
+
+    def global_indices(self, step: int) -> np.ndarray:
+        start = step * self.global_batch
+        positions = np.arange(start, start + self.global_batch)
+        epochs, offsets = np.divmod(positions, self.n_samples)
+        out = np.empty(self.global_batch, dtype=np.int64)
+        for epoch in np.unique(epochs):
+            sel = epochs == epoch
+            out[sel] = self.permutation(int(epoch))[offsets[sel]]
+        return out
+
+    def rank_slice(self, world_size: int, rank: int) -> slice:
+        if self.global_batch % world_size:
+            raise DataError(f"global batch {self.global_batch} does not split over {world_size} ranks; make it a "
+                            f"multiple of the world size")
+        per = self.global_batch // world_size
+        return slice(rank * per, (rank + 1) * per)
+
+
+def crop_or_pad(x: np.ndarray, start: int, n: int) -> tuple[np.ndarray, int]:
+    """``n`` frames from ``start`` (zero-padded past the end); returns the frames and how many are real."""
+    piece = x[start:start + n]
+    valid = piece.shape[0]
+    if valid < n:
+        piece = np.concatenate([piece, np.zeros((n - valid, *x.shape[1:]), dtype=x.dtype)])
+    return piece, valid
+
+
+class BatchBuilder:
+    """Sample members -> a dict of numpy arrays in the models' batch contract (train/models/__init__.py)."""
+
+    def __init__(self, view: CorpusView, caption_encoder: Any = None, phonemes: Any = None,
+                 latent_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, max_phonemes: int = 256) -> None:
+        self.view = view
+        self.caption_encoder = caption_encoder
+        self.phonemes = phonemes
+        self.latent_stats = latent_stats or {}
+        self.max_phonemes = max_phonemes
+        keys = set(view.plan.keys)
+        if "text_emb" in keys and caption_encoder is None:
+            raise DataError("the model needs text_emb: give the loader a caption encoder (train/text.py CaptionEncoder)")
+        if "phonemes" in keys and phonemes is None:
+            raise DataError("the model needs phonemes: give the loader a phoneme tokenizer (train/text.py)")
+
+    def sample(self, index: int, crop_rng: np.random.Generator) -> dict[str, Any]:
+        view = self.view
+        ref = view.index.samples[index]
+        raw = read_members(ref, ["json", *view.suffixes.values()])
+        meta = json.loads(raw["json"])
+        plan = view.plan
+        duration = float(meta["duration_s"])
+        spare = max(0.0, duration - plan.window_s)
+        offset_s = float(crop_rng.uniform(0.0, spare)) if spare > 0 else 0.0
+        out: dict[str, Any] = {"key": ref.key}
+        valid_s = min(plan.window_s, duration - offset_s)
+        for key, suffix in view.suffixes.items():
+            arr = npy(raw[suffix])
+            kind = TENSOR_FIELDS[key][1]
+            if kind == "static":
+                out[key] = arr.astype(np.float32)
+                continue
+            n = plan.frames(key)
+            start = round(offset_s * view.rates[kind])
+            piece, _ = crop_or_pad(arr, start, n)
+            out[key] = self._normalise(key, piece)
+        if view.reference_suffixes:
+            rkey = meta.get("reference_key")
+            rref = view.index.samples[view.key_index[rkey]] if rkey in view.key_index else None
+            rraw = read_members(rref, list(view.reference_suffixes.values())) if rref else {}
+            for key, suffix in view.reference_suffixes.items():
+                n = plan.frames(key)
+                base = REFERENCE_FIELDS[key]
+                if suffix in rraw:
+                    piece, _ = crop_or_pad(npy(rraw[suffix]), 0, n)
+                else:  # no reference window in this split: zeros, flagged, so the model can null it
+                    shape = (n, *out[base].shape[1:]) if base in out else (n,)
+                    piece = np.zeros(shape, dtype=np.float32 if "latents" in base else np.int64)
+                out[key] = self._normalise(base, piece)
+                out["has_reference"] = rref is not None
+        rate = view.rates["latent"] if any("latents" in k for k in out) else view.rates.get("token", 25.0)
+        frames = math.ceil(plan.window_s * rate - 1e-9)
+        out["mask"] = np.arange(frames) < math.ceil(valid_s * rate - 1e-9)
+        metadata = meta.get("metadata", {})
+        if "text_emb" in plan.keys:
+            out["caption"] = ", ".join(t for t in (metadata.get("caption"), metadata.get("tags")) if t) or ""
+        if "phonemes" in plan.keys:
+            out["lyrics"] = window_lyrics(meta, offset_s, plan.window_s)
+        return out
+
+    def _normalise(self, key: str, x: np.ndarray) -> np.ndarray:
+        if "tokens" in key or key == "units":
+            return x.astype(np.int64)
+        if key in self.latent_stats:
+            mean, std = self.latent_stats[key]
+            return ((x - mean) / std).astype(np.float32)
+        return x.astype(np.float32)
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {"keys": [s["key"] for s in samples]}
+        for key in samples[0]:
+            if key in ("key", "caption", "lyrics"):
+                continue
+            batch[key] = np.stack([np.asarray(s[key]) for s in samples])
+        if "text_emb" in self.view.plan.keys:
+            batch["text_emb"] = self.caption_encoder.encode([s["caption"] for s in samples])
+        if "phonemes" in self.view.plan.keys:
+            ids = [self.phonemes.ids(s["lyrics"])[: self.max_phonemes] for s in samples]
+            width = max(1, max(len(i) for i in ids))
+            batch["phonemes"] = np.stack([np.pad(i, (0, width - len(i))) for i in ids]).astype(np.int64)
+        return batch
+
+
+def window_lyrics(meta: dict[str, Any], offset_s: float, window_s: float) -> str:
+    """The lyrics sung in the (cropped) window: its timed words where the corpus has them (full profile),
+    else the song's lyric sheet cut in proportion to where the window sits in the song (the lite profile has
+    no word timings; a coarse but honest stand-in, stated here)."""
+    words = meta.get("labels", {}).get("lyrics_words")
+    if words is not None:
+        return " ".join(w["word"] for w in words if offset_s <= (w["start_s"] + w["end_s"]) / 2 < offset_s + window_s)
+    text = (meta.get("metadata") or {}).get("lyrics") or ""
+    tokens = text.split()
+    span = meta.get("augmentation", {}).get("source_span_s") or {}
+    total = float(meta.get("scores", {}).get("duration_s") or 0.0)
+    if not tokens or total <= 0:
+        return ""
+    start = float(span.get("start_s", meta.get("start_s", 0.0))) + offset_s
+    lo = int(len(tokens) * max(0.0, start) / total)
+    hi = int(math.ceil(len(tokens) * min(total, start + window_s) / total))
+    return " ".join(tokens[lo:max(lo, hi)])
+
+
+def latent_statistics(view: CorpusView, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel mean and std of each latent field over every sample of the view (SAMUeL z-scores per
+    stem over the training split); computed once by the trainer, saved with the run, inverted before decoding."""
+    stats = {}
+    for key in keys:
+        if key not in view.suffixes or "latents" not in key:
+            continue
+        total = total_sq = None
+        count = 0
+        for ref in view.index.samples:
+            x = npy(read_members(ref, [view.suffixes[key]])[view.suffixes[key]]).astype(np.float64)
+            total = x.sum(0) if total is None else total + x.sum(0)
+            total_sq = (x ** 2).sum(0) if total_sq is None else total_sq + (x ** 2).sum(0)
+            count += x.shape[0]
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+        stats[key] = (mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32))
+    return stats
+
+
+class ShardStream:
+    """An iterable of batches for one rank, steps ``[start_step, end_step)``; a torch IterableDataset when
+    torch is used (see :meth:`torch_dataset`), with its state (the next step) for checkpoints."""
+
+    def __init__(self, builder: BatchBuilder, order: StepOrder, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0, end_step: int | None = None) -> None:
+        self.builder = builder
+        self.order = order
+        self.rank = rank
+        self.world_size = world_size
+        self.slice = order.rank_slice(world_size, rank)
+        self.start_step = start_step
+        self.end_step = end_step
+
+    def batch(self, step: int) -> dict[str, Any]:
+        indices = self.order.global_indices(step)
+        positions = range(self.slice.start, self.slice.stop)
+        samples = [self.builder.sample(int(indices[p]),
+                                       np.random.default_rng([self.order.seed, 1, step, p])) for p in positions]
+        batch = self.builder.collate(samples)
+        batch["step"] = step
+        return batch
+
+    def steps(self, worker: int = 0, n_workers: int = 1) -> Iterator[int]:
+        step = self.start_step
+        while self.end_step is None or step < self.end_step:
+            if step % n_workers == worker:
+                yield step
+            step += 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for step in self.steps():
+            yield self.batch(step)
+
+    def state_dict(self, next_step: int) -> dict[str, Any]:
+        return {"next_step": next_step, "seed": self.order.seed, "global_batch": self.order.global_batch,
+                "n_samples": self.order.n_samples}
+
+    def check_resume(self, state: dict[str, Any]) -> None:
+        """A checkpoint's loader state must describe this stream's order (same corpus size, seed, batch)."""
+        for name in ("seed", "global_batch", "n_samples"):
+            if state.get(name) != getattr(self.order, name):
+                raise DataError(f"the checkpoint's loader {name} is {state.get(name)}, this run's is "
+                                f"{getattr(self.order, name)}: resuming would draw other batches; use the same "
+                                f"corpus and config, or start a new run folder")
+
+    def torch_dataset(self):
+        """A torch IterableDataset over this stream: DataLoader worker ``w`` of ``K`` builds steps ``s % K == w``
+        and the DataLoader's round-robin yields them in step order."""
+        import torch
+
+        stream = self
+
+        class _Steps(torch.utils.data.IterableDataset):
+            def __iter__(self):
+                info = torch.utils.data.get_worker_info()
+                w, k = (info.id, info.num_workers) if info else (0, 1)
+                for step in stream.steps(w, k):
+                    yield stream.batch(step)
+
+        return _Steps()
