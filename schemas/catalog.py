@@ -19,7 +19,8 @@ SCORE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "duration_s": (pa.float64(), "ingest", "seconds of decoded audio"),
     "source_sample_rate": (pa.int64(), "ingest", "Hz, as decoded"),
     "source_channels": (pa.int64(), "ingest", "channels, as decoded"),
-    "loudness_lufs": (pa.float64(), "ingest", "integrated loudness, ITU-R BS.1770 (LUFS); null when undefined"),
+    "loudness_lufs": (pa.float64(), "ingest", "integrated loudness, ITU-R BS.1770 (LUFS); -70 (the absolute "
+                      "gate) when every 400 ms block is below it; null when shorter than one block"),
     "clipping_ratio": (pa.float64(), "ingest", "fraction of source samples at full scale"),
     "nonfinite_ratio": (pa.float64(), "ingest", "fraction of source samples that are NaN or inf"),
     "silence_ratio": (pa.float64(), "quality", "fraction of 10 ms frames that are digital silence"),

@@ -108,6 +108,9 @@ BAD_INPUTS: dict[str, tuple[str, str | None]] = {
     "lying_header.wav": ("rejected", "truncated"),
     "nonfinite.wav": ("rejected", "nonfinite_samples"),
     "silence.wav": ("rejected", "digital_silence"),
+    "near_silent_noise.wav": ("rejected", "too_quiet"),  # -70 dBFS noise: -67 LUFS
+    "near_silent_tone.wav": ("rejected", "too_quiet"),  # a 1e-4 sine: every block under BS.1770's -70 LUFS gate
+    "quiet_song.flac": ("accepted", None),  # a song at -25 dB gain (-42 LUFS) is quiet, not silent
     "very_short.wav": ("rejected", "too_short"),
     "hour_long.wav": ("rejected", "too_long"),
     "surround_5_1.wav": ("accepted", None),
@@ -144,6 +147,11 @@ def make_bad_inputs(root: Path) -> Path:
     bad[5000] = np.inf
     sf.write(root / "nonfinite.wav", bad, rate, subtype="FLOAT")
     sf.write(root / "silence.wav", np.zeros(rate * 8, np.float32), rate, subtype="PCM_16")
+    sf.write(root / "near_silent_noise.wav", np.random.default_rng(70).normal(0, 10 ** (-70 / 20), rate * 8), rate,
+             subtype="PCM_16")
+    sf.write(root / "near_silent_tone.wav", 1e-4 * np.sin(2 * np.pi * 440 * np.arange(rate * 8) / rate), rate,
+             subtype="PCM_16")
+    sf.write(root / "quiet_song.flac", x * 10 ** (-25 / 20), rate, subtype="PCM_16")
     sf.write(root / "very_short.wav", x[: rate // 2], rate, subtype="PCM_16")
     with sf.SoundFile(root / "hour_long.wav", "w", samplerate=8000, channels=1, subtype="PCM_16") as fh:
         block = (rng.normal(0, 0.05, 8000 * 60)).astype(np.float32)

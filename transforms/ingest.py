@@ -4,7 +4,8 @@ Reads: the input file named by ``track.path``.
 Writes: the standardised audio (16-bit FLAC at ``ingest.sample_rate``, ``ingest.channels``) into the
 artefact store under its sha256, and the fields below.
 Provides: audio_sha256, audio_file, n_frames, duration_s, source_sample_rate, source_channels,
-source_format, loudness_lufs (ITU-R BS.1770 via pyloudnorm), clipping_ratio and nonfinite_ratio
+source_format, loudness_lufs (ITU-R BS.1770 via pyloudnorm; -70 LUFS, the standard's absolute gate, when
+every block is below it, so the ``too_quiet`` gate sees near-silence), clipping_ratio and nonfinite_ratio
 (measured on the source samples, before any processing), and source_sha256 (the input file's bytes:
 the song's identity wherever the file lives, which the corpus splits on when no artist is known).
 Fails when: the file is missing, unreadable or not audio (failed); it is empty, truncated, or longer
@@ -31,7 +32,8 @@ from songcorpus.transforms.base import Rejection, Resources, Row, Stage
 
 class IngestStage(Stage):
     name = "ingest"
-    version = "3"  # 2: int16 <-> float scaled by 32768 (lossless round trip of 16-bit sources); 3: source_sha256
+    version = "4"  # 2: int16 <-> float scaled by 32768 (lossless round trip of 16-bit sources); 3: source_sha256;
+    # 4: loudness_lufs is LOUDNESS_FLOOR_LUFS, not None, for audio whose every block is below the absolute gate
     requires = ("track.path",)
     provides = ("audio_sha256", "audio_file", "n_frames", "duration_s", "source_sample_rate",
                 "source_channels", "source_format", "loudness_lufs", "clipping_ratio", "nonfinite_ratio",
@@ -158,9 +160,17 @@ def wav_declared_frames(path: Path) -> int | None:
         return None  # float or extensible WAVs: nothing the stdlib can check
 
 
+LOUDNESS_FLOOR_LUFS = -70.0  # BS.1770's absolute gate: blocks quieter than this are not counted
+
+
 def integrated_loudness(pcm: np.ndarray, rate: int) -> float | None:
-    """BS.1770 integrated loudness in LUFS; None when undefined (shorter than one 400 ms block, or silent)."""
+    """BS.1770 integrated loudness in LUFS; None when shorter than one 400 ms block.
+
+    When every block is below the absolute gate the standard's mean is over no blocks (pyloudnorm says -inf);
+    that audio is then quieter than -70 LUFS, so -70 is stored: the tightest bound the measure gives, below
+    any loudness it can define. A None would read "not applicable", and a missing score passes every gate,
+    so a near-silent file would slip past the ``too_quiet`` gate to a classifier guessing on silence."""
     if pcm.shape[0] < int(0.4 * rate) + 1:
         return None
     value = pyloudnorm.Meter(rate).integrated_loudness(pcm.astype(np.float64) / 32768.0)
-    return round(float(value), 4) if np.isfinite(value) else None
+    return round(float(value), 4) if np.isfinite(value) else LOUDNESS_FLOOR_LUFS
