@@ -78,6 +78,12 @@ def test_no_song_spans_two_splits_and_stems_are_used_as_given(demo_ray: Path) ->
     con = duckdb.connect(str(demo_ray / "catalog.duckdb"), read_only=True)
     spread = con.execute("SELECT track_id FROM windows GROUP BY track_id HAVING count(DISTINCT split) > 1").fetchall()
     assert spread == []
+    # the demo manifest holds songs out by composition and voice: song_00 valid, song_05 test, the rest train
+    splits = dict(con.execute("SELECT DISTINCT source, split FROM windows").fetchall())
+    given = {r["path"]: r.get("split") for r in map(json.loads, (DEMO_DIR / "manifest.jsonl").read_text().splitlines())}
+    assert {Path(s).parent.name: sp for s, sp in splits.items() if Path(s).parent.name.startswith("song")} == {
+        "song_00": "valid", "song_01": "train", "song_03": "train", "song_05": "test", "song_07": "train"}
+    assert all(sp == given[next(p for p in given if s.endswith(p))] for s, sp in splits.items())
     methods = dict(con.execute("SELECT source, stems_method FROM tracks WHERE status = 'accepted'").fetchall())
     con.close()
     for source, method in methods.items():
