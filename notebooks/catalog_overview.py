@@ -55,9 +55,9 @@ def windows_by_split(con: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 
 def methods(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """Which method made each field: a corpus must never mix them silently."""
+    """Which method made each field (the caption's too: generated captions are never passed off as human ones)."""
     return con.execute("""
-        SELECT stems_method, f0_method, structure_method, count(*) FROM tracks
+        SELECT stems_method, f0_method, structure_method, key_method, caption_method, count(*) FROM tracks
         WHERE status = 'accepted' GROUP BY ALL ORDER BY ALL""").fetchall()
 
 

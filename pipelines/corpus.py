@@ -28,6 +28,7 @@ from songcorpus.schemas.sample import sample_json_schema
 from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row, canonical_json
+from songcorpus.transforms.caption import effective_caption
 from songcorpus.transforms.gates import apply_gates, check_gate_scores
 from songcorpus.transforms.near_duplicates import NearDuplicates, components, exact_duplicates, near_duplicate_groups
 
@@ -367,6 +368,8 @@ def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
         **({"classify_method": lineages["classify"]["model"]}  # the lite classifier names its model in lineage only
            if "classify" in row["results"] and "classify_method" not in row["results"]["classify"]
            and "classify" in lineages else {}),
+        **dict(zip(("caption", "caption_method"), effective_caption(row), strict=True)),  # the source's, else generated
+        "key": row["results"].get("key", {}).get("key"), "mode": row["results"].get("key", {}).get("mode"),
         "extra_json": canonical_json(track.get("extra") or {}),
         "lineage_json": canonical_json(lineage_of(row, lineages)),
         "n_windows": n_windows,

@@ -24,11 +24,13 @@ def stage_classes(profile: str, phase: str) -> tuple[type[Stage], ...]:
     """Two phases per profile: "analysis" runs on every input and stores scores; "samples" runs on the
     accepted songs once decisions, splits and the corpus codebook are known. (Imported here, so a
     worker only imports the stages it runs.)"""
+    from songcorpus.transforms.caption import CaptionStage
     from songcorpus.transforms.classify import YamnetContentClassifier
     from songcorpus.transforms.codec_frames import CodecFramesStage
     from songcorpus.transforms.f0 import VocalF0Stage
     from songcorpus.transforms.fingerprint import FingerprintStage
     from songcorpus.transforms.ingest import IngestStage
+    from songcorpus.transforms.key import KeyStage
     from songcorpus.transforms.quality import QualityStage
     from songcorpus.transforms.samples import SampleStage
     from songcorpus.transforms.stems import StemStage
@@ -44,14 +46,15 @@ def stage_classes(profile: str, phase: str) -> tuple[type[Stage], ...]:
         return {
             "analysis": (IngestStage, FingerprintStage, QualityStage, AstContentClassifier, StemStage, SileroVadStage,
                          VocalF0Stage,
-                         StructureStage, LyricsStage, AestheticsStage, CodecFramesStage, UnitFramesStage),
+                         StructureStage, KeyStage, CaptionStage, LyricsStage, AestheticsStage, CodecFramesStage,
+                         UnitFramesStage),
             "samples": (FullSampleStage,),
         }[phase]
     table: dict[str, dict[str, tuple[type[Stage], ...]]] = {
         "lite": {
             "analysis": (IngestStage, FingerprintStage, QualityStage, YamnetContentClassifier, StemStage, SileroVadStage,
                          VocalF0Stage,
-                         StructureStage, CodecFramesStage),
+                         StructureStage, KeyStage, CaptionStage, CodecFramesStage),
             "samples": (SampleStage,),
         },
     }

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-CATALOG_VERSION = 4  # 2: tracks.source_sha256
+CATALOG_VERSION = 5  # 2: tracks.source_sha256
 # 4: tracks.duplicate_group (the kept copy's track_id for every copy of one recording; null for a track with none)
+# 5: tracks.key, mode, key_strength, key_margin, key_method, caption_method; tracks.caption is the effective caption
+#    (the source's, else the caption stage's: caption_method says which)
 
 STATUSES = ("accepted", "rejected", "failed")
 
@@ -42,6 +44,8 @@ SCORE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "f0_voiced_fraction": (pa.float64(), "f0", "fraction of 10 ms frames with a voiced vocal f0"),
     "f0_median_hz": (pa.float64(), "f0", "median voiced vocal f0 (Hz)"),
     "tempo_bpm": (pa.float64(), "structure", "global tempo estimate (BPM)"),
+    "key_strength": (pa.float64(), "key", "correlation of the pitch-class profile with its key's Krumhansl-Kessler profile"),
+    "key_margin": (pa.float64(), "key", "key_strength minus the best other key's correlation (small: ambiguous key)"),
     # full profile (null on lite runs)
     "lyrics_language_probability": (pa.float64(), "lyrics", "Whisper's language probability on the vocal stem"),
     "lyrics_cer": (pa.float64(), "lyrics", "character error rate of the transcript against the source lyrics"),
@@ -58,7 +62,8 @@ SCORE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
 }
 
 # Which method produced each derived field of a track (the catalog says it, so a corpus never mixes silently).
-METHOD_COLUMNS = ("classify_method", "stems_method", "f0_method", "structure_method", "lyrics_method")
+METHOD_COLUMNS = ("classify_method", "stems_method", "f0_method", "structure_method", "lyrics_method", "key_method",
+                  "caption_method")
 
 TRACKS_SCHEMA = pa.schema(
     [
@@ -77,7 +82,9 @@ TRACKS_SCHEMA = pa.schema(
         *[pa.field(name, typ) for name, (typ, _, _) in SCORE_COLUMNS.items()],
         pa.field("title", pa.string()),
         pa.field("artist", pa.string()),
-        pa.field("caption", pa.string()),
+        pa.field("caption", pa.string()),  # the source's caption, else the caption stage's (caption_method says which)
+        pa.field("key", pa.string()),  # tonic of the estimated key (key stage), e.g. "F#"
+        pa.field("mode", pa.string()),  # "major" or "minor"
         pa.field("tags", pa.string()),
         pa.field("lyrics", pa.string()),
         pa.field("language", pa.string()),

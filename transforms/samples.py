@@ -55,12 +55,13 @@ from songcorpus.transforms.augment import (
     stretcher_id,
 )
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage, canonical_json
+from songcorpus.transforms.caption import sample_caption
 from songcorpus.transforms.codec import EmbeddedCodec, encode_tokens, load_codebook
 from songcorpus.transforms.models import ModelError
 from songcorpus.transforms.windows import Window, choose_references, plan_windows
 
 EDGE_S = 0.25  # context cut on both sides of a window before a time stretch or pitch shift (edge effects)
-ANALYSIS_STAGES = ("ingest", "quality", "classify", "stems", "vad", "f0", "structure")
+ANALYSIS_STAGES = ("ingest", "quality", "classify", "stems", "vad", "f0", "structure", "key", "caption")
 
 
 def flac_bytes(x: np.ndarray, rate: int) -> bytes:
@@ -325,6 +326,10 @@ class SampleStage(Stage):
                             "source_span_s": list(span)}
         metadata = {k: (None if track["metadata"].get(k) is None else str(track["metadata"][k]))
                     for k in METADATA_FIELDS if k != "split"}
+        caption_from = caption_method(metadata)
+        if "caption" in row["results"]:  # the caption stage's: the source's own, else generated (this copy's tempo, key)
+            metadata["caption"], caption_from = sample_caption(row["results"]["caption"], aug.speed if aug else 1.0,
+                                                               aug.semitones if aug else 0.0)
         lineage = {**row.get("lineage", {}), "samples": self.lineage()}
         meta = {
             "spec_version": SAMPLE_SPEC_VERSION,
@@ -341,7 +346,7 @@ class SampleStage(Stage):
             "augmentation": augmentation_record(aug, eq, acfg, span),
             "labels": labels,
             "metadata": metadata,
-            "caption_method": caption_method(metadata),
+            "caption_method": caption_from,
             "scores": {k: row["scores"].get(k) for k in SCORE_COLUMNS},
             "lineage": [{"stage": name, "version": str(entry["version"]), "model": entry.get("model"),
                          "checksum": entry.get("checksum"), "config_hash": entry["config_hash"]}

@@ -4,8 +4,9 @@ Spectrogram Transformer fine-tuned on AudioSet (MIT/ast-finetuned-audioset-10-10
 Reads: the standardised FLAC (``results.ingest.audio_file``), mixed to mono and resampled to 16 kHz (soxr HQ).
 Provides: the lite classifier's fields with the same meaning (transforms/classify.py, ``content_fields``):
 speech_prob, singing_prob, music_prob (mean sigmoid probability of the AudioSet classes Speech, Singing,
-Music over the analysed patches) and speech_fraction (share of patches where speech beats both music and
-singing), plus classify_method ("ast:<model>@<version>"). A patch is AST's input, 10.24 s (1024 frames of
+Music over the analysed patches), speech_fraction (share of patches where speech beats both music and
+singing) and music_tags (the strongest genre, instrument and mood classes, transforms/music_tags.py), plus
+classify_method ("ast:<model>@<version>"). A patch is AST's input, 10.24 s (1024 frames of
 10 ms), so speech_fraction is coarser than YAMNet's (0.96 s patches): a 30 s track has 3 patches.
 Needs: a store model of kind ``ast`` in the published layout (config.json, model.safetensors,
 preprocessor_config.json), loaded with transformers from that folder only (local_files_only, safetensors);
@@ -30,6 +31,7 @@ from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.base import Resources, Row, Stage
 from songcorpus.transforms.classify import YamnetContentClassifier, content_fields, content_label_indices
 from songcorpus.transforms.models import ModelError
+from songcorpus.transforms.music_tags import top_music_tags
 
 MODEL_RATE = 16000
 HOP = 160  # the Kaldi fbank's 10 ms frame shift at 16 kHz
@@ -88,7 +90,7 @@ class AstTagger:
 
 class AstContentClassifier(Stage):
     name = "classify"
-    version = "1"
+    version = "2"  # 2: music_tags
     requires = YamnetContentClassifier.requires
     provides = (*YamnetContentClassifier.provides, "classify_method")
     resources = Resources(num_cpus=1.0, memory_mb=2048)
@@ -148,6 +150,9 @@ class AstContentClassifier(Stage):
         if self._tagger is None:
             self.setup()
         patches = self._patches(row)
-        probs = run_batched(patches, lambda batch: self._tagger.probabilities(batch, self._classes),
-                            max_items=self.config.tagger.batch_size)
-        return {**content_fields(np.stack(probs)), "classify_method": f"ast:{self.model_id()}"}
+        every_class = list(range(len(self._tagger.labels)))
+        probs = np.stack(run_batched(patches, lambda batch: self._tagger.probabilities(batch, every_class),
+                                     max_items=self.config.tagger.batch_size))
+        return {**content_fields(probs[:, self._classes]),
+                "music_tags": top_music_tags(probs.mean(axis=0), self._tagger.labels),
+                "classify_method": f"ast:{self.model_id()}"}
