@@ -11,7 +11,8 @@
 # fresh install gets. uv itself is pinned in the lock too and bootstrapped with pip from its hashes.
 # System packages (apt-get, only when missing): python3 (>= 3.11) with venv; rubberband-cli (Rubber Band,
 # the augmentation's time stretch and pitch shift); libchromaprint-tools (fpcalc, the near-duplicate
-# stage's audio fingerprint); espeak-ng (phonemizer's backend for lyric phonemes). All run as separate
+# stage's audio fingerprint); espeak-ng (phonemizer's backend for lyric phonemes); ffmpeg (the libraries
+# torchcodec decodes with, for Hugging Face datasets' Audio feature). All run as separate
 # programs or libraries loaded at run time, so their GPL stays apart from this package.
 # Audio decoding uses the FFmpeg and libsndfile libraries inside the PyAV and soundfile wheels.
 set -euo pipefail
@@ -57,6 +58,7 @@ fi
 command -v rubberband >/dev/null 2>&1 || apt_install "augmentation's time stretch and pitch shift" rubberband-cli
 command -v fpcalc >/dev/null 2>&1 || apt_install "Chromaprint fingerprints for near-duplicate detection" libchromaprint-tools
 command -v espeak-ng >/dev/null 2>&1 || apt_install "phonemizer's backend: lyric phonemes for training and PER" espeak-ng
+command -v ffmpeg >/dev/null 2>&1 || apt_install "FFmpeg libraries for torchcodec: Hugging Face datasets' Audio feature" ffmpeg
 
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -45,9 +45,9 @@ def npy_arrow_type(path: Path) -> pa.DataType:
 
 def corpus_features(json_schema: pa.Schema, sample: Sample) -> datasets.Features:
     """The features of a corpus whose samples all have ``sample``'s members: ``json`` as the declared struct,
-    audio members as the file's bytes (``Value("binary")``: HF's ``Audio`` feature needs torchcodec even to
-    pass bytes through; where it is installed, ``ds.cast_column("mix.flac", Audio())`` decodes), ``.npy``
-    members as nested lists of their dtype, and HF's own ``__key__``/``__url__`` strings."""
+    audio members as HF's ``Audio`` feature at their own rate (decoded by torchcodec, which the lock installs,
+    on FFmpeg's libraries; ``Value("binary")`` instead with ``ds.cast_column`` if you want the FLAC bytes),
+    ``.npy`` members as nested lists of their dtype, and HF's own ``__key__``/``__url__`` strings."""
     import datasets
 
     fields = [pa.field("json", pa.struct(list(json_schema)))]
@@ -63,8 +63,8 @@ def corpus_features(json_schema: pa.Schema, sample: Sample) -> datasets.Features
             raise ValueError(f"sample {sample.key}: no feature type for member {suffix!r}")
     features = datasets.Features.from_arrow_schema(pa.schema(
         [*fields, pa.field("__key__", pa.string()), pa.field("__url__", pa.string())]))
-    for suffix in audio:  # the encoded file: datasets' Audio feature encodes and decodes only through torchcodec
-        features[suffix] = datasets.Value("binary")
+    for suffix in audio:  # decoded on access, at the file's own sample rate
+        features[suffix] = datasets.Audio(sampling_rate=None)
     return datasets.Features({k: features[k] for k in sorted(features)})
 
 
