@@ -1,4 +1,4 @@
-"""The ``songcorpus`` command: curate, rebuild, report, demo."""
+"""The ``songcorpus`` command: curate, rebuild, report, inspect, models, train, generate, train-report, demo."""
 
 from __future__ import annotations
 
@@ -212,6 +212,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Load the run's EMA weights and the corpus codec, prepare the inputs as the corpus was, write audio."""
+    from songcorpus.schemas.training import TrainConfigError
+    from songcorpus.train.checkpoint import CheckpointError
+    from songcorpus.train.data import DataError
+    from songcorpus.train.generate import GenerateError, Request, generate
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    req = Request(out=Path(args.out), vocals=path(args.vocals), melody=path(args.melody),
+                  reference=path(args.reference), caption=args.caption, lyrics=args.lyrics, task=args.task,
+                  duration_s=args.duration, inputs_are_stems=args.inputs_are_stems, steps=args.steps,
+                  guidance=args.guidance, seed=args.seed, stems=args.stems)
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        info = generate(args.run, req, checkpoint=args.checkpoint, device=device)
+    except (GenerateError, CheckpointError, TrainConfigError, DataError) as exc:
+        print(f"songcorpus: {exc}", file=sys.stderr)
+        return 2
+    print(f"generated {info['duration_s']:.2f} s at {info['sample_rate']} Hz with {info['model']} (EMA weights of "
+          f"step {info['step']}; {info['windows']} window(s) of {info['window_s']:g} s): "
+          + ", ".join(info["written"]))
+    return 0
+
+
+def cmd_train_report(args: argparse.Namespace) -> int:
+    from songcorpus.train.report import ReportError, train_report
+
+    try:
+        print(train_report(Path(args.run), Path(args.png) if args.png else None))
+    except ReportError as exc:
+        print(f"songcorpus: {exc}", file=sys.stderr)
+        return 2
+    if args.png:
+        print(f"wrote {args.png}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     args.inputs = [demo_manifest()]
     return cmd_curate(args)
@@ -324,6 +367,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", metavar="RUN", help="SongEcho stage B: the finished stage-A run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate audio with a trained run (EMA weights)",
+                       description="Generate with a run of `songcorpus train`: SAMUeL and LaDA-Band an accompaniment "
+                                   "for --vocals; SongEcho a song for --caption (stage B: following the f0 of "
+                                   "--melody's vocals); UniSinger --task song (--caption, --lyrics, --melody for "
+                                   "duration and singer) or --task svc (--vocals sung by the --reference singer). "
+                                   "Inputs pass through the corpus's own stages (ingest, stems for a mix, VAD, f0, "
+                                   "the embedded codec and codebook named by the corpus lineage); the output is "
+                                   "decoded by that codec (Griffin-Lim from log-mel) at the corpus sample rate. "
+                                   "Long inputs are generated window by window at the run's window length and "
+                                   "concatenated.")
+    p.add_argument("run", metavar="RUN", help="a run folder written by `songcorpus train --out RUN`")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .wav or .flac")
+    p.add_argument("--vocals", metavar="FILE", help="a vocal stem (used as given): SAMUeL, LaDA-Band, UniSinger svc")
+    p.add_argument("--melody", metavar="FILE", help="a song (mix) whose vocal f0 SongEcho stage B follows; "
+                                                    "UniSinger song: duration and singer")
+    p.add_argument("--reference", metavar="FILE", help="LaDA-Band: a song whose accompaniment is the style reference; "
+                                                       "UniSinger: the target singer's song")
+    p.add_argument("--inputs-are-stems", action="store_true",
+                   help="--melody/--reference are already stems (vocals; LaDA-Band's reference: accompaniment), "
+                        "not mixes to separate")
+    p.add_argument("--caption", metavar="TEXT", help="caption / tags (SongEcho, UniSinger; optional for LaDA-Band)")
+    p.add_argument("--lyrics", metavar="TEXT", help="lyrics, spread over the windows (SongEcho, UniSinger song)")
+    p.add_argument("--task", choices=["song", "svc"], help="UniSinger: song generation or voice conversion")
+    p.add_argument("--duration", type=float, metavar="S", help="SongEcho stage A without --melody: seconds (default "
+                                                                  "one window)")
+    p.add_argument("--checkpoint", metavar="STEP", help="a checkpoint step of RUN or a step folder (default: latest)")
+    p.add_argument("--steps", type=int, metavar="N", help="sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0): same inputs and seed, same output")
+    p.add_argument("--stems", action="store_true", help="also write OUT.vocals / OUT.accompaniment (SongEcho, UniSinger)")
+    p.add_argument("--device", default="auto", help="torch device (default: cuda when present, else cpu)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train-report", help="plot a training run's log and print a summary",
+                       description="Draw loss terms, learning rate, gradient norm, samples/s and the data-wait "
+                                   "fraction against the step from RUN/log.jsonl, and print first/last/min/mean "
+                                   "of each.")
+    p.add_argument("run", metavar="RUN", help="a run folder written by `songcorpus train --out RUN`")
+    p.add_argument("--png", metavar="FILE", help="write the plot here")
+    p.set_defaults(func=cmd_train_report)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",
                        description="Curate the bundled demo corpus (songs with ground-truth stems, instrumentals, "

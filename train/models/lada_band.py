@@ -170,12 +170,13 @@ class LadaBand(GeneratorModel):
     def generate(self, cond_batch: Mapping[str, torch.Tensor], steps: int = 36, guidance: float = 1.0,
                  generator: torch.Generator | None = None, top_p: float | None = None, top_k: int | None = None,
                  temperature: float | None = None, mask_temperature: float | None = None,
-                 trace: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+                 trace: list[dict[str, torch.Tensor]] | None = None, keep_reference: bool = True) -> torch.Tensor:
         """Accompaniment tokens (B, T) for ``vocals_tokens`` (+ ``text_emb``, ``reference_tokens``).
 
         Invalid frames (``mask`` False) come back as the accompaniment pad id (vocab + 1). ``trace``, when a
         list, receives one dict per step: the vocal ids the network read, the tokens and the mask after it.
         Sampling settings default to the config's (top-p 0.9, top-k 100, temperature 1, Gumbel 10.5).
+        ``keep_reference`` False nulls the reference slot (no reference audio; prefix dropout trains it).
         """
         self.check_batch(cond_batch, ("vocals_tokens", "reference_tokens", "text_emb"))
         cfg = self.config
@@ -189,7 +190,7 @@ class LadaBand(GeneratorModel):
         valid_b = torch.ones_like(voc, dtype=torch.bool) if valid is None else valid
         n_valid = valid_b.sum(dim=-1)
         ones = torch.ones(b, dtype=torch.bool, device=dev)
-        prefix = self.net.prefix(cond_batch["text_emb"], ref, ones, ones)
+        prefix = self.net.prefix(cond_batch["text_emb"], ref, ones, ones if keep_reference else ~ones)
         null_prefix = self.net.prefix(cond_batch["text_emb"], ref, ~ones, ~ones) if guidance != 1.0 else None
         x = torch.where(valid_b, torch.full_like(voc, self.acc_mask), torch.full_like(voc, self.acc_pad))
         masked = valid_b.clone()
