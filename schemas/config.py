@@ -55,7 +55,7 @@ class FingerprintConfig(_Section):
     matching compares. An analysis setting: changing it re-runs the stage (``songcorpus curate``)."""
 
     max_length_s: float | None = Field(None, gt=0, description="fingerprint at most this much of each track, from its "
-                                       "start; None: the whole track (fpcalc runs at ~500x real time per core)")
+                                       "start; None: the whole track (fpcalc runs at ~900x real time per core)")
 
 
 class NearDuplicateConfig(_Section):
@@ -65,11 +65,13 @@ class NearDuplicateConfig(_Section):
     rejects the others ``near_duplicate``. Re-decided by ``songcorpus rebuild`` without re-fingerprinting."""
 
     reject: bool = Field(True, description="keep one copy per group (lossless, then bandwidth, then audible "
-                         "duration, then source order) and reject the others; False: keep every copy, still one split")
+                         "duration, then less padding, then source order) and reject the others; False: keep every "
+                         "copy, still one split")
     max_bit_error: float = Field(0.2, gt=0, lt=0.5, description="copies differ in at most this share of fingerprint "
                                  "bits over their overlap (measured: copies <= 0.08, different songs >= 0.31)")
-    min_overlap_s: float = Field(10.0, gt=0, description="the aligned overlap must be at least this long (shorter "
-                                 "clips are only caught as exact duplicates)")
+    min_overlap_s: float = Field(10.0, gt=0, description="the aligned overlap of the fingerprints must be at least "
+                                 "this long (a track's fingerprint spans about 2.5 s less than the track, so clips "
+                                 "under ~12.5 s are only caught as exact duplicates)")
     key_bits: int | None = Field(None, ge=12, le=32, description="index key: the top bits of each sub-fingerprint "
                                  "(Chromaprint's matcher uses 28); None: log2(corpus items) + 1, within 20-30, so "
                                  "random collisions per key stay constant and the cost grows near-linearly")

@@ -80,8 +80,8 @@ def test_every_variant_matches_its_song_and_no_two_songs_match(corpus):
     assert abs(abs(shifted.offset) * ITEM_S - 1.3) < ITEM_S  # aligned at the added silence
 
     near = near_duplicate_groups(rows, config, store)
-    for song in SONGS:  # one group per song; kept: of the lossless full-band full-length copies (the original,
-        # its gain change, its padded copy: the same by the rule), the first source
+    for song in SONGS:  # one group per song; kept: of the lossless, full-band, full-length, unpadded copies (the
+        # original and its gain change: the same by the rule), the first source
         assert {near.kept_of[f"{song}/{v}"] for v in VARIANTS} == {f"{song}/gain_-6db"}
         assert near.kept_of[f"{song}/original"] == f"{song}/gain_-6db"
     assert not any(f"{clip}/original" in near.kept_of for clip in OTHERS)
@@ -98,8 +98,9 @@ def test_the_kept_copy_rule():
     assert order([row("a", "FLAC/PCM_16", 11000, 60), row("b", "WAV/PCM_24", 21000, 30)]) == ["b", "a"]
     # within 10 % of the widest copy the bandwidth is a tie; then the longer audible audio wins...
     assert order([row("a", "FLAC/PCM_16", 21000, 30), row("b", "FLAC/PCM_16", 20000, 48)]) == ["b", "a"]
-    # ... and added silence is not length: the source order decides
-    assert order([row("b", "FLAC/PCM_16", 21000, 48.6), row("a", "FLAC/PCM_16", 21000, 49.9, 1.3 / 49.9)]) == ["a", "b"]
+    # ... added silence is not length (the unpadded file wins), and then the source order decides
+    assert order([row("b", "FLAC/PCM_16", 21000, 48.6), row("a", "FLAC/PCM_16", 21000, 49.9, 1.3 / 49.9)]) == ["b", "a"]
+    assert order([row("b", "FLAC/PCM_16", 21000, 48.6), row("a", "WAV/PCM_16", 21000, 48.6)]) == ["a", "b"]
     assert order([row("b", "FLAC/PCM_16", 21000, 48.6), row("a", "FLAC/PCM_16", None, 48.6)]) == ["b", "a"]
     assert [is_lossless(f) for f in ("FLAC/PCM_16", "WAV/FLOAT", "ffmpeg:alac", "MP3/MPEG_LAYER_III", "OGG/OPUS",
                                      "OGG/VORBIS", "ffmpeg:aac", None)] == [True] * 3 + [False] * 5
@@ -132,7 +133,8 @@ def test_planted_copies_are_found_among_random_fingerprints():
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory) -> Path:
-    """A demo song cut to 16 s, its mp3 and opus re-encodings, and another song."""
+    """A demo song cut to 16 s (its fingerprint spans 13.5 s: over the 10 s minimum), its mp3 and opus copies, and
+    another song."""
     root = tmp_path_factory.mktemp("copies")
     x, rate = sf.read(DEMO_DIR / "song_01" / "mix.flac", dtype="float32")
     x = x[: 16 * rate]

@@ -14,8 +14,8 @@ short for Chromaprint) are in no group.
 The kept copy, in order: lossless source over lossy (ingest's ``source_format``); higher bandwidth
 (quality's ``bandwidth_hz``, in steps of 10 % below the group's widest copy, so measurement noise between
 two full-band copies does not decide); longer audible audio (``duration_s * (1 - silence_ratio)``, to
-0.1 s, so added silence is not length); then the smallest source. Deterministic. Gates then judge the kept
-copy alone: the copies it stands for share its content.
+0.1 s, so added silence is not length); then the shorter file (less padding); then the smallest source.
+Deterministic. Gates then judge the kept copy alone: the copies it stands for share its content.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from songcorpus.transforms.base import Row
 from songcorpus.transforms.fingerprint import ITEM_S
 from songcorpus.transforms.fingerprint_index import IndexStats, find_matches
 
-KEPT_RULE = "lossless, then bandwidth, then audible duration, then source order"
+KEPT_RULE = "lossless, then bandwidth, then audible duration, then less padding, then source order"
 
 # Codecs that do not discard signal (libsndfile subtypes and FFmpeg decoder names as ingest records them).
 _LOSSLESS = ("PCM_", "FLOAT", "DOUBLE", "ALAC", "ffmpeg:flac", "ffmpeg:alac", "ffmpeg:pcm_", "ffmpeg:wavpack",
@@ -111,7 +111,8 @@ def keep_order(rows: list[Row]) -> list[Row]:
         steps = math.floor(math.log(widest / bw) / math.log(1.1) + 1e-9) if bw and widest > 0 else 10**6
         silence = r["results"].get("quality", {}).get("silence_ratio") or 0.0
         audible = round(float(ingest["duration_s"]) * (1.0 - silence), 1)
-        return (not is_lossless(ingest.get("source_format")), steps, -audible, r["track"]["source"])
+        return (not is_lossless(ingest.get("source_format")), steps, -audible, round(float(ingest["duration_s"]), 1),
+                r["track"]["source"])
 
     return sorted(rows, key=key)
 
