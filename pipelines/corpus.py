@@ -25,7 +25,7 @@ from songcorpus.pipelines.shard_writer import Sample, WrittenShard, describe_sha
 from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.sample import sample_json_schema
-from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for
+from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for, track_id_of
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row, canonical_json
 from songcorpus.transforms.caption import effective_caption
@@ -248,6 +248,7 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
                 sampled[src] = row["results"]["samples"]
     by_split: dict[str, list[Sample]] = defaultdict(list)
     window_meta: dict[str, dict[str, Any]] = {}
+    track_ids = {r["track"]["source"]: track_id_of(r) for r in rows}
     for src in sorted(sampled):
         for entry in sampled[src]["samples"]:
             members = {suffix: store.root / rel for suffix, rel in entry["members"].items()}
@@ -256,7 +257,7 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
                 raise FileNotFoundError(f"sample {entry['key']} of {src}: {len(missing)} members are missing from the "
                                         f"cache (first {missing[0]}); run `songcorpus curate` again to recompute them")
             by_split[splits[src]].append(Sample(entry["key"], members))
-            window_meta[entry["key"]] = {**entry, "source": src, "track_id": track_id_for(src), "split": splits[src]}
+            window_meta[entry["key"]] = {**entry, "source": src, "track_id": track_ids[src], "split": splits[src]}
     if codebook is not None:  # next to the shards, so trainers and the evaluator can decode tokens without the cache
         atomic_write_bytes(out / "codec" / "codebook.npy", (store.root / codebook["file"]).read_bytes())
         atomic_write_bytes(out / "codec" / "codebook.json", (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
@@ -350,7 +351,7 @@ def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
     meta = track["metadata"]
     ingest = row["results"].get("ingest", {})
     return {
-        "track_id": track_id_for(track["source"]),
+        "track_id": track_id_of(row),
         "source": track["source"],
         "status": decision.status,
         "stage": decision.stage,

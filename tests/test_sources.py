@@ -115,3 +115,17 @@ def test_several_inputs_are_prefixed_by_their_names_and_a_clash_is_refused(tmp_p
     assert [r.source for r in records] == ["left/mix.flac", "left/speech.flac", "right/mix.flac", "right/speech.flac"]
     with pytest.raises(SourceError, match="share the name 'left'"):
         expand_inputs([str(tmp_path / "x/left"), str(tmp_path / "y/left")], tmp_path / "m")
+
+
+def test_track_ids_follow_the_file_bytes_not_the_name():
+    """A renamed or moved file keeps its track id (so its sample keys and augmentation draws); another file's
+    bytes give another id; an input whose bytes were never read falls back to its name."""
+    from songcorpus.schemas.track import track_id_of
+
+    def row(source, sha):
+        return {"track": {"source": source}, "results": {"ingest": {"source_sha256": sha}} if sha else {}}
+
+    assert track_id_of(row("a/song.flac", "ab" * 32)) == track_id_of(row("elsewhere/renamed.flac", "ab" * 32))
+    assert track_id_of(row("a/song.flac", "ab" * 32)) != track_id_of(row("a/song.flac", "cd" * 32))
+    assert track_id_of(row("missing.flac", None)) != track_id_of(row("other.flac", None))
+    assert len(track_id_of(row("x", None))) == 21 and "." not in track_id_of(row("x", "ab" * 32))

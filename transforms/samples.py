@@ -41,7 +41,7 @@ from songcorpus.schemas.sample import (
     sample_json_schema,
     window_key,
 )
-from songcorpus.schemas.track import METADATA_FIELDS, track_id_for
+from songcorpus.schemas.track import METADATA_FIELDS, track_id_of
 from songcorpus.transforms.audio_io import read_standard_audio, to_int16
 from songcorpus.transforms.augment import (
     EqParams,
@@ -139,7 +139,7 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 
 class SampleStage(Stage):
     name = "samples"
-    version = "2"  # 2: a song with no window is rejected (no_windows) instead of accepted with no samples
+    version = "3"  # 2: a song with no window is rejected (no_windows); 3: keys and draws from the file's bytes
     requires = ("audio_file", "vocals_file", "accompaniment_file", "f0_file", "vad_segments", "beats", "sections",
                 "split", "codebook")
     provides = ("samples", "n_candidate_windows")
@@ -185,7 +185,7 @@ class SampleStage(Stage):
         f0 = self.store.get_array(res["f0"]["f0_file"]).astype(np.float32)
         codec = EmbeddedCodec(self.config.codec, rate)
         codebook = load_codebook(root / row["codebook"]["file"], row["codebook"]["sha256"])
-        track_id = track_id_for(row["track"]["source"])
+        track_id = track_id_of(row)  # from the file's bytes: same keys and augmentation wherever the corpus lives
         variants: list[SongAugmentation | None] = [None]
         aug = plan_song_augmentation(track_id, self.config.augment)
         if aug is not None:
@@ -334,7 +334,7 @@ class SampleStage(Stage):
         meta = {
             "spec_version": SAMPLE_SPEC_VERSION,
             "key": key,
-            "track_id": track_id_for(track["source"]),
+            "track_id": track_id_of(row),
             "source": track["source"],
             "split": row["split"],
             "start_s": start_in_source,
