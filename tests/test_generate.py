@@ -1,0 +1,119 @@
+"""`songcorpus generate` end to end for each generator from 2-step tiny runs on the demo corpus (inputs through
+the corpus's stages, the embedded codec's decode, the corpus sample rate, the input's length), its refusals
+(exit 2 naming the problem), and `songcorpus train-report`'s PNG."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from test_trainer import tiny_generator
+
+from songcorpus.pipelines.cli import demo_manifest, main
+from songcorpus.train.launch import launch_local
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DEMO_DIR = Path(demo_manifest()).parent
+CLIP_S = 5.0  # one 4 s window and a partial one: the window-by-window path and the masked last window
+
+
+@pytest.fixture(scope="module")
+def runs(demo_ray, tmp_path_factory) -> dict[str, Path]:
+    """A 2-step run of each generator (stage B on the stage-A run)."""
+    root = tmp_path_factory.mktemp("gen_runs")
+    out = {}
+    for name in ("samuel", "lada_band", "songecho", "songecho_melody", "unisinger"):
+        out[name] = root / name
+        launch_local(tiny_generator(name, 2), str(demo_ray), out[name], progress=False,
+                     backbone=out["songecho"] if name == "songecho_melody" else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """5 s of song_00 (from 10 s in): the vocal stem and the mix."""
+    folder = tmp_path_factory.mktemp("clips")
+    out = {}
+    for stem in ("vocals", "mix"):
+        x, rate = sf.read(DEMO_DIR / "song_00" / f"{stem}.flac", dtype="float32")
+        out[stem] = folder / f"song_00_{stem}.flac"
+        sf.write(out[stem], x[10 * rate:10 * rate + int(CLIP_S * rate)], rate, subtype="PCM_16")
+    return out
+
+
+def corpus_rate(demo: Path) -> int:
+    return int(yaml.safe_load((demo / "config.yaml").read_text())["ingest"]["sample_rate"])
+
+
+CASES = {  # id -> (run, arguments; {vocals}/{mix} are the clips)
+    "samuel": ("samuel", ["--vocals", "{vocals}"]),
+    "lada_band_reference_mix": ("lada_band", ["--vocals", "{vocals}", "--reference", "{mix}", "--caption", "a waltz"]),
+    "songecho_stage_a": ("songecho", ["--melody", "{mix}", "--caption", "a slow ballad, piano"]),
+    "songecho_stage_b": ("songecho_melody", ["--melody", "{mix}", "--caption", "a slow ballad",
+                                             "--lyrics", "i dream of jeannie with the light brown hair", "--stems"]),
+    "unisinger_song": ("unisinger", ["--task", "song", "--caption", "a ballad", "--lyrics", "borne like a vapor",
+                                     "--melody", "{vocals}", "--inputs-are-stems"]),
+    "unisinger_svc": ("unisinger", ["--task", "svc", "--vocals", "{vocals}", "--reference", "{mix}"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_generate_writes_audio_at_the_corpus_rate(case, runs, clips, demo_ray, tmp_path, capsys):
+    name, args = CASES[case]
+    suffix = ".flac" if name == "lada_band" else ".wav"
+    out = tmp_path / f"out{suffix}"
+    argv = ["generate", str(runs[name]), "--out", str(out), "--steps", "2", "--seed", "3",
+            *[a.format(**{k: str(v) for k, v in clips.items()}) for a in args]]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "EMA weights of step 2" in capsys.readouterr().out
+    rate = corpus_rate(demo_ray)
+    written = [out] + ([out.with_name(f"out.{s}{suffix}") for s in ("vocals", "accompaniment")] if "--stems" in args else [])
+    for path in written:
+        info = sf.info(path)
+        assert info.samplerate == rate and info.channels == 1
+        assert info.frames == round(CLIP_S * rate), (path, info.frames)  # the input's length, all windows joined
+        y, _ = sf.read(path, dtype="float32")
+        assert np.isfinite(y).all() and np.abs(y).max() > 0
+    if name == "samuel":  # same inputs and seed: the same bytes
+        again = tmp_path / "again.wav"
+        assert main([*argv[:3], str(again), *argv[4:]]) == 0
+        assert again.read_bytes() == out.read_bytes()
+
+
+def test_generate_refuses_bad_requests_by_name(runs, clips, tmp_path, capsys):
+    def refused(argv: list[str], *needles: str) -> None:
+        assert main(["generate", *argv, "--out", str(tmp_path / "x.wav")]) == 2
+        err = capsys.readouterr().err
+        assert all(n in err for n in needles), err
+        assert not (tmp_path / "x.wav").exists()
+
+    voc = ["--vocals", str(clips["vocals"])]
+    lada_ckpt = sorted((runs["lada_band"] / "checkpoints").iterdir())[-1]
+    refused([str(runs["samuel"]), *voc, "--checkpoint", str(lada_ckpt)], "is of model 'lada_band'", "samuel")
+    refused([str(runs["samuel"]), *voc, "--checkpoint", "7"], "no checkpoint at step 7")
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["samuel"], broken)
+    state = next((broken / "checkpoints").iterdir()) / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    refused([str(broken), *voc], "corrupt", "state.pt")
+    shutil.rmtree(broken / "checkpoints")
+    refused([str(broken), *voc], "has no checkpoint", "train it first")
+    refused([str(runs["samuel"]), "--vocals", str(tmp_path / "missing.flac")], "--vocals file", "does not exist")
+    refused([str(runs["songecho_melody"]), "--caption", "a ballad"], "stage B", "needs --melody")
+    refused([str(runs["samuel"]), *voc, "--reference", str(clips["mix"])], "SAMUeL does not take --reference")
+    refused([str(tmp_path / "no-run"), *voc], "not a training run folder")
+
+
+def test_train_report_writes_a_png(runs, tmp_path, capsys):
+    png = tmp_path / "report.png"
+    assert main(["train-report", str(runs["lada_band"]), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "2 logged steps" in out and "mlm" in out and "data_wait_frac" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert main(["train-report", str(tmp_path)]) == 2
+    assert "no log.jsonl" in capsys.readouterr().err
