@@ -26,8 +26,9 @@ Writes ``OUT/song_NNNN/{vocal_score.xml, accompaniment.mid, vocals.flac, accompa
 f0_vocal_100hz.csv, song.json}`` (song.json: the ground truth: key, tempo, beats, chords, notes with
 times, programs, levels) and, last, ``OUT/manifest.jsonl`` in the demo manifest's format (one row per
 song, with a caption and a split by a seeded hash of the song, 80/10/10), which ``songcorpus curate``
-reads as is. Needs the Debian packages in ``APT_PACKAGES``; a missing program, voice or soundfont is a
-``SynthError`` naming the package.
+reads as is. A re-run (after a crash, or with a larger N) keeps every song whose song.json, written last,
+matches its plan and the programs, and renders the rest. Needs the Debian packages in ``APT_PACKAGES``;
+a missing program, voice or soundfont is a ``SynthError`` naming the package.
 """
 
 from __future__ import annotations
@@ -544,7 +545,11 @@ def render_song(seed: int, index: int, out: Path, soundfont: Path, renderer: dic
     t0 = time.perf_counter()
     plan = plan_song(seed, index)
     folder = out / plan.song_id
+    renderer = renderer or renderer_versions(soundfont)
+    if _finished(folder, plan, renderer):
+        return {**manifest_row(plan, soundfont), "seconds": 0.0}
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "song.json").unlink(missing_ok=True)  # written last: present = the song is complete
     xml = folder / "vocal_score.xml"
     xml.write_text(vocal_score_xml(plan))
     mid = folder / "accompaniment.mid"
@@ -568,14 +573,33 @@ def render_song(seed: int, index: int, out: Path, soundfont: Path, renderer: dic
         "time_s,f0_hz\n" + "".join(f"{i / 100:.2f},{v:.3f}\n" for i, v in enumerate(f0)))
     truth = ground_truth(plan)
     truth["gain"] = round(float(g), 6)
-    truth["renderer"] = renderer or renderer_versions(soundfont)
-    (folder / "song.json").write_text(json.dumps(truth, indent=1) + "\n")
+    truth["renderer"] = renderer
+    tmp_json = folder / "song.json.tmp"
+    tmp_json.write_text(json.dumps(truth, indent=1) + "\n")
+    tmp_json.replace(folder / "song.json")
+    return {**manifest_row(plan, soundfont), "seconds": time.perf_counter() - t0}
+
+
+def _finished(folder: Path, plan: SongPlan, renderer: dict) -> bool:
+    """A song a previous run completed (song.json is written last) from the same plan and programs: a
+    re-run after a crash renders only what is missing."""
+    try:
+        truth = json.loads((folder / "song.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (truth.get("renderer") == renderer and (folder / "vocal_score.xml").read_text() == vocal_score_xml(plan)
+            and (folder / "accompaniment.mid").read_bytes() == midi_bytes(plan)
+            and all((folder / f"{s}.flac").is_file() for s in ("vocals", "accompaniment", "mix")))
+
+
+def manifest_row(plan: SongPlan, soundfont: Path) -> dict:
+    """The song's manifest row, in the demo manifest's format (paths relative to the manifest)."""
     rel = plan.song_id
     return {"path": f"{rel}/mix.flac", "title": f"synth {plan.seed}-{plan.index:04d}",
             "license": LICENSE.format(soundfont=soundfont.name), "kind": "song",
             "vocals": f"{rel}/vocals.flac", "accompaniment": f"{rel}/accompaniment.flac",
             "lyrics": plan.lyrics, "artist": f"festival {plan.voice}", "bpm": plan.bpm, "key": plan.key_name,
-            "caption": caption(plan), "split": truth["split"], "seconds": time.perf_counter() - t0}
+            "caption": caption(plan), "split": song_split(plan.seed, plan.index)}
 
 
 def _render_job(args: tuple[int, int, str, str, dict]) -> dict:

@@ -139,6 +139,9 @@ def test_same_seed_same_bytes(songs, tmp_path):
     synth.render_song(SEED, 0, tmp_path, synth.check_tools())
     for f in sorted((songs / "song_0000").iterdir()):
         assert (tmp_path / "song_0000" / f.name).read_bytes() == f.read_bytes(), f.name
+    before = (songs / "manifest.jsonl").read_bytes()
+    rows = synth.synthesize(2, songs, seed=SEED)  # a re-run keeps finished songs
+    assert [r["seconds"] for r in rows] == [0.0, 0.0] and (songs / "manifest.jsonl").read_bytes() == before
 
 
 @needs_tools
