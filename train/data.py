@@ -164,7 +164,11 @@ def corpus_rates(meta: dict[str, Any], codec: str) -> dict[str, float]:
     """Frame rates named by a sample's JSON (never assumed): the embedded codec's, or a full-profile codec's."""
     rates = {"f0": F0_RATE_HZ, "static": 0.0}
     if codec == "embedded":
-        emb = meta["embedded_codec"]
+        emb = meta.get("embedded_codec")
+        if emb is None:  # samples older than spec 3 do not name their codec: nothing may be assumed
+            raise DataError(f"sample {meta.get('key')} (sample spec {meta.get('spec_version')}) does not name its "
+                            f"embedded codec (no 'embedded_codec' in its JSON); re-curate the corpus with this "
+                            f"version (`songcorpus curate`)")
         rates["latent"], rates["token"] = float(emb["latent_rate_hz"]), float(emb["token_rate_hz"])
     else:
         entry = next((c for c in meta.get("codecs", []) if c["name"] == codec), None)

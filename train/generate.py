@@ -165,7 +165,10 @@ def load_run(run: str | Path, checkpoint: str | None = None, device: str = "cpu"
                             f"codec only (a full-profile codec decoder needs its weights)")
     corpus, meta = corpus_of(run)
     pipeline = PipelineConfig.model_validate(yaml.safe_load((corpus / "config.yaml").read_text()))
-    emb = meta["embedded_codec"]
+    emb = meta.get("embedded_codec")
+    if emb is None:
+        raise GenerateError(f"corpus {corpus}: its samples (spec {meta.get('spec_version')}) do not name their "
+                            f"embedded codec; re-curate it with this version")
     if emb.get("codec") != CODEC_NAME or emb.get("config_hash") != pipeline.codec.digest():
         raise GenerateError(f"corpus {corpus}: its samples' codec ({emb.get('codec')}, config "
                             f"{emb.get('config_hash')}) is not the one its config.yaml describes "
