@@ -5,9 +5,10 @@ same scores, MIDI and audio:
 
 - key (major or natural minor, all 12 tonics), tempo (70-140 BPM, 4/4), a 4-bar chord progression in the
   key (diatonic triads), repeated in 4-bar phrases, the last bar a tonic;
-- a vocal melody on the beat grid: every note that starts on a beat is a tone of the bar's chord, off-beat
-  notes are neighbouring scale tones, phrases end on a chord tone and a rest, the song on the tonic; so the
-  key and chords are implied by the melody, and the accompaniment shares its tempo and onsets;
+- a vocal melody on the beat grid: every note that starts on a beat is a tone of the bar's chord (the
+  downbeat most often its root), off-beat notes are neighbouring scale tones, phrases end on a chord tone
+  and a rest, the song on the tonic; so the key and chords are implied by the melody (a simple rule names
+  the chord of ~89 % of bars, tests/test_synth.py), and the accompaniment shares its tempo and onsets;
 - lyrics: one monosyllabic English word per note (a built-in word list, written for this module, so
   licence-clean), chained by part of speech so lines read almost like sentences;
 - a bass line on the chord roots, a chord instrument (one of several General MIDI programs, each with a
@@ -102,6 +103,7 @@ END_RHYTHMS = ((2, -2), (1, 1, -2), (3, -1), (1, 2, -1))
 MIN_DURATION_S = 23.0
 TAIL_S = 1.0  # after the last bar: the ending chord's release
 MAX_EIGHTH_BPM = 110  # faster than this, Festival cannot fit a word into an eighth note
+DOWNBEAT_ROOT_WEIGHT = 12.0  # how much likelier the chord root is than another chord tone on beat 1
 
 # One-syllable words (checked against Festival's lexicon by tests/test_synth.py), by part of speech.
 WORDS = {
@@ -240,7 +242,10 @@ def _melody(rng: np.random.Generator, tonic: int, mode: str, bpm: int, degrees: 
                 cands = [scale_pool[j] for j in (i - 1, i + 1) if 0 <= j < len(scale_pool)]  # a neighbour
             dist = np.abs(np.array(cands) - prev)
             weights = np.exp(-dist / 2.5)
-            weights[dist == 0] *= 0.5  # repeat a note less often than step to one
+            weights[dist == 0] *= 0.25  # repeat a note less often than step to one
+            if beat == bar * BEATS_PER_BAR:  # the downbeat leans on the root, so the melody names the chord
+                root = triad(tonic, mode, degrees[bar])[0]
+                weights *= np.array([DOWNBEAT_ROOT_WEIGHT if c % 12 == root else 1.0 for c in cands])
             pitch = int(cands[rng.choice(len(cands), p=weights / weights.sum())])
             notes.append((beat, float(dur), pitch))
             prev = pitch

@@ -83,6 +83,28 @@ def test_harmony_is_implied_by_the_melody():
         assert plan.notes[-1].midi % 12 == plan.tonic
 
 
+def test_the_melody_names_the_chords():
+    """A rule that sees only the key and one bar of melody (chord tones weighted by length, on-beat notes
+    double, a root on the downbeat) names the bar's chord in most bars: what a model can learn."""
+    hits = bars = 0
+    for i in range(100):
+        plan = synth.plan_song(SEED, i)
+        for bar in range(1, plan.bars - 1):
+            notes = [n for n in plan.notes if bar * 4 <= n.start_beat < (bar + 1) * 4]
+            if not notes:
+                continue
+
+            def score(degree: int, notes=notes, bar=bar, plan=plan) -> float:
+                t = synth.triad(plan.tonic, plan.mode, degree)
+                s = sum(n.beats * (2 if n.start_beat == int(n.start_beat) else 1) * (n.midi % 12 in t) for n in notes)
+                return s + 1.5 * (notes[0].start_beat == bar * 4 and notes[0].midi % 12 == t[0]) + 0.01 * (degree == 0)
+
+            degrees = [d for d in range(7) if synth.chord_label(synth.triad(plan.tonic, plan.mode, d))[-3:] != "dim"]
+            hits += max(degrees, key=score) == plan.degrees[bar]
+            bars += 1
+    assert hits / bars > 0.85, hits / bars
+
+
 @needs_tools
 def test_lyrics_are_one_syllable_per_note(tmp_path):
     """Festival sings one pitch per syllable of its lexicon: every word in the list must be monosyllabic."""
