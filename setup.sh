@@ -12,7 +12,8 @@
 # System packages (apt-get, only when missing): python3 (>= 3.11) with venv; rubberband-cli (Rubber Band,
 # the augmentation's time stretch and pitch shift); libchromaprint-tools (fpcalc, the near-duplicate
 # stage's audio fingerprint); espeak-ng (phonemizer's backend for lyric phonemes); ffmpeg (the libraries
-# torchcodec decodes with, for Hugging Face datasets' Audio feature). All run as separate
+# torchcodec decodes with, for Hugging Face datasets' Audio feature); festival with two diphone voices,
+# fluidsynth and a GM soundfont (songcorpus synth's singing and accompaniment). All run as separate
 # programs or libraries loaded at run time, so their GPL stays apart from this package.
 # Audio decoding uses the FFmpeg and libsndfile libraries inside the PyAV and soundfile wheels.
 set -euo pipefail
@@ -59,6 +60,9 @@ command -v rubberband >/dev/null 2>&1 || apt_install "augmentation's time stretc
 command -v fpcalc >/dev/null 2>&1 || apt_install "Chromaprint fingerprints for near-duplicate detection" libchromaprint-tools
 command -v espeak-ng >/dev/null 2>&1 || apt_install "phonemizer's backend: lyric phonemes for training and PER" espeak-ng
 command -v ffmpeg >/dev/null 2>&1 || apt_install "FFmpeg libraries for torchcodec: Hugging Face datasets' Audio feature" ffmpeg
+SYNTH_PACKAGES=(festival festvox-kallpc16k festvox-kdlpc16k fluidsynth musescore-general-soundfont-small)
+dpkg -s "${SYNTH_PACKAGES[@]}" >/dev/null 2>&1 ||
+  apt_install "songcorpus synth: Festival's singing voices, fluidsynth and a General MIDI soundfont" "${SYNTH_PACKAGES[@]}"
 
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
