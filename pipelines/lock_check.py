@@ -12,6 +12,7 @@ Reads: ``uv.lock`` at the repository root (an editable install's checkout) and
 from __future__ import annotations
 
 import re
+import sysconfig
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,7 +103,9 @@ def required_packages(lock: dict, extras: Iterable[str], env: dict[str, str] | N
 
 
 def installed_packages() -> dict[str, str]:
-    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    """The distributions of this interpreter's site-packages (not whatever a process later put on sys.path)."""
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=paths) if d.metadata["Name"]}
 
 
 def lock_drift(lock_path: Path = LOCK_FILE, extras: Iterable[str] = DEFAULT_EXTRAS,

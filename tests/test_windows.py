@@ -54,4 +54,6 @@ def test_lyric_words_are_clipped_to_the_window_by_their_middle() -> None:
 
     words = [[0.5, 1.0, "before"], [1.8, 2.4, "edge"], [2.5, 3.0, "inside"], [5.9, 6.5, "after"], [3.7, 4.1, "end"],
              [3.9, 4.3, "next"]]
-    assert clip_words(words, 2.0, 4.0) == [[0.0, 0.4, "edge"], [0.5, 1.0, "inside"], [1.7, 2.0, "end"]]
+    assert clip_words(words, 2.0, 4.0) == [{"start_s": 0.0, "end_s": 0.4, "word": "edge"},
+                                           {"start_s": 0.5, "end_s": 1.0, "word": "inside"},
+                                           {"start_s": 1.7, "end_s": 2.0, "word": "end"}]
