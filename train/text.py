@@ -14,7 +14,6 @@ the file and the fix.
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -38,11 +37,9 @@ def bundled_minilm() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from songcorpus.transforms.artefacts import sha256_file
+
+    return sha256_file(path)[0]
 
 
 class CaptionEncoder:

@@ -47,6 +47,7 @@ from songcorpus.train.checkpoint import (
 )
 from songcorpus.train.data import BatchBuilder, CorpusView, DataError, ShardStream, StepOrder, latent_statistics
 from songcorpus.train.optim import EMA, learning_rate, make_optimizer
+from songcorpus.transforms.artefacts import sha256_file as artefact_sha256
 
 MODEL_CLASSES = {
     "samuel": ("songcorpus.train.models.samuel", "SAMUeL"),
@@ -137,11 +138,7 @@ def code_version() -> str:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return artefact_sha256(path)[0]
 
 
 def provenance(view: CorpusView, data: Any) -> dict[str, Any]:
