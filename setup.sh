@@ -6,7 +6,7 @@
 #   bash setup.sh --relock   re-resolve uv.lock against today's PyPI (uv lock --upgrade), then install it;
 #                            run the suite and commit uv.lock after
 #
-# Python packages come only from uv.lock: `uv sync --locked` installs what it lists (extras dev, full and train,
+# Python packages come only from uv.lock: `uv sync --locked` installs what it lists (extras dev, full, train and cloud,
 # the package itself editable) and removes anything else, so a new upstream release never changes what a
 # fresh install gets. uv itself is pinned in the lock too and bootstrapped with pip from its hashes.
 # System packages (apt-get, only when missing): python3 (>= 3.11) with venv; rubberband-cli (Rubber Band,
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 RELOCK=0
-EXTRAS=(--extra dev --extra full --extra train)
+EXTRAS=(--extra dev --extra full --extra train --extra cloud)
 while [ $# -gt 0 ]; do
   case "$1" in
     --relock) RELOCK=1 ;;
