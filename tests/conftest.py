@@ -179,3 +179,24 @@ def make_bad_inputs(root: Path) -> Path:
 @pytest.fixture(scope="session")
 def bad_inputs(tmp_path_factory) -> Path:
     return make_bad_inputs(tmp_path_factory.mktemp("bad") / "inputs")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 for the session (tests/s3_server.py), stopped at the end."""
+    from s3_server import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch, request) -> str:
+    """A fresh bucket on the local S3 server, with the AWS_* environment pointing at it; its s3:// URL."""
+    import re
+
+    from s3_server import make_bucket, s3_env
+
+    for k, v in s3_env(s3_endpoint).items():
+        monkeypatch.setenv(k, v)
+    return make_bucket(re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") or "bucket")

@@ -1,0 +1,422 @@
+"""URL I/O: local paths and object stores (``s3://``, ``gs://``, anything fsspec knows) behind one small API.
+
+Every reader and writer that may meet a URL goes through here, so the rest of the code asks "where" and never
+"which filesystem". Local paths keep their exact behaviour: writes go to a temporary file, are fsynced and
+renamed (``transforms.artefacts.atomic_write_bytes``). On an object store a single PUT is atomic (an object
+exists whole or not at all), but there is no rename and no directory to swap, so a *set* of objects (a corpus:
+shards, index, catalog, state) is only done when its publication marker is: see :class:`OutputDir`.
+
+Credentials and endpoints come from the standard environment and config files that the fsspec backends read
+themselves (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL`` for an
+S3-compatible server, ``~/.aws/config``; ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS). Nothing here takes,
+stores, logs or returns a credential: URLs are the only thing that travels (in rows, lineage, outputs).
+
+API (``url`` is a local path or a URL; ``rel`` a POSIX path relative to a root):
+  is_url, join, parent, basename, relative_to          naming
+  exists, isdir, size, list_files, glob                looking
+  read_bytes, read_range, open_read, sha256_of         reading (``read_range``/``open_read``: ranged reads)
+  write_bytes, upload, download, remove                writing (atomic per object)
+  OutputDir, read_published, PUBLISHED                 the publish protocol of a corpus
+Fails: a missing object raises ``FileNotFoundError`` naming the URL; backend errors pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+# The marker a corpus is published by: written last, it lists every object of the corpus with its size and
+# sha256; readers trust what it lists and nothing else (a run in progress or crashed has none).
+PUBLISHED = "published.json"
+PUBLISHED_FORMAT = "songcorpus-published-v1"
+_REMOTE_OPTIONS = {"s3": {"use_listings_cache": False}, "gs": {"use_listings_cache": False},
+                   "gcs": {"use_listings_cache": False}}
+
+
+def is_url(path: str | Path) -> bool:
+    """True for an object-store (or other non-local) URL; local paths and ``file://`` URLs are local."""
+    s = str(path)
+    return "://" in s and not s.startswith("file://")
+
+
+def _local(path: str | Path) -> str:
+    s = str(path)
+    return s[len("file://"):] if s.startswith("file://") else s
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """``base`` joined with POSIX ``parts`` (a URL stays a URL; a local path uses the OS's join)."""
+    if is_url(base):
+        out = str(base).rstrip("/")
+        for p in parts:
+            out = f"{out}/{p.strip('/')}" if p else out
+        return out
+    return os.path.join(_local(base), *parts)
+
+
+def parent(url: str | Path) -> str:
+    return posixpath.dirname(str(url).rstrip("/")) if is_url(url) else os.path.dirname(_local(url))
+
+
+def basename(url: str | Path) -> str:
+    return posixpath.basename(str(url).rstrip("/")) if is_url(url) else os.path.basename(_local(url))
+
+
+def relative_to(url: str, root: str) -> str:
+    """``url`` named from ``root`` in POSIX form."""
+    if is_url(url):
+        return posixpath.relpath(url.split("://", 1)[1], root.rstrip("/").split("://", 1)[1])
+    return Path(os.path.relpath(_local(url), _local(root))).as_posix()
+
+
+_FILESYSTEMS: dict[tuple[Any, ...], Any] = {}
+
+
+def filesystem(url: str | Path) -> tuple[Any, str]:
+    """(fsspec filesystem, backend path) for ``url``. One instance per process, protocol and endpoint; listings
+    are not cached, since other workers write the same prefixes. The cache key holds a digest of the
+    environment the backend reads its endpoint and identity from (in memory only), so a changed endpoint or
+    key gets a fresh client."""
+    import fsspec
+
+    s = str(url)
+    protocol = s.split("://", 1)[0] if is_url(s) else "file"
+    env = hashlib.sha256("\x1f".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                                     if k.startswith(("AWS_", "GOOGLE_", "GCS"))).encode()).hexdigest()
+    key = (protocol, os.getpid(), env)
+    fs = _FILESYSTEMS.get(key)
+    if fs is None:
+        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **_REMOTE_OPTIONS.get(protocol, {}))
+        _FILESYSTEMS[key] = fs
+    return fs, fs._strip_protocol(s) if is_url(s) else _local(s)
+
+
+def _url_of(fs: Any, path: str, like: str) -> str:
+    """A backend path back as a URL with ``like``'s scheme."""
+    return f"{like.split('://', 1)[0]}://{path}"
+
+
+def exists(url: str | Path) -> bool:
+    if not is_url(url):
+        return os.path.exists(_local(url))
+    fs, path = filesystem(url)
+    return bool(fs.exists(path))
+
+
+def isdir(url: str | Path) -> bool:
+    """A local folder, or a URL prefix with at least one object under it."""
+    if not is_url(url):
+        return os.path.isdir(_local(url))
+    fs, path = filesystem(url)
+    return bool(fs.isdir(path))
+
+
+def size(url: str | Path) -> int:
+    if not is_url(url):
+        return os.path.getsize(_local(url))
+    fs, path = filesystem(url)
+    return int(fs.info(path)["size"])
+
+
+def list_files(url: str | Path) -> list[str]:
+    """Every file under a folder or prefix, recursively, sorted, as full paths or URLs."""
+    if not is_url(url):
+        root = _local(url)
+        return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
+    fs, path = filesystem(url)
+    return sorted(_url_of(fs, p, str(url)) for p in fs.find(path))
+
+
+def glob(pattern: str) -> list[str]:
+    """Matches of a glob (``**`` recursive), sorted."""
+    if not is_url(pattern):
+        import glob as globlib
+
+        return sorted(globlib.glob(_local(pattern), recursive=True))
+    fs, path = filesystem(pattern)
+    return sorted(_url_of(fs, p, pattern) for p in fs.glob(path))
+
+
+def read_bytes(url: str | Path) -> bytes:
+    if not is_url(url):
+        return Path(_local(url)).read_bytes()
+    fs, path = filesystem(url)
+    return bytes(fs.cat_file(path))
+
+
+def read_range(url: str | Path, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset``: one ranged GET on an object store, one seek and read locally."""
+    if not is_url(url):
+        with open(_local(url), "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+    fs, path = filesystem(url)
+    return bytes(fs.cat_file(path, start=offset, end=offset + length))
+
+
+def open_read(url: str | Path) -> IO[bytes]:
+    """A seekable binary file; on an object store reads are ranged GETs (fsspec's readahead cache)."""
+    if not is_url(url):
+        return open(_local(url), "rb")
+    fs, path = filesystem(url)
+    return fs.open(path, "rb")
+
+
+def sha256_of(url: str | Path) -> tuple[str, int]:
+    """sha256 and size of a file or object, streamed in 1 MiB chunks."""
+    h = hashlib.sha256()
+    n = 0
+    with open_read(url) as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def write_bytes(url: str | Path, data: bytes) -> None:
+    """Atomic per object: locally tmp + fsync + rename; on an object store one PUT."""
+    if not is_url(url):
+        from songcorpus.transforms.artefacts import atomic_write_bytes
+
+        atomic_write_bytes(Path(_local(url)), data)
+        return
+    fs, path = filesystem(url)
+    fs.pipe_file(path, data)
+
+
+def upload(local: Path, url: str | Path) -> None:
+    """Copy a finished local file to ``url`` (a PUT, multipart for large files: visible only once complete)."""
+    if not is_url(url):
+        from songcorpus.transforms.artefacts import commit_file
+
+        dest = Path(_local(url))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(local, tmp)
+        commit_file(tmp, dest)
+        return
+    fs, path = filesystem(url)
+    fs.put_file(str(local), path)
+
+
+def download(url: str | Path, local: Path) -> None:
+    """Copy ``url`` to the local file ``local`` atomically (temporary name, then rename)."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".tmp", dir=local.parent)
+    os.close(fd)
+    try:
+        if is_url(url):
+            fs, path = filesystem(url)
+            fs.get_file(path, tmp)
+        else:
+            shutil.copyfile(_local(url), tmp)
+        os.replace(tmp, local)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove(url: str | Path) -> None:
+    """Delete a file or object; a missing one is not an error."""
+    if not is_url(url):
+        Path(_local(url)).unlink(missing_ok=True)
+        return
+    fs, path = filesystem(url)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def sweep_uploads(url: str) -> None:
+    """Abort unfinished multipart uploads under an S3 prefix (the only "temporary keys" an S3 PUT leaves:
+    invisible to readers, but stored and billed until aborted)."""
+    if not str(url).startswith("s3://"):
+        return
+    fs, path = filesystem(url)
+    bucket, _, prefix = path.partition("/")
+    try:
+        uploads = fs.list_multipart_uploads(bucket)
+    except Exception:  # noqa: BLE001 - a store without the call (or the permission) just keeps them
+        return
+    for up in uploads:
+        if up.get("Key", "").startswith(prefix):
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+
+
+# -- the publish protocol -----------------------------------------------------------------------------------
+
+
+def read_published(out: str | Path) -> dict[str, Any] | None:
+    """The publication marker of the corpus at ``out`` (its ``objects``: rel -> {bytes, sha256}), or None when
+    the corpus is not published (being written, crashed, or curated before markers existed)."""
+    url = join(out, PUBLISHED)
+    try:
+        marker = json.loads(read_bytes(url))
+    except FileNotFoundError:
+        return None
+    if marker.get("format") != PUBLISHED_FORMAT:
+        raise ValueError(f"{url}: not a songcorpus publication marker")
+    return marker
+
+
+def _marker_bytes(objects: dict[str, dict[str, Any]]) -> bytes:
+    doc = {"format": PUBLISHED_FORMAT, "objects": {k: objects[k] for k in sorted(objects)}}
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    from songcorpus.transforms.artefacts import sha256_file
+
+    return sha256_file(path)
+
+
+class OutputDir:
+    """Where a corpus is written, local or on an object store, with one commit protocol for both.
+
+    Writers write files into ``local`` with the usual atomic local writes: for a local path it *is* the output
+    folder; for a URL it is a private staging folder on this machine. Then:
+      1. ``begin()`` removes the publication marker first, so from now until ``publish()`` readers see the corpus
+         as unpublished (a crash in between leaves it so: nothing half-written is ever counted as done), and
+         aborts unfinished multipart uploads left by a crashed run;
+      2. ``fetch(rel)`` gives a local copy of an existing output file (resume: a shard whose planned content
+         is unchanged is verified, not rewritten or re-uploaded);
+      3. ``commit(rel, ...)`` marks a finished file: on an object store it is uploaded (one PUT) and the staged
+         copy deleted, so the staging folder holds one shard at a time; ``keep(rel, ...)`` records an existing
+         one;
+      4. ``publish(parts)`` uploads whatever is still staged (catalog, DuckDB built locally, state), then writes
+         ``published.json`` LAST, listing every object with size and sha256. Its bytes depend only on the
+         outputs, so a corpus gives the same marker locally and on S3.
+    Files and keys under names starting with "." (the default cache ``.cache``, temporary files) are not part
+    of the corpus."""
+
+    def __init__(self, url: str | Path, staging: Path | None = None) -> None:
+        self.url = str(url)
+        self.remote = is_url(self.url)
+        if self.remote:
+            self.local = staging or Path(tempfile.mkdtemp(prefix="songcorpus-out-"))
+            self._own_staging = staging is None
+        else:
+            self.local = Path(_local(self.url))
+            self._own_staging = False
+        self.local.mkdir(parents=True, exist_ok=True)
+        self._known: dict[str, dict[str, Any]] = {}
+
+    def target(self, rel: str) -> str:
+        return join(self.url, rel)
+
+    def begin(self) -> None:
+        remove(self.target(PUBLISHED))
+        if self.remote:
+            sweep_uploads(self.url)
+
+    def fetch(self, rel: str) -> Path | None:
+        path = self.local / rel
+        if not self.remote:
+            return path if path.is_file() else None
+        try:
+            download(self.target(rel), path)
+        except FileNotFoundError:
+            return None
+        return path
+
+    def fetch_if_missing(self, rel: str) -> Path | None:
+        """A staged copy of ``rel``, downloaded only when not staged already."""
+        path = self.local / rel
+        return path if path.is_file() else self.fetch(rel)
+
+    def commit(self, rel: str, sha256: str | None = None, nbytes: int | None = None) -> None:
+        path = self.local / rel
+        if sha256 is None or nbytes is None:
+            sha256, nbytes = _file_digest(path)
+        self._known[rel] = {"bytes": nbytes, "sha256": sha256}
+        if self.remote:
+            upload(path, self.target(rel))
+            path.unlink()
+
+    def keep(self, rel: str, sha256: str, nbytes: int) -> None:
+        """``rel`` is already in place with these bytes (verified by the caller): record it, upload nothing."""
+        self._known[rel] = {"bytes": nbytes, "sha256": sha256}
+        if self.remote:
+            (self.local / rel).unlink(missing_ok=True)
+
+    def names(self, rel_dir: str) -> list[str]:
+        """File names directly inside ``rel_dir`` of the output (as stored, not staged)."""
+        if not self.remote:
+            d = self.local / rel_dir
+            return sorted(p.name for p in d.iterdir() if p.is_file()) if d.is_dir() else []
+        prefix = self.target(rel_dir)
+        fs, path = filesystem(prefix)
+        try:
+            entries = fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(e["name"]) for e in entries if e.get("type") == "file")
+
+    def remove(self, rel: str) -> None:
+        self._known.pop(rel, None)
+        (self.local / rel).unlink(missing_ok=True)
+        if self.remote:
+            remove(self.target(rel))
+
+    def _staged(self, parts: Iterable[str]) -> list[str]:
+        out = []
+        for part in parts:
+            top = self.local / part
+            if top.is_file():
+                out.append(part)
+                continue
+            for dirpath, dirnames, files in os.walk(top):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for f in sorted(files):
+                    if not f.startswith(".") and not f.endswith(".tmp"):
+                        out.append(Path(os.path.relpath(os.path.join(dirpath, f), self.local)).as_posix())
+        return sorted(out)
+
+    def publish(self, parts: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Commit every file still staged under ``parts`` (folders or files of the output), then write the
+        marker last, listing everything committed; returns what it lists."""
+        for rel in self._staged(parts):
+            if not self.remote and rel in self._known:
+                continue
+            self.commit(rel)
+        marker = _marker_bytes(self._known)
+        write_bytes(self.target(PUBLISHED), marker)
+        return dict(self._known)
+
+    def close(self) -> None:
+        """Remove a staging folder this object made (nothing on a local output)."""
+        if self._own_staging:
+            shutil.rmtree(self.local, ignore_errors=True)
+
+
+def fetch_published(out: str | Path, rels: Iterable[str], into: Path) -> dict[str, Path]:
+    """Local copies of published objects of the corpus at ``out``, each checked against the marker's sha256
+    (a local corpus without a marker, curated before markers existed, is read as it is)."""
+    marker = read_published(out)
+    if marker is None and is_url(out):
+        raise FileNotFoundError(f"{out} holds no published corpus (no {PUBLISHED}: never curated, or a curate "
+                                f"there is running or crashed; run `songcorpus curate` again to finish it)")
+    objects = (marker or {}).get("objects", {})
+    got: dict[str, Path] = {}
+    for rel in rels:
+        if not is_url(out):
+            got[rel] = Path(_local(out)) / rel
+            continue
+        if rel not in objects:
+            raise FileNotFoundError(f"{join(out, rel)} is not part of the published corpus at {out}")
+        dest = into / rel
+        download(join(out, rel), dest)
+        digest, n = _file_digest(dest)
+        if digest != objects[rel]["sha256"]:
+            raise ValueError(f"{join(out, rel)} does not match its published sha256 (changed since publication; "
+                             f"run `songcorpus curate` again)")
+        got[rel] = dest
+    return got
