@@ -255,6 +255,40 @@ def cmd_train_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a run on held-out windows (or a folder of outputs) with its reference systems; write the tables."""
+    from songcorpus.schemas.training import TrainConfigError
+    from songcorpus.train.checkpoint import CheckpointError
+    from songcorpus.train.data import DataError
+    from songcorpus.train.eval.evaluate import evaluate_folders, evaluate_run
+    from songcorpus.train.eval.heldout import EvalError
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    common = {"metrics": metrics, "store_dir": args.models_dir, "seed": args.seed, "resamples": args.bootstrap,
+              "set_resamples": args.fad_bootstrap, "device": device, "progress": not args.no_progress}
+    try:
+        if args.generated:
+            if args.run or not args.reference:
+                raise EvalError("--generated DIR scores a folder against --reference DIR: give both, and no RUN")
+            info = evaluate_folders(args.generated, args.reference, args.out, system=args.system, **common)
+        else:
+            if not args.run:
+                raise EvalError("give RUN (a `songcorpus train --out` folder), or --generated DIR --reference DIR")
+            info = evaluate_run(args.run, args.out, data=args.data, split=args.split, checkpoint=args.checkpoint,
+                                limit=args.limit, steps=args.steps, task=args.task, **common)
+    except (EvalError, CheckpointError, TrainConfigError, DataError) as exc:
+        print(f"songcorpus: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {info['outputs']['parquet']} and {info['outputs']['duckdb']} ({info['rows']} rows, "
+          f"{info['failed_rows']} with a reason instead of a value)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     args.inputs = [demo_manifest()]
     return cmd_curate(args)
@@ -408,6 +442,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="a run folder written by `songcorpus train --out RUN`")
     p.add_argument("--png", metavar="FILE", help="write the plot here")
     p.set_defaults(func=cmd_train_report)
+
+    p = sub.add_parser("evaluate", help="score a run on held-out songs (or a folder of outputs) between floor and ceiling",
+                       description="Generate every held-out window of a split with RUN and score it with the papers' "
+                                   "metrics, next to reference systems on the same windows: ground_truth (the real "
+                                   "stems), codec_ceiling (the real stems through the run's codec), floor (another "
+                                   "held-out song's stems) and untrained (the architecture at its initial weights). "
+                                   "With --generated DIR --reference DIR, score any system's files against "
+                                   "references of the same name (NAME.wav, optional NAME.vocals.wav / "
+                                   "NAME.accompaniment.wav, NAME.lyrics.txt, NAME.caption.txt). Writes "
+                                   "OUT/metrics.parquet and OUT/metrics.duckdb (table metrics, view summary with "
+                                   "95%% bootstrap intervals) and prints the summary. Metrics whose model is "
+                                   "not in the model store, or that are undefined for a window, are rows with "
+                                   "their reason.")
+    p.add_argument("run", metavar="RUN", nargs="?", help="a run folder written by `songcorpus train --out RUN`")
+    p.add_argument("--out", required=True, metavar="EVAL", help="output folder for the tables")
+    p.add_argument("--data", metavar="CORPUS", help="corpus folder, index or shards (default: the run's corpus)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="held-out split (default test)")
+    p.add_argument("--checkpoint", metavar="STEP", help="a checkpoint step of RUN or a step folder (default: latest)")
+    p.add_argument("--metrics", metavar="LIST", help="comma-separated metric groups or metrics (default: the model's "
+                                                     "headline set; groups: melody, onset_f1, chroma_cosine, "
+                                                     "hpcp_similarity, fad, kl, per, clap_score, "
+                                                     "speaker_similarity, aesthetics, rtf)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N windows of the split")
+    p.add_argument("--steps", type=int, metavar="N", help="sampler steps (default: the model's)")
+    p.add_argument("--task", default="svc", choices=["song", "svc"], help="UniSinger's task (default svc)")
+    p.add_argument("--generated", metavar="DIR", help="score this folder of another system's outputs instead of a run")
+    p.add_argument("--reference", metavar="DIR", help="with --generated: the reference files, matched by name")
+    p.add_argument("--system", metavar="NAME", help="with --generated: the system's name (default: the folder's)")
+    p.add_argument("--models-dir", metavar="DIR", help="model store for Whisper, CLAP, ECAPA, SongEval, Audiobox "
+                                                       "(default $SONGCORPUS_MODELS or ~/.cache/songcorpus/models)")
+    p.add_argument("--seed", type=int, default=0, help="generation and bootstrap seed (default 0)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap draws of per-window means")
+    p.add_argument("--fad-bootstrap", type=int, default=50, metavar="N", help="bootstrap draws of FAD (each recomputes "
+                                                                              "it; default 50)")
+    p.add_argument("--device", default="auto", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",
                        description="Curate the bundled demo corpus (songs with ground-truth stems, instrumentals, "

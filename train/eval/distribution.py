@@ -7,12 +7,13 @@ tagger there (YAMNet's 521 AudioSet classes by default, AST from the store).
 Needs: numpy and scipy only; the embedders and taggers are the caller's choice (FAD numbers are only
 comparable on the same embedding, so the evaluator records which one).
 Unavailable (MetricUnavailable): fewer than two frames for a covariance; FAD-inf with fewer frames than
-its smallest n (500); a covariance product whose square root stays complex.
+its smallest n (500); non-finite covariances.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -31,6 +32,17 @@ class EmbeddingStats:
     cov: np.ndarray
     n: int
 
+    @cached_property
+    def cov_root(self) -> np.ndarray:
+        """The symmetric square root of the covariance (computed once: a reference set is compared many times)."""
+        return psd_sqrt(self.cov)
+
+
+def psd_sqrt(a: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric positive semi-definite matrix (round-off negatives clipped to 0)."""
+    w, v = np.linalg.eigh(a)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
 
 def embedding_stats(frames: np.ndarray, metric: str = "fad") -> EmbeddingStats:
     """Statistics of (frames, dim) embeddings; fewer than two frames give no covariance."""
@@ -44,28 +56,29 @@ def embedding_stats(frames: np.ndarray, metric: str = "fad") -> EmbeddingStats:
     return EmbeddingStats(x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False)), int(x.shape[0]))
 
 
-def frechet_distance(a: EmbeddingStats, b: EmbeddingStats, eps: float = 1e-6, metric: str = "fad") -> float:
-    """Frechet distance between the Gaussians N(mu_a, C_a) and N(mu_b, C_b) (Dowson & Landau 1982; FAD,
-    Kilgour et al. 2019): ``|mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2))``, with the numerical
-    guards of pytorch-fid / fadtk: ``scipy.linalg.sqrtm`` of the product; if it is not finite, ``eps``
-    is added to both diagonals and it is retried; a complex result whose diagonal's imaginary part
-    exceeds 1e-3 is unavailable (the product is too far from positive semi-definite), else its real part
-    is used. Clipped at 0 (round-off can make identical sets score -1e-12)."""
-    from scipy import linalg
+def trace_sqrt_product(a: np.ndarray, b: np.ndarray, a_root: np.ndarray | None = None) -> float:
+    """``tr((A B)^(1/2))`` for symmetric positive semi-definite A, B: the eigenvalues of ``A B`` are those of the
+    symmetric ``A^(1/2) B A^(1/2)``, so the trace is the sum of the square roots of the latter's eigenvalues
+    (two ``eigh`` calls; round-off negatives clipped to 0). Equal to the trace of ``scipy.linalg.sqrtm(A @ B)``
+    (pytorch-fid / fadtk) where that is real, about 3-4x faster at 1024 dimensions and never complex, which the
+    evaluator's bootstrap of FAD needs. ``a_root``: A's square root when already known."""
+    root = psd_sqrt(a) if a_root is None else a_root
+    w = np.linalg.eigvalsh(root @ b @ root)
+    return float(np.sqrt(np.clip(w, 0.0, None)).sum())
 
+
+def frechet_distance(a: EmbeddingStats, b: EmbeddingStats, metric: str = "fad") -> float:
+    """Frechet distance between the Gaussians N(mu_a, C_a) and N(mu_b, C_b) (Dowson & Landau 1982; FAD,
+    Kilgour et al. 2019): ``|mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2))``, the trace of the square
+    root by :func:`trace_sqrt_product` (fadtk takes ``scipy.linalg.sqrtm`` of the product, with an ``eps``
+    retry: the same value where sqrtm is real). Unavailable for non-finite statistics. Clipped at 0 (round-off
+    can make identical sets score -1e-12)."""
     if a.mu.shape != b.mu.shape:
         raise ValueError(f"embedding dimensions differ: {a.mu.shape[0]} vs {b.mu.shape[0]}")
+    if not (np.isfinite(a.cov).all() and np.isfinite(b.cov).all()):
+        raise MetricUnavailable(metric, "a covariance holds non-finite values")
     diff = a.mu - b.mu
-    covmean = linalg.sqrtm(a.cov @ b.cov)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(a.cov.shape[0]) * eps
-        covmean = linalg.sqrtm((a.cov + offset) @ (b.cov + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise MetricUnavailable(metric, f"sqrtm of the covariance product has imaginary part "
-                                    f"{np.max(np.abs(covmean.imag)):.3g}")
-        covmean = covmean.real
-    value = float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2.0 * np.trace(covmean))
+    value = float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2.0 * trace_sqrt_product(a.cov, b.cov, a.cov_root))
     return max(value, 0.0)
 
 

@@ -89,6 +89,9 @@ def hpcp(audio: np.ndarray, rate: int, magnitude_threshold: float = 1e-4) -> np.
     ``HPCP`` (12 bins, reference 440 Hz: bin 0 = A, cosine weighting over one semitone, no harmonics,
     band preset, normalised to a unit maximum; silent frames stay all zero)."""
     try:
+        import essentia
+
+        essentia.log.infoActive = False  # its import otherwise prints an INFO line about unconfigured SVM models
         import essentia.standard as es
     except ImportError as exc:
         raise MetricUnavailable("hpcp_similarity", f"essentia is not installed ({exc}); it ships wheels for "
