@@ -180,3 +180,18 @@ def test_a_corrupt_checkpoint_is_named(samuel_run, demo_ray, tmp_path, capsys):
     state.write_bytes(np.random.default_rng(0).bytes(256))
     assert main(["evaluate", str(broken), "--data", str(demo_ray), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "state.pt" in capsys.readouterr().err
+
+
+def test_eval_notebook_runs_on_an_evaluation(samuel_eval, demo_ray, tmp_path):
+    import runpy
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "eval_overview.py"
+    report = runpy.run_path(str(notebook))["main"]([str(samuel_eval), "--figures", str(tmp_path),
+                                                    "--corpus", str(demo_ray)])
+    steps = {(m, s): step for m, s, step, _, _ in report["by_step"]}
+    assert steps[("onset_f1", "model")] == 2 and ("fad", "ground_truth") in steps
+    songs = {song for m, s, song, _ in report["per_song"] if m == "onset_f1" and s == "model"}
+    assert len(songs) >= 2  # grouped by the catalog's track ids
+    assert any(r[1] == "fad_inf" for r in report["failures"])  # the reasons are listed
+    for png in ("metrics_by_step.png", "per_song.png", "systems.png"):
+        assert (tmp_path / png).stat().st_size > 5000

@@ -1,0 +1,100 @@
+"""Train each generator on a curated synthetic corpus within a time budget, then evaluate it on the held-out
+songs next to its floor, its untrained model and the codec ceiling (issue 11's "a corpus a CPU can learn from").
+
+Reads: a corpus curated from `songcorpus synth` (`songcorpus curate SYNTH/manifest.jsonl --out CORPUS`).
+Writes: OUT/<system>/ (the training run), OUT/<system>.eval/ (metrics.parquet, metrics.duckdb), OUT/calib/
+(the step-time calibration runs), and OUT/summary.md (the headline metrics per model, with intervals).
+
+Budget: each model first runs `--calibrate` steps in a scratch run to measure its step time on this machine,
+then trains a fresh run for as many steps as fit in `--minutes` (rounded to the checkpoint interval). The
+SongEcho ablation trains stage B three times on the same stage-A backbone, data and steps: IA-EiLM (the
+paper), EiLM without the IACR gate, and plain addition.
+
+    .venv/bin/python bench/generators_on_synth.py /work/data/synth200-corpus --out /work/data/gen \\
+        --minutes 8 --limit 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from songcorpus.schemas.training import load_train_config
+from songcorpus.train.eval.evaluate import evaluate_run
+from songcorpus.train.launch import launch_local
+
+HEADLINE = {"samuel": ["onset_f1", "chroma_cosine", "fad"], "lada_band": ["onset_f1", "chroma_cosine", "fad"],
+            "songecho": ["melody"], "songecho_melody": ["melody"],
+            "unisinger": ["speaker_similarity", "melody", "per"]}
+SYSTEMS = [("samuel", "samuel", {}), ("lada_band", "lada_band", {}), ("songecho", "songecho", {}),
+           ("songecho_melody", "songecho_b_ia_eilm", {"injection": "ia_eilm"}),
+           ("songecho_melody", "songecho_b_eilm", {"injection": "eilm"}),
+           ("songecho_melody", "songecho_b_add", {"injection": "add"}),
+           ("unisinger", "unisinger", {})]
+
+
+def config(name: str, steps: int, window_s: float, batch: int, model: dict, every: int):
+    return load_train_config(name, overrides={
+        "model": {"name": name, **model}, "steps": steps, "global_batch": batch,
+        "data": {"num_workers": 0, "window_s": window_s},
+        "optim": {"warmup_steps": max(1, min(50, steps // 10))},
+        "checkpoint": {"every": every, "keep": 2}})
+
+
+def train(name: str, run: Path, data: str, steps: int, args: argparse.Namespace, model: dict,
+          backbone: Path | None) -> float:
+    start = time.perf_counter()
+    every = max(1, steps // 4)
+    launch_local(config(name, steps, args.window, args.batch, model, every), data, run, progress=False,
+                 backbone=backbone)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("corpus")
+    p.add_argument("--out", required=True)
+    p.add_argument("--minutes", type=float, default=8.0, help="training budget per model")
+    p.add_argument("--calibrate", type=int, default=4, help="steps of the step-time calibration run")
+    p.add_argument("--window", type=float, default=4.0, help="training window, seconds")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--limit", type=int, default=40, help="held-out windows evaluated (spread over the songs)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--models-dir", help="model store (Whisper for UniSinger's PER)")
+    p.add_argument("--only", nargs="*", help="system names to run (default all)")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.jsonl"
+    results = {}
+    for name, label, model in SYSTEMS:
+        if args.only and label not in args.only:
+            continue
+        backbone = out / "songecho" if name == "songecho_melody" else None
+        run = out / label
+        if not (run / "checkpoints").exists():
+            calib = out / "calib" / label
+            t = train(name, calib, args.corpus, args.calibrate, args, model, backbone)
+            per_step = t / args.calibrate
+            steps = max(8, int(args.minutes * 60 / per_step) // 4 * 4)
+            t = train(name, run, args.corpus, steps, args, model, backbone)
+            entry = {"system": label, "steps": steps, "calib_s_per_step": per_step, "train_s": t}
+            with log.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+        ev = out / f"{label}.eval"
+        start = time.perf_counter()
+        info = evaluate_run(run, ev, data=args.corpus, split=args.split, metrics=[*HEADLINE[name], "rtf"],
+                            limit=args.limit, store_dir=args.models_dir, progress=False, quiet=True)
+        results[label] = {"table": info["table"], "eval_s": time.perf_counter() - start, "windows": info["windows"],
+                          "songs": info["songs"], "step": info["checkpoint_step"]}
+        print(f"== {label} (step {info['checkpoint_step']}, {info['windows']} windows of {info['songs']} songs, "
+              f"eval {results[label]['eval_s']:.0f} s)\n{info['table']}\n", flush=True)
+    with (out / "summary.md").open("w") as f:
+        for label, r in results.items():
+            f.write(f"### {label} (step {r['step']}, {r['windows']} windows, {r['songs']} songs)\n\n```\n{r['table']}\n```\n\n")
+
+
+if __name__ == "__main__":
+    main()
