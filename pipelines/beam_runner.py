@@ -1,83 +1,265 @@
-"""Apache Beam runner: the same stage groups as Ray, as ParDos.
+"""Apache Beam runner: the same stage groups as Ray, as ParDos, on any Beam runner.
 
-Locally it uses the DirectRunner in multi-processing mode (``--workers`` processes); any Beam
-pipeline options given in ``engine.beam_options`` (e.g. ``--runner=FlinkRunner``,
-``--runner=DataflowRunner --project=...``) pass through unchanged. ``DoFn.setup`` builds the stages
-once per worker; model weights load on the first cache miss. Results come back through text files
-in a scratch folder, then the driver builds the corpus exactly as for Ray.
+What a job looks like, on every runner (DirectRunner, PortableRunner, Flink, Spark, Dataflow, Dask):
+
+  driver: write the rows (or shard plans) as JSON-lines part files into a job folder in the artefact store
+  Create(part file names) | FlatMap(read part) | Reshuffle | ParDo(stage group) ... | ParDo(write results)
+  driver: read the result files back (small metadata: scores, sample entries, shard catalog parts)
+
+The graph holds only part file names (a few per worker), never the rows: Dataflow caps a job graph's size.
+Workers read their inputs and write their outputs themselves (the artefact store, the shard folder, the job
+folder), so every worker must reach those paths: a shared filesystem today, an object store URL through the
+storage layer once the paths are URLs. The pipeline is one straight chain ending in a DoFn that writes its own
+files, because that is what Beam's Dask runner runs (it computes only the last transform of the graph, so a
+second branch never runs, and a ``WriteToText`` ends with an empty file: its finalize step sees nothing).
+
+``engine.beam_options`` pass through to Beam unchanged (``--runner=PortableRunner --job_endpoint=...``,
+``--runner=FlinkRunner``, ``--runner=DataflowRunner --project=...``); ``--runner=DaskRunner`` is accepted as a
+short name. With no ``--runner`` it is the DirectRunner in multi-processing mode with ``engine.workers``
+processes. ``DoFn.setup`` builds the stages once per worker (per worker thread on Dask, whose tasks call setup
+once per partition); model weights load on the first cache miss.
 """
 
 from __future__ import annotations
 
-import glob
+import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
+import logging
+import math
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from songcorpus.pipelines import storage
+from songcorpus.pipelines.corpus import ShardPlan, ShardWriter, write_planned_shard
 from songcorpus.pipelines.executor import StageGroup, build_stages, group_stages
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.base import Row, canonical_json
 
-try:
-    import apache_beam as beam
-except ImportError:  # pragma: no cover - apache-beam is a hard dependency; this keeps the message clear
-    beam = None
+RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
+DASK_RUNNER = RUNNER_ALIASES["DaskRunner"]
+MAX_LINES_PER_PART = 256  # a part is read by one worker; more parts than workers balance uneven songs
 
 
-def _group_dofn_class():
-    class GroupDoFn(beam.DoFn):
-        def __init__(self, config_json: str, store_root: str, phase: str, stage_names: list[str]) -> None:
-            self.config_json = config_json
-            self.store_root = store_root
-            self.phase = phase
-            self.stage_names = stage_names
-            self.group: StageGroup | None = None
+def pipeline_flags(config: PipelineConfig) -> list[str]:
+    """The Beam options of a job: the config's, with the Dask runner's short name expanded and one Create
+    element per Dask partition (its default packs 128 elements into one partition, i.e. one worker)."""
+    flags = []
+    for flag in config.engine.beam_options:
+        name, eq, value = flag.partition("=")
+        flags.append(f"{name}={RUNNER_ALIASES.get(value, value)}" if name == "--runner" and eq else flag)
+    runner = runner_of(flags)
+    if runner is None:
+        flags += ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                  f"--direct_num_workers={config.engine.workers}"]
+    elif runner == DASK_RUNNER and not any(f.startswith(("--dask_npartitions", "--dask_partition_size"))
+                                           for f in flags):
+        flags.append("--dask_partition_size=1")
+    return flags
 
-        def setup(self) -> None:
-            config = PipelineConfig.model_validate_json(self.config_json)
-            stages = [s for s in build_stages(config, ArtefactStore(self.store_root), self.phase)
-                      if s.name in self.stage_names]
-            self.group = StageGroup(stages)
 
-        def process(self, payload: str) -> Iterator[str]:
-            assert self.group is not None
-            (row,) = self.group([json.loads(payload)])
-            yield canonical_json(row)
+def runner_of(flags: list[str]) -> str | None:
+    runners = [f.partition("=")[2] for f in flags if f.startswith("--runner=")]
+    return runners[-1] if runners else None
 
-    return GroupDoFn
+
+# ---- worker side ------------------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _stage_group(config_json: str, store_root: str, phase: str, stage_names: list[str]) -> StageGroup:
+    """The stage group for these parameters, built once per worker thread and kept for its next bundles (Dask
+    calls ``DoFn.setup`` for every partition; reloading models each time would dominate short partitions)."""
+    cache: dict[str, StageGroup] = _local.__dict__.setdefault("groups", {})
+    key = hashlib.sha256("\x1f".join([config_json, store_root, phase, *stage_names]).encode()).hexdigest()
+    if key not in cache:
+        config = PipelineConfig.model_validate_json(config_json)
+        stages = [s for s in build_stages(config, ArtefactStore(store_root), phase) if s.name in stage_names]
+        while len(cache) >= 4:  # a long-lived worker serves several jobs; keep only the recent groups' models
+            cache.pop(next(iter(cache)))
+        cache[key] = StageGroup(stages)
+    return cache[key]
+
+
+class GroupDoFn(beam.DoFn):
+    """One stage group over rows given as canonical JSON; built from the config, not pickled stage objects."""
+
+    def __init__(self, config_json: str, store_root: str, phase: str, stage_names: list[str]) -> None:
+        self.config_json, self.store_root, self.phase, self.stage_names = config_json, store_root, phase, stage_names
+        self.group: StageGroup | None = None
+
+    def setup(self) -> None:
+        self.group = _stage_group(self.config_json, self.store_root, self.phase, self.stage_names)
+
+    def process(self, payload: str) -> Iterator[str]:
+        assert self.group is not None
+        (row,) = self.group([json.loads(payload)])
+        yield canonical_json(row)
+
+
+def read_part(url: str) -> Iterator[str]:
+    """The lines of one part file (a worker reads its own inputs; the graph only names the file)."""
+    yield from (line for line in storage.read_bytes(url).decode("utf-8").split("\n") if line.strip())
+
+
+class WriteLinesDoFn(beam.DoFn):
+    """The sink: each bundle's lines go to one file in ``folder``, named by its content, written atomically,
+    so a retried bundle rewrites the same file and the driver never reads half of one. Yields nothing, so no
+    runner gathers rows back to the driver."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.lines: list[str] = []
+
+    def start_bundle(self) -> None:
+        self.lines = []
+
+    def process(self, line: str) -> Iterator[Any]:
+        self.lines.append(line)
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        if self.lines:
+            data = "".join(line + "\n" for line in sorted(self.lines)).encode()
+            storage.write_bytes(storage.join(self.folder, f"part-{hashlib.sha256(data).hexdigest()[:32]}.jsonl"), data)
+        self.lines = []
+
+
+class WriteShardDoFn(beam.DoFn):
+    """Writes one planned shard on the worker and its catalog part (``results/<shard>.json``) beside it."""
+
+    def __init__(self, shard_dir: str, store_root: str, folder: str) -> None:
+        self.shard_dir, self.store_root, self.folder = shard_dir, store_root, folder
+        self.store: ArtefactStore | None = None
+
+    def setup(self) -> None:
+        self.store = ArtefactStore(self.store_root)
+
+    def process(self, line: str) -> Iterator[Any]:
+        assert self.store is not None
+        plan = ShardPlan.from_json(line)
+        part = write_planned_shard(plan, Path(self.shard_dir), self.store)
+        storage.write_bytes(storage.join(self.folder, f"{plan.name}.json"), canonical_json(part).encode())
+        return iter(())
+
+
+# ---- driver side ------------------------------------------------------------------------------------------
+
+
+class JobFolder:
+    """A job's exchange folder in the artefact store (a local path or an object-store URL, through
+    ``pipelines/storage.py``): ``inputs/part-*.jsonl`` the driver writes, ``results/`` the workers write.
+    Removed when the job ends, whatever happened."""
+
+    def __init__(self, store_url: str, kind: str) -> None:
+        self.root = storage.join(store_url, "tmp", f"beam-{kind}-{uuid.uuid4().hex}")
+        self.results = storage.join(self.root, "results")
+        if not storage.is_url(self.root):
+            Path(self.results).mkdir(parents=True)
+
+    def write_inputs(self, lines: list[str], workers: int) -> list[str]:
+        """Lines dealt round-robin into parts: at least 4 per worker (to balance), at most 256 lines each."""
+        n_parts = max(1, min(len(lines), max(4 * workers, math.ceil(len(lines) / MAX_LINES_PER_PART))))
+        urls = []
+        for i in range(n_parts):
+            url = storage.join(self.root, "inputs", f"part-{i:06d}.jsonl")
+            storage.write_bytes(url, "".join(line + "\n" for line in lines[i::n_parts]).encode())
+            urls.append(url)
+        return urls
+
+    def result_files(self, pattern: str) -> list[str]:
+        return storage.glob(storage.join(self.results, pattern))
+
+    def __enter__(self) -> JobFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if storage.is_url(self.root):
+            for url in storage.list_files(self.root):
+                storage.remove(url)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def run_pipeline(flags: list[str], parts: list[str], build: Callable[[beam.PCollection], object]) -> None:
+    """Run ``Create(part names) | read | Reshuffle | build(...)`` to the end; a failed job raises."""
+    runner = runner_of(flags)
+    if runner == DASK_RUNNER:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    pipeline = beam.Pipeline(options=PipelineOptions(flags))
+    lines = (pipeline
+             | "Parts" >> beam.Create(parts)
+             | "Read" >> beam.FlatMap(read_part)
+             | "Spread" >> beam.Reshuffle())
+    build(lines)
+    result = pipeline.run()
+    try:
+        state = result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # the Dask runner leaves its client open
+        if client is not None:
+            client.close()
+    if state != "DONE":
+        raise RuntimeError(f"the Beam job ended {state} (runner {runner or 'DirectRunner'})")
 
 
 def run_beam(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True,
              phase: str = "analysis") -> list[Row]:
-    if beam is None:
-        raise RuntimeError("apache-beam is not installed: pip install apache-beam")
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    engine = config.engine
-    flags = list(engine.beam_options)
-    if not any(f.startswith("--runner") for f in flags):
-        flags += ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                  f"--direct_num_workers={engine.workers}"]
+    """Run one phase's stage groups over the rows on the configured Beam runner; rows come back in any order."""
     store = ArtefactStore(store_root)
     groups = group_stages(build_stages(config, store, phase))
     config_json = config.model_dump_json()
-    dofn_cls = _group_dofn_class()
-    scratch_root = store.root / "tmp"
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="beam-rows-", dir=scratch_root) as scratch:
-        out_prefix = os.path.join(scratch, "rows")
-        with beam.Pipeline(options=PipelineOptions(flags)) as pipeline:
-            pcoll = (pipeline
-                     | "Tracks" >> beam.Create([canonical_json(r) for r in rows])
-                     | "Spread" >> beam.Reshuffle())
+    flags = pipeline_flags(config)
+    with JobFolder(store_root, phase) as job:
+        parts = job.write_inputs([canonical_json(r) for r in rows], config.engine.workers)
+
+        def build(pcoll: beam.PCollection) -> None:
             for group in groups:
                 pcoll = pcoll | group.name >> beam.ParDo(
-                    dofn_cls(config_json, str(store_root), phase, [s.name for s in group.stages]))
-            _ = pcoll | "Collect" >> beam.io.WriteToText(out_prefix, file_name_suffix=".jsonl")
-        results: list[Row] = []
-        for path in sorted(glob.glob(out_prefix + "*.jsonl")):
-            with open(path, encoding="utf-8") as fh:
-                results.extend(json.loads(line) for line in fh if line.strip())
-    return results
+                    GroupDoFn(config_json, str(store_root), phase, [s.name for s in group.stages]))
+            pcoll | "Collect" >> beam.ParDo(WriteLinesDoFn(str(job.results)))
+
+        run_pipeline(flags, parts, build)
+        results: dict[str, Row] = {}
+        for path in job.result_files("part-*.jsonl"):
+            for line in read_part(path):
+                row = json.loads(line)
+                results.setdefault(row["track"]["source"], row)  # a retried bundle may have written a row twice
+    missing = sorted({r["track"]["source"] for r in rows} - set(results))
+    if missing:
+        raise RuntimeError(f"the Beam job returned no result for {len(missing)} of {len(rows)} rows "
+                           f"(first: {missing[0]})")
+    return list(results.values())
+
+
+def store_url(store: ArtefactStore) -> str:
+    """What workers are given for the store: its URL on an object store, else its folder."""
+    return str(getattr(store, "url", None) or store.root)
+
+
+def beam_shard_writer(config: PipelineConfig) -> ShardWriter:
+    """A :data:`ShardWriter` that writes the planned shards on the Beam runner's workers."""
+
+    def write(plans: list[ShardPlan], shard_dir: Path, store: ArtefactStore, progress: bool) -> list[dict[str, Any]]:
+        if not plans:
+            return []
+        with JobFolder(store_url(store), "shards") as job:
+            parts = job.write_inputs([p.to_json() for p in plans], config.engine.workers)
+            run_pipeline(pipeline_flags(config), parts, lambda pcoll: pcoll | "WriteShards" >> beam.ParDo(
+                WriteShardDoFn(str(shard_dir), store_url(store), job.results)))
+            written = [json.loads(storage.read_bytes(p)) for p in job.result_files("*.json")]
+        missing = sorted({p.name for p in plans} - {w["shard"] for w in written})
+        if missing:
+            raise RuntimeError(f"the Beam job wrote no catalog part for {len(missing)} shards (first: {missing[0]})")
+        return written
+
+    return write
+

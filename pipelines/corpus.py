@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from songcorpus.pipelines.catalog import write_catalog
 from songcorpus.pipelines.hf_features import write_features
-from songcorpus.pipelines.shard_writer import Sample, WrittenShard, describe_shard, write_shard
+from songcorpus.pipelines.shard_writer import Sample, describe_shard, write_shard
 from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.sample import sample_json_schema
@@ -213,10 +213,78 @@ def plan_digest(samples: list[Sample]) -> str:
     return h.hexdigest()
 
 
+# What a window's catalog row takes from its sample entry (besides key, source, track id, split and members).
+WINDOW_META_KEYS = ("start_s", "duration_s", "reference_key", "augmentation")
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard to write, complete enough for a worker that sees only the artefact store and the shard folder:
+    each sample's key, its members (store-relative paths) and its window's catalog fields. ``prior_sha256`` is the
+    manifest's checksum of a shard written earlier from this very plan (kept when the file still matches)."""
+
+    name: str
+    split: str
+    digest: str
+    prior_sha256: str | None
+    samples: list[dict[str, Any]]
+
+    def to_json(self) -> str:
+        return canonical_json({"name": self.name, "split": self.split, "digest": self.digest,
+                               "prior_sha256": self.prior_sha256, "samples": self.samples})
+
+    @classmethod
+    def from_json(cls, text: str) -> ShardPlan:
+        d = json.loads(text)
+        return cls(d["name"], d["split"], d["digest"], d["prior_sha256"], d["samples"])
+
+
+# (plans, shard folder, store, progress) -> one catalog part per plan (:func:`write_planned_shard`), any order
+ShardWriter = Callable[[list[ShardPlan], Path, ArtefactStore, bool], list[dict[str, Any]]]
+
+
+def write_planned_shard(plan: ShardPlan, shard_dir: Path, store: ArtefactStore) -> dict[str, Any]:
+    """Write (or keep, when the file on disk is the one ``plan`` made before) one shard, and return its catalog
+    part: the ``shards`` row fields, the plan digest and the shard's ``windows`` rows. Runs on whichever worker
+    the engine picks; the same plan gives the same shard bytes and part anywhere."""
+    path = shard_dir / plan.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shard = describe_shard(path) if plan.prior_sha256 and path.exists() else None
+    if shard is None or shard.sha256 != plan.prior_sha256:
+        # an object-store store fetches each member into its local mirror; a local one has it in place
+        fetch = store.path if getattr(store, "remote", False) else (lambda rel: store.root / rel)
+        samples = [Sample(s["key"], {suffix: fetch(rel) for suffix, rel in s["members"].items()})
+                   for s in plan.samples]
+        shard = write_shard(path, samples)
+    meta = {s["key"]: s for s in plan.samples}
+    windows = []
+    for i, key in enumerate(sorted(shard.offsets)):
+        m, offs = meta[key], shard.offsets[key]
+        windows.append({
+            "key": key, "track_id": m["track_id"], "source": m["source"], "shard": plan.name,
+            "index_in_shard": i, "split": m["split"], "start_s": m["start_s"],
+            "duration_s": m["duration_s"], "fields": ",".join(sorted(offs)),
+            "bytes": sum(size for _, size in offs.values()),
+            "offsets_json": json.dumps({k: list(v) for k, v in sorted(offs.items())}, separators=(",", ":")),
+            "reference_key": m["reference_key"],
+            "augmentation_json": None if m["augmentation"] is None else canonical_json(m["augmentation"]),
+        })
+    return {"shard": plan.name, "split": plan.split, "plan": plan.digest, "sha256": shard.sha256,
+            "bytes": shard.nbytes, "n_samples": len(plan.samples), "windows": windows}
+
+
+def write_shards_here(plans: list[ShardPlan], shard_dir: Path, store: ArtefactStore,
+                      progress: bool = True) -> list[dict[str, Any]]:
+    """The in-process shard writer (Ray's default): one shard after another in this process."""
+    return [write_planned_shard(plan, shard_dir, store)
+            for plan in tqdm(plans, desc="shards", unit="shard", disable=not progress)]
+
+
 def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
                  lineages: dict[str, dict[str, Any]], run_samples: Callable[[list[Row]], list[Row]],
-                 progress: bool = True) -> dict[str, Decision]:
-    """Decide, fit the codebook, run the samples phase (``run_samples``: the engine), write shards and catalog."""
+                 progress: bool = True, write_shards: ShardWriter | None = None) -> dict[str, Decision]:
+    """Decide, fit the codebook, run the samples phase (``run_samples``: the engine), write shards (``write_shards``:
+    the engine's workers, else :func:`write_shards_here`) and the catalog from their parts."""
     rows = sorted(rows, key=lambda r: r["track"]["source"])
     near = near_duplicate_groups(rows, config, store)
     decisions = decide(rows, config, near)
@@ -257,41 +325,37 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
                 raise FileNotFoundError(f"sample {entry['key']} of {src}: {len(missing)} members are missing from the "
                                         f"cache (first {missing[0]}); run `songcorpus curate` again to recompute them")
             by_split[splits[src]].append(Sample(entry["key"], members))
-            window_meta[entry["key"]] = {**entry, "source": src, "track_id": track_ids[src], "split": splits[src]}
+            window_meta[entry["key"]] = {"members": entry["members"], "source": src, "track_id": track_ids[src],
+                                         "split": splits[src], **{k: entry[k] for k in WINDOW_META_KEYS}}
     if codebook is not None:  # next to the shards, so trainers and the evaluator can decode tokens without the cache
-        atomic_write_bytes(out / "codec" / "codebook.npy", (store.root / codebook["file"]).read_bytes())
+        atomic_write_bytes(out / "codec" / "codebook.npy", store.path(codebook["file"]).read_bytes())
         atomic_write_bytes(out / "codec" / "codebook.json", (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
     if units is not None:
-        atomic_write_bytes(out / "codec" / "units.npy", (store.root / units["file"]).read_bytes())
+        atomic_write_bytes(out / "codec" / "units.npy", store.path(units["file"]).read_bytes())
         atomic_write_bytes(out / "codec" / "units.json", (json.dumps(units, indent=1, sort_keys=True) + "\n").encode())
 
-    written: dict[str, WrittenShard] = {}
-    shard_split: dict[str, str] = {}
-    new_manifest: dict[str, dict[str, Any]] = {}
-    plans = [(split, name, group) for split in sorted(by_split) for name, group in plan_shards(by_split[split], split, config)]
-    for split, name, group in tqdm(plans, desc="shards", unit="shard", disable=not progress):
-        digest = plan_digest(group)
-        path = shard_dir / name
-        prior = old_manifest.get(name)
-        if prior and prior.get("plan") == digest and path.exists():
-            shard = describe_shard(path)
-            if shard.sha256 != prior.get("sha256"):
-                shard = write_shard(path, group)
-        else:
-            shard = write_shard(path, group)
-        written[name] = shard
-        shard_split[name] = split
-        new_manifest[name] = {"plan": digest, "sha256": shard.sha256, "n_samples": len(group), "split": split}
+    plans = []
+    for split in sorted(by_split):
+        for name, group in plan_shards(by_split[split], split, config):
+            digest = plan_digest(group)
+            prior = old_manifest.get(name) or {}
+            plans.append(ShardPlan(name, split, digest, prior.get("sha256") if prior.get("plan") == digest else None,
+                                   [{"key": s.key, **window_meta[s.key]} for s in group]))
+    parts = {part["shard"]: part for part in (write_shards or write_shards_here)(plans, shard_dir, store, progress)}
+    if sorted(parts) != sorted(p.name for p in plans):
+        raise RuntimeError(f"the shard writer returned {len(parts)} catalog parts for {len(plans)} planned shards")
+    new_manifest = {n: {"plan": parts[n]["plan"], "sha256": parts[n]["sha256"], "n_samples": parts[n]["n_samples"],
+                        "split": parts[n]["split"]} for n in sorted(parts)}
     atomic_write_bytes(manifest_path, (json.dumps(new_manifest, indent=1, sort_keys=True) + "\n").encode())
     for stale in sorted(shard_dir.glob("*.tar")):
-        if stale.name not in written:
+        if stale.name not in parts:
             stale.unlink()
     for stale in sorted(shard_dir.glob("*.tar.tmp")):
         stale.unlink()
     for split in SPLITS:
-        shards = [n for n in sorted(written) if shard_split[n] == split]
+        shards = [n for n in sorted(parts) if parts[n]["split"] == split]
         index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"songcorpus-{split}",
-                 "shardlist": [{"url": n, "nsamples": new_manifest[n]["n_samples"], "filesize": written[n].nbytes}
+                 "shardlist": [{"url": n, "nsamples": parts[n]["n_samples"], "filesize": parts[n]["bytes"]}
                                for n in shards]}
         path = shard_dir / f"index-{split}.json"
         if shards:
@@ -301,30 +365,17 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     write_features(shard_dir, [s for group in by_split.values() for s in group],
                    sample_json_schema(full_profile=config.profile == "full"))
 
-    windows_rows = []
+    windows_rows = [w for n in sorted(parts) for w in parts[n]["windows"]]
     n_windows: dict[str, int] = defaultdict(int)
-    for name in sorted(written):
-        shard = written[name]
-        for i, key in enumerate(sorted(shard.offsets)):
-            meta = window_meta[key]
-            offs = shard.offsets[key]
-            n_windows[meta["source"]] += 1
-            windows_rows.append({
-                "key": key, "track_id": meta["track_id"], "source": meta["source"], "shard": name,
-                "index_in_shard": i, "split": meta["split"], "start_s": meta["start_s"],
-                "duration_s": meta["duration_s"], "fields": ",".join(sorted(offs)),
-                "bytes": sum(size for _, size in offs.values()),
-                "offsets_json": json.dumps({k: list(v) for k, v in sorted(offs.items())}, separators=(",", ":")),
-                "reference_key": meta["reference_key"],
-                "augmentation_json": None if meta["augmentation"] is None else canonical_json(meta["augmentation"]),
-            })
+    for w in windows_rows:
+        n_windows[w["source"]] += 1
     tracks_rows = [track_row(r, decisions[r["track"]["source"]], splits.get(r["track"]["source"]),
                              n_windows.get(r["track"]["source"], 0), lineages) for r in rows]
     id_of = {t["source"]: t["track_id"] for t in tracks_rows}
     for t in tracks_rows:  # a group is named by its kept copy's id (null for a track with no copy)
         t["duplicate_group"] = id_of[near.kept_of[t["source"]]] if t["source"] in near.kept_of else None
-    shard_rows = [{"shard": n, "n_samples": new_manifest[n]["n_samples"], "bytes": written[n].nbytes,
-                   "sha256": written[n].sha256, "split": shard_split[n]} for n in sorted(written)]
+    shard_rows = [{"shard": n, "n_samples": parts[n]["n_samples"], "bytes": parts[n]["bytes"],
+                   "sha256": parts[n]["sha256"], "split": parts[n]["split"]} for n in sorted(parts)]
     write_catalog(out, {"tracks": tracks_rows, "windows": windows_rows, "shards": shard_rows,
                         "fields": field_rows(config, store, lineages)})
     return decisions

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from songcorpus.pipelines.corpus import Decision, build_corpus, scores_of
+from songcorpus.pipelines.corpus import Decision, ShardWriter, build_corpus, scores_of
 from songcorpus.pipelines.executor import build_stages, new_row
 from songcorpus.pipelines.sources import expand_inputs
 from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
@@ -93,6 +93,15 @@ def samples_runner(config: PipelineConfig, store: ArtefactStore, progress: bool)
     return run
 
 
+def shard_writer(config: PipelineConfig) -> ShardWriter | None:
+    """Who writes the shards: Beam's workers on the Beam engine; None (the driver, in process) on Ray."""
+    if config.engine.name != "beam":
+        return None
+    from songcorpus.pipelines.beam_runner import beam_shard_writer
+
+    return beam_shard_writer(config)
+
+
 def preflight(stages: list) -> None:
     """Every stage's model checks before any data is read; all problems in one error, so a user fetches
     every missing model in one go instead of one per attempt."""
@@ -126,7 +135,7 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
         lineages = {s.name: s.lineage() for s in stages}
         save_state(out, config, rows, lineages)
         decisions = build_corpus(rows, config, out, store, lineages, samples_runner(config, store, progress),
-                                 progress=progress)
+                                 progress=progress, write_shards=shard_writer(config))
     return CurateResult(out, decisions, time.monotonic() - start)
 
 
@@ -190,5 +199,5 @@ def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) 
     atomic_write_bytes(out / "config.yaml", dump_config(merged).encode())
     with engine_session(merged):
         decisions = build_corpus(rows, merged, out, store, lineages, samples_runner(merged, store, progress),
-                                 progress=progress)
+                                 progress=progress, write_shards=shard_writer(merged))
     return CurateResult(out, decisions, time.monotonic() - start)
