@@ -1,13 +1,16 @@
 """Catalog sink: Parquet tables (tracks, windows, shards, fields) plus ``catalog.duckdb`` with a funnel view.
 
 Parquet files are the durable, engine-neutral record; the DuckDB file is built from them in a
-temporary file and renamed, so an analyst never opens a half-written catalog.
+temporary file and renamed, so an analyst never opens a half-written catalog. For a corpus on an object
+store both are built in the local staging folder and uploaded at publication (``pipelines/storage.py``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +53,25 @@ def write_catalog(out: Path, tables: dict[str, Sequence[dict[str, Any]]]) -> Non
     os.replace(tmp, db_path)
 
 
-def read_funnel(out: Path) -> list[tuple[Any, ...]]:
+@contextmanager
+def local_catalog(out: Path | str) -> Iterator[Path]:
+    """``catalog.duckdb`` of the corpus at ``out`` as a local file: the file itself, or for an object-store URL
+    a download checked against the publication marker (DuckDB opens local files only), removed afterwards."""
+    from songcorpus.pipelines import storage
+
+    if not storage.is_url(out):
+        yield Path(out) / "catalog.duckdb"
+        return
+    with tempfile.TemporaryDirectory(prefix="songcorpus-catalog-") as tmp:
+        yield storage.fetch_published(out, ["catalog.duckdb"], Path(tmp))["catalog.duckdb"]
+
+
+def read_funnel(out: Path | str) -> list[tuple[Any, ...]]:
     import duckdb
 
-    con = duckdb.connect(str(out / "catalog.duckdb"), read_only=True)
-    try:
-        return con.execute("SELECT status, stage, reason_code, tracks, hours FROM funnel").fetchall()
-    finally:
-        con.close()
+    with local_catalog(out) as db:
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            return con.execute("SELECT status, stage, reason_code, tracks, hours FROM funnel").fetchall()
+        finally:
+            con.close()

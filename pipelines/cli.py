@@ -34,7 +34,7 @@ def _config_from_args(args: argparse.Namespace):
     return load_config(args.profile, args.config, overrides)
 
 
-def print_funnel(out: Path) -> None:
+def print_funnel(out: Path | str) -> None:
     from songcorpus.pipelines.catalog import read_funnel
 
     rows = read_funnel(out)
@@ -46,12 +46,17 @@ def print_funnel(out: Path) -> None:
         print(f"{status:<9} {stage:<9} {code:<20} {n:>7} {h:>9.4f}")
     import duckdb
 
-    con = duckdb.connect(str(out / "catalog.duckdb"), read_only=True)
-    try:
-        n_shards, n_windows = con.execute("SELECT (SELECT count(*) FROM shards), (SELECT count(*) FROM windows)").fetchone()
-    finally:
-        con.close()
-    print(f"{n_windows} samples in {n_shards} shards under {out / 'shards'}; catalog: {out / 'catalog.duckdb'}")
+    from songcorpus.pipelines.catalog import local_catalog
+    from songcorpus.pipelines.storage import join
+
+    with local_catalog(out) as db:
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            n_shards, n_windows = con.execute("SELECT (SELECT count(*) FROM shards), "
+                                              "(SELECT count(*) FROM windows)").fetchone()
+        finally:
+            con.close()
+    print(f"{n_windows} samples in {n_shards} shards under {join(out, 'shards')}; catalog: {join(out, 'catalog.duckdb')}")
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -85,7 +90,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from songcorpus.pipelines.curate import load_state, rebuild
 
     if args.config is None:
-        config, _, _ = load_state(Path(args.dir))
+        config, _, _ = load_state(args.dir)
     else:
         config = load_config(args.profile, args.config)
     result = rebuild(args.dir, config, progress=not args.no_progress)
@@ -94,8 +99,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    out = Path(args.dir)
-    if not (out / "catalog.duckdb").exists():
+    from songcorpus.pipelines.storage import is_url
+
+    out = args.dir if is_url(args.dir) else Path(args.dir)
+    if not is_url(out) and not (out / "catalog.duckdb").exists():
         raise ConfigError(f"{out} has no catalog.duckdb; run `songcorpus curate ... --out {out}` first")
     print_funnel(out)
     return 0

@@ -141,7 +141,7 @@ def fit_cached_centroids(store: ArtefactStore, name: str, settings_digest: str, 
         return None
     key = hashlib.sha256("\x1f".join([settings_digest, *files]).encode()).hexdigest()
     cached = store.get_result(name, key)
-    if cached is not None and (store.root / cached["file"]).exists():
+    if cached is not None and store.exists(cached["file"]):
         return cached
     frames = np.concatenate([store.get_array(f) for f in files])
     centroids = fit(frames)
@@ -280,6 +280,15 @@ def write_shards_here(plans: list[ShardPlan], shard_dir: Path, store: ArtefactSt
             for plan in tqdm(plans, desc="shards", unit="shard", disable=not progress)]
 
 
+def _member(store: ArtefactStore, rel: str) -> Path:
+    """A sample member's local file (fetched into the mirror of an object-store cache; a missing one is reported
+    by the caller with the sample it belongs to)."""
+    try:
+        return store.path(rel)
+    except FileNotFoundError:
+        return store.root / rel
+
+
 def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
                  lineages: dict[str, dict[str, Any]], run_samples: Callable[[list[Row]], list[Row]],
                  progress: bool = True, write_shards: ShardWriter | None = None) -> dict[str, Decision]:
@@ -319,7 +328,7 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     track_ids = {r["track"]["source"]: track_id_of(r) for r in rows}
     for src in sorted(sampled):
         for entry in sampled[src]["samples"]:
-            members = {suffix: store.root / rel for suffix, rel in entry["members"].items()}
+            members = {suffix: _member(store, rel) for suffix, rel in entry["members"].items()}
             missing = [str(p) for p in members.values() if not p.exists()]
             if missing:
                 raise FileNotFoundError(f"sample {entry['key']} of {src}: {len(missing)} members are missing from the "

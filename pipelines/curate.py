@@ -5,8 +5,13 @@ State kept in OUT so the job can resume and be re-decided:
   OUT/state/rows.jsonl       every input's analysis results and outcome (the stored scores)
   OUT/state/lineage.json     stage, version, model, checksum and config hash of each stage
   OUT/shards/, OUT/catalog/, OUT/catalog.duckdb
+  OUT/published.json         written last: every object above with its size and sha256 (pipelines/storage.py)
 The content-addressed cache (default OUT/.cache) holds per-stage results and standardised audio;
 re-running the same command after a crash reuses every finished stage result.
+
+OUT (and the cache) may be an object-store URL: the corpus is then written into a local staging folder, each
+shard uploaded as it is committed, and the marker written last; a crash leaves no marker, so readers see no
+corpus, and the re-run finishes it (shards already stored with the planned bytes are kept, not re-uploaded).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from songcorpus.pipelines.corpus import Decision, ShardWriter, build_corpus, scores_of
+from songcorpus.pipelines import storage
+from songcorpus.pipelines.corpus import SHARD_MANIFEST, Decision, ShardWriter, build_corpus, scores_of
 from songcorpus.pipelines.executor import build_stages, new_row
 from songcorpus.pipelines.sources import expand_inputs
 from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
@@ -34,9 +40,14 @@ LATE_BINDING_SECTIONS = ("gates", "shards", "splits", "engine", "cache_dir", "wi
                          "near_duplicates")
 
 
+# What a corpus is, for its publication marker: everything but the cache and temporary files.
+CORPUS_PARTS = ("shards", "catalog", "catalog.duckdb", "codec", "state", "config.yaml")
+STATE_FILES = ("config.yaml", "state/rows.jsonl", "state/lineage.json")
+
+
 @dataclass(frozen=True)
 class CurateResult:
-    out: Path
+    out: Path | str  # a local folder, or the URL it was published to
     decisions: dict[str, Decision]
     seconds: float
 
@@ -47,8 +58,8 @@ class CurateResult:
         return out
 
 
-def store_for(config: PipelineConfig, out: Path) -> ArtefactStore:
-    return ArtefactStore(Path(config.cache_dir) if config.cache_dir else out / ".cache")
+def store_for(config: PipelineConfig, out: Path | str) -> ArtefactStore:
+    return ArtefactStore(config.cache_dir if config.cache_dir else storage.join(out, ".cache"))
 
 
 def run_engine(rows: list[Row], config: PipelineConfig, store: ArtefactStore, progress: bool,
@@ -58,10 +69,10 @@ def run_engine(rows: list[Row], config: PipelineConfig, store: ArtefactStore, pr
     if config.engine.name == "ray":
         from songcorpus.pipelines.ray_runner import run_ray
 
-        return run_ray(rows, config, str(store.root), progress=progress, phase=phase)
+        return run_ray(rows, config, store.url, progress=progress, phase=phase)
     from songcorpus.pipelines.beam_runner import run_beam
 
-    return run_beam(rows, config, str(store.root), progress=progress, phase=phase)
+    return run_beam(rows, config, store.url, progress=progress, phase=phase)
 
 
 @contextmanager
@@ -119,24 +130,47 @@ def preflight(stages: list) -> None:
 
 def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True) -> CurateResult:
     start = time.monotonic()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    store = store_for(config, out)
-    stages = build_stages(config, store)
-    preflight([*stages, *build_stages(config, store, "samples")])
-    records = expand_inputs(inputs, store.root / "inputs")
-    log.info("%d inputs", len(records))
-    rows = [new_row(r.to_dict()) for r in records]
-    with engine_session(config):
-        rows = run_engine(rows, config, store, progress)
-        rows.sort(key=lambda r: r["track"]["source"])
-        if len(rows) != len(records):
-            raise RuntimeError(f"engine returned {len(rows)} rows for {len(records)} inputs")
-        lineages = {s.name: s.lineage() for s in stages}
-        save_state(out, config, rows, lineages)
-        decisions = build_corpus(rows, config, out, store, lineages, samples_runner(config, store, progress),
-                                 progress=progress, write_shards=shard_writer(config))
-    return CurateResult(out, decisions, time.monotonic() - start)
+    target = storage.OutputDir(out)
+    try:
+        out = target.local  # the output folder itself, or the staging folder of a URL
+        store = store_for(config, target.url)
+        stages = build_stages(config, store)
+        preflight([*stages, *build_stages(config, store, "samples")])
+        records = expand_inputs(inputs, storage.join(store.url, "inputs"))
+        log.info("%d inputs", len(records))
+        rows = [new_row(r.to_dict()) for r in records]
+        target.begin()
+        stage_prior_shards(target)
+        with engine_session(config):
+            rows = run_engine(rows, config, store, progress)
+            rows.sort(key=lambda r: r["track"]["source"])
+            if len(rows) != len(records):
+                raise RuntimeError(f"engine returned {len(rows)} rows for {len(records)} inputs")
+            lineages = {s.name: s.lineage() for s in stages}
+            save_state(out, config, rows, lineages)
+            decisions = build_corpus(rows, config, out, store, lineages, samples_runner(config, store, progress),
+                                     progress=progress, write_shards=shard_writer(config))
+        publish(target)
+    finally:
+        target.close()
+    return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start)
+
+
+def stage_prior_shards(target: storage.OutputDir) -> None:
+    """On an object store: stage the shard manifest of an earlier run and the shards it names, so the shard
+    writer keeps those whose planned content is unchanged (a resume uploads only what is missing)."""
+    if not target.remote or target.fetch(f"shards/{SHARD_MANIFEST}") is None:
+        return
+    for name in sorted(json.loads((target.local / "shards" / SHARD_MANIFEST).read_text())):
+        target.fetch(f"shards/{name}")
+
+
+def publish(target: storage.OutputDir) -> None:
+    """Upload what is staged and write the publication marker last; shard checksums come from the manifest the
+    shard writer just wrote (no shard is read again)."""
+    manifest = target.local / "shards" / SHARD_MANIFEST
+    known = json.loads(manifest.read_text()) if manifest.exists() else {}
+    target.publish(CORPUS_PARTS, {f"shards/{n}": e["sha256"] for n, e in known.items()})
 
 
 def save_state(out: Path, config: PipelineConfig, rows: list[Row], lineages: dict) -> None:
@@ -147,7 +181,17 @@ def save_state(out: Path, config: PipelineConfig, rows: list[Row], lineages: dic
     atomic_write_bytes(out / "config.yaml", dump_config(config).encode())
 
 
-def load_state(out: Path) -> tuple[PipelineConfig, list[Row], dict]:
+def load_state(out: Path | str) -> tuple[PipelineConfig, list[Row], dict]:
+    if storage.is_url(out):  # the published state, checked against the marker's checksums
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="songcorpus-state-") as tmp:
+            try:
+                storage.fetch_published(out, STATE_FILES, Path(tmp))
+            except FileNotFoundError as exc:
+                raise ConfigError(str(exc)) from None
+            return load_state(Path(tmp))
+    out = Path(out)
     state = out / "state"
     if not (state / "rows.jsonl").exists():
         raise ConfigError(f"{out} holds no curated corpus (no state/rows.jsonl); run `songcorpus curate` first")
@@ -186,7 +230,22 @@ def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) 
     """Re-decide and rewrite shards and catalog from stored scores; no analysis stage runs (the samples
     phase does, for songs whose samples are not in the cache yet)."""
     start = time.monotonic()
-    out = Path(out)
+    target = storage.OutputDir(out)
+    try:
+        return _rebuild(target, new_config, progress, start)
+    finally:
+        target.close()
+
+
+def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bool, start: float) -> CurateResult:
+    out = target.local
+    if target.remote:  # stage the published state (checked), so the new marker lists it again
+        try:
+            storage.fetch_published(target.url, STATE_FILES, out)
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
+        for rel in STATE_FILES:
+            target.fetch(rel)
     old_config, rows, lineages = load_state(out)
     old, new = old_config.model_dump(), new_config.model_dump()
     changed = sorted(k for k in new if k not in LATE_BINDING_SECTIONS and old.get(k) != new.get(k))
@@ -194,10 +253,13 @@ def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) 
         raise ConfigError(f"rebuild only re-applies {', '.join(LATE_BINDING_SECTIONS)}; the new config also "
                           f"changes {', '.join(changed)}, which needs `songcorpus curate` (it reuses the cache)")
     rows = reopen_early_rejections(rows, new_config)
-    store = store_for(old_config, out)
+    store = store_for(old_config, target.url)
+    target.begin()
+    stage_prior_shards(target)
     merged = new_config.model_copy(update={"cache_dir": old_config.cache_dir})
     atomic_write_bytes(out / "config.yaml", dump_config(merged).encode())
     with engine_session(merged):
         decisions = build_corpus(rows, merged, out, store, lineages, samples_runner(merged, store, progress),
                                  progress=progress, write_shards=shard_writer(merged))
-    return CurateResult(out, decisions, time.monotonic() - start)
+    publish(target)
+    return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start)

@@ -1,4 +1,8 @@
-"""Sources: folders, globs, manifests (CSV / JSONL / Parquet) and local Hugging Face datasets -> TrackRecords.
+"""Sources: folders, globs, manifests (CSV / JSONL / Parquet) and Hugging Face datasets -> TrackRecords.
+
+Each may sit on a local disk or on an object store (``s3://``, ``gs://``: prefixes, globs, manifests whose paths
+resolve against the manifest's URL, Hugging Face Parquet/Arrow folders read row by row by
+``pipelines/hf_remote.py``); a URL input's files are named exactly as the same input's on a local disk.
 
 Every source yields the same records, sorted by ``source`` so runs are deterministic. Inputs that
 cannot even be opened (a broken symlink, a directory named like audio) still yield a record with a
@@ -22,10 +26,12 @@ import hashlib
 import itertools
 import json
 import os
+import posixpath
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from songcorpus.pipelines import storage
 from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord
 
 # What FFmpeg or libsndfile decode; files with other suffixes are not audio candidates in a folder scan
@@ -85,7 +91,9 @@ def _clean_meta(value: Any) -> Any:
     return value
 
 
-def _manifest_rows(path: Path) -> list[dict[str, Any]]:
+def _manifest_rows(path: Path | str) -> list[dict[str, Any]]:
+    if storage.is_url(path):
+        return _url_manifest_rows(str(path))
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -110,12 +118,48 @@ def _manifest_rows(path: Path) -> list[dict[str, Any]]:
     raise SourceError(f"manifest {path}: unsupported format (use {', '.join(MANIFEST_SUFFIXES)})")
 
 
+def _url_manifest_rows(url: str) -> list[dict[str, Any]]:
+    """A manifest's rows from an object store: the same formats, parsed from its bytes."""
+    import io
+
+    try:
+        data = storage.read_bytes(url)
+    except OSError as exc:
+        raise SourceError(f"cannot read manifest {url}: {exc}") from None
+    suffix = Path(storage.basename(url)).suffix.lower()
+    if suffix == ".csv":
+        text = io.StringIO(data.decode("utf-8"), newline="")
+        return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(text)]
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise SourceError(f"manifest {url}, line {lineno}: not JSON ({exc.msg})") from None
+        return rows
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(io.BytesIO(data)).to_pylist()
+    raise SourceError(f"manifest {url}: unsupported format (use {', '.join(MANIFEST_SUFFIXES)})")
+
+
+def resolve_url(base: str, rel: str) -> str:
+    """A manifest's relative path against its folder URL (``..`` resolved, as on a local disk)."""
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{posixpath.normpath(posixpath.join(rest, rel))}"
+
+
 def read_manifest(path: str) -> Iterator[TrackRecord]:
     """Rows with a ``path`` column; optional ``vocals``/``accompaniment`` stems and metadata columns.
-    Relative paths resolve against the manifest's folder; other columns are kept in ``extra``."""
-    mpath = Path(path)
+    Relative paths resolve against the manifest's folder (a URL's folder for a manifest on an object store);
+    other columns are kept in ``extra``."""
+    remote = storage.is_url(path)
+    mpath = path if remote else Path(path)
     rows = _manifest_rows(mpath)
-    base = mpath.parent
+    base = storage.parent(path) if remote else mpath.parent
     for i, row in enumerate(rows):
         if not row.get("path"):
             raise SourceError(f"manifest {mpath}, row {i + 1}: missing required column 'path' "
@@ -125,7 +169,9 @@ def read_manifest(path: str) -> Iterator[TrackRecord]:
             if not p:
                 return None
             p = str(p)
-            return p if (os.path.isabs(p) or "://" in p) else os.path.join(str(base), p)
+            if os.path.isabs(p) or "://" in p:
+                return p
+            return resolve_url(str(base), p) if remote else os.path.join(str(base), p)
 
         written = str(row["path"])
         name = written if (os.path.isabs(written) or "://" in written) else Path(os.path.normpath(written)).as_posix()
@@ -141,9 +187,10 @@ def is_hf_dataset_dir(path: str) -> bool:
     return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m)) for m in _HF_MARKERS)
 
 
-def read_hf_dataset(path: str, materialise_dir: Path) -> Iterator[TrackRecord]:
+def read_hf_dataset(path: str, materialise_dir: Path | str) -> Iterator[TrackRecord]:
     """A dataset saved with ``save_to_disk`` that has an Audio column; no network is touched.
-    Embedded audio bytes are written once to ``materialise_dir`` under their sha256."""
+    Embedded audio bytes are written once to ``materialise_dir`` (a folder, or a URL prefix in an object-store
+    artefact store, so workers elsewhere read them) under their sha256."""
     import datasets
 
     loaded = datasets.load_from_disk(path)
@@ -164,11 +211,9 @@ def read_hf_dataset(path: str, materialise_dir: Path) -> Iterator[TrackRecord]:
             if audio.get("bytes"):
                 data = audio["bytes"]
                 suffix = Path(audio.get("path") or "audio.bin").suffix or ".bin"
-                target = materialise_dir / f"{hashlib.sha256(data).hexdigest()}{suffix}"
-                if not target.exists():
-                    from songcorpus.transforms.artefacts import atomic_write_bytes
-
-                    atomic_write_bytes(target, data)
+                target = storage.join(materialise_dir, f"{hashlib.sha256(data).hexdigest()}{suffix}")
+                if not storage.exists(target):
+                    storage.write_bytes(target, data)
                 local = str(target)
             elif audio.get("path"):
                 local = audio["path"]
@@ -184,14 +229,57 @@ def input_name(item: str) -> str:
     """What prefixes an input's sources when several inputs are given: its folder or file name."""
     if item.startswith("hf:"):
         item = item[3:]
+    if storage.is_url(item):
+        name = storage.basename(url_glob_base(item) if _has_wildcard(item) else item)
+        return Path(name).stem if name.lower().endswith(MANIFEST_SUFFIXES) else name
     if any(ch in item for ch in "*?[") and not os.path.lexists(item):
         item = glob_base(item)
     name = Path(os.path.abspath(item)).name
     return Path(name).stem if name.lower().endswith(MANIFEST_SUFFIXES) else name
 
 
-def read_input(item: str, materialise_dir: Path) -> Iterable[TrackRecord]:
+def _has_wildcard(item: str) -> bool:
+    return any(ch in item for ch in "*?[")
+
+
+def url_glob_base(pattern: str) -> str:
+    """The URL prefix before a pattern's first wildcard (``s3://b/x/*/y.flac`` -> ``s3://b/x``)."""
+    scheme, _, rest = pattern.partition("://")
+    fixed = list(itertools.takewhile(lambda part: not _has_wildcard(part), rest.split("/")))
+    return f"{scheme}://{'/'.join(fixed)}"
+
+
+def read_url_input(item: str) -> Iterable[TrackRecord]:
+    """An input on an object store: a manifest, a Hugging Face dataset (``hf:URL``, or a prefix holding a saved
+    dataset or only Parquet/Arrow files, read by ``pipelines/hf_remote.py``), a glob, a prefix (every audio
+    object under it, named relative to it) or one object. Named exactly as the same input on a local disk."""
+    from songcorpus.pipelines import hf_remote
+
+    if item.startswith("hf:"):
+        return hf_remote.scan_dataset(item[3:])
+    if _has_wildcard(item):
+        matches = storage.glob(item)
+        if not matches:
+            raise SourceError(f"pattern {item!r} matches nothing")
+        base = url_glob_base(item)
+        return [TrackRecord(source=storage.relative_to(m, base), path=m) for m in matches]
+    if item.lower().endswith(MANIFEST_SUFFIXES) and storage.exists(item) and not storage.isdir(item):
+        return read_manifest(item)
+    if storage.isdir(item):
+        if hf_remote.looks_like_dataset(item):
+            return hf_remote.scan_dataset(item)
+        return [TrackRecord(source=storage.relative_to(f, item), path=f)
+                for f in storage.list_files(item) if is_audio_candidate(f)]
+    if storage.exists(item):
+        return [TrackRecord(source=storage.basename(item), path=item)]
+    raise SourceError(f"input {item!r} does not exist (give a prefix, a glob, an audio object, a manifest "
+                      f"{'/'.join(MANIFEST_SUFFIXES)}, or a Hugging Face dataset folder)")
+
+
+def read_input(item: str, materialise_dir: Path | str) -> Iterable[TrackRecord]:
     """The records of one input, each named relative to it (see the module docstring)."""
+    if storage.is_url(item.removeprefix("hf:")):
+        return read_url_input(item)
     if item.startswith("hf:"):
         return read_hf_dataset(item[3:], materialise_dir)
     if item.lower().endswith(MANIFEST_SUFFIXES) and os.path.isfile(item):
@@ -213,7 +301,7 @@ def read_input(item: str, materialise_dir: Path) -> Iterable[TrackRecord]:
                       f"{'/'.join(MANIFEST_SUFFIXES)}, or a saved Hugging Face dataset folder)")
 
 
-def expand_inputs(inputs: Iterable[str], materialise_dir: Path) -> list[TrackRecord]:
+def expand_inputs(inputs: Iterable[str], materialise_dir: Path | str) -> list[TrackRecord]:
     """All records from every input, de-duplicated by source and sorted (deterministic order). With several
     inputs each source is prefixed by its input's name; two inputs of one name are refused (which is which
     would then depend on where they sit)."""

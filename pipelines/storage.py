@@ -135,13 +135,14 @@ def list_files(url: str | Path) -> list[str]:
 
 
 def glob(pattern: str) -> list[str]:
-    """Matches of a glob (``**`` recursive), sorted."""
+    """Matches of a glob (``**`` recursive), sorted; on an object store only objects (no pseudo-folders)."""
     if not is_url(pattern):
         import glob as globlib
 
         return sorted(globlib.glob(_local(pattern), recursive=True))
     fs, path = filesystem(pattern)
-    return sorted(_url_of(fs, p, pattern) for p in fs.glob(path))
+    found = fs.glob(path, detail=True)
+    return sorted(_url_of(fs, p, pattern) for p, info in found.items() if info.get("type") == "file")
 
 
 def read_bytes(url: str | Path) -> bytes:
@@ -161,12 +162,14 @@ def read_range(url: str | Path, offset: int, length: int) -> bytes:
     return bytes(fs.cat_file(path, start=offset, end=offset + length))
 
 
-def open_read(url: str | Path) -> IO[bytes]:
-    """A seekable binary file; on an object store reads are ranged GETs (fsspec's readahead cache)."""
+def open_read(url: str | Path, exact: bool = False) -> IO[bytes]:
+    """A seekable binary file; on an object store reads are ranged GETs (fsspec's readahead cache, or with
+    ``exact`` no cache: each read fetches exactly the bytes asked for, for readers that seek to what they need,
+    such as Parquet's column chunks)."""
     if not is_url(url):
         return open(_local(url), "rb")
     fs, path = filesystem(url)
-    return fs.open(path, "rb")
+    return fs.open(path, "rb", cache_type="none") if exact else fs.open(path, "rb")
 
 
 def sha256_of(url: str | Path) -> tuple[str, int]:
@@ -308,6 +311,7 @@ class OutputDir:
             self._own_staging = False
         self.local.mkdir(parents=True, exist_ok=True)
         self._known: dict[str, dict[str, Any]] = {}
+        self._fetched: dict[str, str] = {}  # rel -> sha256 of what the store holds (remote: no re-upload)
 
     def target(self, rel: str) -> str:
         return join(self.url, rel)
@@ -325,6 +329,7 @@ class OutputDir:
             download(self.target(rel), path)
         except FileNotFoundError:
             return None
+        self._fetched[rel] = _file_digest(path)[0]
         return path
 
     def fetch_if_missing(self, rel: str) -> Path | None:
@@ -380,15 +385,28 @@ class OutputDir:
                         out.append(Path(os.path.relpath(os.path.join(dirpath, f), self.local)).as_posix())
         return sorted(out)
 
-    def publish(self, parts: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Commit every file still staged under ``parts`` (folders or files of the output), then write the
-        marker last, listing everything committed; returns what it lists."""
+    def publish(self, parts: Iterable[str], digests: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """Commit every file staged under ``parts`` (folders or files of the output; ``digests``: sha256s already
+        known, e.g. of shards just written, so they are not read again), remove stored objects under ``parts``
+        that the new corpus no longer has, then write the marker last. Returns what it lists."""
+        parts = list(parts)
+        digests = digests or {}
         for rel in self._staged(parts):
-            if not self.remote and rel in self._known:
+            if rel in self._known and not self.remote:
                 continue
-            self.commit(rel)
-        marker = _marker_bytes(self._known)
-        write_bytes(self.target(PUBLISHED), marker)
+            path = self.local / rel
+            sha = digests.get(rel) or _file_digest(path)[0]
+            if self.remote and self._fetched.get(rel) == sha:
+                self.keep(rel, sha, path.stat().st_size)  # the store holds these very bytes: no upload
+            else:
+                self.commit(rel, sha, path.stat().st_size)
+        if self.remote:
+            for part in parts:
+                for url in list_files(self.target(part)):
+                    rel = relative_to(url, self.url)
+                    if rel not in self._known and not any(seg.startswith(".") for seg in rel.split("/")):
+                        remove(url)
+        write_bytes(self.target(PUBLISHED), _marker_bytes(self._known))
         return dict(self._known)
 
     def close(self) -> None:

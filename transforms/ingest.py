@@ -1,6 +1,7 @@
 """IngestStage: decode any input, standardise it, hash it, measure it.
 
-Reads: the input file named by ``track.path``.
+Reads: the input file named by ``track.path`` (a local path, or an object-store URL: then fetched once into a
+local temporary file, which is hashed and decoded, so the URL is read once whether or not the cache hits).
 Writes: the standardised audio (16-bit FLAC at ``ingest.sample_rate``, ``ingest.channels``) into the
 artefact store under its sha256, and the fields below.
 Provides: audio_sha256, audio_file, n_frames, duration_s, source_sample_rate, source_channels,
@@ -15,8 +16,10 @@ is bounded by the duration limit, never by the file.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,9 @@ import pyloudnorm
 import soundfile as sf
 import soxr
 
-from songcorpus.transforms.artefacts import commit_file, sha256_file
+from songcorpus.pipelines.hf_remote import is_row_ref
+from songcorpus.pipelines.storage import is_url
+from songcorpus.transforms.artefacts import sha256_file
 from songcorpus.transforms.audio_io import AudioStream, DecodeError, downmix, to_int16
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage
 
@@ -48,6 +53,8 @@ class IngestStage(Stage):
         track = row["track"]
         if track.get("scan_error"):
             raise DecodeError(track["scan_error"], "not_a_file")
+        if is_url(track["path"]) or is_row_ref(track["path"]):
+            return self._fetched_input(track["path"])[1]
         path = Path(track["path"])
         if path.is_dir():
             raise DecodeError(f"is a directory, not an audio file: {path}", "not_a_file")
@@ -69,9 +76,55 @@ class IngestStage(Stage):
         last = getattr(self, "_last_identity", None)
         return last[1] if last is not None and last[0] == str(path) else sha256_file(path)[0]
 
+    def _fetched_input(self, url: str) -> tuple[Path, str]:
+        """A local copy of the input at ``url`` and its sha256; the last one is kept for ``process_one`` (and
+        removed when the next input is fetched)."""
+        last = getattr(self, "_fetched", None)
+        if last is not None and last[0] == url:
+            return last[1], last[2]
+        if last is not None:
+            last[1].unlink(missing_ok=True)
+            self._fetched = None
+        from songcorpus.pipelines.hf_remote import read_row_audio
+        from songcorpus.pipelines.storage import basename, download
+
+        suffix = Path(basename(url.partition("#")[0] if is_row_ref(url) else url)).suffix
+        fd, name = tempfile.mkstemp(prefix="songcorpus-input-", suffix=".bin" if is_row_ref(url) else suffix)
+        os.close(fd)
+        local = Path(name)
+        atexit.register(local.unlink, True)
+        try:
+            if is_row_ref(url):  # one row of a Hugging Face dataset's Parquet/Arrow files (pipelines/hf_remote.py)
+                local.write_bytes(read_row_audio(url)[0])
+            else:
+                download(url, local)
+        except FileNotFoundError:
+            local.unlink(missing_ok=True)
+            raise DecodeError(f"file not found: {url}", "missing") from None
+        except OSError as exc:
+            local.unlink(missing_ok=True)
+            raise DecodeError(f"unreadable: {exc.strerror or exc} ({url})", "unreadable") from None
+        digest, size = sha256_file(local)
+        if size == 0:
+            local.unlink(missing_ok=True)
+            raise DecodeError(f"empty file (0 bytes): {url}", "empty")
+        self._fetched = (url, local, digest)
+        return local, digest
+
     def process_one(self, row: Row) -> dict[str, Any]:
+        src = row["track"]["path"]
+        if not (is_url(src) or is_row_ref(src)):
+            return self._process_file(Path(src))
+        local, digest = self._fetched_input(src)
+        try:
+            return {**self._process_file(local), "source_sha256": digest}
+        except DecodeError as exc:  # name the input by its URL, never by the temporary copy
+            raise DecodeError(str(exc).replace(str(local), src), exc.code) from None
+        except Rejection as exc:
+            raise Rejection(exc.code, exc.reason.replace(str(local), src)) from None
+
+    def _process_file(self, path: Path) -> dict[str, Any]:
         cfg = self.config.ingest
-        path = Path(row["track"]["path"])
         with AudioStream(path, cfg.block_frames) as stream:
             info = stream.info
             limit = cfg.max_duration_s
@@ -129,8 +182,7 @@ class IngestStage(Stage):
             pcm = np.concatenate(pcm_blocks) if pcm_blocks else np.zeros((0, cfg.channels), np.int16)
             sha = hasher.hexdigest()
             final = self.store.audio_path(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            commit_file(tmp, final)
+            self.store.commit_temp(tmp, str(final.relative_to(self.store.root)))
         finally:
             tmp.unlink(missing_ok=True)
         n_samples = n_source * info.channels

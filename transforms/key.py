@@ -159,7 +159,7 @@ class KeyStage(Stage):
         estimate, signal = None, None
         for signal in ("accompaniment", "mix"):
             rel = res["stems"]["accompaniment_file"] if signal == "accompaniment" else res["ingest"]["audio_file"]
-            x, rate = read_standard_audio(self.store.root / rel)
+            x, rate = read_standard_audio(self.store.path(rel))
             mono = _evenly_spread(x.mean(axis=1), rate, self.cfg.max_analysis_s)
             if signal == "accompaniment" and np.sqrt(np.mean(np.square(mono, dtype=np.float64))) < SILENT_STEM_RMS:
                 continue  # an a cappella song: its vocals carry the key

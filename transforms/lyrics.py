@@ -121,7 +121,7 @@ def guard_segments(segments: list[dict[str, Any]], vad_segments: list[list[float
 def lyrics_detail(store: ArtefactStore, result: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     """(segments, words) of a lyrics result, inline or from its JSON blob."""
     if result.get("lyrics_detail_file"):
-        detail = json.loads((store.root / result["lyrics_detail_file"]).read_text())
+        detail = json.loads((store.path(result["lyrics_detail_file"])).read_text())
         return detail["segments"], detail["words"]
     return result["lyrics_segments"], result["lyrics_words"]
 
@@ -232,7 +232,7 @@ class LyricsStage(Stage):
             return self._result([], None, None, [], source_lyrics)
         if self._model is None:
             self.setup()
-        x, rate = read_standard_audio(self.store.root / stems["vocals_file"])
+        x, rate = read_standard_audio(self.store.path(stems["vocals_file"]))
         segments, language, probability = transcribe(self._model, to_whisper_rate(x, rate), cfg.language, cfg.beam_size)
         vad = row["results"].get("vad", {}).get("vad_segments")
         kept, flags = guard_segments(segments, vad, cfg.max_repetition, cfg.min_vocal_activity)

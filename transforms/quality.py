@@ -66,7 +66,7 @@ class QualityStage(Stage):
 
     def process_one(self, row: Row) -> dict[str, Any]:
         cfg = self.config.quality
-        x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])
+        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
         part = excerpts(x, rate, cfg.analysis_excerpt_s).mean(axis=1)
         bw = effective_bandwidth(part, rate, cfg.bandwidth_floor_db)
         snr = wada_snr(part)

@@ -177,14 +177,14 @@ class SampleStage(Stage):
 
     def process_one(self, row: Row) -> dict[str, Any]:
         res = row["results"]
-        root = self.store.root
-        mix, rate = read_standard_audio(root / res["ingest"]["audio_file"])
+        path = self.store.path
+        mix, rate = read_standard_audio(path(res["ingest"]["audio_file"]))
         audio = {"mix": mix.mean(axis=1),
-                 "vocals": read_standard_audio(root / res["stems"]["vocals_file"])[0].mean(axis=1),
-                 "accompaniment": read_standard_audio(root / res["stems"]["accompaniment_file"])[0].mean(axis=1)}
+                 "vocals": read_standard_audio(path(res["stems"]["vocals_file"]))[0].mean(axis=1),
+                 "accompaniment": read_standard_audio(path(res["stems"]["accompaniment_file"]))[0].mean(axis=1)}
         f0 = self.store.get_array(res["f0"]["f0_file"]).astype(np.float32)
         codec = EmbeddedCodec(self.config.codec, rate)
-        codebook = load_codebook(root / row["codebook"]["file"], row["codebook"]["sha256"])
+        codebook = load_codebook(path(row["codebook"]["file"]), row["codebook"]["sha256"])
         track_id = track_id_of(row)  # from the file's bytes: same keys and augmentation wherever the corpus lives
         variants: list[SongAugmentation | None] = [None]
         aug = plan_song_augmentation(track_id, self.config.augment)

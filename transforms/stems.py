@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from songcorpus.pipelines.storage import is_url, sha256_of
 from songcorpus.transforms.artefacts import sha256_file
 from songcorpus.transforms.audio_io import DecodeError, read_standard_audio, to_int16
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage
@@ -172,13 +173,14 @@ class StemStage(Stage):
             given = row["track"].get(which)
             if given:
                 try:
-                    parts.append(f"{which}:{sha256_file(Path(given))[0]}")
+                    digest = sha256_of(given)[0] if is_url(given) else sha256_file(Path(given))[0]
+                    parts.append(f"{which}:{digest}")
                 except OSError as exc:
                     raise DecodeError(f"{which} stem unreadable: {exc.strerror or exc} ({given})", "stem_unreadable") from None
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])
+        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
         mix = x.mean(axis=1)
         track = row["track"]
         given = {w: track.get(w) for w in ("vocals", "accompaniment") if track.get(w)}
@@ -228,7 +230,7 @@ class StemStage(Stage):
             std = IngestStage(self.config, self.store).process_one({"track": {"path": path}})
         except (DecodeError, Rejection) as exc:
             raise DecodeError(f"{which} stem {path}: {exc}", "stem_unreadable") from None
-        y, rate = read_standard_audio(self.store.root / std["audio_file"])
+        y, rate = read_standard_audio(self.store.path(std["audio_file"]))
         y = y.mean(axis=1)
         diff = y.size - n_mix
         if abs(diff) > STEM_LENGTH_TOLERANCE_S * rate:

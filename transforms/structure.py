@@ -321,5 +321,5 @@ class StructureStage(Stage):
         return row["results"]["ingest"]["audio_sha256"]
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])
+        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
         return analyse(x.mean(axis=1), rate, self.config.structure)

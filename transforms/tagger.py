@@ -136,7 +136,7 @@ class AstContentClassifier(Stage):
         self._classes = content_label_indices(self._tagger.labels)
 
     def _patches(self, row: Row) -> list[np.ndarray]:
-        x, rate = read_standard_audio(self.store.root / row["results"]["ingest"]["audio_file"])
+        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
         mono = soxr.resample(x.mean(axis=1), rate, MODEL_RATE, quality="HQ").astype(np.float32)
         if mono.size < _MIN_SAMPLES:  # the fbank needs one 25 ms frame; AST pads the rest itself
             mono = np.pad(mono, (0, _MIN_SAMPLES - mono.size))

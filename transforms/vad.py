@@ -186,7 +186,7 @@ class SileroVadStage(Stage):
             return {"vad_segments": [], "vocal_activity": 0.0, "speech_activity": 0.0, "vad_method": method}
         if self._model is None:
             self.setup()
-        x, rate = read_standard_audio(self.store.root / stems["vocals_file"])
+        x, rate = read_standard_audio(self.store.path(stems["vocals_file"]))
         duration = x.shape[0] / rate
         audio = to_vad_rate(x, rate)
         probs = speech_probabilities(audio, self._model)
