@@ -88,6 +88,29 @@ def test_kill_9_mid_training_then_rerun_equals_uninterrupted(demo_ray, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+def test_kill_9_of_a_two_process_torchrun_then_rerun_equals_uninterrupted(demo_ray, tmp_path):
+    """The whole torchrun process group killed with SIGKILL after a checkpoint, then the same command again:
+    the final weights equal a 2-process run that was never interrupted, bit for bit."""
+    cfg_file = write_config(tmp_path / "tiny.yaml", tiny(10, checkpoint={"every": 2}))
+    cmd = [sys.executable, "-m", "songcorpus.pipelines.cli", "train", "--model", "samuel", "--data", str(demo_ray),
+           "--config", str(cfg_file), "--launcher", "torchrun", "--workers", "2", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=900, env=env)
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "step-00000004").exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks at once, as a lost node would
+    proc.wait()
+    found = latest_checkpoint(tmp_path / "killed")
+    assert found is not None and found[0] < 10, "the run ended before it could be killed"
+    subprocess.run([*cmd, "--out", str(tmp_path / "killed")], check=True, capture_output=True, timeout=900, env=env)
+    a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_two_torchrun_processes_match_one_with_the_same_global_batch(demo_ray, tmp_path):
     """1 process x 2 micro-batches vs 2 processes x 1: the same samples and noise per micro-batch; the
     gradients differ only by float summation order (tolerance 1e-5 relative on every weight)."""
