@@ -10,8 +10,9 @@ The content-addressed cache (default OUT/.cache) holds per-stage results and sta
 re-running the same command after a crash reuses every finished stage result.
 
 OUT (and the cache) may be an object-store URL: the corpus is then written into a local staging folder, each
-shard uploaded as it is committed, and the marker written last; a crash leaves no marker, so readers see no
-corpus, and the re-run finishes it (shards already stored with the planned bytes are kept, not re-uploaded).
+shard uploaded as soon as it is written (and removed from staging), the rest at the end, and the marker written
+last; a crash leaves no marker, so readers see no corpus, and the re-run finishes it (a shard the store holds
+with the bytes its unchanged plan makes is fetched, checked and kept, not re-uploaded).
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
 
 from songcorpus.pipelines import storage
-from songcorpus.pipelines.corpus import SHARD_MANIFEST, Decision, ShardWriter, build_corpus, scores_of
+from songcorpus.pipelines.corpus import (
+    SHARD_MANIFEST,
+    Decision,
+    ShardPlan,
+    ShardWriter,
+    build_corpus,
+    scores_of,
+    write_planned_shard,
+)
 from songcorpus.pipelines.executor import build_stages, new_row
 from songcorpus.pipelines.sources import expand_inputs
 from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
@@ -113,6 +125,36 @@ def shard_writer(config: PipelineConfig) -> ShardWriter | None:
     return beam_shard_writer(config)
 
 
+def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> ShardWriter | None:
+    """The engine's shard writer (:func:`shard_writer`), and for an object-store output each shard uploaded as it
+    is written: a shard an earlier run stored from the same plan is fetched first so the writer checks and keeps
+    it, and one whose bytes the store holds is not uploaded again."""
+    inner = shard_writer(config)
+    if not target.remote:
+        return inner
+
+    def write(plans: list[ShardPlan], shard_dir: Path, store: ArtefactStore, progress: bool) -> list[dict[str, Any]]:
+        def settle(part: dict[str, Any]) -> dict[str, Any]:
+            target.settle(f"shards/{part['shard']}", part["sha256"], part["bytes"])
+            return part
+
+        def prior(plan: ShardPlan) -> None:
+            if plan.prior_sha256:
+                target.fetch(f"shards/{plan.name}")
+
+        if inner is not None:  # the engine's workers write into the staging folder; then each is uploaded
+            for plan in plans:
+                prior(plan)
+            return [settle(part) for part in inner(plans, shard_dir, store, progress)]
+        parts = []
+        for plan in tqdm(plans, desc="shards", unit="shard", disable=not progress):
+            prior(plan)
+            parts.append(settle(write_planned_shard(plan, shard_dir, store.root)))
+        return parts
+
+    return write
+
+
 def preflight(stages: list) -> None:
     """Every stage's model checks before any data is read; all problems in one error, so a user fetches
     every missing model in one go instead of one per attempt."""
@@ -140,7 +182,7 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
         log.info("%d inputs", len(records))
         rows = [new_row(r.to_dict()) for r in records]
         target.begin()
-        stage_prior_shards(target)
+        stage_prior_manifest(target)
         with engine_session(config):
             rows = run_engine(rows, config, store, progress)
             rows.sort(key=lambda r: r["track"]["source"])
@@ -149,20 +191,18 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
             lineages = {s.name: s.lineage() for s in stages}
             save_state(out, config, rows, lineages)
             decisions = build_corpus(rows, config, out, store, lineages, samples_runner(config, store, progress),
-                                     progress=progress, write_shards=shard_writer(config))
+                                     progress=progress, write_shards=output_shard_writer(target, config))
         publish(target)
     finally:
         target.close()
     return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start)
 
 
-def stage_prior_shards(target: storage.OutputDir) -> None:
-    """On an object store: stage the shard manifest of an earlier run and the shards it names, so the shard
-    writer keeps those whose planned content is unchanged (a resume uploads only what is missing)."""
-    if not target.remote or target.fetch(f"shards/{SHARD_MANIFEST}") is None:
-        return
-    for name in sorted(json.loads((target.local / "shards" / SHARD_MANIFEST).read_text())):
-        target.fetch(f"shards/{name}")
+def stage_prior_manifest(target: storage.OutputDir) -> None:
+    """On an object store: stage the shard manifest of an earlier run, so the shard planner knows which stored
+    shards an unchanged plan made (:func:`output_shard_writer` fetches those to check them)."""
+    if target.remote:
+        target.fetch(f"shards/{SHARD_MANIFEST}")
 
 
 def publish(target: storage.OutputDir) -> None:
@@ -255,11 +295,11 @@ def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bo
     rows = reopen_early_rejections(rows, new_config)
     store = store_for(old_config, target.url)
     target.begin()
-    stage_prior_shards(target)
+    stage_prior_manifest(target)
     merged = new_config.model_copy(update={"cache_dir": old_config.cache_dir})
     atomic_write_bytes(out / "config.yaml", dump_config(merged).encode())
     with engine_session(merged):
         decisions = build_corpus(rows, merged, out, store, lineages, samples_runner(merged, store, progress),
-                                 progress=progress, write_shards=shard_writer(merged))
+                                 progress=progress, write_shards=output_shard_writer(target, merged))
     publish(target)
     return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start)

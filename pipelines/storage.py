@@ -292,8 +292,8 @@ class OutputDir:
       2. ``fetch(rel)`` gives a local copy of an existing output file (resume: a shard whose planned content
          is unchanged is verified, not rewritten or re-uploaded);
       3. ``commit(rel, ...)`` marks a finished file: on an object store it is uploaded (one PUT) and the staged
-         copy deleted, so the staging folder holds one shard at a time; ``keep(rel, ...)`` records an existing
-         one;
+         copy deleted (a shard writer that commits each shard as it finishes keeps one shard staged at a time);
+         ``keep(rel, ...)`` records one the store holds already, ``settle`` picks between the two;
       4. ``publish(parts)`` uploads whatever is still staged (catalog, DuckDB built locally, state), then writes
          ``published.json`` LAST, listing every object with size and sha256. Its bytes depend only on the
          outputs, so a corpus gives the same marker locally and on S3.
@@ -346,6 +346,14 @@ class OutputDir:
             upload(path, self.target(rel))
             path.unlink()
 
+    def settle(self, rel: str, sha256: str, nbytes: int) -> None:
+        """A finished staged file: uploaded (and its staged copy deleted) unless the store already holds these very
+        bytes, as a resumed run's unchanged shard, fetched for checking, does."""
+        if self.remote and self._fetched.get(rel) == sha256:
+            self.keep(rel, sha256, nbytes)
+        else:
+            self.commit(rel, sha256, nbytes)
+
     def keep(self, rel: str, sha256: str, nbytes: int) -> None:
         """``rel`` is already in place with these bytes (verified by the caller): record it, upload nothing."""
         self._known[rel] = {"bytes": nbytes, "sha256": sha256}
@@ -395,11 +403,7 @@ class OutputDir:
             if rel in self._known and not self.remote:
                 continue
             path = self.local / rel
-            sha = digests.get(rel) or _file_digest(path)[0]
-            if self.remote and self._fetched.get(rel) == sha:
-                self.keep(rel, sha, path.stat().st_size)  # the store holds these very bytes: no upload
-            else:
-                self.commit(rel, sha, path.stat().st_size)
+            self.settle(rel, digests.get(rel) or _file_digest(path)[0], path.stat().st_size)
         if self.remote:
             for part in parts:
                 for url in list_files(self.target(part)):

@@ -75,3 +75,30 @@ def test_marker_bytes_do_not_depend_on_the_store(tmp_path, s3):
         out.close()
     assert markers[0] == markers[1]
     assert json.loads(markers[0])["format"] == storage.PUBLISHED_FORMAT
+
+
+def test_a_resumed_run_does_not_upload_what_the_store_holds(s3, monkeypatch):
+    root = s3 + "/corpus"
+    first = storage.OutputDir(root)
+    first.begin()
+    (first.local / "shards").mkdir(parents=True, exist_ok=True)
+    for name, data in (("a.tar", b"unchanged"), ("b.tar", b"old")):
+        (first.local / "shards" / name).write_bytes(data)
+        first.commit(f"shards/{name}")
+    first.publish(["shards"])
+    first.close()
+
+    uploads = []
+    real = storage.upload
+    monkeypatch.setattr(storage, "upload", lambda local, url: (uploads.append(url), real(local, url)))
+    again = storage.OutputDir(root)
+    again.begin()
+    for name, data in (("a.tar", b"unchanged"), ("b.tar", b"new")):
+        again.fetch(f"shards/{name}")  # what a resumed shard writer checks against its plan
+        (again.local / "shards" / name).write_bytes(data)
+        again.settle(f"shards/{name}", hashlib.sha256(data).hexdigest(), len(data))
+        assert not (again.local / "shards" / name).exists()  # staging holds no finished shard
+    assert uploads == [f"{root}/shards/b.tar"]
+    assert sorted(again.publish(["shards"])) == ["shards/a.tar", "shards/b.tar"]
+    assert storage.read_bytes(f"{root}/shards/b.tar") == b"new"
+    again.close()
