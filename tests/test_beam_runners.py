@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from songcorpus.pipelines.shard_writer import Sample
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms.artefacts import ArtefactStore
 
-from conftest import DEMO_DIR, curate_with, output_files
+from conftest import DEMO_DIR, output_files
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +94,14 @@ def test_workers_in_other_processes_write_the_shards_the_driver_would(runner, re
 
 # ---- every engine, one corpus (slow) ------------------------------------------------------------------------
 
-# How each engine is configured; a fixture name in ``needs`` is started for it. To add an engine (Ray on a
-# two-node cluster: its cluster fixture gives ``{"engine": {"name": "ray", "ray_address": ...}}``), add a row.
-ENGINES: dict[str, dict] = {
-    "beam-direct": {"beam_options": []},
-    "beam-portable": {"needs": "portable_flags"},
-    "beam-dask": {"needs": "dask_flags"},
+# Each engine's ``engine`` config section, given the test's ``request`` (so it can start the fixture it needs).
+# Every corpus is compared with the DirectRunner's. To add an engine, add a row: Ray on a two-node cluster is
+# ``lambda request: {"name": "ray", "workers": 2, "ray_address": request.getfixturevalue(<the cluster fixture>)}``.
+ENGINES: dict[str, Callable[[pytest.FixtureRequest], dict]] = {
+    "ray-local": lambda request: {"name": "ray", "workers": 2},
+    "beam-portable": lambda request: {"name": "beam", "workers": 2,
+                                      "beam_options": request.getfixturevalue("portable_flags")},
+    "beam-dask": lambda request: {"name": "beam", "workers": 2, "beam_options": request.getfixturevalue("dask_flags")},
 }
 
 
@@ -119,19 +121,21 @@ SMALL = {"windows": {"length_s": 4.0}}
 
 
 @pytest.fixture(scope="module")
-def ray_local_corpus(two_inputs, tmp_path_factory) -> Path:
-    return curate_with("ray", [str(two_inputs)], tmp_path_factory.mktemp("ray_local"), **SMALL)
+def direct_corpus(two_inputs, tmp_path_factory) -> Path:
+    """The reference: the two inputs curated on Beam's DirectRunner (two worker processes)."""
+    out = tmp_path_factory.mktemp("beam_direct")
+    curate([str(two_inputs)], out, beam_config([], **SMALL), progress=False)
+    return out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", [*ENGINES, pytest.param("ray-two-node", marks=pytest.mark.skip(
     reason="hook: add an ENGINES row once the two-node Ray cluster fixture lands"))])
-def test_every_engine_writes_the_same_corpus(engine, request, two_inputs, ray_local_corpus, tmp_path):
-    spec = ENGINES[engine]
-    flags = request.getfixturevalue(spec["needs"]) if "needs" in spec else spec["beam_options"]
+def test_every_engine_writes_the_same_corpus(engine, request, two_inputs, direct_corpus, tmp_path):
     out = tmp_path / engine
-    curate([str(two_inputs)], out, beam_config(flags, **SMALL), progress=False)
-    reference, got = output_files(ray_local_corpus), output_files(out)
+    config = load_config(overrides={"engine": ENGINES[engine](request), **SMALL})
+    curate([str(two_inputs)], out, config, progress=False)
+    reference, got = output_files(direct_corpus), output_files(out)
     assert sorted(got) == sorted(reference)
     assert [name for name in reference if got[name] != reference[name]] == []
     assert any(name.endswith(".tar") for name in got)
