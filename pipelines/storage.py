@@ -36,6 +36,7 @@ from typing import IO, Any
 # sha256; readers trust what it lists and nothing else (a run in progress or crashed has none).
 PUBLISHED = "published.json"
 PUBLISHED_FORMAT = "songcorpus-published-v1"
+STALE_SWEPT = "shards"  # the output folder whose objects a new publication removes when it no longer lists them
 _REMOTE_OPTIONS = {"s3": {"use_listings_cache": False}, "gs": {"use_listings_cache": False},
                    "gcs": {"use_listings_cache": False}}
 
@@ -395,7 +396,7 @@ class OutputDir:
 
     def publish(self, parts: Iterable[str], digests: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
         """Commit every file staged under ``parts`` (folders or files of the output; ``digests``: sha256s already
-        known, e.g. of shards just written, so they are not read again), remove stored objects under ``parts``
+        known, e.g. of shards just written, so they are not read again), remove stored objects under ``shards/``
         that the new corpus no longer has, then write the marker last. Returns what it lists."""
         parts = list(parts)
         digests = digests or {}
@@ -404,12 +405,11 @@ class OutputDir:
                 continue
             path = self.local / rel
             self.settle(rel, digests.get(rel) or _file_digest(path)[0], path.stat().st_size)
-        if self.remote:
-            for part in parts:
-                for url in list_files(self.target(part)):
-                    rel = relative_to(url, self.url)
-                    if rel not in self._known and not any(seg.startswith(".") for seg in rel.split("/")):
-                        remove(url)
+        if self.remote:  # shards (and their index) a smaller corpus no longer has, as a local rebuild removes them
+            for url in list_files(self.target(STALE_SWEPT)):
+                rel = relative_to(url, self.url)
+                if rel not in self._known and not any(seg.startswith(".") for seg in rel.split("/")):
+                    remove(url)
         write_bytes(self.target(PUBLISHED), _marker_bytes(self._known))
         return dict(self._known)
 

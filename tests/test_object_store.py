@@ -4,7 +4,8 @@ Two demo inputs (a song with stems, a speech clip) are curated from a local fold
 files, uploaded, from s3:// to s3:// with the artefact cache on S3. The S3 run is first crashed while it uploads
 its shard (nothing may then read as a corpus), then re-run, which must finish it from the S3 cache. Checked: the
 published corpora are byte-identical; the curate wrote no credential into any object (cache included) or log
-record; the loader yields the same batches from S3 shards as from local ones; Hugging Face Parquet and Arrow
+record; the loader yields the same batches from S3 shards as from local ones, and a run's provenance is the same;
+``rebuild`` on S3 republishes the same corpus without uploading its shard again; Hugging Face Parquet and Arrow
 dataset folders on S3 are read row by row without pulling the audio through the driver.
 """
 
@@ -259,3 +260,31 @@ def test_hf_dataset_on_s3_is_read_row_by_row(tmp_path, s3, layout, monkeypatch):
         out = stage.process_one(row)
         assert out["source_sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
         assert out["duration_s"] == pytest.approx(__import__("soundfile").info(str(f)).duration, abs=0.01)
+
+
+def test_training_provenance_is_the_same_from_s3(corpora):
+    from songcorpus.train.data import CorpusView
+    from songcorpus.train.trainer import provenance
+
+    local_out, out, _, _ = corpora
+    here = provenance(CorpusView(str(local_out), "train", ["f0"]), str(local_out))
+    there = provenance(CorpusView(out, "train", ["f0"]), out)  # from the marker: no shard is downloaded to hash it
+    assert there["corpus_sha256"] == here["corpus_sha256"] and there["shards"] == here["shards"]
+
+
+def test_rebuild_on_s3_republishes_without_uploading_shards(corpora, monkeypatch):
+    """Last in this module: it rewrites the S3 corpus (with the same config, so with the same bytes)."""
+    from songcorpus.pipelines.curate import rebuild
+
+    _, out, _, _ = corpora
+    before = storage.read_published(out)["objects"]
+    uploads: list[str] = []
+    real = storage.upload
+    monkeypatch.setattr(storage, "upload", lambda local, url: (uploads.append(str(url)), real(local, url)))
+    result = rebuild(out, _config(), progress=False)
+    assert result.out == out and result.counts() == {"accepted": 1, "rejected": 1}
+    after = storage.read_published(out)["objects"]
+    assert sorted(after) == sorted(before)
+    assert {k: v for k, v in after.items() if k != "catalog.duckdb"} == \
+        {k: v for k, v in before.items() if k != "catalog.duckdb"}
+    assert not [u for u in uploads if u.endswith(".tar")]  # the stored shard was checked and kept

@@ -142,10 +142,21 @@ def sha256_file(path: Path) -> str:
 
 
 def provenance(view: CorpusView, data: Any) -> dict[str, Any]:
-    """The corpus a run trained on: shard and catalog sha256s (the checkpoint can always be traced back)."""
-    shards = {s: sha256_file(Path(s)) for s in view.index.shards}
-    catalog = {}
-    if isinstance(data, (str, Path)) and (Path(data) / "catalog").is_dir():
+    """The corpus a run trained on: shard and catalog sha256s (the checkpoint can always be traced back). For a
+    corpus URL they are its publication marker's (the loader read only shards it lists), so nothing is
+    downloaded again and the same corpus gives the same provenance on a local disk and on an object store."""
+    from songcorpus.pipelines import storage
+
+    marker = storage.read_published(str(data)) if isinstance(data, str) and storage.is_url(data) else None
+    if marker is not None:
+        objects = marker["objects"]
+        shards = {s: objects[f"shards/{storage.basename(s)}"]["sha256"] for s in view.index.shards}
+        catalog = {rel.rsplit("/", 1)[1]: objects[rel]["sha256"] for rel in sorted(objects)
+                   if rel.startswith("catalog/") and rel.endswith(".parquet")}
+    else:
+        shards = {s: storage.sha256_of(s)[0] if storage.is_url(s) else sha256_file(Path(s)) for s in view.index.shards}
+        catalog = {}
+    if marker is None and isinstance(data, (str, Path)) and (Path(data) / "catalog").is_dir():
         catalog = {p.name: sha256_file(p) for p in sorted((Path(data) / "catalog").glob("*.parquet"))}
     corpus = hashlib.sha256(json.dumps([sorted(shards.values()), catalog], sort_keys=True).encode()).hexdigest()
     return {"corpus_sha256": corpus, "split": view.split, "n_samples": len(view),
