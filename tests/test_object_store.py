@@ -288,3 +288,22 @@ def test_rebuild_on_s3_republishes_without_uploading_shards(corpora, monkeypatch
     assert {k: v for k, v in after.items() if k != "catalog.duckdb"} == \
         {k: v for k, v in before.items() if k != "catalog.duckdb"}
     assert not [u for u in uploads if u.endswith(".tar")]  # the stored shard was checked and kept
+
+
+def test_bad_objects_fail_by_their_url(tmp_path, s3):
+    """A missing, empty or undecodable object fails with the funnel's code, named by its URL (never by the
+    local temporary copy ingest decodes)."""
+    from songcorpus.transforms.artefacts import ArtefactStore
+    from songcorpus.transforms.audio_io import DecodeError
+    from songcorpus.transforms.ingest import IngestStage
+
+    storage.write_bytes(f"{s3}/empty.wav", b"")
+    storage.write_bytes(f"{s3}/text.mp3", b"not audio at all, a text file with an .mp3 name\n" * 40)
+    stage = IngestStage(load_config(), ArtefactStore(tmp_path / "cache"))
+    for name, code in (("nope.flac", "missing"), ("empty.wav", "empty"), ("text.mp3", "undecodable")):
+        row = {"track": {"path": f"{s3}/{name}", "source": name}, "results": {}, "outcome": None}
+        with pytest.raises(DecodeError) as err:
+            stage.input_identity(row)
+            stage.process_one(row)
+        assert err.value.code == code
+        assert f"{s3}/{name}" in str(err.value) and "songcorpus-input-" not in str(err.value), str(err.value)

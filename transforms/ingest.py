@@ -88,11 +88,13 @@ class IngestStage(Stage):
         from songcorpus.pipelines.hf_remote import read_row_audio
         from songcorpus.pipelines.storage import basename, download
 
-        suffix = Path(basename(url.partition("#")[0] if is_row_ref(url) else url)).suffix
-        fd, name = tempfile.mkstemp(prefix="songcorpus-input-", suffix=".bin" if is_row_ref(url) else suffix)
+        suffix = ".bin" if is_row_ref(url) else Path(basename(url)).suffix  # decoders probe content, not names
+        fd, name = tempfile.mkstemp(prefix="songcorpus-input-", suffix=suffix)
         os.close(fd)
         local = Path(name)
-        atexit.register(local.unlink, True)
+        if not getattr(self, "_cleanup_registered", False):  # the last copy goes when the process ends
+            atexit.register(lambda: self._fetched and self._fetched[1].unlink(missing_ok=True))
+            self._cleanup_registered = True
         try:
             if is_row_ref(url):  # one row of a Hugging Face dataset's Parquet/Arrow files (pipelines/hf_remote.py)
                 local.write_bytes(read_row_audio(url)[0])
