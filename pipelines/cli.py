@@ -27,6 +27,8 @@ def _config_from_args(args: argparse.Namespace):
         overrides["engine"]["workers"] = args.workers
     if getattr(args, "address", None):
         overrides["engine"]["ray_address"] = args.address
+    if getattr(args, "node_ip_address", None):
+        overrides["engine"]["ray_node_ip"] = args.node_ip_address
     if getattr(args, "beam_option", None):
         overrides["engine"]["beam_options"] = args.beam_option
     if getattr(args, "cache_dir", None):
@@ -64,7 +66,10 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file whose keys override the profile (unknown keys are errors)")
     p.add_argument("--engine", choices=["ray", "beam"], help="execution engine (default from config: ray)")
     p.add_argument("--workers", type=int, help="parallel workers: local Ray CPUs or Beam direct workers")
-    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--address", help="Ray cluster address, e.g. HEAD:6379 or ray://HEAD:10001 (default: start a "
+                                     "private local Ray, whatever other Ray runs on the machine)")
+    p.add_argument("--node-ip-address", metavar="IP", help="with --address: this machine's address in the cluster "
+                                                           "(default: 127.0.0.1 for a head on 127.0.0.1, else Ray's guess)")
     p.add_argument("--beam-option", action="append", metavar="FLAG",
                    help="Beam pipeline option, repeatable, e.g. --beam-option=--runner=FlinkRunner")
     p.add_argument("--cache-dir", help="content-addressed cache (default OUT/.cache); share it between runs")
@@ -211,7 +216,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return launch.launch_torchrun(config, args.data, run, args.workers, backbone=backbone,
                                           progress=not args.no_progress)
         else:
-            result = launch.launch_ray(config, args.data, run, args.workers, backbone=backbone, address=args.address)
+            result = launch.launch_ray(config, args.data, run, args.workers, backbone=backbone, address=args.address,
+                                       node_ip=args.node_ip_address)
     except (TrainConfigError, DataError, CheckpointError, TrainError) as exc:
         print(f"songcorpus: {exc}", file=sys.stderr)
         return 2
@@ -402,7 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=["local", "torchrun", "ray"], default="local",
                    help="local: this process; torchrun: DDP over --workers processes; ray: Ray Train workers")
     p.add_argument("--workers", type=int, default=2, help="processes for torchrun / Ray Train (default 2)")
-    p.add_argument("--address", help="with --launcher ray: a Ray cluster to join (default: a private local one)")
+    p.add_argument("--address", help="with --launcher ray: a Ray cluster to join (default: a private local one); "
+                                     "--out and --data must then be paths every node reaches")
+    p.add_argument("--node-ip-address", metavar="IP", help="with --address: this machine's address in the cluster "
+                                                           "(default: 127.0.0.1 for a head on 127.0.0.1, else Ray's guess)")
     p.add_argument("--stage", choices=["backbone", "melody"], default="backbone",
                    help="SongEcho: backbone (stage A, text-to-song) or melody (stage B, needs --backbone)")
     p.add_argument("--backbone", metavar="RUN", help="SongEcho stage B: the finished stage-A run")

@@ -4,6 +4,12 @@ Each stage group becomes one ``map_batches`` operator on an actor pool, so ``set
 loading) happens once per actor; the pool's CPU/GPU/memory request is the group's declared
 resources. Rows travel as canonical JSON strings (small: audio stays in the artefact store, which
 must be a path every worker can reach: a shared filesystem on a cluster).
+
+Which Ray: with ``engine.ray_address`` (``--address``) the job joins that cluster, and the driver names its own
+node address (``engine.ray_node_ip``; 127.0.0.1 when the head is dialled on the loopback: a driver that left it
+to Ray's guess was measured to hang against nodes started on 127.0.0.1). Without one, it always starts a private
+instance (``address="local"``): never ``$RAY_ADDRESS``, nor the cluster named in ``/tmp/ray/ray_current_cluster``,
+which a killed ``ray start`` leaves behind and which made a plain local run join a dead or foreign cluster.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import logging
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -34,6 +41,36 @@ class _GroupActor:
         return {"payload": np.array([canonical_json(r) for r in rows], dtype=object)}
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def driver_node_ip(address: str, node_ip: str | None = None) -> str | None:
+    """The address the driver gives Ray for its own node: ``node_ip`` when set; 127.0.0.1 for a head on the
+    loopback (a cluster on this machine); otherwise None (Ray finds the interface that reaches the head). A
+    Ray Client address (``ray://``) runs the driver on the cluster, so it needs none."""
+    if node_ip:
+        return node_ip
+    if "://" in address:
+        return None
+    host = urlsplit(f"//{address}").hostname  # host:port, [v6]:port, or "auto"
+    return "127.0.0.1" if host in LOOPBACK_HOSTS else None
+
+
+def ray_init_args(config: PipelineConfig) -> dict[str, Any]:
+    """``ray.init`` arguments: join ``engine.ray_address``, else start a private local instance."""
+    engine = config.engine
+    init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                                 "logging_level": logging.WARNING, "configure_logging": True}
+    if engine.ray_address:
+        init_args["address"] = engine.ray_address
+        node_ip = driver_node_ip(engine.ray_address, engine.ray_node_ip)
+        if node_ip:
+            init_args["_node_ip_address"] = node_ip
+    else:  # "local": start a new instance whatever RAY_ADDRESS or /tmp/ray/ray_current_cluster say
+        init_args.update(address="local", num_cpus=engine.workers)
+    return init_args
+
+
 def start_ray(config: PipelineConfig) -> bool:
     """Start (or join, with ``engine.ray_address``) Ray unless it is running; True if this call started it."""
     import ray
@@ -41,12 +78,8 @@ def start_ray(config: PipelineConfig) -> bool:
     engine = config.engine
     started = not ray.is_initialized()
     if started:
-        init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
-                                     "logging_level": logging.WARNING, "configure_logging": True}
-        if engine.ray_address:
-            init_args["address"] = engine.ray_address
-        else:
-            init_args["num_cpus"] = engine.workers
+        init_args = ray_init_args(config)
+        if not engine.ray_address:
             # Workers inherit the driver's environment: one BLAS/OpenMP thread per worker, since the
             # pool itself is the parallelism (a runtime_env would cost a setup per worker instead).
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -120,7 +120,9 @@ class SplitConfig(_Section):
 class EngineConfig(_Section):
     name: Literal["ray", "beam"] = "ray"
     workers: int = Field(2, ge=1, description="parallel workers (local Ray CPUs, Beam direct workers)")
-    ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray")
+    ray_address: str | None = Field(None, description="Ray cluster address; None starts a private local Ray")
+    ray_node_ip: str | None = Field(None, description="with ray_address: this driver's node address (default: "
+                                    "127.0.0.1 for a head on the loopback, else Ray's guess)")
     beam_options: list[str] = Field(default_factory=list, description="extra Beam pipeline options, e.g. --runner=FlinkRunner")
 
 

@@ -61,47 +61,80 @@ def launch_torchrun(config: TrainConfig, data: str, run: Path, workers: int, bac
 
 
 def launch_ray(config: TrainConfig, data: str, run: Path, workers: int, backbone: Path | None = None,
-               address: str | None = None, use_gpu: bool = False) -> dict[str, Any]:
+               address: str | None = None, use_gpu: bool = False, node_ip: str | None = None,
+               stop_after: int | None = None) -> dict[str, Any]:
     """Ray Train ``TorchTrainer`` with ``workers`` workers (CPU here, GPUs on a cluster with ``use_gpu``).
-    Every worker reports at every checkpoint (Ray's report is a barrier: all call it equally often)."""
+
+    Without ``address`` it starts a private local Ray (never one this machine once knew, nor ``$RAY_ADDRESS``)
+    and stops it after; with one it joins that cluster (``node_ip``: this driver's address there, 127.0.0.1 by
+    default for a head on the loopback). The workers' ranks write and read the run folder itself (checkpoints,
+    each rank's RNG), so on several machines ``run`` and ``data`` must be paths every node reaches (a shared
+    filesystem). Rank 0 hands the loop's result back through a small actor, so the driver needs no access to
+    Ray Train's storage; re-running resumes from the run's last checkpoint like every other launcher."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
+    from songcorpus.pipelines.ray_runner import driver_node_ip
+
+    run = Path(run).resolve()
+    write_config(config, run)
+    started = not ray.is_initialized()
+    if started:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_enable_metrics_collection", "0")
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
+        kwargs: dict[str, Any] = {"logging_level": "WARNING"}
         if address:
             kwargs["address"] = address
-        else:  # a private local instance, never a cluster this machine once knew
-            kwargs.update(address="local", num_cpus=max(workers, 1) + 1)
+            ip = driver_node_ip(address, node_ip)
+            if ip:
+                kwargs["_node_ip_address"] = ip
+        else:  # a private local instance, never a cluster this machine once knew; with the dashboard on
+            # 127.0.0.1, since Ray Train's placement-group cleaner polls the State API it serves
+            kwargs.update(address="local", num_cpus=max(workers, 1) + 1, include_dashboard=True,
+                          dashboard_host="127.0.0.1", dashboard_port=free_port())
         ray.init(**kwargs)
-    payload = {"config": config.model_dump(mode="json"), "data": str(data), "run": str(Path(run).resolve()),
-               "backbone": str(backbone) if backbone else None}
+    try:
+        box = ray.remote(num_cpus=0)(_ResultBox).remote()
+        payload = {"config": config.model_dump(mode="json"), "data": str(data), "run": str(run),
+                   "backbone": str(backbone) if backbone else None, "stop_after": stop_after, "result": box}
+        trainer = TorchTrainer(_ray_worker, train_loop_config=payload,
+                               scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+                               # a failed worker fails the fit; the re-run resumes from the last checkpoint
+                               run_config=RunConfig(name=run.name, storage_path=str(run / "ray"),
+                                                    failure_config=FailureConfig(max_failures=0)))
+        trainer.fit()
+        return dict(ray.get(box.get.remote()) or {})
+    finally:
+        if started:
+            ray.shutdown()
 
-    trainer = TorchTrainer(_ray_worker, train_loop_config=payload,
-                           scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-                           run_config=RunConfig(name=Path(run).name, storage_path=str(Path(run).resolve() / "ray"),
-                                                verbose=0))
-    result = trainer.fit()
-    return dict(result.metrics or {})
+
+class _ResultBox:
+    """Holds rank 0's result for the driver (a Ray actor; no shared storage needed)."""
+
+    def __init__(self) -> None:
+        self.value: dict[str, Any] | None = None
+
+    def set(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+    def get(self) -> dict[str, Any] | None:
+        return self.value
 
 
 def _ray_worker(payload: dict[str, Any]) -> None:
-    import ray.train
+    import ray
 
     from songcorpus.schemas.training import TrainConfig
     from songcorpus.train.trainer import init_distributed, train
 
     config = TrainConfig.model_validate(payload["config"])
     dist = init_distributed()
-
-    def report(step: int, metrics: dict[str, float]) -> None:
-        ray.train.report({"step": step, **{k: float(v) for k, v in metrics.items()}})
-
-    train(config, payload["data"], payload["run"], dist, progress=False,
-          backbone=Path(payload["backbone"]) if payload["backbone"] else None, on_checkpoint=report)
+    out = train(config, payload["data"], payload["run"], dist, progress=False,
+                backbone=Path(payload["backbone"]) if payload["backbone"] else None, stop_after=payload["stop_after"])
+    if dist.main:
+        ray.get(payload["result"].set.remote(dict(out)))
 
 
 def main(argv: list[str] | None = None) -> int:
