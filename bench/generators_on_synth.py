@@ -11,7 +11,7 @@ SongEcho ablation trains stage B three times on the same stage-A backbone, data 
 paper), EiLM without the IACR gate, and plain addition.
 
     .venv/bin/python bench/generators_on_synth.py /work/data/synth200-corpus --out /work/data/gen \\
-        --minutes 8 --limit 40
+        --minutes 5 --limit 20 --sampler-steps 12 --models-dir /work/data/models
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--limit", type=int, default=40, help="held-out windows evaluated (spread over the songs)")
     p.add_argument("--split", default="test")
+    p.add_argument("--sampler-steps", type=int, help="sampler steps at evaluation (default: each model's)")
     p.add_argument("--models-dir", help="model store (Whisper for UniSinger's PER)")
     p.add_argument("--only", nargs="*", help="system names to run (default all)")
     args = p.parse_args()
@@ -86,7 +87,8 @@ def main() -> None:
         ev = out / f"{label}.eval"
         start = time.perf_counter()
         info = evaluate_run(run, ev, data=args.corpus, split=args.split, metrics=[*HEADLINE[name], "rtf"],
-                            limit=args.limit, store_dir=args.models_dir, progress=False, quiet=True)
+                            limit=args.limit, store_dir=args.models_dir, steps=args.sampler_steps, progress=False,
+                            quiet=True)
         results[label] = {"table": info["table"], "eval_s": time.perf_counter() - start, "windows": info["windows"],
                           "songs": info["songs"], "step": info["checkpoint_step"]}
         print(f"== {label} (step {info['checkpoint_step']}, {info['windows']} windows of {info['songs']} songs, "

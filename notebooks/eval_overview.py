@@ -77,11 +77,21 @@ def per_song(con: duckdb.DuckDBPyConnection, corpus: bool) -> list[tuple]:
 
 
 # %%
+def grid(n: int) -> tuple:
+    """A figure with one panel per metric, three to a line."""
+    cols = min(3, n) or 1
+    lines = -(-n // cols) or 1
+    return plt.subplots(lines, cols, figsize=(4.2 * cols, 3.0 * lines), squeeze=False)
+
+
+def hide_unused(axes, used: int) -> None:
+    for ax in axes.ravel()[used:]:
+        ax.axis("off")
+
+
 def plot_by_step(rows: list[tuple], path: Path) -> None:
     metrics = sorted({r[0] for r in rows})
-    cols = min(3, len(metrics)) or 1
-    lines = -(-len(metrics) // cols) or 1
-    fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 3.0 * lines), squeeze=False)
+    fig, axes = grid(len(metrics))
     for ax, metric in zip(axes.ravel(), metrics, strict=False):
         for system in sorted({r[1] for r in rows if r[0] == metric}):
             pts = [(r[2], r[3]) for r in rows if r[0] == metric and r[1] == system and r[2] is not None]
@@ -94,8 +104,7 @@ def plot_by_step(rows: list[tuple], path: Path) -> None:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=system)
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("checkpoint step", fontsize=8)
-    for ax in axes.ravel()[len(metrics):]:
-        ax.axis("off")
+    hide_unused(axes, len(metrics))
     axes.ravel()[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -104,16 +113,13 @@ def plot_by_step(rows: list[tuple], path: Path) -> None:
 
 def plot_per_song(rows: list[tuple], path: Path) -> None:
     metrics = sorted({r[0] for r in rows})
-    cols = min(3, len(metrics)) or 1
-    lines = -(-len(metrics) // cols) or 1
-    fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 3.0 * lines), squeeze=False)
+    fig, axes = grid(len(metrics))
     for ax, metric in zip(axes.ravel(), metrics, strict=False):
         systems = sorted({r[1] for r in rows if r[0] == metric})
         ax.boxplot([[r[3] for r in rows if r[0] == metric and r[1] == s] for s in systems])
         ax.set_xticks(range(1, len(systems) + 1), systems, rotation=30, fontsize=7)
         ax.set_title(f"{metric} per song", fontsize=9)
-    for ax in axes.ravel()[len(metrics):]:
-        ax.axis("off")
+    hide_unused(axes, len(metrics))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -127,9 +133,7 @@ def plot_systems(con: duckdb.DuckDBPyConnection, path: Path) -> None:
           AND coalesce(checkpoint_step, -1) = (SELECT coalesce(max(checkpoint_step), -1) FROM metrics)
         GROUP BY ALL ORDER BY 1, 2""").fetchall()
     metrics = sorted({r[0] for r in rows})
-    cols = min(3, len(metrics)) or 1
-    lines = -(-len(metrics) // cols) or 1
-    fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 3.0 * lines), squeeze=False)
+    fig, axes = grid(len(metrics))
     for ax, metric in zip(axes.ravel(), metrics, strict=False):
         sel = [r for r in rows if r[0] == metric]
         xs = range(len(sel))
@@ -138,8 +142,7 @@ def plot_systems(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                     fmt="none", ecolor="black", capsize=3)
         ax.set_xticks(list(xs), [r[1] for r in sel], rotation=30, fontsize=7)
         ax.set_title(metric, fontsize=9)
-    for ax in axes.ravel()[len(metrics):]:
-        ax.axis("off")
+    hide_unused(axes, len(metrics))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
