@@ -134,7 +134,8 @@ class WriteLinesDoFn(beam.DoFn):
 
 
 class WriteShardDoFn(beam.DoFn):
-    """Writes one planned shard on the worker and its catalog part (``results/<shard>.json``) beside it."""
+    """Writes one planned shard on the worker (into the shard folder, or uploaded to the shard URL) and its
+    catalog part (``results/<shard>.json`` in the job folder)."""
 
     def __init__(self, shard_dir: str, store_root: str, folder: str) -> None:
         self.shard_dir, self.store_root, self.folder = shard_dir, store_root, folder
@@ -146,7 +147,7 @@ class WriteShardDoFn(beam.DoFn):
     def process(self, line: str) -> Iterator[Any]:
         assert self.store is not None
         plan = ShardPlan.from_json(line)
-        part = write_planned_shard(plan, Path(self.shard_dir), self.store)
+        part = write_planned_shard(plan, self.shard_dir, self.store)
         storage.write_bytes(storage.join(self.folder, f"{plan.name}.json"), canonical_json(part).encode())
         return iter(())
 
@@ -248,7 +249,8 @@ def store_url(store: ArtefactStore) -> str:
 def beam_shard_writer(config: PipelineConfig) -> ShardWriter:
     """A :data:`ShardWriter` that writes the planned shards on the Beam runner's workers."""
 
-    def write(plans: list[ShardPlan], shard_dir: Path, store: ArtefactStore, progress: bool) -> list[dict[str, Any]]:
+    def write(plans: list[ShardPlan], shard_dir: str | Path, store: ArtefactStore,
+              progress: bool) -> list[dict[str, Any]]:
         if not plans:
             return []
         with JobFolder(store_url(store), "shards") as job:

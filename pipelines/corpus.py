@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,21 +240,35 @@ class ShardPlan:
         return cls(d["name"], d["split"], d["digest"], d["prior_sha256"], d["samples"])
 
 
-# (plans, shard folder, store, progress) -> one catalog part per plan (:func:`write_planned_shard`), any order
-ShardWriter = Callable[[list[ShardPlan], Path, ArtefactStore, bool], list[dict[str, Any]]]
+# (plans, shard folder or URL, store, progress) -> one catalog part per plan (:func:`write_planned_shard`), any order
+ShardWriter = Callable[[list[ShardPlan], str | Path, ArtefactStore, bool], list[dict[str, Any]]]
 
 
-def write_planned_shard(plan: ShardPlan, shard_dir: Path, store: ArtefactStore) -> dict[str, Any]:
-    """Write (or keep, when the file on disk is the one ``plan`` made before) one shard, and return its catalog
+def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactStore) -> dict[str, Any]:
+    """Write (or keep, when the file there is the one ``plan`` made before) one shard, and return its catalog
     part: the ``shards`` row fields, the plan digest and the shard's ``windows`` rows. Runs on whichever worker
-    the engine picks; the same plan gives the same shard bytes and part anywhere."""
+    the engine picks; the same plan gives the same shard bytes and part anywhere. ``shard_dir`` may be an
+    object-store URL: the shard is then written in a local temporary folder and uploaded (one PUT; a stored
+    shard of the same plan is fetched and checked instead), so the worker needs no disk shared with anyone."""
+    from songcorpus.pipelines import storage
+
+    if storage.is_url(shard_dir):
+        url = storage.join(shard_dir, plan.name)
+        with tempfile.TemporaryDirectory(prefix="songcorpus-shard-") as tmp:
+            fetched = bool(plan.prior_sha256) and storage.exists(url)
+            if fetched:
+                storage.download(url, Path(tmp) / plan.name)
+            part = write_planned_shard(plan, Path(tmp), store)
+            if not (fetched and part["sha256"] == plan.prior_sha256):
+                storage.upload(Path(tmp) / plan.name, url)
+        return part
+    shard_dir = Path(shard_dir)
     path = shard_dir / plan.name
     path.parent.mkdir(parents=True, exist_ok=True)
     shard = describe_shard(path) if plan.prior_sha256 and path.exists() else None
     if shard is None or shard.sha256 != plan.prior_sha256:
-        # an object-store store fetches each member into its local mirror; a local one has it in place
-        fetch = store.path if getattr(store, "remote", False) else (lambda rel: store.root / rel)
-        samples = [Sample(s["key"], {suffix: fetch(rel) for suffix, rel in s["members"].items()})
+        # store.path: the file in place, or on an object-store cache fetched into this worker's mirror
+        samples = [Sample(s["key"], {suffix: store.path(rel) for suffix, rel in s["members"].items()})
                    for s in plan.samples]
         shard = write_shard(path, samples)
     meta = {s["key"]: s for s in plan.samples}
@@ -273,7 +288,7 @@ def write_planned_shard(plan: ShardPlan, shard_dir: Path, store: ArtefactStore) 
             "bytes": shard.nbytes, "n_samples": len(plan.samples), "windows": windows}
 
 
-def write_shards_here(plans: list[ShardPlan], shard_dir: Path, store: ArtefactStore,
+def write_shards_here(plans: list[ShardPlan], shard_dir: str | Path, store: ArtefactStore,
                       progress: bool = True) -> list[dict[str, Any]]:
     """The in-process shard writer (Ray's default): one shard after another in this process."""
     return [write_planned_shard(plan, shard_dir, store)

@@ -128,7 +128,8 @@ def shard_writer(config: PipelineConfig) -> ShardWriter | None:
 def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> ShardWriter | None:
     """The engine's shard writer (:func:`shard_writer`), and for an object-store output each shard uploaded as it
     is written: a shard an earlier run stored from the same plan is fetched first so the writer checks and keeps
-    it, and one whose bytes the store holds is not uploaded again."""
+    it, and one whose bytes the store holds is not uploaded again. An engine's workers (Beam) are given the
+    output URL and do both themselves (``corpus.write_planned_shard``); the driver records what they stored."""
     inner = shard_writer(config)
     if not target.remote:
         return inner
@@ -142,14 +143,15 @@ def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> Sh
             if plan.prior_sha256:
                 target.fetch(f"shards/{plan.name}")
 
-        if inner is not None:  # the engine's workers write into the staging folder; then each is uploaded
-            for plan in plans:
-                prior(plan)
-            return [settle(part) for part in inner(plans, shard_dir, store, progress)]
+        if inner is not None:  # the engine's workers share no disk with the driver: they upload each shard
+            parts = inner(plans, target.target("shards"), store, progress)  # (and check a stored one themselves)
+            for part in parts:
+                target.keep(f"shards/{part['shard']}", part["sha256"], part["bytes"])
+            return parts
         parts = []
         for plan in tqdm(plans, desc="shards", unit="shard", disable=not progress):
             prior(plan)
-            parts.append(settle(write_planned_shard(plan, shard_dir, store.root)))
+            parts.append(settle(write_planned_shard(plan, shard_dir, store)))
         return parts
 
     return write
