@@ -123,11 +123,10 @@ class LocalCluster:
     ``ray.init(address=...)`` and ``songcorpus curate --address`` take. Use as a context manager."""
 
     def __init__(self, cpus_per_node: list[int], object_store_mb: int = 300, start_timeout_s: float = 180.0,
-                 dashboard: bool = False, env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None) -> None:
         if not cpus_per_node:
             raise ValueError("a cluster needs at least a head node")
         self.cpus_per_node = cpus_per_node
-        self.dashboard = dashboard  # Ray's State API (Ray Train's cleanup actor polls it) needs the dashboard
         self.env = env or {}
         self.object_store_mb = object_store_mb
         self.start_timeout_s = start_timeout_s
@@ -174,9 +173,7 @@ class LocalCluster:
                f"--object-store-memory={self.object_store_mb * 1024 * 1024}", f"--temp-dir={temp_dir}",
                "--disable-usage-stats"]
         if index == 0:
-            cmd += ["--head", f"--port={self.port}"]
-            cmd += ([f"--dashboard-host={LOOPBACK}", f"--dashboard-port={free_port()}"] if self.dashboard
-                    else ["--include-dashboard=false"])
+            cmd += ["--head", f"--port={self.port}", "--include-dashboard=false"]
         else:
             cmd += [f"--address={self.address}"]
         with open(log, "wb") as fh:

@@ -124,13 +124,22 @@ def test_two_torchrun_processes_match_one_with_the_same_global_batch(demo_ray, t
 
 
 @pytest.mark.slow
-def test_ray_train_two_cpu_workers_train_and_checkpoint(demo_ray, tmp_path):
+def test_ray_train_two_cpu_workers_train_checkpoint_and_resume(demo_ray, tmp_path):
+    """Ray Train, 2 CPU workers on a private local Ray: cut after 2 of 4 steps, launched again it resumes from
+    the checkpoint, and ends with the weights of 1 process x 2 micro-batches (as torchrun's test)."""
     from songcorpus.train.launch import launch_ray
 
     cfg = load_train_config("samuel", overrides=tiny(4))
-    metrics = launch_ray(cfg, str(demo_ray), tmp_path / "ray", workers=2)
-    assert metrics["step"] == 4
+    cut = launch_ray(cfg, str(demo_ray), tmp_path / "ray", workers=2, stop_after=2)
+    assert cut["step"] == 2 and not cut["done"] and latest_checkpoint(tmp_path / "ray")[0] == 2
+    again = launch_ray(cfg, str(demo_ray), tmp_path / "ray", workers=2)
+    assert again["resumed_from"] == 2 and again["step"] == 4 and again["done"]
     assert latest_checkpoint(tmp_path / "ray")[0] == 4
+    launch_local(load_train_config("samuel", overrides=tiny(4, grad_accum=2)), str(demo_ray), tmp_path / "one",
+                 progress=False)
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "ray")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_bad_inputs_are_refused_by_name(demo_ray, tmp_path):

@@ -70,7 +70,9 @@ def launch_ray(config: TrainConfig, data: str, run: Path, workers: int, backbone
     default for a head on the loopback). The workers' ranks write and read the run folder itself (checkpoints,
     each rank's RNG), so on several machines ``run`` and ``data`` must be paths every node reaches (a shared
     filesystem). Rank 0 hands the loop's result back through a small actor, so the driver needs no access to
-    Ray Train's storage; re-running resumes from the run's last checkpoint like every other launcher."""
+    Ray Train's storage; re-running resumes from the run's last checkpoint like every other launcher. (Ray
+    Train's placement-group cleaner polls Ray's State API, which lives in the dashboard; the locked Ray has no
+    dashboard dependencies, so it logs "Failed to query Ray Train Controller actor state" while a fit runs.)"""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -83,16 +85,14 @@ def launch_ray(config: TrainConfig, data: str, run: Path, workers: int, backbone
     if started:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_enable_metrics_collection", "0")
-        kwargs: dict[str, Any] = {"logging_level": "WARNING"}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
         if address:
             kwargs["address"] = address
             ip = driver_node_ip(address, node_ip)
             if ip:
                 kwargs["_node_ip_address"] = ip
-        else:  # a private local instance, never a cluster this machine once knew; with the dashboard on
-            # 127.0.0.1, since Ray Train's placement-group cleaner polls the State API it serves
-            kwargs.update(address="local", num_cpus=max(workers, 1) + 1, include_dashboard=True,
-                          dashboard_host="127.0.0.1", dashboard_port=free_port())
+        else:  # a private local instance, never a cluster this machine once knew
+            kwargs.update(address="local", num_cpus=max(workers, 1) + 1)
         ray.init(**kwargs)
     try:
         box = ray.remote(num_cpus=0)(_ResultBox).remote()
