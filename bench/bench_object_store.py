@@ -13,7 +13,7 @@ What it does, in one process and one run (so both sides see the same machine loa
   3. checks the two corpora are the same bytes (published.json lists the same objects and checksums, DuckDB's
      file aside) and counts the requests the S3 side made;
   4. reads ``--batches`` loader batches of the train split (f0, tokens, latents) from each.
-Results print as a markdown table and go to bench/out/object_store.json.
+Results print as a markdown table and go to bench/out/object_store[_s3_first].json.
 
 Run from the repository root:  .venv/bin/python bench/bench_object_store.py [--engine ray --workers 2]
 """
@@ -58,11 +58,33 @@ def read_batches(data: str, n: int) -> float:
     from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
 
     start = time.perf_counter()
-    view = CorpusView(data, "train", ["f0", "vocals_tokens", "accompaniment_latents"], window_s=4.0)
+    view = CorpusView(data, "train", ["f0", "vocals_tokens", "accompaniment_latents", "reference_tokens"], window_s=4.0)
     stream = ShardStream(BatchBuilder(view), StepOrder(len(view), seed=0, global_batch=4))
     for step in range(n):
         stream.batch(step)
     return time.perf_counter() - start
+
+
+def loader_only(corpus: Path, batches: int) -> None:
+    """The loader's batches from a local corpus and from its copy on the S3 server, best of 3 each."""
+    with s3_server() as endpoint:
+        os.environ.update(s3_env(endpoint))
+        bucket = make_bucket("loader")
+        for f in storage.list_files(str(corpus)):
+            rel = storage.relative_to(f, str(corpus))
+            if not rel.startswith("."):
+                storage.upload(Path(f), f"{bucket}/corpus/{rel}")
+        local = min(read_batches(str(corpus), batches) for _ in range(3))
+        remote = min(read_batches(f"{bucket}/corpus", batches) for _ in range(3))
+        from songcorpus.train.data import ShardStream
+
+        prefetch = ShardStream._prefetch
+        ShardStream._prefetch = lambda self, indices: None  # one ranged GET per sample, one after another
+        serial = min(read_batches(f"{bucket}/corpus", batches) for _ in range(3))
+        ShardStream._prefetch = prefetch
+    print(f"| loader, {batches} batches of 4 (best of 3) | {local:.2f} | {remote:.2f} | {remote / local:.2f} |")
+    print(f"| ... without the batch prefetch (a GET per sample in turn) | {local:.2f} | {serial:.2f} | "
+          f"{serial / local:.2f} |")
 
 
 def main() -> None:
@@ -70,11 +92,19 @@ def main() -> None:
     ap.add_argument("--engine", default="ray", choices=["ray", "beam"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batches", type=int, default=50)
+    ap.add_argument("--loader-only", metavar="CORPUS", help="only the loader: upload this local corpus and read "
+                                                           "--batches from it and from S3")
+    ap.add_argument("--s3-first", action="store_true", help="curate on S3 before local disk (the first run of a "
+                                                            "process pays its warm-up: run both orders)")
     args = ap.parse_args()
+    if args.loader_only:
+        loader_only(Path(args.loader_only), args.batches)
+        return
     config = load_config(overrides={"engine": {"name": args.engine, "workers": args.workers}})
     demo = Path(demo_manifest()).parent
     tmp = Path(tempfile.mkdtemp(prefix="bench-object-store-"))
-    results: dict[str, object] = {"engine": args.engine, "workers": args.workers, "cpus": os.cpu_count()}
+    results: dict[str, object] = {"engine": args.engine, "workers": args.workers, "cpus": os.cpu_count(),
+                                  "s3_first": args.s3_first}
     try:
         with s3_server() as endpoint:
             os.environ.update(s3_env(endpoint))
@@ -85,7 +115,8 @@ def main() -> None:
             local_in, s3_in = str(demo / "manifest.jsonl"), f"{bucket}/inputs/manifest.jsonl"
             local_out, s3_out = tmp / "local", f"{bucket}/corpus"
             rows = []
-            for label, inp, out in (("local disk", local_in, local_out), ("S3 (moto, 127.0.0.1)", s3_in, s3_out)):
+            sides = [("local disk", local_in, local_out), ("S3 (moto, 127.0.0.1)", s3_in, s3_out)]
+            for label, inp, out in (sides[::-1] if args.s3_first else sides):
                 for run in ("cold", "warm"):
                     load = load_average()
                     wall, cpu, result = timed(lambda inp=inp, out=out: curate([inp], out, config, progress=False))
@@ -103,7 +134,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     cold = {r["side"]: r["wall_s"] for r in results["curate"] if r["run"] == "cold"}
     warm = {r["side"]: r["wall_s"] for r in results["curate"] if r["run"] == "warm"}
-    sides = list(cold)
+    sides = ["local disk", "S3 (moto, 127.0.0.1)"]
     print(f"\n| run | {sides[0]} (s) | {sides[1]} (s) | ratio |\n|---|---|---|---|")
     for name, d in (("cold (nothing cached)", cold), ("warm (a resume: every stage cached)", warm)):
         print(f"| {name} | {d[sides[0]]} | {d[sides[1]]} | {d[sides[1]] / d[sides[0]]:.2f} |")
@@ -112,7 +143,7 @@ def main() -> None:
     print(f"\nidentical objects: {results['identical_objects']}; objects on S3: {results['s3_objects']}")
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "object_store.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"object_store{'_s3_first' if args.s3_first else ''}.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

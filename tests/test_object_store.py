@@ -169,7 +169,7 @@ def test_loader_reads_s3_shards_as_local(corpora):
     from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
 
     local_out, out, _, _ = corpora
-    keys = ["f0", "vocals_tokens", "accompaniment_latents"]
+    keys = ["f0", "vocals_tokens", "accompaniment_latents", "reference_tokens"]
     streams = []
     for data in (str(local_out), out):
         view = CorpusView(data, "train", keys, window_s=4.0)
