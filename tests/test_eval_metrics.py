@@ -502,3 +502,14 @@ def test_real_time_factor_of_timed_phases() -> None:
         timer.result(audio_s=0)
     with pytest.raises(MetricUnavailable, match="no generation phase"):
         speed.GenerationTimer().result(audio_s=1.0)
+
+
+def test_frechet_distance_of_few_frames_takes_the_low_rank_path_with_the_same_value() -> None:
+    """A per-song set of a few frames in many dimensions: the n x n form of the trace equals the dense one."""
+    rng = np.random.default_rng(3)
+    ref = dist.embedding_stats(rng.standard_normal((400, 64)))
+    few = dist.embedding_stats(rng.standard_normal((9, 64)) * 1.2 + 0.3)
+    assert few.factor is not None and ref.factor is None
+    dense = dist.frechet_distance(ref, dist.EmbeddingStats(few.mu, few.cov, few.n))
+    assert dist.frechet_distance(ref, few) == pytest.approx(dense, rel=1e-6)
+    assert dist.frechet_distance(few, ref) == pytest.approx(dense, rel=1e-6)  # symmetric
