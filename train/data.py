@@ -188,9 +188,7 @@ def read_members(ref: SampleRef, suffixes: Sequence[str]) -> dict[str, bytes]:
     out = {}
     if storage.is_url(ref.shard):
         start, end = member_span(ref, suffixes)
-        data = _PREFETCHED.pop((ref.shard, start, end), None)
-        if data is None:
-            data = storage.read_range(ref.shard, start, end - start)
+        data = storage.read_range(ref.shard, start, end - start)
         return {s: data[ref.members[s][0] - start: ref.members[s][0] - start + ref.members[s][1]] for s in suffixes}
     with open(ref.shard, "rb") as fh:
         for suffix in sorted(suffixes, key=lambda s: ref.members[s][0]):
@@ -204,27 +202,6 @@ def member_span(ref: SampleRef, suffixes: Sequence[str]) -> tuple[int, int]:
     """The byte range [start, end) of a shard that holds these members of one sample."""
     spans = [ref.members[s] for s in suffixes]
     return min(o for o, _ in spans), max(o + n for o, n in spans)
-
-
-# (shard URL, start, end) -> bytes fetched ahead by :func:`prefetch_members`, taken by :func:`read_members`
-_PREFETCHED: dict[tuple[str, int, int], bytes] = {}
-
-
-def prefetch_members(requests: Sequence[tuple[SampleRef, Sequence[str]]]) -> None:
-    """Fetch the member spans of many samples on object-store shards at once: fsspec's ``cat_ranges`` issues the
-    ranged GETs concurrently, so a batch costs about one round trip instead of one per sample. Local shards
-    need nothing; what is fetched is only a read-ahead (the bytes are the ones ``read_members`` would read)."""
-    remote = [(r, member_span(r, s)) for r, s in requests if storage.is_url(r.shard)]
-    if not remote:
-        return
-    fs, _ = storage.filesystem(remote[0][0].shard)
-    paths = [storage.filesystem(r.shard)[1] for r, _ in remote]
-    blobs = fs.cat_ranges(paths, [a for _, (a, _) in remote], [b for _, (_, b) in remote])
-    _PREFETCHED.clear()
-    for (r, (a, b)), blob in zip(remote, blobs, strict=True):
-        if isinstance(blob, Exception):
-            continue  # read_members reads it again and raises with its own message
-        _PREFETCHED[(r.shard, a, b)] = bytes(blob)
 
 
 def npy(data: bytes) -> np.ndarray:
@@ -484,37 +461,11 @@ class ShardStream:
     def batch(self, step: int) -> dict[str, Any]:
         indices = self.order.global_indices(step)
         positions = range(self.slice.start, self.slice.stop)
-        self._prefetch([int(indices[p]) for p in positions])
         samples = [self.builder.sample(int(indices[p]),
                                        np.random.default_rng([self.order.seed, 1, step, p])) for p in positions]
         batch = self.builder.collate(samples)
         batch["step"] = step
         return batch
-
-    def _prefetch(self, indices: list[int]) -> None:
-        """On object-store shards: the batch's members in one concurrent round of ranged GETs, then the members
-        of their reference windows (named by each sample's JSON) in a second; a no-op for local shards."""
-        view = self.builder.view
-        refs = [view.index.samples[i] for i in indices]
-        if not refs or not storage.is_url(refs[0].shard):
-            return
-        main = ["json", *view.suffixes.values()]
-        prefetch_members([(r, main) for r in refs])
-        if not view.reference_suffixes:
-            return
-        ahead = dict(_PREFETCHED)
-        wanted = []
-        for r in refs:
-            start, end = member_span(r, main)
-            blob = ahead.get((r.shard, start, end))
-            if blob is None:
-                continue
-            offset, size = r.members["json"]
-            rkey = json.loads(blob[offset - start: offset - start + size]).get("reference_key")
-            if rkey in view.key_index:
-                wanted.append((view.index.samples[view.key_index[rkey]], list(view.reference_suffixes.values())))
-        prefetch_members(wanted)
-        _PREFETCHED.update(ahead)
 
     def steps(self, worker: int = 0, n_workers: int = 1) -> Iterator[int]:
         step = self.start_step
