@@ -104,9 +104,12 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from songcorpus.pipelines.storage import is_url
+    from songcorpus.pipelines.storage import PUBLISHED, is_url, read_published
 
     out = args.dir if is_url(args.dir) else Path(args.dir)
+    if is_url(out) and read_published(out) is None:
+        raise ConfigError(f"{out} holds no published corpus (no {PUBLISHED}: not curated, or a curate there is "
+                          f"running or crashed); run `songcorpus curate ... --out {out}` to finish it")
     if not is_url(out) and not (out / "catalog.duckdb").exists():
         raise ConfigError(f"{out} has no catalog.duckdb; run `songcorpus curate ... --out {out}` first")
     print_funnel(out)

@@ -273,7 +273,7 @@ def test_training_provenance_is_the_same_from_s3(corpora):
 
 
 def test_rebuild_on_s3_republishes_without_uploading_shards(corpora, monkeypatch):
-    """Last in this module: it rewrites the S3 corpus (with the same config, so with the same bytes)."""
+    """It rewrites the S3 corpus the later tests read (with the same config, so with the same bytes)."""
     from songcorpus.pipelines.curate import rebuild
 
     _, out, _, _ = corpora
@@ -307,3 +307,14 @@ def test_bad_objects_fail_by_their_url(tmp_path, s3):
             stage.process_one(row)
         assert err.value.code == code
         assert f"{s3}/{name}" in str(err.value) and "songcorpus-input-" not in str(err.value), str(err.value)
+
+
+def test_report_reads_a_published_corpus_url_and_refuses_an_unpublished_one(corpora, capsys):
+    from songcorpus.pipelines.cli import main
+
+    _, out, _, _ = corpora
+    assert main(["report", out]) == 0
+    text = capsys.readouterr().out
+    assert f"funnel for {out}" in text and "speech_dominant" in text and "in 1 shards" in text, text
+    assert main(["report", out.rsplit("/", 1)[0] + "/inputs"]) == 2
+    assert "no published corpus" in capsys.readouterr().err
