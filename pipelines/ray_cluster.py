@@ -150,15 +150,17 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def add_node(self, cpus: int, attempts: int = 3) -> Node:
+    def add_node(self, cpus: int, attempts: int = 6) -> Node:
         """Start one node (the first one is the head) and wait until Ray says it runs. Ray gives a raylet a
-        fixed 30 s to register, which a loaded machine can miss: such a start is ended and tried again."""
+        fixed 30 s to register, which a loaded machine can miss (measured at load ~20 on 2 cores): such a start
+        is ended and tried again after a pause."""
         for attempt in range(attempts):
             try:
                 node = self._start_node(len(self.nodes), cpus, attempt)
             except ClusterError:
                 if attempt + 1 == attempts:
                     raise
+                time.sleep(5.0 * (attempt + 1))
                 continue
             self.nodes.append(node)
             return node

@@ -182,6 +182,16 @@ def bad_inputs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ray_two_nodes():
+    """The address of a two-node Ray cluster on 127.0.0.1 (one CPU each, pipelines/ray_cluster.py), stopped at
+    the end of the session (only its own processes)."""
+    from songcorpus.pipelines.ray_cluster import LocalCluster
+
+    with LocalCluster([1, 1]) as cluster:
+        yield cluster.address
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server on 127.0.0.1 for the session (tests/s3_server.py), stopped at the end."""
     from s3_server import s3_server
