@@ -3,7 +3,7 @@
 Each stage group becomes one ``map_batches`` operator on an actor pool, so ``setup()`` (model
 loading) happens once per actor; the pool's CPU/GPU/memory request is the group's declared
 resources. Rows travel as canonical JSON strings (small: audio stays in the artefact store, which
-must be a path every worker can reach: a shared filesystem on a cluster).
+must be a path every worker can reach: on a cluster an object-store URL, or a shared filesystem).
 
 Which Ray: with ``engine.ray_address`` (``--address``) the job joins that cluster, and the driver names its own
 node address (``engine.ray_node_ip``; 127.0.0.1 when the head is dialled on the loopback: a driver that left it
