@@ -92,58 +92,34 @@ def _clean_meta(value: Any) -> Any:
 
 
 def _manifest_rows(path: Path | str) -> list[dict[str, Any]]:
-    if storage.is_url(path):
-        return _url_manifest_rows(str(path))
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8") as fh:
-                return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(fh)]
-        if suffix in (".jsonl", ".ndjson"):
-            rows = []
-            with open(path, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise SourceError(f"manifest {path}, line {lineno}: not JSON ({exc.msg})") from None
-            return rows
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-    except OSError as exc:
-        raise SourceError(f"cannot read manifest {path}: {exc}") from None
-    raise SourceError(f"manifest {path}: unsupported format (use {', '.join(MANIFEST_SUFFIXES)})")
-
-
-def _url_manifest_rows(url: str) -> list[dict[str, Any]]:
-    """A manifest's rows from an object store: the same formats, parsed from its bytes."""
+    """A manifest's rows (CSV, JSON lines or Parquet by suffix), from a local path or an object-store URL: the
+    bytes are read once, then parsed the same way wherever they came from."""
     import io
 
+    name = str(path)
+    suffix = Path(storage.basename(name) if storage.is_url(path) else name).suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise SourceError(f"manifest {name}: unsupported format (use {', '.join(MANIFEST_SUFFIXES)})")
     try:
-        data = storage.read_bytes(url)
+        data = storage.read_bytes(name) if storage.is_url(path) else Path(path).read_bytes()
     except OSError as exc:
-        raise SourceError(f"cannot read manifest {url}: {exc}") from None
-    suffix = Path(storage.basename(url)).suffix.lower()
-    if suffix == ".csv":
-        text = io.StringIO(data.decode("utf-8"), newline="")
-        return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(text)]
-    if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise SourceError(f"manifest {url}, line {lineno}: not JSON ({exc.msg})") from None
-        return rows
+        raise SourceError(f"cannot read manifest {name}: {exc}") from None
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(io.BytesIO(data)).to_pylist()
-    raise SourceError(f"manifest {url}: unsupported format (use {', '.join(MANIFEST_SUFFIXES)})")
+    text = data.decode("utf-8")
+    if suffix == ".csv":
+        return [{k: (v if v != "" else None) for k, v in row.items()}
+                for row in csv.DictReader(io.StringIO(text, newline=""))]
+    rows = []
+    for lineno, line in enumerate(io.StringIO(text, newline=None), 1):  # universal newlines, as open() reads
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise SourceError(f"manifest {name}, line {lineno}: not JSON ({exc.msg})") from None
+    return rows
 
 
 def resolve_url(base: str, rel: str) -> str:
