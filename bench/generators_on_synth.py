@@ -52,12 +52,22 @@ def train(name: str, run: Path, data: str, steps: int, args: argparse.Namespace,
     return time.perf_counter() - start
 
 
+def step_seconds(run: Path, batch: int) -> float:
+    """Median seconds per optimiser step (data wait included) from the run's log, first step dropped: the
+    wall time of a short run is mostly start-up (caption encoder, loader workers), not steps."""
+    rows = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if ln.strip()]
+    times = sorted(batch / r["samples_per_s"] for r in rows[1:] or rows)
+    return times[len(times) // 2]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("corpus")
     p.add_argument("--out", required=True)
     p.add_argument("--minutes", type=float, default=8.0, help="training budget per model")
-    p.add_argument("--calibrate", type=int, default=4, help="steps of the step-time calibration run")
+    p.add_argument("--ablation-minutes", type=float, help="budget of each SongEcho stage-B ablation run "
+                   "(default --minutes)")
+    p.add_argument("--calibrate", type=int, default=6, help="steps of the step-time calibration run")
     p.add_argument("--window", type=float, default=4.0, help="training window, seconds")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--limit", type=int, default=40, help="held-out windows evaluated (spread over the songs)")
@@ -65,11 +75,17 @@ def main() -> None:
     p.add_argument("--sampler-steps", type=int, help="sampler steps at evaluation (default: each model's)")
     p.add_argument("--models-dir", help="model store (Whisper for UniSinger's PER)")
     p.add_argument("--only", nargs="*", help="system names to run (default all)")
+    p.add_argument("--threads", type=int, help="torch threads (default torch's); 1 gives per-core figures")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.jsonl"
     results = {}
+    sized: dict[str, tuple[float, int]] = {}
     for name, label, model in SYSTEMS:
         if args.only and label not in args.only:
             continue
@@ -77,9 +93,14 @@ def main() -> None:
         run = out / label
         if not (run / "checkpoints").exists():
             calib = out / "calib" / label
-            t = train(name, calib, args.corpus, args.calibrate, args, model, backbone)
-            per_step = t / args.calibrate
-            steps = max(8, int(args.minutes * 60 / per_step) // 4 * 4)
+            if name in sized:  # the ablation's variants share one step count: same data and steps
+                per_step, steps = sized[name]
+            else:
+                train(name, calib, args.corpus, args.calibrate, args, model, backbone)
+                per_step = step_seconds(calib, args.batch)
+                minutes = args.ablation_minutes if name == "songecho_melody" and args.ablation_minutes else args.minutes
+                steps = max(8, int(minutes * 60 / per_step) // 4 * 4)
+                sized[name] = (per_step, steps)
             t = train(name, run, args.corpus, steps, args, model, backbone)
             entry = {"system": label, "steps": steps, "calib_s_per_step": per_step, "train_s": t}
             with log.open("a") as f:

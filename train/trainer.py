@@ -325,7 +325,7 @@ def train(config: TrainConfig, data: Any, run: str | Path, dist: Dist | None = N
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        ema.update(model)
+        ema.update(model, step)
         t_step = time.perf_counter() - t0
         last = {**terms_sum, "lr": lr, "grad_norm": grad_norm,
                 "samples_per_s": per_rank * dist.world_size / max(t_step + t_data, 1e-9),
