@@ -6,6 +6,7 @@ import json
 import tarfile
 
 import duckdb
+import pytest
 
 from songcorpus.schemas.sample import JSON_REQUIRED_KEYS
 
@@ -72,6 +73,7 @@ def test_ray_and_beam_write_identical_bytes(demo_ray, demo_beam):
     assert not differing
 
 
+@pytest.mark.slow  # location-free bytes are also checked by default: an S3 corpus equals a local one (test_object_store)
 def test_the_demo_curated_from_another_folder_gives_identical_bytes(demo_ray, demo_elsewhere):
     """Track ids, sample keys and augmentation draws come from the files' bytes and sources are named
     relative to the input, so shards, catalog and codebook do not depend on where the corpus sits."""

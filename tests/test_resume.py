@@ -14,11 +14,15 @@ import soundfile as sf
 
 from conftest import DEMO_DIR, output_files
 
+# Five of the demo's eleven clips (songs, an instrumental, speech): enough work left after the kill point, at
+# half the cost of all eleven.
+CLIPS = ("instr_midi_00", "song_00", "song_03", "song_07", "speech_00")
+
 
 def _make_inputs(root: Path, copies: int = 1) -> int:
     root.mkdir(parents=True)
     n = 0
-    for clip in sorted(DEMO_DIR.glob("*/mix.flac")):
+    for clip in sorted(DEMO_DIR / c / "mix.flac" for c in CLIPS):
         x, rate = sf.read(str(clip), dtype="float32")
         for k in range(copies):
             sf.write(root / f"{clip.parent.name}_{k}.flac", x * (1.0 - 0.01 * k), rate, subtype="PCM_16")

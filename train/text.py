@@ -58,7 +58,8 @@ class CaptionEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        dim = getattr(self.model, "get_embedding_dimension", None)  # the newer name; the old one warns
+        self.dim = int(dim() if dim else self.model.get_sentence_embedding_dimension())
         self.model_id = f"{folder.name}@{(expected or 'unverified')[:12]}"
         self._cache: dict[str, np.ndarray] = {}
 
