@@ -20,14 +20,23 @@ def _no_stage_may_run(*args, **kwargs):
 
 
 def test_rebuild_with_new_threshold_runs_no_stage(demo_ray, tmp_path, monkeypatch):
+    """On one Beam worker, which runs in this process, so the patched ``run_stage`` sees every stage the rebuild
+    runs (the engine is late-binding: the bytes are the Ray-curated corpus's)."""
     out = tmp_path / "corpus"
     shutil.copytree(demo_ray, out)
     before = output_files(out)
-    monkeypatch.setattr(executor, "run_stage", _no_stage_may_run)
+    real_run_stage = executor.run_stage
+
+    def samples_only(stage, row, ready):  # the samples phase reads its cached samples through run_stage
+        if stage.name != "samples":
+            _no_stage_may_run()
+        return real_run_stage(stage, row, ready)
+
+    monkeypatch.setattr(executor, "run_stage", samples_only)
     strict = tmp_path / "strict.yaml"
     profile = load_config().model_dump(mode="json")
     gates = [g for g in profile["gates"]] + [{"name": "music_only", "score": "music_prob", "min": 0.7}]
-    strict.write_text(yaml.safe_dump({"gates": gates}))
+    strict.write_text(yaml.safe_dump({"gates": gates, "engine": {"name": "beam", "workers": 1}}))
     assert main(["rebuild", str(out), "--config", str(strict), "--no-progress"]) == 0
     rows = {r["source"].split("/")[-2]: r for r in tracks(out)}
     assert rows["instr_fof_00"]["status"] == "rejected"
@@ -36,7 +45,7 @@ def test_rebuild_with_new_threshold_runs_no_stage(demo_ray, tmp_path, monkeypatc
     accepted = sum(r["status"] == "accepted" for r in rows.values())
     assert 0 < accepted < 8
     # back to the original thresholds: the original bytes again
-    rebuild(out, load_config(), progress=False)
+    rebuild(out, load_config(overrides={"engine": {"name": "beam", "workers": 1}}), progress=False)
     assert output_files(out) == before
 
 

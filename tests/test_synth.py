@@ -173,7 +173,7 @@ def test_a_synthetic_song_is_curated(songs, tmp_path):
     row = json.loads((songs / "manifest.jsonl").read_text().splitlines()[0])
     row = {k: (str(songs / v) if k in ("path", "vocals", "accompaniment") else v) for k, v in row.items()}
     manifest.write_text(json.dumps(row) + "\n")
-    out = curate_with("ray", [str(manifest)], tmp_path / "corpus", workers=1)  # one song: one worker loads the models
+    out = curate_with("beam", [str(manifest)], tmp_path / "corpus", workers=1)  # one song: one in-process worker
     (track,) = tracks(out)
     assert track["status"] == "accepted", (track["reason_code"], track["reason"])
     assert track["n_windows"] >= 2 and track["split"] == row["split"] and track["has_stems"]
