@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from songcorpus.pipelines import storage
 from songcorpus.pipelines.corpus import (
     SHARD_MANIFEST,
@@ -36,7 +34,6 @@ from songcorpus.pipelines.corpus import (
     ShardWriter,
     build_corpus,
     scores_of,
-    write_planned_shard,
 )
 from songcorpus.pipelines.executor import build_stages, new_row
 from songcorpus.pipelines.sources import expand_inputs
@@ -116,42 +113,30 @@ def samples_runner(config: PipelineConfig, store: ArtefactStore, progress: bool)
     return run
 
 
-def shard_writer(config: PipelineConfig) -> ShardWriter | None:
-    """Who writes the shards: Beam's workers on the Beam engine; None (the driver, in process) on Ray."""
-    if config.engine.name != "beam":
-        return None
+def shard_writer(config: PipelineConfig) -> ShardWriter:
+    """Who writes the shards: the engine's workers (Ray tasks, Beam DoFns), never the driver (design.md: the
+    driver plans and merges small metadata)."""
+    if config.engine.name == "ray":
+        from songcorpus.pipelines.ray_runner import ray_shard_writer
+
+        return ray_shard_writer(config)
     from songcorpus.pipelines.beam_runner import beam_shard_writer
 
     return beam_shard_writer(config)
 
 
-def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> ShardWriter | None:
-    """The engine's shard writer (:func:`shard_writer`), and for an object-store output each shard uploaded as it
-    is written: a shard an earlier run stored from the same plan is fetched first so the writer checks and keeps
-    it, and one whose bytes the store holds is not uploaded again. An engine's workers (Beam) are given the
-    output URL and do both themselves (``corpus.write_planned_shard``); the driver records what they stored."""
+def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> ShardWriter:
+    """The engine's shard writer (:func:`shard_writer`); for an object-store output its workers are given the
+    output URL and upload each shard as they write it (a shard an earlier run stored from the same plan is
+    fetched and checked instead: ``corpus.write_planned_shard``); the driver records what they stored."""
     inner = shard_writer(config)
     if not target.remote:
         return inner
 
     def write(plans: list[ShardPlan], shard_dir: Path, store: ArtefactStore, progress: bool) -> list[dict[str, Any]]:
-        def settle(part: dict[str, Any]) -> dict[str, Any]:
-            target.settle(f"shards/{part['shard']}", part["sha256"], part["bytes"])
-            return part
-
-        def prior(plan: ShardPlan) -> None:
-            if plan.prior_sha256:
-                target.fetch(f"shards/{plan.name}")
-
-        if inner is not None:  # the engine's workers share no disk with the driver: they upload each shard
-            parts = inner(plans, target.target("shards"), store, progress)  # (and check a stored one themselves)
-            for part in parts:
-                target.keep(f"shards/{part['shard']}", part["sha256"], part["bytes"])
-            return parts
-        parts = []
-        for plan in tqdm(plans, desc="shards", unit="shard", disable=not progress):
-            prior(plan)
-            parts.append(settle(write_planned_shard(plan, shard_dir, store)))
+        parts = inner(plans, target.target("shards"), store, progress)
+        for part in parts:
+            target.keep(f"shards/{part['shard']}", part["sha256"], part["bytes"])
         return parts
 
     return write

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from songcorpus.pipelines.corpus import ShardPlan, ShardWriter, write_planned_shard
 from songcorpus.pipelines.executor import StageGroup, build_stages, group_stages
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore
@@ -133,3 +135,31 @@ def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: 
     finally:
         if started:
             ray.shutdown()
+
+
+def _write_shard(item: dict[str, Any], shard_dir: str, store_root: str) -> dict[str, Any]:
+    """One planned shard, written on a Ray worker (into the shard folder, or uploaded to the shard URL)."""
+    part = write_planned_shard(ShardPlan.from_json(item["plan"]), shard_dir, ArtefactStore(store_root))
+    return {"part": canonical_json(part)}
+
+
+def ray_shard_writer(config: PipelineConfig) -> ShardWriter:
+    """A :data:`ShardWriter` that writes the planned shards as Ray tasks, one shard each: the driver sends plans
+    (keys, member paths, window fields) and gets catalog parts back, and never reads a sample member. The shard
+    folder must be one every worker reaches: this machine's, a shared filesystem, or an object-store URL."""
+
+    def write(plans: list[ShardPlan], shard_dir: str | Path, store: ArtefactStore,
+              progress: bool) -> list[dict[str, Any]]:
+        if not plans:
+            return []
+        import ray
+
+        start_ray(config)
+        ray.data.DataContext.get_current().enable_progress_bars = progress
+        items = [{"plan": plan.to_json()} for plan in plans]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            _write_shard, fn_kwargs={"shard_dir": str(shard_dir), "store_root": str(store.url)},
+            num_cpus=1)
+        return [json.loads(r["part"]) for r in ds.iter_rows()]
+
+    return write

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -76,6 +77,26 @@ def demo_elsewhere(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_beam(tmp_path_factory) -> Path:
     return curate_with("beam", [demo_manifest()], tmp_path_factory.mktemp("demo_beam"))
+
+
+def shard_plans(store) -> list:
+    """Seven samples of two members in content-addressed files of ``store``, packed three to a shard: three
+    shard plans, for the tests of the engines' shard writers."""
+    from songcorpus.pipelines.corpus import ShardPlan, plan_digest, plan_shards
+    from songcorpus.pipelines.shard_writer import Sample
+
+    config = load_config(overrides={"shards": {"max_samples": 3}})
+    samples, meta = [], {}
+    for i in range(7):
+        key = f"t{i:020x}_{i % 3:04d}"
+        members = {"json": store.put_blob(json.dumps({"key": key}).encode(), ".json"),
+                   "mix.flac": store.put_blob(bytes(range(256)) * (i + 1), ".flac")}
+        samples.append(Sample(key, {k: store.root / rel for k, rel in members.items()}))
+        meta[key] = {"members": members, "source": f"song_{i}.flac", "track_id": key.split("_")[0],
+                     "split": "train", "start_s": 1.5 * i, "duration_s": 4.0, "reference_key": None,
+                     "augmentation": None if i % 2 else {"song_op": {"applied": False}}}
+    return [ShardPlan(name, "train", plan_digest(group), None, [{"key": s.key, **meta[s.key]} for s in group])
+            for name, group in plan_shards(samples, "train", config)]
 
 
 def ingested_excerpt(store, folder: Path, clip: str, start_s: float, end_s: float) -> dict:

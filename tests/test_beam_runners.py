@@ -18,13 +18,12 @@ import pytest
 
 from songcorpus.pipelines.beam_runner import DASK_RUNNER, beam_shard_writer, pipeline_flags
 from songcorpus.pipelines.beam_services import portable_services
-from songcorpus.pipelines.corpus import ShardPlan, plan_digest, plan_shards, write_shards_here
+from songcorpus.pipelines.corpus import write_shards_here
 from songcorpus.pipelines.curate import curate
-from songcorpus.pipelines.shard_writer import Sample
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms.artefacts import ArtefactStore
 
-from conftest import DEMO_DIR, output_files
+from conftest import DEMO_DIR, output_files, shard_plans
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +59,6 @@ def test_pipeline_flags_default_expand_and_pass_through():
     portable = ["--runner=PortableRunner", "--job_endpoint=127.0.0.1:8099", "--environment_type=EXTERNAL",
                 "--environment_config=127.0.0.1:50000"]
     assert pipeline_flags(beam_config(portable)) == portable
-
-
-def shard_plans(store: ArtefactStore) -> list[ShardPlan]:
-    """Seven samples of two members in content-addressed files, packed three to a shard (three shards)."""
-    config = load_config(overrides={"shards": {"max_samples": 3}})
-    samples, meta = [], {}
-    for i in range(7):
-        key = f"t{i:020x}_{i % 3:04d}"
-        members = {"json": store.put_blob(json.dumps({"key": key}).encode(), ".json"),
-                   "mix.flac": store.put_blob(bytes(range(256)) * (i + 1), ".flac")}
-        samples.append(Sample(key, {k: store.root / rel for k, rel in members.items()}))
-        meta[key] = {"members": members, "source": f"song_{i}.flac", "track_id": key.split("_")[0],
-                     "split": "train", "start_s": 1.5 * i, "duration_s": 4.0, "reference_key": None,
-                     "augmentation": None if i % 2 else {"song_op": {"applied": False}}}
-    return [ShardPlan(name, "train", plan_digest(group), None, [{"key": s.key, **meta[s.key]} for s in group])
-            for name, group in plan_shards(samples, "train", config)]
 
 
 @pytest.mark.parametrize("runner", ["portable", "dask"])

@@ -211,3 +211,31 @@ def test_ray_train_on_the_two_node_cluster_trains_and_checkpoints(cluster_runs):
     assert train.returncode == 0, train.stderr[-3000:]
     assert "trained samuel to step 4" in train.stdout
     assert latest_checkpoint(cluster_runs["run"])[0] == 4
+
+
+def test_ray_tasks_write_the_shards_the_driver_would(tmp_path, monkeypatch):
+    """Ray's shard writer: one task per planned shard, in Ray's worker processes; the driver only merges the
+    catalog parts (its own ``write_planned_shard`` is patched to fail, and nothing fails)."""
+    import ray
+
+    from songcorpus.pipelines import corpus, ray_runner
+    from songcorpus.pipelines.corpus import write_shards_here
+    from songcorpus.pipelines.ray_runner import ray_shard_writer
+    from songcorpus.schemas.config import load_config
+    from songcorpus.transforms.artefacts import ArtefactStore
+
+    from conftest import shard_plans
+
+    store = ArtefactStore(tmp_path / "store")
+    plans = shard_plans(store)
+    here = sorted(write_shards_here(plans, tmp_path / "here", store, False), key=lambda p: p["shard"])
+    for module in (corpus, ray_runner):  # Ray's workers import their own, unpatched copies
+        monkeypatch.setattr(module, "write_planned_shard", lambda *a, **k: pytest.fail("the driver wrote a shard"))
+    try:
+        writer = ray_shard_writer(load_config(overrides={"engine": {"name": "ray", "workers": 2}}))
+        there = sorted(writer(plans, tmp_path / "there", store, False), key=lambda p: p["shard"])
+    finally:
+        ray.shutdown()
+    assert there == here
+    for plan in plans:
+        assert (tmp_path / "there" / plan.name).read_bytes() == (tmp_path / "here" / plan.name).read_bytes()
