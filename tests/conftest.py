@@ -76,7 +76,8 @@ def demo_elsewhere(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_beam(tmp_path_factory) -> Path:
-    return curate_with("beam", [demo_manifest()], tmp_path_factory.mktemp("demo_beam"))
+    """On one in-process worker: Beam's multi-process workers are covered by tests/test_beam_runners.py."""
+    return curate_with("beam", [demo_manifest()], tmp_path_factory.mktemp("demo_beam"), workers=1)
 
 
 def shard_plans(store) -> list:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import DEMO_DIR
 
 WORKER = f"""
@@ -27,6 +29,7 @@ pitch_shift(x[:rate], rate, -2.0, "librosa")
 """
 
 
+@pytest.mark.slow  # compiles every kernel into an empty cache (about a minute); every curate runs the warm-up
 def test_workers_find_a_complete_cache_after_the_warm_up(tmp_path: Path) -> None:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     warm = "from songcorpus.transforms.jit_cache import warm_jit_cache; warm_jit_cache()"

@@ -234,10 +234,12 @@ def paired_loss(cfg, data: Path, run: Path, backbone: Path | None = None, n_batc
 
 # name -> (steps, lr, bound): the trained loss < bound x the initial one. Measured on the demo (paired_loss):
 # samuel 0.69 (40 steps, lr 1e-2), lada_band 0.78, songecho 0.72, unisinger 0.73 (30 steps, 5e-3),
-# songecho_melody 0.976 (40 steps, lr 0.1, on the 30-step stage-A run: a weak backbone leaves the melody
-# little to add on 4 s windows, but the frozen-backbone loss must still fall).
+# songecho_melody 0.989 (200 steps, lr 0.1, about 4 s, on the EMA of the 30-step stage-A run; 0.995 at 40
+# steps. Stage B starts from the backbone's own loss, and on 4 s demo windows the melody has about 1% to add,
+# but the frozen-backbone loss must still fall. Before the EMA warm-up the backbone was ~97% its random start,
+# which left the melody more to explain: 0.976 at 40 steps).
 LOSS_FALLS = {"samuel": (40, 1e-2, 0.8), "lada_band": (30, 5e-3, 0.88), "songecho": (30, 5e-3, 0.85),
-              "unisinger": (30, 5e-3, 0.85), "songecho_melody": (40, 0.1, 0.99)}
+              "unisinger": (30, 5e-3, 0.85), "songecho_melody": (200, 0.1, 0.993)}
 
 
 @pytest.fixture(scope="module")
