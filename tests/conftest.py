@@ -100,6 +100,22 @@ def shard_plans(store) -> list:
             for name, group in plan_shards(samples, "train", config)]
 
 
+def forbid_analysis_stages(monkeypatch) -> None:
+    """Make any analysis stage that runs in this process fail the test; the samples phase (which reads its cached
+    samples through ``run_stage``) still runs. Engines whose workers run in this process (one Beam worker, in
+    memory) are then checked stage by stage."""
+    from songcorpus.pipelines import executor
+
+    real_run_stage = executor.run_stage
+
+    def samples_only(stage, row, ready):
+        if stage.name != "samples":
+            pytest.fail(f"an analysis stage ran: {stage.name}")
+        return real_run_stage(stage, row, ready)
+
+    monkeypatch.setattr(executor, "run_stage", samples_only)
+
+
 def ingested_excerpt(store, folder: Path, clip: str, start_s: float, end_s: float) -> dict:
     """A row whose input is ``start_s``-``end_s`` of the demo file ``clip`` (e.g. "song_00/mix.flac"),
     written to ``folder`` and ingested into ``store``: the input of a stage test that needs a short clip."""

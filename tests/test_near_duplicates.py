@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from songcorpus.pipelines import executor
 from songcorpus.pipelines.corpus import assign_split, split_groups
 from songcorpus.pipelines.curate import curate, rebuild
 from songcorpus.schemas.config import load_config
@@ -30,7 +29,7 @@ from songcorpus.transforms.near_duplicates import is_lossless, keep_order, near_
 from songcorpus.transforms.quality import QualityStage
 from songcorpus.transforms.reencode import VARIANTS, write_variant
 
-from conftest import DEMO_DIR, tracks
+from conftest import DEMO_DIR, forbid_analysis_stages, tracks
 
 SONGS = ("song_00", "song_01", "song_03", "song_05", "song_07")
 OTHERS = ("instr_fof_00", "instr_fof_01", "instr_midi_00", "speech_00", "speech_01", "speech_02")
@@ -172,14 +171,7 @@ def test_curate_groups_copies_in_one_split_and_rebuild_rejects_them(copies, tmp_
     assert {r["duplicate_group"] for r in group} == {kept["track_id"]}
     assert rows["other.flac"]["duplicate_group"] is None
 
-    real_run_stage = executor.run_stage
-
-    def samples_only(stage, row, ready):  # one Beam worker runs in this process: the samples phase passes here
-        if stage.name != "samples":
-            pytest.fail(f"rebuild ran the analysis stage {stage.name}")
-        return real_run_stage(stage, row, ready)
-
-    monkeypatch.setattr(executor, "run_stage", samples_only)
+    forbid_analysis_stages(monkeypatch)  # one Beam worker runs in this process
     rebuild(out, load_config(overrides=common), progress=False)  # the gate on: decided from the stored fingerprints
     rows = {r["source"]: r for r in tracks(out)}
     assert rows["song.flac"]["status"] == "accepted" and rows["other.flac"]["status"] == "accepted"

@@ -7,16 +7,11 @@ import shutil
 import pytest
 import yaml
 
-from songcorpus.pipelines import executor
 from songcorpus.pipelines.cli import main
 from songcorpus.pipelines.curate import rebuild
 from songcorpus.schemas.config import ConfigError, load_config
 
-from conftest import output_files, tracks
-
-
-def _no_stage_may_run(*args, **kwargs):
-    raise AssertionError("rebuild ran an analysis stage")
+from conftest import forbid_analysis_stages, output_files, tracks
 
 
 def test_rebuild_with_new_threshold_runs_no_stage(demo_ray, tmp_path, monkeypatch):
@@ -25,14 +20,7 @@ def test_rebuild_with_new_threshold_runs_no_stage(demo_ray, tmp_path, monkeypatc
     out = tmp_path / "corpus"
     shutil.copytree(demo_ray, out)
     before = output_files(out)
-    real_run_stage = executor.run_stage
-
-    def samples_only(stage, row, ready):  # the samples phase reads its cached samples through run_stage
-        if stage.name != "samples":
-            _no_stage_may_run()
-        return real_run_stage(stage, row, ready)
-
-    monkeypatch.setattr(executor, "run_stage", samples_only)
+    forbid_analysis_stages(monkeypatch)
     strict = tmp_path / "strict.yaml"
     profile = load_config().model_dump(mode="json")
     gates = [g for g in profile["gates"]] + [{"name": "music_only", "score": "music_prob", "min": 0.7}]
