@@ -51,8 +51,8 @@ GIB = 1 << 30
 
 def cpu_s() -> float:
     """This process plus the children it waited for (the augmentation's ``rubberband`` runs)."""
-    return time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime \
-        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def du(path: Path) -> int:
