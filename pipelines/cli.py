@@ -54,7 +54,7 @@ def print_funnel(out: Path | str) -> None:
     with local_catalog(out) as db:
         con = duckdb.connect(str(db), read_only=True)
         try:
-            n_shards, n_windows = con.execute("SELECT (SELECT count(*) FROM shards), "
+            n_shards, n_windows = con.execute("SELECT (SELECT count(DISTINCT family) FROM shards), "
                                               "(SELECT count(*) FROM windows)").fetchone()
         finally:
             con.close()

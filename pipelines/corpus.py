@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from songcorpus.pipelines.catalog import write_catalog
 from songcorpus.pipelines.hf_features import write_features
-from songcorpus.pipelines.shard_writer import Sample, describe_shard, write_shard
+from songcorpus.pipelines.shard_writer import Sample, describe_shard, family_present, write_shard
 from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.sample import sample_json_schema
+from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, field_group, group_file, sample_json_schema
 from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for, track_id_of
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row, canonical_json
@@ -185,7 +185,8 @@ def sample_rows(accepted: list[Row], splits: dict[str, str], codebook: dict[str,
 
 
 def plan_shards(samples: list[Sample], split: str, config: PipelineConfig) -> list[tuple[str, list[Sample]]]:
-    """Greedy packing in key order: a shard closes at ``max_samples`` or before exceeding ``max_bytes``."""
+    """Greedy packing in key order: a shard closes at ``max_samples`` or before exceeding ``max_bytes`` (of all
+    its field groups together). Names are family names: the files are ``<name>.<group>.tar``."""
     groups: list[list[Sample]] = []
     current: list[Sample] = []
     size = 0
@@ -198,7 +199,7 @@ def plan_shards(samples: list[Sample], split: str, config: PipelineConfig) -> li
         size += sample.nbytes
     if current:
         groups.append(current)
-    return [(f"{cfg.prefix}-{split}-{i:06d}.tar", group) for i, group in enumerate(groups)]
+    return [(f"{cfg.prefix}-{split}-{i:06d}", group) for i, group in enumerate(groups)]
 
 
 def plan_digest(samples: list[Sample]) -> str:
@@ -244,33 +245,45 @@ class ShardPlan:
 ShardWriter = Callable[[list[ShardPlan], str | Path, ArtefactStore, bool], list[dict[str, Any]]]
 
 
+def plan_groups(plan: ShardPlan) -> list[str]:
+    """The field groups a plan's family has (``schemas/sample.py`` FIELD_GROUPS order)."""
+    from songcorpus.schemas.sample import FIELD_GROUPS
+
+    present = {field_group(suffix) for s in plan.samples for suffix in s["members"]}
+    return [g for g in FIELD_GROUPS if g in present]
+
+
 def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactStore) -> dict[str, Any]:
-    """Write (or keep, when the file there is the one ``plan`` made before) one shard, and return its catalog
-    part: the ``shards`` row fields, the plan digest and the shard's ``windows`` rows. Runs on whichever worker
-    the engine picks; the same plan gives the same shard bytes and part anywhere. ``shard_dir`` may be an
-    object-store URL: the shard is then written in a local temporary folder and uploaded (one PUT; a stored
-    shard of the same plan is fetched and checked instead), so the worker needs no disk shared with anyone."""
+    """Write (or keep, when the files there are the ones ``plan`` made before) one shard family, and return its
+    catalog part: the ``shards`` rows of its files, the plan digest and the family's ``windows`` rows. Runs on
+    whichever worker the engine picks; the same plan gives the same bytes and part anywhere. ``shard_dir`` may be
+    an object-store URL: the family is then written in a local temporary folder and uploaded (one PUT per file;
+    a stored family of the same plan is fetched and checked instead), so the worker needs no disk shared with
+    anyone."""
     from songcorpus.pipelines import storage
 
+    groups = plan_groups(plan)
     if storage.is_url(shard_dir):
-        url = storage.join(shard_dir, plan.name)
         with tempfile.TemporaryDirectory(prefix="songcorpus-shard-") as tmp:
-            fetched = bool(plan.prior_sha256) and storage.exists(url)
+            urls = {g: storage.join(shard_dir, group_file(plan.name, g)) for g in groups}
+            fetched = bool(plan.prior_sha256) and all(storage.exists(u) for u in urls.values())
             if fetched:
-                storage.download(url, Path(tmp) / plan.name)
+                for g, url in urls.items():
+                    storage.download(url, Path(tmp) / group_file(plan.name, g))
             part = write_planned_shard(plan, Path(tmp), store)
             if not (fetched and part["sha256"] == plan.prior_sha256):
-                storage.upload(Path(tmp) / plan.name, url)
+                for g, url in urls.items():
+                    storage.upload(Path(tmp) / group_file(plan.name, g), url)
         return part
     shard_dir = Path(shard_dir)
-    path = shard_dir / plan.name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shard = describe_shard(path) if plan.prior_sha256 and path.exists() else None
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    shard = (describe_shard(shard_dir, plan.name, groups)
+             if plan.prior_sha256 and family_present(shard_dir, plan.name, groups) else None)
     if shard is None or shard.sha256 != plan.prior_sha256:
         # store.path: the file in place, or on an object-store cache fetched into this worker's mirror
         samples = [Sample(s["key"], {suffix: store.path(rel) for suffix, rel in s["members"].items()})
                    for s in plan.samples]
-        shard = write_shard(path, samples)
+        shard = write_shard(shard_dir, plan.name, samples)
     meta = {s["key"]: s for s in plan.samples}
     windows = []
     for i, key in enumerate(sorted(shard.offsets)):
@@ -279,13 +292,16 @@ def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactS
             "key": key, "track_id": m["track_id"], "source": m["source"], "shard": plan.name,
             "index_in_shard": i, "split": m["split"], "start_s": m["start_s"],
             "duration_s": m["duration_s"], "fields": ",".join(sorted(offs)),
-            "bytes": sum(size for _, size in offs.values()),
+            "bytes": sum(size for _, _, size in offs.values()),
             "offsets_json": json.dumps({k: list(v) for k, v in sorted(offs.items())}, separators=(",", ":")),
             "reference_key": m["reference_key"],
             "augmentation_json": None if m["augmentation"] is None else canonical_json(m["augmentation"]),
         })
+    files = [{"file": f.name, "group": f.group, "sha256": f.sha256, "bytes": f.nbytes} for f in shard.files]
+    suffixes = sorted({suffix for s in plan.samples for suffix in s["members"]})
     return {"shard": plan.name, "split": plan.split, "plan": plan.digest, "sha256": shard.sha256,
-            "bytes": shard.nbytes, "n_samples": len(plan.samples), "windows": windows}
+            "bytes": shard.nbytes, "n_samples": len(plan.samples), "files": files,
+            "field_groups": {g: [x for x in suffixes if field_group(x) == g] for g in groups}, "windows": windows}
 
 
 def write_shards_here(plans: list[ShardPlan], shard_dir: str | Path, store: ArtefactStore,
@@ -369,23 +385,16 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     if sorted(parts) != sorted(p.name for p in plans):
         raise RuntimeError(f"the shard writer returned {len(parts)} catalog parts for {len(plans)} planned shards")
     new_manifest = {n: {"plan": parts[n]["plan"], "sha256": parts[n]["sha256"], "n_samples": parts[n]["n_samples"],
-                        "split": parts[n]["split"]} for n in sorted(parts)}
+                        "split": parts[n]["split"], "files": {f["file"]: f["sha256"] for f in parts[n]["files"]}}
+                    for n in sorted(parts)}
     atomic_write_bytes(manifest_path, (json.dumps(new_manifest, indent=1, sort_keys=True) + "\n").encode())
+    kept = {f["file"] for part in parts.values() for f in part["files"]}
     for stale in sorted(shard_dir.glob("*.tar")):
-        if stale.name not in parts:
+        if stale.name not in kept:
             stale.unlink()
     for stale in sorted(shard_dir.glob("*.tar.tmp")):
         stale.unlink()
-    for split in SPLITS:
-        shards = [n for n in sorted(parts) if parts[n]["split"] == split]
-        index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"songcorpus-{split}",
-                 "shardlist": [{"url": n, "nsamples": parts[n]["n_samples"], "filesize": parts[n]["bytes"]}
-                               for n in shards]}
-        path = shard_dir / f"index-{split}.json"
-        if shards:
-            atomic_write_bytes(path, (json.dumps(index, indent=1) + "\n").encode())
-        else:
-            path.unlink(missing_ok=True)
+    write_shard_indexes(shard_dir, parts)
     write_features(shard_dir, [s for group in by_split.values() for s in group],
                    sample_json_schema(full_profile=config.profile == "full"))
 
@@ -398,11 +407,47 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     id_of = {t["source"]: t["track_id"] for t in tracks_rows}
     for t in tracks_rows:  # a group is named by its kept copy's id (null for a track with no copy)
         t["duplicate_group"] = id_of[near.kept_of[t["source"]]] if t["source"] in near.kept_of else None
-    shard_rows = [{"shard": n, "n_samples": parts[n]["n_samples"], "bytes": parts[n]["bytes"],
-                   "sha256": parts[n]["sha256"], "split": parts[n]["split"]} for n in sorted(parts)]
+    shard_rows = [{"shard": f["file"], "family": n, "field_group": f["group"], "n_samples": parts[n]["n_samples"],
+                   "bytes": f["bytes"], "sha256": f["sha256"], "split": parts[n]["split"]}
+                  for n in sorted(parts) for f in parts[n]["files"]]
     write_catalog(out, {"tracks": tracks_rows, "windows": windows_rows, "shards": shard_rows,
                         "fields": field_rows(config, store, lineages)})
     return decisions
+
+
+def write_shard_indexes(shard_dir: Path, parts: dict[str, dict[str, Any]]) -> None:
+    """Per split, ``index-<split>.json``: a wids index of the families' ``meta`` files (JSON labels: wids and
+    webdataset read it as it is) whose entries also name every group file of the family (``groups``), with the
+    suffixes each group holds (``field_groups``); and ``index-<split>.<group>.json``, a plain wids index of one
+    group's files (same keys, same order). A split with no samples has no index (readers name the splits that do)."""
+    from songcorpus.schemas.sample import FIELD_GROUPS
+
+    for split in SPLITS:
+        shards = [n for n in sorted(parts) if parts[n]["split"] == split]
+        wanted = {f"index-{split}.json", *(f"index-{split}.{g}.json" for g in FIELD_GROUPS)}
+        written: set[str] = set()
+        if shards:
+            field_groups = parts[shards[0]]["field_groups"]  # one corpus has one member set (hf_features)
+            head = {"__kind__": "wids-shard-index-v1", "wids_version": 1}
+
+            def entry(n: str, f: dict[str, Any]) -> dict[str, Any]:
+                return {"url": f["file"], "nsamples": parts[n]["n_samples"], "filesize": f["bytes"]}
+
+            files = {n: {f["group"]: f for f in parts[n]["files"]} for n in shards}
+            index = {**head, "name": f"songcorpus-{split}", "spec_version": SAMPLE_SPEC_VERSION,
+                     "field_groups": {g: field_groups[g] for g in FIELD_GROUPS if g in field_groups},
+                     "shardlist": [{**entry(n, files[n]["meta"]), "family": n,
+                                    "groups": {g: {"url": f["file"], "filesize": f["bytes"], "sha256": f["sha256"]}
+                                               for g, f in files[n].items()}} for n in shards]}
+            atomic_write_bytes(shard_dir / f"index-{split}.json", (json.dumps(index, indent=1) + "\n").encode())
+            written.add(f"index-{split}.json")
+            for g in index["field_groups"]:
+                one = {**head, "name": f"songcorpus-{split}-{g}",
+                       "shardlist": [entry(n, files[n][g]) for n in shards]}
+                atomic_write_bytes(shard_dir / f"index-{split}.{g}.json", (json.dumps(one, indent=1) + "\n").encode())
+                written.add(f"index-{split}.{g}.json")
+        for name in wanted - written:
+            (shard_dir / name).unlink(missing_ok=True)
 
 
 def field_rows(config: PipelineConfig, store: ArtefactStore, lineages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -136,7 +136,8 @@ def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> Sh
     def write(plans: list[ShardPlan], shard_dir: Path, store: ArtefactStore, progress: bool) -> list[dict[str, Any]]:
         parts = inner(plans, target.target("shards"), store, progress)
         for part in parts:
-            target.keep(f"shards/{part['shard']}", part["sha256"], part["bytes"])
+            for f in part["files"]:
+                target.keep(f"shards/{f['file']}", f["sha256"], f["bytes"])
         return parts
 
     return write
@@ -197,7 +198,7 @@ def publish(target: storage.OutputDir) -> None:
     shard writer just wrote (no shard is read again)."""
     manifest = target.local / "shards" / SHARD_MANIFEST
     known = json.loads(manifest.read_text()) if manifest.exists() else {}
-    target.publish(CORPUS_PARTS, {f"shards/{n}": e["sha256"] for n, e in known.items()})
+    target.publish(CORPUS_PARTS, {f"shards/{f}": sha for e in known.values() for f, sha in e["files"].items()})
 
 
 def save_state(out: Path, config: PipelineConfig, rows: list[Row], lineages: dict) -> None:

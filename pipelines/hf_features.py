@@ -9,7 +9,8 @@ nothing and reads every sample, whatever the first five hold.
 
 Reads: the JSON schema of the corpus' profile and one sample's member files (names, and each ``.npy``'s
 dtype and rank from its header; nothing else is loaded). Writes: ``features.json`` (``Features.to_dict()``,
-sorted keys, so the same corpus gives the same bytes), or removes a stale one when there are no samples.
+sorted keys, so the same corpus gives the same bytes) and ``features.<group>.json`` for each field group's tars
+(a shard is a family of them: ``shard_writer.py``), or removes stale ones when there are no samples.
 Fails when: two samples of the corpus have different members (HF needs one member set; the stages
 write the same members for every sample, so this is a bug to report, not data to skip).
 """
@@ -68,12 +69,22 @@ def corpus_features(json_schema: pa.Schema, sample: Sample) -> datasets.Features
     return datasets.Features({k: features[k] for k in sorted(features)})
 
 
+def group_features_file(group: str) -> str:
+    return f"features.{group}.json"
+
+
 def write_features(shard_dir: Path, samples: Iterable[Sample], json_schema: pa.Schema) -> Path | None:
-    """Write ``shard_dir/features.json`` for ``samples`` (every split), or remove it when there are none."""
+    """Write ``shard_dir/features.json`` for ``samples`` (every split: the whole sample, for readers that zip a
+    shard family's files) and ``features.<group>.json`` per field group (the columns of that group's tars, what
+    ``load_dataset`` of one group's files takes), or remove them when there are none."""
+    from songcorpus.schemas.sample import FIELD_GROUPS, field_group
+
     path = shard_dir / FEATURES_FILE
     samples = list(samples)
     if not samples:
         path.unlink(missing_ok=True)
+        for group in FIELD_GROUPS:
+            (shard_dir / group_features_file(group)).unlink(missing_ok=True)
         return None
     first = min(samples, key=lambda s: s.key)
     for s in samples:
@@ -82,4 +93,13 @@ def write_features(shard_dir: Path, samples: Iterable[Sample], json_schema: pa.S
                              f"({sorted(set(first.members) ^ set(s.members))}): one corpus has one member set")
     features = corpus_features(json_schema, first)
     atomic_write_bytes(path, (json.dumps(features.to_dict(), indent=1, sort_keys=True) + "\n").encode())
+    for group in FIELD_GROUPS:
+        columns = {k: v for k, v in features.items() if k.startswith("__") or (k in first.members
+                                                                               and field_group(k) == group)}
+        target = shard_dir / group_features_file(group)
+        if len(columns) > 2:
+            atomic_write_bytes(target, (json.dumps(type(features)(columns).to_dict(), indent=1, sort_keys=True)
+                                        + "\n").encode())
+        else:
+            target.unlink(missing_ok=True)
     return path

@@ -57,8 +57,8 @@ def read_sample(out: Path, key: str) -> dict[str, bytes]:
         con.close()
     shard, offsets_json = hit
     members: dict[str, bytes] = {}
-    with open(out / "shards" / shard, "rb") as fh:
-        for suffix, (offset, size) in json.loads(offsets_json).items():
+    for suffix, (file, offset, size) in json.loads(offsets_json).items():  # file: the family's field-group tar
+        with open(out / "shards" / file, "rb") as fh:
             fh.seek(offset)
             members[suffix] = fh.read(size)
     return members

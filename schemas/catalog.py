@@ -102,22 +102,24 @@ WINDOWS_SCHEMA = pa.schema(
         pa.field("key", pa.string(), nullable=False),
         pa.field("track_id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
-        pa.field("shard", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),  # the shard family: its files are <shard>.<group>.tar
         pa.field("index_in_shard", pa.int64(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),
         pa.field("fields", pa.string(), nullable=False),  # comma-separated member suffixes, e.g. "json,mix.flac"
         pa.field("bytes", pa.int64(), nullable=False),
-        pa.field("offsets_json", pa.string(), nullable=False),  # {suffix: [data offset, size]} inside the tar
+        pa.field("offsets_json", pa.string(), nullable=False),  # {suffix: [file, data offset, size]}: file is the group tar
         pa.field("reference_key", pa.string()),  # a non-overlapping window of the same song
         pa.field("augmentation_json", pa.string()),  # null, or the song op / EQ parameters
     ]
 )
 
-SHARDS_SCHEMA = pa.schema(
+SHARDS_SCHEMA = pa.schema(  # one row per file: a shard family has one tar per field group
     [
-        pa.field("shard", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),  # the file, e.g. shard-train-000000.tokens.tar
+        pa.field("family", pa.string(), nullable=False),  # shard-train-000000 (windows.shard)
+        pa.field("field_group", pa.string(), nullable=False),  # meta, tokens, latents or audio
         pa.field("n_samples", pa.int64(), nullable=False),
         pa.field("bytes", pa.int64(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),

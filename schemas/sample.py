@@ -28,9 +28,45 @@ from songcorpus.schemas.track import METADATA_FIELDS
 #    ``caption_method`` says where metadata.caption came from; float fields are always JSON floats.
 #    Full profile: ``codecs`` is a list of fixed-shape entries and ``speaker`` is always an object
 #    (``speaker.npy`` is zeros when there is no reference window).
-SAMPLE_SPEC_VERSION = 3
+# 4: every shard is a family of field-group tars (FIELD_GROUPS): ``<shard>.meta.tar`` (json and small arrays),
+#    ``<shard>.tokens.tar``, ``<shard>.latents.tar``, ``<shard>.audio.tar``, each a WebDataset shard with the same
+#    keys in the same order, so a token model streams kilobytes per sample, never the FLAC beside them.
+SAMPLE_SPEC_VERSION = 4
 F0_RATE_HZ = 100.0
 STEMS = ("vocals", "accompaniment")
+
+
+# Field groups: which tar of a shard family holds a member (by its suffix). A group is a plain WebDataset shard of
+# its own; the files of one family hold the same keys in the same order, so zipping them gives whole samples.
+FIELD_GROUPS = ("meta", "tokens", "latents", "audio")
+AUDIO_SUFFIXES = (".flac", ".wav", ".mp3", ".ogg", ".opus")
+
+
+def field_group(suffix: str) -> str:
+    """The group of a member: ``audio`` for encoded audio, ``tokens`` / ``latents`` for codec arrays, ``meta``
+    for the JSON and every other (small) array: f0, content units, speaker embeddings."""
+    if suffix.endswith(AUDIO_SUFFIXES):
+        return "audio"
+    if suffix.endswith("_tokens.npy"):
+        return "tokens"
+    if suffix.endswith("_latents.npy"):
+        return "latents"
+    return "meta"
+
+
+def group_file(shard: str, group: str) -> str:
+    """The file of one field group of a shard family: ``shard-train-000000`` -> ``shard-train-000000.tokens.tar``."""
+    return f"{shard}.{group}.tar"
+
+
+def split_group_file(name: str) -> tuple[str, str | None]:
+    """``shard-train-000000.tokens.tar`` -> (``shard-train-000000``, ``tokens``); a plain tar (another tool's,
+    or a spec-3 shard) -> (its name without ``.tar``, None): one file that holds every member."""
+    stem = name[:-4] if name.endswith(".tar") else name
+    family, _, group = stem.rpartition(".")
+    if family and group in FIELD_GROUPS:
+        return family, group
+    return stem, None
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,11 @@ def test_workers_in_other_processes_write_the_shards_the_driver_would(runner, re
                    key=lambda p: p["shard"])
     assert there == here  # catalog parts: shard rows and windows rows (offsets into the shard) alike
     assert [w["index_in_shard"] for w in here[0]["windows"]] == [0, 1, 2]
-    for plan in plans:
-        assert (tmp_path / "there" / plan.name).read_bytes() == (tmp_path / "here" / plan.name).read_bytes()
+    files = sorted(p.name for p in (tmp_path / "here").glob("*.tar"))
+    assert files == sorted(f"{plan.name}.{g}.tar" for plan in plans for g in ("meta", "audio"))
+    assert sorted(p.name for p in (tmp_path / "there").glob("*.tar")) == files
+    for name in files:
+        assert (tmp_path / "there" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
     assert list((store.root / "tmp").iterdir()) == []  # the job folder (inputs, results) is gone
 
 
@@ -88,9 +91,10 @@ def test_workers_upload_shards_to_an_object_store(s3, tmp_path):
     there = sorted(beam_shard_writer(beam_config([]))(plans, f"{s3}/out/shards", store, False),
                    key=lambda p: p["shard"])
     assert there == here
-    assert [storage.basename(u) for u in storage.list_files(f"{s3}/out/shards")] == [p.name for p in plans]
-    for plan in plans:
-        assert storage.read_bytes(f"{s3}/out/shards/{plan.name}") == (tmp_path / "here" / plan.name).read_bytes()
+    files = sorted(f["file"] for part in here for f in part["files"])
+    assert [storage.basename(u) for u in storage.list_files(f"{s3}/out/shards")] == files
+    for name in files:
+        assert storage.read_bytes(f"{s3}/out/shards/{name}") == (tmp_path / "here" / name).read_bytes()
     assert storage.list_files(f"{s3}/cache/tmp") == []  # the job folder on the store is gone
 
 

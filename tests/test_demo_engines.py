@@ -42,9 +42,12 @@ def test_shard_samples_follow_the_spec(demo_ray):
 
     import soundfile as sf
 
-    with tarfile.open(shards[0]) as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-        assert all(m.mtime == 0 for m in tar.getmembers())
+    family = shards[0].name.split(".", 1)[0]
+    members: dict[str, bytes] = {}
+    for shard in (demo_ray / "shards").glob(f"{family}.*.tar"):  # the family's field-group files together
+        with tarfile.open(shard) as tar:
+            members.update({m.name: tar.extractfile(m).read() for m in tar.getmembers()})
+            assert all(m.mtime == 0 for m in tar.getmembers())
     keys = sorted({name.split(".", 1)[0] for name in members})
     for key in keys:
         meta = json.loads(members[f"{key}.json"])
@@ -60,10 +63,15 @@ def test_random_access_offsets_point_at_the_members(demo_ray):
     con = duckdb.connect(str(demo_ray / "catalog.duckdb"), read_only=True)
     key, shard, offsets = con.execute("SELECT key, shard, offsets_json FROM windows ORDER BY key LIMIT 1").fetchone()
     con.close()
-    offset, size = json.loads(offsets)["json"]
-    with open(demo_ray / "shards" / shard, "rb") as fh:
+    file, offset, size = json.loads(offsets)["json"]
+    assert file == f"{shard}.meta.tar"  # the family's meta file holds the JSON
+    with open(demo_ray / "shards" / file, "rb") as fh:
         fh.seek(offset)
         assert json.loads(fh.read(size))["key"] == key
+    for suffix, (file, offset, _size) in json.loads(offsets).items():  # every member in its group's file
+        with open(demo_ray / "shards" / file, "rb") as fh:
+            fh.seek(offset - 512)
+            assert tarfile.TarInfo.frombuf(fh.read(512), "utf-8", "surrogateescape").name == f"{key}.{suffix}"
 
 
 def test_ray_and_beam_write_identical_bytes(demo_ray, demo_beam):

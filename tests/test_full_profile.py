@@ -114,11 +114,12 @@ def read_sample(out: Path, key: str) -> dict[str, bytes]:
     shard = con.execute("SELECT shard FROM windows WHERE key = ?", [key]).fetchone()[0]
     con.close()
     members = {}
-    with tarfile.open(next((out / "shards").rglob(shard if shard.endswith(".tar") else f"{shard}*"))) as tar:
-        for m in tar.getmembers():
-            k, _, suffix = m.name.partition(".")
-            if k == key:
-                members[suffix] = tar.extractfile(m).read()
+    for path in sorted((out / "shards").glob(f"{shard}.*.tar")):  # the family's field-group files
+        with tarfile.open(path) as tar:
+            for m in tar.getmembers():
+                k, _, suffix = m.name.partition(".")
+                if k == key:
+                    members[suffix] = tar.extractfile(m).read()
     return members
 
 
@@ -174,9 +175,10 @@ def test_full_profile_runs_every_model_stage(full_store: Path, inputs: Path, tmp
     import datasets
 
     assert conform_sample_json(meta, sample_json_schema(full_profile=True)) == meta
-    features = datasets.Features.from_dict(json.loads((out / "shards" / "features.json").read_text()))
-    assert {"speaker.npy", "vocals.units.npy"} <= set(features)
-    shards = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    assert {"speaker.npy", "vocals.units.npy"} <= set(json.loads((out / "shards" / "features.json").read_text()))
+    features = datasets.Features.from_dict(json.loads((out / "shards" / "features.meta.json").read_text()))
+    assert {"speaker.npy", "vocals.units.npy"} <= set(features)  # small arrays: the meta group
+    shards = sorted(str(p) for p in (out / "shards").glob("*.meta.tar"))
     rows = list(datasets.load_dataset("webdataset", data_files={"train": shards}, split="train", streaming=True,
                                       features=features))
     assert sorted(r["__key__"] for r in rows) == keys and all(r["json"]["codecs"] for r in rows)

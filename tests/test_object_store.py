@@ -123,7 +123,7 @@ def test_crash_leaves_no_corpus_and_the_rerun_finishes_it(corpora):
     assert not any(o.endswith(".tar") for o in crashed["objects"])  # the shard PUT never completed
     assert "no published corpus" in crashed["loader"] and "no published corpus" in crashed["state"]
     marker = storage.read_published(out)
-    assert "shards/shard-train-000000.tar" in marker["objects"]
+    assert {f"shards/shard-train-000000.{g}.tar" for g in ("meta", "tokens", "latents", "audio")} <= set(marker["objects"])
     local = storage.read_published(local_out)["objects"]
     assert {k: v for k, v in marker["objects"].items() if k not in LOCATION_BOUND} == \
         {k: v for k, v in local.items() if k not in LOCATION_BOUND}

@@ -199,7 +199,7 @@ def test_killing_a_worker_node_mid_run_ends_with_the_same_bytes(cluster_runs):
     keys = windows["key"]  # every window once, in one shard, as many as the tracks say
     assert len(keys) == len(set(keys)) == sum(tracks["n_windows"]) > 0
     shards = [k for k in cluster_runs["killed"] if k.startswith("shards/") and k.endswith(".tar")]
-    assert sorted(set(windows["shard"])) == sorted(k.split("/")[-1] for k in shards)
+    assert sorted(set(windows["shard"])) == sorted({k.split("/")[-1].split(".")[0] for k in shards})  # families
 
 
 @pytest.mark.slow
@@ -237,5 +237,8 @@ def test_ray_tasks_write_the_shards_the_driver_would(tmp_path, monkeypatch):
     finally:
         ray.shutdown()
     assert there == here
-    for plan in plans:
-        assert (tmp_path / "there" / plan.name).read_bytes() == (tmp_path / "here" / plan.name).read_bytes()
+    files = sorted(p.name for p in (tmp_path / "here").glob("*.tar"))
+    assert files == sorted(f"{plan.name}.{g}.tar" for plan in plans for g in ("meta", "audio"))
+    assert sorted(p.name for p in (tmp_path / "there").glob("*.tar")) == files
+    for name in files:
+        assert (tmp_path / "there" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()

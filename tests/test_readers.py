@@ -1,6 +1,7 @@
 """The shards open in every reader trainers use: Hugging Face datasets (streaming and not), webdataset and
 wids, each through the README's own loading block, every member of every sample decoded and checked
-against the catalog; and the sample JSON's declared Arrow schema (spec 3) holds where HF's type guessing
+against the catalog (each block zips a shard family's field-group files); and the sample JSON's declared
+Arrow schema holds where HF's type guessing
 would not."""
 
 from __future__ import annotations
@@ -161,11 +162,17 @@ def test_wids_reads_every_sample_in_place(demo: Path) -> None:
         index = json.loads((demo / "shards" / f"index-{split}.json").read_text())
         for shard in index["shardlist"]:
             assert shard["filesize"] == (demo / "shards" / shard["url"]).stat().st_size
+            assert shard["url"] == shard["groups"]["meta"]["url"] == f"{shard['family']}.meta.tar"
+            for group, entry in shard["groups"].items():
+                one = json.loads((demo / "shards" / f"index-{split}.{group}.json").read_text())
+                assert entry["url"] in [e["url"] for e in one["shardlist"]]
+                assert entry["filesize"] == (demo / "shards" / entry["url"]).stat().st_size
         before = sorted(p.name for p in (demo / "shards").iterdir())
         ns = run_block("wids", demo, split)
         assert check_reader(ns["samples"], demo, split, prefix=".") == len(ns["ds"]) > 0
-        assert ns["ds"].cache_dir is None  # read where they are: nothing copied into a wids cache
-        ns["ds"].close()
+        assert all(d.cache_dir is None for d in ns["dss"])  # read where they are: nothing copied into a wids cache
+        for d in ns["dss"]:
+            d.close()
         assert sorted(p.name for p in (demo / "shards").iterdir()) == before  # no lock or copy left behind
 
 
@@ -212,10 +219,12 @@ def test_declared_features_read_what_the_first_five_samples_cannot_type(tmp_path
     samples = [Sample(m["key"], {"json": json.dumps(m).encode(), "f0.npy": f0}) for m in metas]
     shard_dir = tmp_path / "shards"
     shard_dir.mkdir()
-    write_shard(shard_dir / "shard-train-000000.tar", samples)
-    features = datasets.Features.from_dict(json.loads(write_features(shard_dir, samples, SAMPLE_JSON_SCHEMA).read_text()))
+    written = write_shard(shard_dir, "shard-train-000000", samples)
+    assert [f.name for f in written.files] == ["shard-train-000000.meta.tar"]  # json and f0: one field group
+    write_features(shard_dir, samples, SAMPLE_JSON_SCHEMA)
+    features = datasets.Features.from_dict(json.loads((shard_dir / "features.meta.json").read_text()))
     for streaming in (True, False):
-        ds = datasets.load_dataset("webdataset", data_files={"train": [str(shard_dir / "shard-train-000000.tar")]},
+        ds = datasets.load_dataset("webdataset", data_files={"train": [str(shard_dir / "shard-train-000000.meta.tar")]},
                                    split="train", streaming=streaming, features=features)
         rows = list(ds)
         assert [r["json"] for r in rows] == metas, streaming

@@ -4,8 +4,11 @@ resumable from the step alone.
 Reads: WebDataset shards (a corpus folder's ``shards/index-<split>.json``, a wids index, a glob, or a list
 of paths; each may be an object-store URL, read by ranged GETs through ``pipelines/storage.py``, and a corpus
 URL is read only once published, from what its ``published.json`` lists), the members each model asks for and
-nothing else: every shard's tar headers are scanned once for member offsets (512-byte reads), and a sample's
-members are then read by offset, so a token model reads its 2 KB of tokens and the JSON, never the 1 MB of FLAC beside them.
+nothing else. A shard is a family of field-group tars (``<shard>.meta.tar``, ``.tokens.tar``, ``.latents.tar``,
+``.audio.tar``: ``schemas/sample.py`` FIELD_GROUPS); only the files of the groups a model needs are opened, their
+tar headers scanned once for member offsets (512-byte reads), and a sample's members are then read by offset, so a
+token model reads its 2 KB of tokens and the JSON from two small files, never the 1 MB of FLAC. A plain tar
+(every member in one file: another tool's, or a spec-3 corpus) is read the same way.
 Writes: nothing (the trainer saves :meth:`ShardStream.state_dict` in its checkpoints and the latent
 statistics of :func:`latent_statistics` in the run folder).
 
@@ -40,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from songcorpus.pipelines import storage
+from songcorpus.schemas.sample import FIELD_GROUPS, field_group, split_group_file
 from songcorpus.schemas.track import SPLITS
 
 F0_RATE_HZ = 100.0
@@ -69,11 +73,25 @@ FULL_PROFILE_ONLY = {"units", "speaker"}
 
 @dataclass(frozen=True)
 class SampleRef:
-    """Where one sample's members are: shard file and (offset, size) of each member."""
+    """Where one sample's members are: its shard family and, per member, (file, offset, size)."""
 
     key: str
     shard: str
-    members: dict[str, tuple[int, int]]
+    members: dict[str, tuple[str, int, int]]
+
+
+def shard_families(shards: Sequence[str]) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """Files -> families, in first-seen order: ``[(family, [(file, group), ...])]`` with each family's files in
+    FIELD_GROUPS order. A plain tar (another tool's, or a spec-3 shard: every member in one file) is a family of
+    its own with group None."""
+    families: dict[str, list[tuple[str, str | None]]] = {}
+    for shard in shards:
+        name = storage.basename(shard) if storage.is_url(shard) else Path(shard).name
+        family, group = split_group_file(name)
+        base = shard[: len(shard) - len(name)] + family
+        families.setdefault(base, []).append((shard, group))
+    order = {g: i for i, g in enumerate(FIELD_GROUPS)}
+    return [(base, sorted(files, key=lambda f: order.get(f[1], -1))) for base, files in families.items()]
 
 
 @dataclass
@@ -84,23 +102,31 @@ class ShardIndex:
     samples: list[SampleRef] = field(default_factory=list)
 
     @classmethod
-    def scan(cls, shards: Sequence[str]) -> ShardIndex:
-        index = cls(list(shards))
-        for shard in shards:
-            remote = storage.is_url(shard)
-            if not (storage.exists(shard) if remote else Path(shard).is_file()):
-                raise DataError(f"shard {shard} does not exist (re-run `songcorpus curate`, or fix the shard list)")
-            try:
-                with _open_for_headers(shard) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
-                    grouped: dict[str, dict[str, tuple[int, int]]] = {}
-                    for member in tar:
-                        if not member.isfile():
-                            continue
-                        key, _, suffix = member.name.partition(".")
-                        grouped.setdefault(key, {})[suffix] = (member.offset_data, member.size)
-            except tarfile.TarError as exc:
-                raise DataError(f"shard {shard} is not a readable tar ({exc}); re-run `songcorpus curate`") from exc
-            index.samples += [SampleRef(k, shard if remote else str(Path(shard)), m) for k, m in grouped.items()]
+    def scan(cls, shards: Sequence[str], groups: Sequence[str] | None = None) -> ShardIndex:
+        """Scan the tar headers of ``shards`` (files of shard families, or plain tars). ``groups``: the field
+        groups to read (``meta`` always); files of other groups are neither opened nor listed in ``shards``."""
+        wanted = None if groups is None else {"meta", *groups}
+        index = cls([])
+        for family, files in shard_families(shards):
+            grouped: dict[str, dict[str, tuple[str, int, int]]] = {}
+            for shard, group in files:
+                if wanted is not None and group is not None and group not in wanted:
+                    continue
+                remote = storage.is_url(shard)
+                if not (storage.exists(shard) if remote else Path(shard).is_file()):
+                    raise DataError(f"shard {shard} does not exist (re-run `songcorpus curate`, or fix the shard list)")
+                location = shard if remote else str(Path(shard))
+                try:
+                    with _open_for_headers(shard) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
+                        for member in tar:
+                            if not member.isfile():
+                                continue
+                            key, _, suffix = member.name.partition(".")
+                            grouped.setdefault(key, {})[suffix] = (location, member.offset_data, member.size)
+                except tarfile.TarError as exc:
+                    raise DataError(f"shard {shard} is not a readable tar ({exc}); re-run `songcorpus curate`") from exc
+                index.shards.append(location)
+            index.samples += [SampleRef(k, family, m) for k, m in grouped.items()]
         return index
 
     def by_key(self) -> dict[str, int]:
@@ -130,16 +156,26 @@ def resolve_url_corpus(data: str, split: str) -> list[str]:
     rel = f"shards/index-{split}.json"
     if rel not in objects:
         known = sorted(k.removeprefix("shards/index-").removesuffix(".json") for k in objects
-                       if k.startswith("shards/index-"))
+                       if k.startswith("shards/index-") and k.count(".") == 1)
         raise DataError(f"corpus {data} has no samples in split {split!r} (splits with samples: "
                         f"{', '.join(known) or 'none'}); choose one of {SPLITS} that has samples, or curate more songs")
     spec = json.loads(storage.read_bytes(storage.join(data, rel)))
     urls = []
-    for s in spec["shardlist"]:
-        if f"shards/{s['url']}" not in objects:
-            raise DataError(f"shard {s['url']} of {data} is not in its publication marker; re-run `songcorpus curate`")
-        urls.append(storage.join(data, "shards", s["url"]))
+    for name in index_files(spec):
+        if f"shards/{name}" not in objects:
+            raise DataError(f"shard {name} of {data} is not in its publication marker; re-run `songcorpus curate`")
+        urls.append(storage.join(data, "shards", name))
     return urls
+
+
+def index_files(spec: dict[str, Any]) -> list[str]:
+    """The files a wids index lists: every field-group file of each family (songcorpus's ``index-<split>.json``
+    names them under ``groups``), else each entry's ``url`` (any wids index, e.g. ``index-train.tokens.json``)."""
+    out = []
+    for entry in spec["shardlist"]:
+        groups = entry.get("groups")
+        out += [g["url"] for g in groups.values()] if groups else [entry["url"]]
+    return out
 
 
 def resolve_shards(data: str | Sequence[str], split: str = "train") -> list[str]:
@@ -157,7 +193,7 @@ def resolve_shards(data: str | Sequence[str], split: str = "train") -> list[str]
         if data.endswith(".json"):
             spec = json.loads(storage.read_bytes(data))
             base = storage.parent(data)
-            return [s["url"] if "://" in s["url"] else storage.join(base, s["url"]) for s in spec["shardlist"]]
+            return [u if "://" in u else storage.join(base, u) for u in index_files(spec)]
         if data.endswith(".tar"):
             return [data]
         return resolve_url_corpus(data, split)
@@ -165,15 +201,14 @@ def resolve_shards(data: str | Sequence[str], split: str = "train") -> list[str]
     if path.is_dir():
         index = path / "shards" / f"index-{split}.json" if (path / "shards").is_dir() else path / f"index-{split}.json"
         if not index.exists():
-            known = sorted(p.stem.removeprefix("index-") for p in index.parent.glob("index-*.json"))
+            known = sorted(p.stem.removeprefix("index-") for p in index.parent.glob("index-*.json") if "." not in p.stem)
             raise DataError(f"corpus {data} has no samples in split {split!r} (no {index.name}; splits with "
                             f"samples: {', '.join(known) or 'none'}); choose one of {SPLITS} that has samples, "
                             f"or curate more songs")
         path = index
     if path.suffix == ".json":
         spec = json.loads(path.read_text())
-        return [str((path.parent / s["url"]).resolve()) if "://" not in s["url"] else s["url"]
-                for s in spec["shardlist"]]
+        return [str((path.parent / u).resolve()) if "://" not in u else u for u in index_files(spec)]
     if any(ch in data for ch in "*?["):
         found = sorted(globlib.glob(data))
         if not found:
@@ -183,25 +218,40 @@ def resolve_shards(data: str | Sequence[str], split: str = "train") -> list[str]
 
 
 def read_members(ref: SampleRef, suffixes: Sequence[str]) -> dict[str, bytes]:
-    """The named members of one sample, each by one seek and one read (on an object store: one ranged GET over
-    the span of the members asked for, which sit next to each other in the tar)."""
-    out = {}
-    if storage.is_url(ref.shard):
-        start, end = member_span(ref, suffixes)
-        data = storage.read_range(ref.shard, start, end - start)
-        return {s: data[ref.members[s][0] - start: ref.members[s][0] - start + ref.members[s][1]] for s in suffixes}
-    with open(ref.shard, "rb") as fh:
-        for suffix in sorted(suffixes, key=lambda s: ref.members[s][0]):
-            offset, size = ref.members[suffix]
-            fh.seek(offset)
-            out[suffix] = fh.read(size)
+    """The named members of one sample: per file of its family, one seek and one read per member (on an object
+    store: one ranged GET over the span of the members asked for in that file, which sit next to each other)."""
+    by_file: dict[str, list[str]] = {}
+    for suffix in suffixes:
+        by_file.setdefault(ref.members[suffix][0], []).append(suffix)
+    out: dict[str, bytes] = {}
+    for file, names in by_file.items():
+        if storage.is_url(file):
+            start, end = member_span(ref, names)
+            data = storage.read_range(file, start, end - start)
+            out.update({s: data[ref.members[s][1] - start: ref.members[s][1] - start + ref.members[s][2]]
+                        for s in names})
+            continue
+        with open(file, "rb") as fh:
+            for suffix in sorted(names, key=lambda s: ref.members[s][1]):
+                _, offset, size = ref.members[suffix]
+                fh.seek(offset)
+                out[suffix] = fh.read(size)
     return out
 
 
 def member_span(ref: SampleRef, suffixes: Sequence[str]) -> tuple[int, int]:
-    """The byte range [start, end) of a shard that holds these members of one sample."""
-    spans = [ref.members[s] for s in suffixes]
+    """The byte range [start, end) of one file that holds these members of one sample (all in that file)."""
+    spans = [ref.members[s][1:] for s in suffixes]
     return min(o for o, _ in spans), max(o + n for o, n in spans)
+
+
+def bytes_per_sample(ref: SampleRef, suffixes: Sequence[str]) -> int:
+    """What :func:`read_members` reads for these members (the span per file on an object store)."""
+    by_file: dict[str, list[str]] = {}
+    for suffix in suffixes:
+        by_file.setdefault(ref.members[suffix][0], []).append(suffix)
+    return sum((lambda a, b: b - a)(*member_span(ref, names)) if storage.is_url(f)
+               else sum(ref.members[s][2] for s in names) for f, names in by_file.items())
 
 
 def npy(data: bytes) -> np.ndarray:
@@ -248,9 +298,13 @@ class CorpusView:
     """One split of a corpus, indexed, with the fields a model needs checked against what the samples hold."""
 
     def __init__(self, data: str | Sequence[str], split: str, keys: Sequence[str], codec: str = "embedded",
-                 window_s: float | None = None) -> None:
+                 window_s: float | None = None, extra_groups: Sequence[str] = ()) -> None:
+        """``extra_groups``: field groups to open besides the model's (the evaluator reads the audio too)."""
         self.split = split
-        self.index = ShardIndex.scan(resolve_shards(data, split))
+        wanted = [*(TENSOR_FIELDS[k][0].format(codec=codec) for k in keys if k in TENSOR_FIELDS),
+                  *(TENSOR_FIELDS[REFERENCE_FIELDS[k]][0].format(codec=codec) for k in keys if k in REFERENCE_FIELDS)]
+        self.groups = sorted({"meta", *extra_groups, *(field_group(s) for s in wanted)})  # the field-group files this view reads
+        self.index = ShardIndex.scan(resolve_shards(data, split), self.groups)
         if not self.index.samples:
             raise DataError(f"split {split!r} of {data} has no samples; curate more songs or pick another split")
         first = self.index.samples[0]
@@ -270,8 +324,15 @@ class CorpusView:
             wanted = [k for k in keys if self.suffixes.get(k) in missing or self.reference_suffixes.get(k) in missing]
             profile = "the full profile (`songcorpus curate --profile full`)" if FULL_PROFILE_ONLY & set(wanted) else \
                 f"a profile whose codecs include {codec!r}"
+            has = self.first_meta.get("fields") or sorted(first.members)
+            lost = sorted(s for s in missing if s in has)
+            if lost:  # the sample JSON names them: a field-group file of the family is missing from the list
+                raise DataError(f"sample {first.key} of shard {first.shard} has {', '.join(lost)}, but no file of "
+                                f"its field group{'s' if len(lost) > 1 else ''} "
+                                f"{', '.join(sorted({field_group(x) for x in lost}))} was given; pass the corpus "
+                                f"folder or its index-<split>.json, or add the <shard>.<group>.tar files")
             raise DataError(f"the model needs {', '.join(missing)} (batch keys {', '.join(wanted)}), which sample "
-                            f"{first.key} of {first.shard} does not have (it has {', '.join(sorted(first.members))}); "
+                            f"{first.key} of {first.shard} does not have (it has {', '.join(has)}); "
                             f"curate with {profile}")
         self.key_index = self.index.by_key()
 

@@ -104,6 +104,7 @@ class HeldOut:
     """The held-out windows of one split for a loaded run (train/generate.py ``LoadedRun``)."""
 
     def __init__(self, run: Any, data: str, split: str, limit: int | None = None, task: str = "svc") -> None:
+        from songcorpus.schemas.sample import FIELD_GROUPS
         from songcorpus.train.data import BatchBuilder, CorpusView, DataError
         from songcorpus.train.generate import caption_encoder
         from songcorpus.train.text import PhonemeTokenizer
@@ -115,7 +116,8 @@ class HeldOut:
         keys = tuple(dict.fromkeys([*model.batch_keys, *[k for k in model.optional_keys if k != "mask"]]))
         keys = tuple(k for k in keys if k not in ("mask", "has_reference"))
         try:
-            self.view = CorpusView(data, split, keys, codec=run.config.data.codec, window_s=run.window_s)
+            self.view = CorpusView(data, split, keys, codec=run.config.data.codec, window_s=run.window_s,
+                                   extra_groups=FIELD_GROUPS)  # stems, and every codec array for the ceilings
         except DataError as exc:
             raise EvalError(f"cannot evaluate on split {split!r} of {data}: {exc}") from None
         stats = dict(run.stats)
