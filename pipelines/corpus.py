@@ -25,7 +25,7 @@ from songcorpus.pipelines.hf_features import write_features
 from songcorpus.pipelines.shard_writer import Sample, describe_shard, family_present, write_shard
 from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, field_group, group_file, sample_json_schema
+from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, group_file, group_suffixes, sample_json_schema
 from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for, track_id_of
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row, canonical_json
@@ -245,12 +245,9 @@ class ShardPlan:
 ShardWriter = Callable[[list[ShardPlan], str | Path, ArtefactStore, bool], list[dict[str, Any]]]
 
 
-def plan_groups(plan: ShardPlan) -> list[str]:
-    """The field groups a plan's family has (``schemas/sample.py`` FIELD_GROUPS order)."""
-    from songcorpus.schemas.sample import FIELD_GROUPS
-
-    present = {field_group(suffix) for s in plan.samples for suffix in s["members"]}
-    return [g for g in FIELD_GROUPS if g in present]
+def plan_field_groups(plan: ShardPlan) -> dict[str, list[str]]:
+    """The field groups of a plan's family, each with the member suffixes it holds."""
+    return group_suffixes(suffix for s in plan.samples for suffix in s["members"])
 
 
 def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactStore) -> dict[str, Any]:
@@ -262,7 +259,8 @@ def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactS
     anyone."""
     from songcorpus.pipelines import storage
 
-    groups = plan_groups(plan)
+    field_groups = plan_field_groups(plan)
+    groups = list(field_groups)
     if storage.is_url(shard_dir):
         with tempfile.TemporaryDirectory(prefix="songcorpus-shard-") as tmp:
             urls = {g: storage.join(shard_dir, group_file(plan.name, g)) for g in groups}
@@ -298,10 +296,9 @@ def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactS
             "augmentation_json": None if m["augmentation"] is None else canonical_json(m["augmentation"]),
         })
     files = [{"file": f.name, "group": f.group, "sha256": f.sha256, "bytes": f.nbytes} for f in shard.files]
-    suffixes = sorted({suffix for s in plan.samples for suffix in s["members"]})
     return {"shard": plan.name, "split": plan.split, "plan": plan.digest, "sha256": shard.sha256,
-            "bytes": shard.nbytes, "n_samples": len(plan.samples), "files": files,
-            "field_groups": {g: [x for x in suffixes if field_group(x) == g] for g in groups}, "windows": windows}
+            "bytes": shard.nbytes, "n_samples": len(plan.samples), "files": files, "field_groups": field_groups,
+            "windows": windows}
 
 
 def write_shards_here(plans: list[ShardPlan], shard_dir: str | Path, store: ArtefactStore,

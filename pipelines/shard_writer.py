@@ -23,7 +23,7 @@ from pathlib import Path
 
 from webdataset.writer import TarWriter
 
-from songcorpus.schemas.sample import FIELD_GROUPS, field_group, group_file
+from songcorpus.schemas.sample import group_file, group_suffixes
 from songcorpus.transforms.artefacts import commit_file, sha256_file
 
 
@@ -41,7 +41,11 @@ class Sample:
 
     def loaded(self, suffixes: Sequence[str] | None = None) -> dict[str, bytes]:
         names = self.members if suffixes is None else suffixes
-        return {k: (v.read_bytes() if isinstance(v, Path) else v) for k in names for v in [self.members[k]]}
+        return {k: _bytes(self.members[k]) for k in names}
+
+
+def _bytes(value: bytes | Path) -> bytes:
+    return value.read_bytes() if isinstance(value, Path) else value
 
 
 @dataclass(frozen=True)
@@ -70,18 +74,10 @@ class WrittenShard:
         return sum(f.nbytes for f in self.files)
 
 
-def family_groups(samples: Sequence[Sample]) -> dict[str, list[str]]:
-    """group -> the member suffixes it holds, in FIELD_GROUPS order (groups no member falls in are left out)."""
-    groups: dict[str, set[str]] = {}
-    for sample in samples:
-        for suffix in sample.members:
-            groups.setdefault(field_group(suffix), set()).add(suffix)
-    return {g: sorted(groups[g]) for g in FIELD_GROUPS if g in groups}
-
-
 def write_shard(directory: Path, name: str, samples: Sequence[Sample]) -> WrittenShard:
     """Write the family ``name`` (every group file of ``samples``) into ``directory``."""
-    for group, suffixes in family_groups(samples).items():
+    layout = group_suffixes(suffix for sample in samples for suffix in sample.members)
+    for group, suffixes in layout.items():
         path = directory / group_file(name, group)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
@@ -93,7 +89,7 @@ def write_shard(directory: Path, name: str, samples: Sequence[Sample]) -> Writte
             writer.tarstream.close()
             fh.flush()
         commit_file(tmp, path)
-    return describe_shard(directory, name, list(family_groups(samples)))
+    return describe_shard(directory, name, list(layout))
 
 
 def describe_shard(directory: Path, name: str, groups: Sequence[str]) -> WrittenShard:

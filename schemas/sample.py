@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,15 @@ def field_group(suffix: str) -> str:
     if suffix.endswith("_latents.npy"):
         return "latents"
     return "meta"
+
+
+def group_suffixes(suffixes: Iterable[str]) -> dict[str, list[str]]:
+    """group -> the member suffixes it holds, in FIELD_GROUPS order (a group no suffix falls in is left out): the
+    files a family of these members has."""
+    groups: dict[str, set[str]] = {}
+    for suffix in suffixes:
+        groups.setdefault(field_group(suffix), set()).add(suffix)
+    return {g: sorted(groups[g]) for g in FIELD_GROUPS if g in groups}
 
 
 def group_file(shard: str, group: str) -> str:

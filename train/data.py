@@ -217,14 +217,19 @@ def resolve_shards(data: str | Sequence[str], split: str = "train") -> list[str]
     return [data]
 
 
-def read_members(ref: SampleRef, suffixes: Sequence[str]) -> dict[str, bytes]:
-    """The named members of one sample: per file of its family, one seek and one read per member (on an object
-    store: one ranged GET over the span of the members asked for in that file, which sit next to each other)."""
+def _by_file(ref: SampleRef, suffixes: Sequence[str]) -> dict[str, list[str]]:
+    """file of the sample's family -> the asked-for suffixes it holds."""
     by_file: dict[str, list[str]] = {}
     for suffix in suffixes:
         by_file.setdefault(ref.members[suffix][0], []).append(suffix)
+    return by_file
+
+
+def read_members(ref: SampleRef, suffixes: Sequence[str]) -> dict[str, bytes]:
+    """The named members of one sample: per file of its family, one seek and one read per member (on an object
+    store: one ranged GET over the span of the members asked for in that file, which sit next to each other)."""
     out: dict[str, bytes] = {}
-    for file, names in by_file.items():
+    for file, names in _by_file(ref, suffixes).items():
         if storage.is_url(file):
             start, end = member_span(ref, names)
             data = storage.read_range(file, start, end - start)
@@ -247,11 +252,14 @@ def member_span(ref: SampleRef, suffixes: Sequence[str]) -> tuple[int, int]:
 
 def bytes_per_sample(ref: SampleRef, suffixes: Sequence[str]) -> int:
     """What :func:`read_members` reads for these members (the span per file on an object store)."""
-    by_file: dict[str, list[str]] = {}
-    for suffix in suffixes:
-        by_file.setdefault(ref.members[suffix][0], []).append(suffix)
-    return sum((lambda a, b: b - a)(*member_span(ref, names)) if storage.is_url(f)
-               else sum(ref.members[s][2] for s in names) for f, names in by_file.items())
+    total = 0
+    for file, names in _by_file(ref, suffixes).items():
+        if storage.is_url(file):
+            start, end = member_span(ref, names)
+            total += end - start
+        else:
+            total += sum(ref.members[s][2] for s in names)
+    return total
 
 
 def npy(data: bytes) -> np.ndarray:
@@ -301,9 +309,11 @@ class CorpusView:
                  window_s: float | None = None, extra_groups: Sequence[str] = ()) -> None:
         """``extra_groups``: field groups to open besides the model's (the evaluator reads the audio too)."""
         self.split = split
-        wanted = [*(TENSOR_FIELDS[k][0].format(codec=codec) for k in keys if k in TENSOR_FIELDS),
-                  *(TENSOR_FIELDS[REFERENCE_FIELDS[k]][0].format(codec=codec) for k in keys if k in REFERENCE_FIELDS)]
-        self.groups = sorted({"meta", *extra_groups, *(field_group(s) for s in wanted)})  # the field-group files this view reads
+        self.suffixes = {k: TENSOR_FIELDS[k][0].format(codec=codec) for k in keys if k in TENSOR_FIELDS}
+        self.reference_suffixes = {k: TENSOR_FIELDS[REFERENCE_FIELDS[k]][0].format(codec=codec)
+                                   for k in keys if k in REFERENCE_FIELDS}
+        needed = [*self.suffixes.values(), *self.reference_suffixes.values()]
+        self.groups = sorted({"meta", *extra_groups, *(field_group(s) for s in needed)})  # the files this view reads
         self.index = ShardIndex.scan(resolve_shards(data, split), self.groups)
         if not self.index.samples:
             raise DataError(f"split {split!r} of {data} has no samples; curate more songs or pick another split")
@@ -315,11 +325,7 @@ class CorpusView:
         self.rates = corpus_rates(self.first_meta, codec)
         self.window_s = float(window_s or self.first_meta["duration_s"])
         self.plan = FieldPlan(tuple(keys), codec, self.window_s, self.rates)
-        self.suffixes = {k: TENSOR_FIELDS[k][0].format(codec=codec) for k in keys if k in TENSOR_FIELDS}
-        self.reference_suffixes = {k: TENSOR_FIELDS[REFERENCE_FIELDS[k]][0].format(codec=codec)
-                                   for k in keys if k in REFERENCE_FIELDS}
-        missing = sorted({s for s in [*self.suffixes.values(), *self.reference_suffixes.values()]
-                          if s not in first.members})
+        missing = sorted({s for s in needed if s not in first.members})
         if missing:
             wanted = [k for k in keys if self.suffixes.get(k) in missing or self.reference_suffixes.get(k) in missing]
             profile = "the full profile (`songcorpus curate --profile full`)" if FULL_PROFILE_ONLY & set(wanted) else \
