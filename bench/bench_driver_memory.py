@@ -38,17 +38,39 @@ def make_inputs(folder: Path, n: int) -> Path:
     return folder
 
 
-def run_one(inputs: Path, engine: str, workers: int) -> dict:
+# With --phases: the driver's resident and peak memory (VmRSS / VmHWM, MB) before and after these steps.
+PHASES = (("songcorpus.pipelines.curate", "analyse_into_state"), ("songcorpus.pipelines.corpus", "decide"),
+          ("songcorpus.pipelines.corpus", "write_catalog_tables"))
+PHASE_PROBE = """
+import importlib
+def _mem():
+    d = {k: int(v.split()[0]) // 1024 for k, v in (l.split(":", 1) for l in open("/proc/self/status"))
+         if k in ("VmRSS", "VmHWM")}
+    return f"rss {d['VmRSS']} MB, peak {d['VmHWM']} MB"
+def _wrap(mod, name):
+    mod = importlib.import_module(mod); f = getattr(mod, name)
+    def w(*a, **k):
+        print(f"  before {name}: {_mem()}", flush=True); r = f(*a, **k)
+        print(f"  after  {name}: {_mem()}", flush=True); return r
+    setattr(mod, name, w)
+for _m, _n in PHASES: _wrap(_m, _n)
+"""
+
+
+def run_one(inputs: Path, engine: str, workers: int, phases: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="driver-mem-") as tmp:
         cfg = {"engine": {"name": engine, "workers": workers}, "early_gates": True,
                "gates": [{"name": "long_enough", "score": "duration_s", "min": 5.0}]}
-        code = ("import json, resource, time, yaml; from songcorpus.schemas.config import load_config; "
-                "from songcorpus.pipelines.curate import curate; "
+        probe = f"PHASES = {PHASES!r}\n{PHASE_PROBE}\n" if phases else ""
+        code = (probe + "import json, resource, time, yaml; from songcorpus.schemas.config import load_config; "
+                "from songcorpus.pipelines import curate as cm; "
                 f"c = load_config(overrides=json.loads({json.dumps(json.dumps(cfg))})); t0 = time.perf_counter(); "
-                f"r = curate([{str(inputs)!r}], {tmp + '/out'!r}, c, progress=False); "
+                f"r = cm.curate([{str(inputs)!r}], {tmp + '/out'!r}, c, progress=False); "
                 "print(json.dumps({'wall_s': time.perf_counter() - t0, 'counts': r.counts(), "
                 "'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if phases:
+            print("\n".join(line for line in out.stdout.splitlines() if line.startswith("  ")), flush=True)
         if out.returncode:
             raise SystemExit(f"curate failed on {inputs}:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -59,6 +81,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="2000,20000")
     ap.add_argument("--engine", default="ray", choices=["ray", "beam"])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--phases", action="store_true", help="also print the driver's memory around its main steps")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     root = Path(__file__).parent / "out" / "driver_inputs"
@@ -68,7 +91,7 @@ def main() -> int:
         t0 = time.perf_counter()
         folder = make_inputs(root / f"n{n}", n)
         made = time.perf_counter() - t0
-        r = run_one(folder, args.engine, args.workers)
+        r = run_one(folder, args.engine, args.workers, args.phases)
         results[n] = r
         print(f"| {n} | {r['maxrss_mb']:.0f} | {r['wall_s']:.1f} | {n / r['wall_s']:.1f} | {r['counts']} |"
               f"  (inputs written in {made:.1f} s)", flush=True)

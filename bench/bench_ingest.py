@@ -362,7 +362,7 @@ class E2EResult:
     engine: str
     workers: int
     total: Timing = field(default_factory=Timing)
-    engine_wall_s: float = 0.0  # run_engine: engine start-up + all analysis stages + engine shut-down
+    engine_wall_s: float = 0.0  # analyse_into_state: all analysis stages, their results streamed into state
     corpus_wall_s: float = 0.0  # build_corpus: decisions, shards, catalog
     teardown_wait_s: float = 0.0  # after curate() returned, until the engine's processes had exited
     waited_for_quiet_s: float = 0.0
@@ -413,7 +413,7 @@ def run_curate(corpus: Path, out: Path, engine: str, workers: int, loop: LoopRes
         res.corpus_wall_s += s
 
     with ProcessTreeCpu() as tree:
-        with patched_timer("run_engine", add_engine), patched_timer("build_corpus", add_corpus), timed(res.total):
+        with patched_timer("analyse_into_state", add_engine), patched_timer("build_corpus", add_corpus), timed(res.total):
             result = curate_mod.curate([str(corpus)], out, config, progress=False)
         res.teardown_wait_s = tree.wait_descendants_gone()
     res.total.tree_cpu_s = tree.cpu_s
@@ -524,7 +524,7 @@ def e2e_table(audio_s: float, loop: LoopResult, runs: list[E2EResult]) -> tuple[
     out.append("")
     out.append("Speed-ups are wall-time ratios (the other run's wall / this run's wall). CPU s: this process and every "
                "process it started (Ray's raylet, GCS, agents and actors; Beam's workers), sampled from /proc, including "
-               "their exit after the run. engine s: run_engine (engine start-up, analysis, shut-down; for the loop, "
+               "their exit after the run. engine s: analyse_into_state (the analysis phase; for the loop, "
                "everything but build_corpus). corpus s: build_corpus.")
     return "\n".join(out), records
 

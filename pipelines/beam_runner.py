@@ -215,8 +215,9 @@ def run_pipeline(flags: list[str], parts: list[str], build: Callable[[beam.PColl
 
 
 def run_beam(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True,
-             phase: str = "analysis") -> list[Row]:
-    """Run one phase's stage groups over the rows on the configured Beam runner; rows come back in any order."""
+             phase: str = "analysis") -> Iterator[Row]:
+    """Run one phase's stage groups over the rows on the configured Beam runner; rows come back in any order,
+    streamed from the workers' result parts (the driver holds one row at a time, and the sources it has seen)."""
     store = ArtefactStore(store_root)
     groups = group_stages(build_stages(config, store, phase))
     config_json = config.model_dump_json()
@@ -231,16 +232,17 @@ def run_beam(rows: list[Row], config: PipelineConfig, store_root: str, progress:
             pcoll | "Collect" >> beam.ParDo(WriteLinesDoFn(str(job.results)))
 
         run_pipeline(flags, parts, build)
-        results: dict[str, Row] = {}
+        seen: set[str] = set()
         for path in job.result_files("part-*.jsonl"):
             for line in read_part(path):
                 row = json.loads(line)
-                results.setdefault(row["track"]["source"], row)  # a retried bundle may have written a row twice
-    missing = sorted({r["track"]["source"] for r in rows} - set(results))
+                if row["track"]["source"] not in seen:  # a retried bundle may have written a row twice
+                    seen.add(row["track"]["source"])
+                    yield row
+    missing = sorted({r["track"]["source"] for r in rows} - seen)
     if missing:
         raise RuntimeError(f"the Beam job returned no result for {len(missing)} of {len(rows)} rows "
                            f"(first: {missing[0]})")
-    return list(results.values())
 
 
 def store_url(store: ArtefactStore) -> str:

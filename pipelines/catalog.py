@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,17 +20,32 @@ import pyarrow.parquet as pq
 from songcorpus.schemas.catalog import FIELDS_SCHEMA, FUNNEL_SQL, SHARDS_SCHEMA, TRACKS_SCHEMA, WINDOWS_SCHEMA
 from songcorpus.transforms.artefacts import commit_file
 
+DUCKDB_MEMORY_LIMIT = "128MB"  # what building catalog.duckdb may hold in memory (it spills past it)
 TABLES = {"tracks": TRACKS_SCHEMA, "windows": WINDOWS_SCHEMA, "shards": SHARDS_SCHEMA, "fields": FIELDS_SCHEMA}
 
 
-def write_parquet(path: Path, rows: Sequence[dict[str, Any]], schema: pa.Schema) -> None:
-    table = pa.Table.from_pylist(list(rows), schema=schema)
+# Rows per Parquet row group when a table streams in: the most catalog rows held as Python objects at once.
+ROW_GROUP_ROWS = 1024
+
+
+def write_parquet(path: Path, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> None:
+    """``rows`` (a list, or an iterator that streams them) as one Parquet file, :data:`ROW_GROUP_ROWS` per row
+    group, written under a temporary name and renamed (a table of any size costs one row group of memory)."""
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+    with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as writer:
+        batch: list[dict[str, Any]] = []
+        wrote = False
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= ROW_GROUP_ROWS:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                batch, wrote = [], True
+        if batch or not wrote:  # an empty table still has its schema
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
     commit_file(tmp, path)
 
 
-def write_catalog(out: Path, tables: dict[str, Sequence[dict[str, Any]]]) -> None:
+def write_catalog(out: Path, tables: dict[str, Iterable[dict[str, Any]]]) -> None:
     import duckdb
 
     cat_dir = out / "catalog"
@@ -43,6 +58,9 @@ def write_catalog(out: Path, tables: dict[str, Sequence[dict[str, Any]]]) -> Non
         stale.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
     try:
+        # DuckDB keeps a new table's pages in memory until the checkpoint unless told a limit; with one it evicts
+        # (and spills next to the file), so the driver's peak does not grow with the corpus (bench/RESULTS.md).
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
         for name in TABLES:
             parquet = (cat_dir / f"{name}.parquet").as_posix().replace("'", "''")
             con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{parquet}')")

@@ -13,7 +13,7 @@ import hashlib
 import json
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from tqdm import tqdm
 from songcorpus.pipelines.catalog import write_catalog
 from songcorpus.pipelines.hf_features import write_features
 from songcorpus.pipelines.shard_writer import Sample, describe_shard, family_present, write_shard
+from songcorpus.pipelines.state_rows import PackedRows, SortedSpool, chunked
 from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, group_file, group_suffixes, sample_json_schema
@@ -187,19 +188,24 @@ def sample_rows(accepted: list[Row], splits: dict[str, str], codebook: dict[str,
 def plan_shards(samples: list[Sample], split: str, config: PipelineConfig) -> list[tuple[str, list[Sample]]]:
     """Greedy packing in key order: a shard closes at ``max_samples`` or before exceeding ``max_bytes`` (of all
     its field groups together). Names are family names: the files are ``<name>.<group>.tar``."""
-    groups: list[list[Sample]] = []
-    current: list[Sample] = []
+    return list(pack_shards(sorted(samples, key=lambda s: s.key), split, config))
+
+
+def pack_shards(samples: Iterable[Any], split: str, config: PipelineConfig) -> Iterator[tuple[str, list[Any]]]:
+    """:func:`plan_shards` over samples already in key order, each group yielded as it closes (anything with
+    ``nbytes``; the driver streams a split's samples through this and holds one shard's worth)."""
+    current: list[Any] = []
     size = 0
     cfg = config.shards
-    for sample in sorted(samples, key=lambda s: s.key):
+    index = 0
+    for sample in samples:
         if current and (len(current) >= cfg.max_samples or size + sample.nbytes > cfg.max_bytes):
-            groups.append(current)
-            current, size = [], 0
+            yield f"{cfg.prefix}-{split}-{index:06d}", current
+            current, size, index = [], 0, index + 1
         current.append(sample)
         size += sample.nbytes
     if current:
-        groups.append(current)
-    return [(f"{cfg.prefix}-{split}-{i:06d}", group) for i, group in enumerate(groups)]
+        yield f"{cfg.prefix}-{split}-{index:06d}", current
 
 
 def plan_digest(samples: list[Sample]) -> str:
@@ -317,12 +323,28 @@ def _member(store: ArtefactStore, rel: str) -> Path:
         return store.root / rel
 
 
-def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
-                 lineages: dict[str, dict[str, Any]], run_samples: Callable[[list[Row]], list[Row]],
-                 progress: bool = True, write_shards: ShardWriter | None = None) -> dict[str, Decision]:
+# Accepted rows per samples-phase engine call: the most full analysis rows the driver holds at once.
+SAMPLES_CHUNK = 2048
+
+
+def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
+                 lineages: dict[str, dict[str, Any]], run_samples: Callable[[list[Row]], Iterable[Row]],
+                 progress: bool = True, write_shards: ShardWriter | None = None,
+                 full_rows: Callable[[], Iterable[Row]] | None = None) -> dict[str, Decision]:
     """Decide, fit the codebook, run the samples phase (``run_samples``: the engine), write shards (``write_shards``:
-    the engine's workers, else :func:`write_shards_here`) and the catalog from their parts."""
-    rows = sorted(rows, key=lambda r: r["track"]["source"])
+    the engine's workers, else :func:`write_shards_here`) and the catalog from their parts.
+
+    ``rows`` may be slim (``state_rows.slim_row``: what decisions read) when ``full_rows`` streams the full rows in
+    source order (the state file): the samples phase then gets them :data:`SAMPLES_CHUNK` at a time and the tracks
+    table is written as they stream. Windows are spooled to a local file as the samples phase returns them and
+    packed into shard plans in key order from there, :data:`PLANS_CHUNK` plans per shard-writer call; the windows
+    table streams from the parts the writers return. What the driver holds for every track is its slim row and
+    decision; for every window, a spool index entry (its key and two integers)."""
+    if not isinstance(rows, PackedRows):  # packed rows come from a state file, in source order already
+        rows = sorted(rows, key=lambda r: r["track"]["source"])
+    if full_rows is None:
+        def full_rows() -> Iterable[Row]:
+            return rows
     near = near_duplicate_groups(rows, config, store)
     decisions = decide(rows, config, near)
     shard_dir = out / "shards"
@@ -331,15 +353,78 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
     old_manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
 
     splits: dict[str, str] = {}
-    accepted = [r for r in rows if decisions[r["track"]["source"]].status == "accepted"]
+    accepted = PackedRows(r for r in rows if decisions[r["track"]["source"]].status == "accepted")
     groups = split_groups(rows, near)
     for row in accepted:
         splits[row["track"]["source"]] = assign_split(row, config, groups[row["track"]["source"]])
-    sampled: dict[str, dict[str, Any]] = {}
     codebook = fit_corpus_codebook(accepted, splits, config, store) if accepted else None
     units = fit_corpus_units(accepted, splits, config, store) if accepted and config.profile == "full" else None
-    if codebook is not None:
-        todo = sample_rows(accepted, splits, codebook, lineages)
+    del accepted
+    if codebook is not None:  # next to the shards, so trainers and the evaluator can decode tokens without the cache
+        atomic_write_bytes(out / "codec" / "codebook.npy", store.path(codebook["file"]).read_bytes())
+        atomic_write_bytes(out / "codec" / "codebook.json", (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
+    if units is not None:
+        atomic_write_bytes(out / "codec" / "units.npy", store.path(units["file"]).read_bytes())
+        atomic_write_bytes(out / "codec" / "units.json", (json.dumps(units, indent=1, sort_keys=True) + "\n").encode())
+
+    parts: dict[str, dict[str, Any]] = {}  # shard -> its part without its windows (small: files and checksums)
+    n_windows: dict[str, int] = defaultdict(int)
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as tmp:
+        samples = SortedSpool(Path(tmp) / "samples.unsorted")  # "<split>\x1f<key>" -> the window's plan entry
+        windows = SortedSpool(Path(tmp) / "windows.unsorted")  # shard -> its catalog windows rows
+        try:
+            if codebook is not None:
+                run_samples_phase(full_rows, splits, decisions, codebook, units, lineages, run_samples, samples)
+            planned: list[str] = []
+            writer = write_shards or write_shards_here
+            for plan_chunk in chunked(stream_plans(samples, config, store, old_manifest), PLANS_CHUNK):
+                planned += [p.name for p in plan_chunk]
+                for part in writer(plan_chunk, shard_dir, store, progress):
+                    rows_of_part = part.pop("windows")
+                    if windows.add(part["shard"], (canonical_json(rows_of_part) + "\n").encode()):
+                        for w in rows_of_part:
+                            n_windows[w["source"]] += 1
+                    parts[part["shard"]] = part
+            if sorted(parts) != sorted(planned):
+                raise RuntimeError(f"the shard writer returned {len(parts)} catalog parts for {len(planned)} planned "
+                                   f"shards")
+            write_features(shard_dir, first_of_each_member_set(samples, store),
+                           sample_json_schema(full_profile=config.profile == "full"))
+            new_manifest = {n: {"plan": parts[n]["plan"], "sha256": parts[n]["sha256"],
+                                "n_samples": parts[n]["n_samples"], "split": parts[n]["split"],
+                                "files": {f["file"]: f["sha256"] for f in parts[n]["files"]}}
+                            for n in sorted(parts)}
+            atomic_write_bytes(manifest_path, (json.dumps(new_manifest, indent=1, sort_keys=True) + "\n").encode())
+            kept = {f["file"] for part in parts.values() for f in part["files"]}
+            for stale in sorted(shard_dir.glob("*.tar")):
+                if stale.name not in kept:
+                    stale.unlink()
+            for stale in sorted(shard_dir.glob("*.tar.tmp")):
+                stale.unlink()
+            write_shard_indexes(shard_dir, parts)
+            track_ids = {r["track"]["source"]: track_id_of(r) for r in rows if r["track"]["source"] in near.kept_of}
+            write_catalog_tables(out, config, store, lineages, full_rows, decisions, splits, n_windows, track_ids,
+                                 near, parts, windows)
+        finally:
+            samples.close()
+            windows.close()
+    return decisions
+
+
+# Planned shards per call of the shard writer: the most plans (with their samples' members) the driver holds.
+PLANS_CHUNK = 256
+
+
+def run_samples_phase(full_rows: Callable[[], Iterable[Row]], splits: dict[str, str], decisions: dict[str, Decision],
+                      codebook: dict[str, Any], units: dict[str, Any] | None, lineages: dict[str, dict[str, Any]],
+                      run_samples: Callable[[list[Row]], Iterable[Row]], spool: SortedSpool) -> None:
+    """The samples phase over the accepted songs' full rows, :data:`SAMPLES_CHUNK` at a time; each window's plan
+    entry goes to ``spool`` (keyed by split and key: the packing order); a song the phase rejects gets its
+    decision and leaves ``splits``."""
+    wanted = set(splits)
+    for chunk in chunked((r for r in full_rows() if r["track"]["source"] in wanted), SAMPLES_CHUNK):
+        todo = sample_rows(chunk, splits, codebook, lineages)
+        del chunk
         if units is not None:
             for r in todo:
                 r["unit_codebook"] = {"file": units["file"], "sha256": units["sha256"]}
@@ -349,67 +434,82 @@ def build_corpus(rows: list[Row], config: PipelineConfig, out: Path, store: Arte
                 o = row["outcome"]
                 decisions[src] = Decision(o["status"], o["stage"], o["code"], o["reason"])
                 splits.pop(src, None)
-            else:
-                sampled[src] = row["results"]["samples"]
-    by_split: dict[str, list[Sample]] = defaultdict(list)
-    window_meta: dict[str, dict[str, Any]] = {}
-    track_ids = {r["track"]["source"]: track_id_of(r) for r in rows}
-    for src in sorted(sampled):
-        for entry in sampled[src]["samples"]:
-            members = {suffix: _member(store, rel) for suffix, rel in entry["members"].items()}
-            missing = [str(p) for p in members.values() if not p.exists()]
-            if missing:
-                raise FileNotFoundError(f"sample {entry['key']} of {src}: {len(missing)} members are missing from the "
-                                        f"cache (first {missing[0]}); run `songcorpus curate` again to recompute them")
-            by_split[splits[src]].append(Sample(entry["key"], members))
-            window_meta[entry["key"]] = {"members": entry["members"], "source": src, "track_id": track_ids[src],
-                                         "split": splits[src], **{k: entry[k] for k in WINDOW_META_KEYS}}
-    if codebook is not None:  # next to the shards, so trainers and the evaluator can decode tokens without the cache
-        atomic_write_bytes(out / "codec" / "codebook.npy", store.path(codebook["file"]).read_bytes())
-        atomic_write_bytes(out / "codec" / "codebook.json", (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
-    if units is not None:
-        atomic_write_bytes(out / "codec" / "units.npy", store.path(units["file"]).read_bytes())
-        atomic_write_bytes(out / "codec" / "units.json", (json.dumps(units, indent=1, sort_keys=True) + "\n").encode())
+                continue
+            split, track_id = splits[src], track_id_of(row)
+            for entry in row["results"]["samples"]["samples"]:
+                meta = {"key": entry["key"], "members": entry["members"], "source": src, "track_id": track_id,
+                        "split": split, **{k: entry[k] for k in WINDOW_META_KEYS}}
+                spool.add(f"{split}\x1f{entry['key']}", (canonical_json(meta) + "\n").encode())
 
-    plans = []
-    for split in sorted(by_split):
-        for name, group in plan_shards(by_split[split], split, config):
-            digest = plan_digest(group)
+
+def _sample_of(meta: dict[str, Any], store: ArtefactStore) -> Sample:
+    members = {suffix: _member(store, rel) for suffix, rel in meta["members"].items()}
+    missing = [str(p) for p in members.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"sample {meta['key']} of {meta['source']}: {len(missing)} members are missing from "
+                                f"the cache (first {missing[0]}); run `songcorpus curate` again to recompute them")
+    return Sample(meta["key"], members)
+
+
+def stream_plans(spool: SortedSpool, config: PipelineConfig, store: ArtefactStore,
+                 old_manifest: dict[str, Any]) -> Iterator[ShardPlan]:
+    """Shard plans packed from the spooled windows, split by split in key order, one shard's samples at a time."""
+    import itertools
+
+    entries = ((json.loads(line), line) for line in spool.sorted_lines())
+    for split, in_split in itertools.groupby(entries, key=lambda e: e[0]["split"]):
+        samples = (_PlannedSample(_sample_of(meta, store), meta) for meta, _ in in_split)
+        for name, group in pack_shards(samples, split, config):
+            digest = plan_digest([p.sample for p in group])
             prior = old_manifest.get(name) or {}
-            plans.append(ShardPlan(name, split, digest, prior.get("sha256") if prior.get("plan") == digest else None,
-                                   [{"key": s.key, **window_meta[s.key]} for s in group]))
-    parts = {part["shard"]: part for part in (write_shards or write_shards_here)(plans, shard_dir, store, progress)}
-    if sorted(parts) != sorted(p.name for p in plans):
-        raise RuntimeError(f"the shard writer returned {len(parts)} catalog parts for {len(plans)} planned shards")
-    new_manifest = {n: {"plan": parts[n]["plan"], "sha256": parts[n]["sha256"], "n_samples": parts[n]["n_samples"],
-                        "split": parts[n]["split"], "files": {f["file"]: f["sha256"] for f in parts[n]["files"]}}
-                    for n in sorted(parts)}
-    atomic_write_bytes(manifest_path, (json.dumps(new_manifest, indent=1, sort_keys=True) + "\n").encode())
-    kept = {f["file"] for part in parts.values() for f in part["files"]}
-    for stale in sorted(shard_dir.glob("*.tar")):
-        if stale.name not in kept:
-            stale.unlink()
-    for stale in sorted(shard_dir.glob("*.tar.tmp")):
-        stale.unlink()
-    write_shard_indexes(shard_dir, parts)
-    write_features(shard_dir, [s for group in by_split.values() for s in group],
-                   sample_json_schema(full_profile=config.profile == "full"))
+            yield ShardPlan(name, split, digest, prior.get("sha256") if prior.get("plan") == digest else None,
+                            [p.meta for p in group])
 
-    windows_rows = [w for n in sorted(parts) for w in parts[n]["windows"]]
-    n_windows: dict[str, int] = defaultdict(int)
-    for w in windows_rows:
-        n_windows[w["source"]] += 1
-    tracks_rows = [track_row(r, decisions[r["track"]["source"]], splits.get(r["track"]["source"]),
-                             n_windows.get(r["track"]["source"], 0), lineages) for r in rows]
-    id_of = {t["source"]: t["track_id"] for t in tracks_rows}
-    for t in tracks_rows:  # a group is named by its kept copy's id (null for a track with no copy)
-        t["duplicate_group"] = id_of[near.kept_of[t["source"]]] if t["source"] in near.kept_of else None
+
+@dataclass(frozen=True)
+class _PlannedSample:
+    sample: Sample
+    meta: dict[str, Any]
+
+    @property
+    def nbytes(self) -> int:
+        return self.sample.nbytes
+
+
+def first_of_each_member_set(spool: SortedSpool, store: ArtefactStore) -> list[Sample]:
+    """The key-first sample of each distinct member set (one corpus has one: ``write_features`` checks that)."""
+    first: dict[tuple[str, ...], dict[str, Any]] = {}
+    for line in spool.sorted_lines():
+        meta = json.loads(line)
+        members = tuple(sorted(meta["members"]))
+        if members not in first or meta["key"] < first[members]["key"]:
+            first[members] = meta
+    return [_sample_of(m, store) for m in first.values()]
+
+
+def write_catalog_tables(out: Path, config: PipelineConfig, store: ArtefactStore, lineages: dict[str, dict[str, Any]],
+                         full_rows: Callable[[], Iterable[Row]], decisions: dict[str, Decision],
+                         splits: dict[str, str], n_windows: dict[str, int], track_ids: dict[str, str],
+                         near: NearDuplicates, parts: dict[str, dict[str, Any]], windows: SortedSpool) -> None:
+    """The catalog, its two big tables streamed: tracks from the full rows, windows from the shards' parts."""
+
+    def tracks_rows() -> Iterator[dict[str, Any]]:
+        for r in full_rows():
+            src = r["track"]["source"]
+            t = track_row(r, decisions[src], splits.get(src), n_windows.get(src, 0), lineages)
+            # a group is named by its kept copy's id (null for a track with no copy)
+            t["duplicate_group"] = track_ids[near.kept_of[src]] if src in near.kept_of else None
+            yield t
+
+    def windows_rows() -> Iterator[dict[str, Any]]:
+        for line in windows.sorted_lines():
+            yield from json.loads(line)
+
     shard_rows = [{"shard": f["file"], "family": n, "field_group": f["group"], "n_samples": parts[n]["n_samples"],
                    "bytes": f["bytes"], "sha256": f["sha256"], "split": parts[n]["split"]}
                   for n in sorted(parts) for f in parts[n]["files"]]
-    write_catalog(out, {"tracks": tracks_rows, "windows": windows_rows, "shards": shard_rows,
+    write_catalog(out, {"tracks": tracks_rows(), "windows": windows_rows(), "shards": shard_rows,
                         "fields": field_rows(config, store, lineages)})
-    return decisions
 
 
 def write_shard_indexes(shard_dir: Path, parts: dict[str, dict[str, Any]]) -> None:

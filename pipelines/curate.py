@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +37,16 @@ from songcorpus.pipelines.corpus import (
 )
 from songcorpus.pipelines.executor import build_stages, new_row
 from songcorpus.pipelines.sources import expand_inputs
+from songcorpus.pipelines.state_rows import (
+    PackedRows,
+    StateRowsWriter,
+    iter_state_rows,
+    slim_state_rows,
+    write_state_rows,
+)
 from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
-from songcorpus.transforms.base import Row, canonical_json
+from songcorpus.transforms.base import Row
 
 log = logging.getLogger("songcorpus")
 
@@ -51,7 +58,8 @@ LATE_BINDING_SECTIONS = ("gates", "shards", "splits", "engine", "cache_dir", "wi
 
 # What a corpus is, for its publication marker: everything but the cache and temporary files.
 CORPUS_PARTS = ("shards", "catalog", "catalog.duckdb", "codec", "state", "config.yaml")
-STATE_FILES = ("config.yaml", "state/rows.jsonl", "state/lineage.json")
+STATE_ROWS = "state/rows.jsonl"
+STATE_FILES = ("config.yaml", STATE_ROWS, "state/lineage.json")
 
 
 @dataclass(frozen=True)
@@ -72,9 +80,10 @@ def store_for(config: PipelineConfig, out: Path | str) -> ArtefactStore:
 
 
 def run_engine(rows: list[Row], config: PipelineConfig, store: ArtefactStore, progress: bool,
-               phase: str = "analysis") -> list[Row]:
+               phase: str = "analysis") -> Iterator[Row]:
+    """The phase's results as the engine yields them (any order): the caller streams them, never a list."""
     if not rows:
-        return []
+        return iter(())
     if config.engine.name == "ray":
         from songcorpus.pipelines.ray_runner import run_ray
 
@@ -106,8 +115,9 @@ def engine_session(config: PipelineConfig) -> Iterator[None]:
             ray.shutdown()
 
 
-def samples_runner(config: PipelineConfig, store: ArtefactStore, progress: bool) -> Callable[[list[Row]], list[Row]]:
-    def run(rows: list[Row]) -> list[Row]:
+def samples_runner(config: PipelineConfig, store: ArtefactStore,
+                   progress: bool) -> Callable[[list[Row]], Iterator[Row]]:
+    def run(rows: list[Row]) -> Iterator[Row]:
         return run_engine(rows, config, store, progress, phase="samples")
 
     return run
@@ -167,19 +177,21 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
         stages = build_stages(config, store)
         preflight([*stages, *build_stages(config, store, "samples")])
         records = expand_inputs(inputs, storage.join(store.url, "inputs"))
-        log.info("%d inputs", len(records))
+        n_inputs = len(records)
+        log.info("%d inputs", n_inputs)
         rows = [new_row(r.to_dict()) for r in records]
+        del records
         target.begin()
         stage_prior_manifest(target)
         with engine_session(config):
-            rows = run_engine(rows, config, store, progress)
-            rows.sort(key=lambda r: r["track"]["source"])
-            if len(rows) != len(records):
-                raise RuntimeError(f"engine returned {len(rows)} rows for {len(records)} inputs")
             lineages = {s.name: s.lineage() for s in stages}
-            save_state(out, config, rows, lineages)
-            decisions = build_corpus(rows, config, out, store, lineages, samples_runner(config, store, progress),
-                                     progress=progress, write_shards=output_shard_writer(target, config))
+            slim = analyse_into_state(rows, out, config, store, lineages, progress)
+            del rows
+            if len(slim) != n_inputs:
+                raise RuntimeError(f"engine returned {len(slim)} rows for {n_inputs} inputs")
+            decisions = build_corpus(slim, config, out, store, lineages, samples_runner(config, store, progress),
+                                     progress=progress, write_shards=output_shard_writer(target, config),
+                                     full_rows=lambda: iter_state_rows(out / STATE_ROWS))
         publish(target)
     finally:
         target.close()
@@ -201,15 +213,34 @@ def publish(target: storage.OutputDir) -> None:
     target.publish(CORPUS_PARTS, {f"shards/{f}": sha for e in known.values() for f, sha in e["files"].items()})
 
 
-def save_state(out: Path, config: PipelineConfig, rows: list[Row], lineages: dict) -> None:
+def analyse_into_state(rows: list[Row], out: Path, config: PipelineConfig, store: ArtefactStore,
+                       lineages: dict, progress: bool) -> PackedRows:
+    """Run the analysis phase, streaming every result into ``state/rows.jsonl`` (sorted by source) as it comes
+    back; return the rows slimmed to what decisions read (``state_rows.slim_row``), sorted by source."""
+    writer = StateRowsWriter(out / STATE_ROWS)
+    try:
+        for row in run_engine(rows, config, store, progress):
+            writer.add(row)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish()
+    save_state(out, config, None, lineages)
+    return slim_state_rows(out / STATE_ROWS)
+
+
+def save_state(out: Path, config: PipelineConfig, rows: Iterable[Row] | None, lineages: dict) -> None:
+    """The state files; ``rows`` None keeps the ``rows.jsonl`` already written (:func:`analyse_into_state`)."""
     state = out / "state"
     state.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(state / "rows.jsonl", "".join(canonical_json(r) + "\n" for r in rows).encode())
+    if rows is not None:
+        write_state_rows(out / STATE_ROWS, rows)
     atomic_write_bytes(state / "lineage.json", (json.dumps(lineages, indent=1, sort_keys=True) + "\n").encode())
     atomic_write_bytes(out / "config.yaml", dump_config(config).encode())
 
 
-def load_state(out: Path | str) -> tuple[PipelineConfig, list[Row], dict]:
+def load_state(out: Path | str, slim: bool = False) -> tuple[PipelineConfig, Sequence[Row], dict]:
+    """Config, rows (full, or with ``slim`` what decisions read: ``state_rows.slim_row``) and lineages of a corpus."""
     if storage.is_url(out):  # the published state, checked against the marker's checksums
         import tempfile
 
@@ -218,7 +249,7 @@ def load_state(out: Path | str) -> tuple[PipelineConfig, list[Row], dict]:
                 storage.fetch_published(out, STATE_FILES, Path(tmp))
             except FileNotFoundError as exc:
                 raise ConfigError(str(exc)) from None
-            return load_state(Path(tmp))
+            return load_state(Path(tmp), slim)
     out = Path(out)
     state = out / "state"
     if not (state / "rows.jsonl").exists():
@@ -226,18 +257,17 @@ def load_state(out: Path | str) -> tuple[PipelineConfig, list[Row], dict]:
     import yaml
 
     config = PipelineConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
-    with open(state / "rows.jsonl", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = slim_state_rows(out / STATE_ROWS) if slim else list(iter_state_rows(out / STATE_ROWS))
     lineages = json.loads((state / "lineage.json").read_text())
     return config, rows, lineages
 
 
-def reopen_early_rejections(rows: list[Row], config: PipelineConfig) -> list[Row]:
+def reopen_early_rejections(rows: Iterable[Row], config: PipelineConfig) -> PackedRows:
     """Rows an early gate rejected were never fully analysed: the new gates re-decide them only while they
     still reject them; one they would now accept needs the missing analysis, so ``curate`` again."""
     from songcorpus.transforms.gates import apply_gates
 
-    out, reopened = [], []
+    out, reopened = PackedRows(), []
     for row in rows:
         if (row.get("outcome") or {}).get("early"):
             gate = apply_gates(config.gates, scores_of(row))
@@ -274,7 +304,7 @@ def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bo
             raise ConfigError(str(exc)) from None
         for rel in STATE_FILES:
             target.fetch(rel)
-    old_config, rows, lineages = load_state(out)
+    old_config, rows, lineages = load_state(out, slim=True)
     old, new = old_config.model_dump(), new_config.model_dump()
     changed = sorted(k for k in new if k not in LATE_BINDING_SECTIONS and old.get(k) != new.get(k))
     if changed:
@@ -288,6 +318,7 @@ def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bo
     atomic_write_bytes(out / "config.yaml", dump_config(merged).encode())
     with engine_session(merged):
         decisions = build_corpus(rows, merged, out, store, lineages, samples_runner(merged, store, progress),
-                                 progress=progress, write_shards=output_shard_writer(target, merged))
+                                 progress=progress, write_shards=output_shard_writer(target, merged),
+                                 full_rows=lambda: iter_state_rows(out / STATE_ROWS))
     publish(target)
     return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -94,9 +95,14 @@ def start_ray(config: PipelineConfig) -> bool:
     return started
 
 
+# Rows per batch the driver pulls from the last operator: what it holds of the results at once.
+RESULT_BATCH_ROWS = 256
+
+
 def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True,
-            phase: str = "analysis") -> list[Row]:
-    """Run one phase's stage groups over the rows; shuts down a Ray it had to start itself."""
+            phase: str = "analysis") -> Iterator[Row]:
+    """Run one phase's stage groups over the rows, yielding results as they come (any order; the driver holds
+    one batch of them at a time); shuts down a Ray it had to start itself once the results are drained."""
     import ray
 
     engine = config.engine
@@ -111,9 +117,11 @@ def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: 
     store = ArtefactStore(store_root)
     groups = group_stages(build_stages(config, store, phase))
     items = [{"payload": canonical_json(r)} for r in rows]
+    n_items = len(items)
     # Small blocks (one row each, up to a cap) balance the pool: tracks differ in length by 100x, and a
     # block is the unit an actor takes, so big blocks leave one worker busy while the other idles.
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4096)))
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(n_items, 4096)))
+    del items  # in Ray's object store now
     config_json = config.model_dump_json()
     for group in groups:
         res = group.resources
@@ -130,8 +138,16 @@ def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: 
             num_gpus=res.num_gpus or None,
             memory=res.memory_mb * 1024 * 1024,
         )
+    return _drain(ds, started)
+
+
+def _drain(ds: Any, started: bool) -> Iterator[Row]:
+    import ray
+
     try:
-        return [json.loads(r["payload"]) for r in ds.iter_rows()]
+        for batch in ds.iter_batches(batch_size=RESULT_BATCH_ROWS, batch_format="numpy"):
+            for payload in batch["payload"]:
+                yield json.loads(payload)
     finally:
         if started:
             ray.shutdown()

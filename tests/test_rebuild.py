@@ -7,6 +7,7 @@ import shutil
 import pytest
 import yaml
 
+from songcorpus.pipelines import corpus as corpus_mod
 from songcorpus.pipelines.cli import main
 from songcorpus.pipelines.curate import rebuild
 from songcorpus.schemas.config import ConfigError, load_config
@@ -32,7 +33,11 @@ def test_rebuild_with_new_threshold_runs_no_stage(demo_ray, tmp_path, monkeypatc
     assert rows["instr_midi_00"]["status"] == "accepted"
     accepted = sum(r["status"] == "accepted" for r in rows.values())
     assert 0 < accepted < 8
-    # back to the original thresholds: the original bytes again
+    # back to the original thresholds: the original bytes again, also when the samples phase gets its full rows
+    # streamed from the state file one at a time and the shard writer is given one plan per call (the bounded
+    # driver's path for corpora of any size)
+    monkeypatch.setattr(corpus_mod, "SAMPLES_CHUNK", 1)
+    monkeypatch.setattr(corpus_mod, "PLANS_CHUNK", 1)
     rebuild(out, load_config(overrides={"engine": {"name": "beam", "workers": 1}}), progress=False)
     assert output_files(out) == before
 

@@ -1,0 +1,195 @@
+"""The stored scores (``OUT/state/rows.jsonl``) as a file the driver streams, never a list it holds.
+
+Why: a corpus of 659K songs has 659K analysed rows of a few KB each; a driver that keeps them all grows with the
+corpus (issue 12.2, design.md: "the driver plans and merges small metadata"). So:
+
+- :class:`StateRowsWriter` takes analysed rows in whatever order the engine returns them, appends each to a
+  temporary file as it arrives and keeps only (source, offset, length) per row; ``finish()`` writes
+  ``rows.jsonl`` sorted by source (one canonical JSON line per row: the same bytes whatever the engine or the
+  order) and renames it into place. A second row for one source (a retried bundle) is dropped.
+- :func:`iter_state_rows` reads it back one row at a time.
+- :func:`slim_row` keeps, of a full row, what the corpus-level decisions read (scores, hashes, fingerprint and
+  frame files, track metadata, result names): what ``build_corpus`` holds for every track, while the full rows
+  stay on disk and are streamed again for the samples phase and the tracks table.
+
+Fails: a missing state file raises ``FileNotFoundError`` naming it; a line that is not JSON raises ``ValueError``
+naming the file and line (a corrupt state file: re-run ``songcorpus curate``, which reuses the cache).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+from songcorpus.schemas.catalog import SCORE_COLUMNS
+from songcorpus.transforms.artefacts import commit_file
+from songcorpus.transforms.base import Row, canonical_json
+
+# What decisions (transforms/gates, near_duplicates, corpus.decide/split_groups/assign_split) and the corpus
+# codebook fits read of a row's results, besides the scores.
+DECISION_KEYS = frozenset(SCORE_COLUMNS) | {
+    "audio_sha256", "source_sha256", "source_format", "duration_s",  # ingest: exact copies, keep order, splits
+    "bandwidth_hz", "silence_ratio",  # quality: which copy is kept
+    "fingerprint_items", "fingerprint_file",  # near duplicates
+    "codec_frames_file", "unit_frames_file",  # the corpus codebooks' train frames
+}
+
+
+def slim_row(row: Row) -> Row:
+    """The row with each stage result cut to :data:`DECISION_KEYS` (result names kept: lineage reads them). A row
+    a stage already decided (``outcome`` set) takes no part in copies or splits: it keeps its source, its outcome
+    and its scores (an early gate's rejection is re-decided from them by ``rebuild``)."""
+    if row["outcome"] is not None:
+        merged: dict[str, Any] = {}
+        for res in row["results"].values():  # as corpus.scores_of merges them: a later stage's value wins
+            if isinstance(res, dict):
+                merged.update((k, v) for k, v in res.items() if k in SCORE_COLUMNS)
+        scores = {k: v for k, v in merged.items() if v is not None}
+        return {"track": {"source": row["track"]["source"], "metadata": {}}, "outcome": row["outcome"],
+                "results": {"scores": scores} if scores else {}}
+    return {"track": row["track"], "outcome": row["outcome"],
+            "results": {name: {k: v for k, v in res.items() if k in DECISION_KEYS} if isinstance(res, dict) else res
+                        for name, res in row["results"].items()}}
+
+
+class PackedRows(Sequence[Row]):
+    """Rows kept as canonical JSON bytes and parsed as they are read: a slim row costs its JSON's length (a few
+    hundred bytes) instead of a tree of dicts (several KB), for the passes ``build_corpus`` makes over every track.
+    Order is the order added (from a state file: by source)."""
+
+    def __init__(self, rows: Iterable[Row] = ()) -> None:
+        self._items: list[bytes] = [canonical_json(r).encode() for r in rows]
+
+    def append(self, row: Row) -> None:
+        self._items.append(canonical_json(row).encode())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Row]: ...
+
+    def __getitem__(self, i: int | slice) -> Row | list[Row]:
+        if isinstance(i, slice):
+            return [json.loads(b) for b in self._items[i]]
+        return json.loads(self._items[i])
+
+    def __iter__(self) -> Iterator[Row]:
+        for b in self._items:
+            yield json.loads(b)
+
+
+def slim_state_rows(path: Path) -> PackedRows:
+    """The state file's rows, slim (:func:`slim_row`) and packed, in source order."""
+    return PackedRows(slim_row(r) for r in iter_state_rows(path))
+
+
+class SortedSpool:
+    """Records in any order in, streamed back sorted by their key; memory per record: its key and two integers.
+    Records are appended to ``path`` (a spool file) as they arrive; a second record under one key is dropped."""
+
+    def __init__(self, path: Path) -> None:
+        self.spool_path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._spool = open(path, "wb")  # noqa: SIM115 (closed by close)
+        self._index: dict[str, tuple[int, int]] = {}
+        self._offset = 0
+
+    def add(self, key: str, line: bytes) -> bool:
+        """Append one record (one line of bytes, newline included); False if ``key`` was added before."""
+        if key in self._index:
+            return False
+        self._spool.write(line)
+        self._index[key] = (self._offset, len(line))
+        self._offset += len(line)
+        return True
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def sorted_lines(self) -> Iterator[bytes]:
+        self._spool.flush()
+        with open(self.spool_path, "rb") as spool:
+            for key in sorted(self._index):
+                offset, length = self._index[key]
+                spool.seek(offset)
+                yield spool.read(length)
+
+    def close(self) -> None:
+        self._spool.close()
+        self.spool_path.unlink(missing_ok=True)
+
+
+class StateRowsWriter:
+    """Rows in any order in, ``path`` sorted by source out (a :class:`SortedSpool` keyed by source)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._spool = SortedSpool(path.with_name(path.name + ".unsorted"))
+
+    def add(self, row: Row) -> None:
+        self._spool.add(row["track"]["source"], (canonical_json(row) + "\n").encode())
+
+    def __contains__(self, source: str) -> bool:
+        return source in self._spool
+
+    def __len__(self) -> int:
+        return len(self._spool)
+
+    def finish(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as out:
+            for line in self._spool.sorted_lines():
+                out.write(line)
+        self._spool.close()
+        commit_file(tmp, self.path)
+
+    def abort(self) -> None:
+        self._spool.close()
+
+
+def write_state_rows(path: Path, rows: Iterable[Row]) -> int:
+    """All ``rows`` into ``path`` (sorted by source); the number written."""
+    writer = StateRowsWriter(path)
+    try:
+        for row in rows:
+            writer.add(row)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish()
+    return len(writer)
+
+
+def iter_state_rows(path: Path) -> Iterator[Row]:
+    """The rows of a state file, one at a time, in its (source) order."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no stored scores here; run `songcorpus curate` first")
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} line {n} is not a JSON row ({exc.msg}): the stored scores are corrupt; "
+                                 f"run `songcorpus curate` again (it reuses every cached result)") from None
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
