@@ -31,7 +31,7 @@ import math
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,7 @@ def run_pipeline(flags: list[str], parts: list[str], build: Callable[[beam.PColl
         raise RuntimeError(f"the Beam job ended {state} (runner {runner or 'DirectRunner'})")
 
 
-def run_beam(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True,
+def run_beam(rows: Sequence[Row], config: PipelineConfig, store_root: str, progress: bool = True,
              phase: str = "analysis") -> Iterator[Row]:
     """Run one phase's stage groups over the rows on the configured Beam runner; rows come back in any order,
     streamed from the workers' result parts (the driver holds one row at a time, and the sources it has seen)."""

@@ -24,24 +24,40 @@ DUCKDB_MEMORY_LIMIT = "128MB"  # what building catalog.duckdb may hold in memory
 TABLES = {"tracks": TRACKS_SCHEMA, "windows": WINDOWS_SCHEMA, "shards": SHARDS_SCHEMA, "fields": FIELDS_SCHEMA}
 
 
-# Rows per Parquet row group when a table streams in: the most catalog rows held as Python objects at once.
-ROW_GROUP_ROWS = 1024
+# A streamed table is converted to Arrow ROW_BATCH Python rows at a time and written ROW_GROUP_ROWS rows per row
+# group: Python objects for one batch, columnar memory for one group, and few enough groups that the file's footer
+# (statistics per group and column) stays small for a catalog of any size.
+ROW_BATCH = 1024
+ROW_GROUP_ROWS = 16384
 
 
 def write_parquet(path: Path, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> None:
-    """``rows`` (a list, or an iterator that streams them) as one Parquet file, :data:`ROW_GROUP_ROWS` per row
-    group, written under a temporary name and renamed (a table of any size costs one row group of memory)."""
+    """``rows`` (a list, or an iterator that streams them) as one Parquet file, written under a temporary name and
+    renamed; memory is one row group's Arrow columns, whatever the table's length."""
     tmp = path.with_name(path.name + ".tmp")
     with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as writer:
         batch: list[dict[str, Any]] = []
+        group: list[pa.Table] = []
+        n_group = 0
         wrote = False
+
+        def flush_batch() -> None:
+            nonlocal batch, n_group
+            group.append(pa.Table.from_pylist(batch, schema=schema))
+            n_group += len(batch)
+            batch = []
+
         for row in rows:
             batch.append(row)
-            if len(batch) >= ROW_GROUP_ROWS:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                batch, wrote = [], True
-        if batch or not wrote:  # an empty table still has its schema
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            if len(batch) >= ROW_BATCH:
+                flush_batch()
+                if n_group >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.concat_tables(group), row_group_size=max(n_group, 1))
+                    group, n_group, wrote = [], 0, True
+        if batch or not (wrote or group):  # an empty table still has its schema
+            flush_batch()
+        if group:
+            writer.write_table(pa.concat_tables(group), row_group_size=max(n_group, 1))
     commit_file(tmp, path)
 
 

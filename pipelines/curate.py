@@ -79,7 +79,7 @@ def store_for(config: PipelineConfig, out: Path | str) -> ArtefactStore:
     return ArtefactStore(config.cache_dir if config.cache_dir else storage.join(out, ".cache"))
 
 
-def run_engine(rows: list[Row], config: PipelineConfig, store: ArtefactStore, progress: bool,
+def run_engine(rows: Sequence[Row], config: PipelineConfig, store: ArtefactStore, progress: bool,
                phase: str = "analysis") -> Iterator[Row]:
     """The phase's results as the engine yields them (any order): the caller streams them, never a list."""
     if not rows:
@@ -179,7 +179,7 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
         records = expand_inputs(inputs, storage.join(store.url, "inputs"))
         n_inputs = len(records)
         log.info("%d inputs", n_inputs)
-        rows = [new_row(r.to_dict()) for r in records]
+        rows = PackedRows(new_row(r.to_dict()) for r in records)  # JSON bytes: the engine is given them one by one
         del records
         target.begin()
         stage_prior_manifest(target)
@@ -213,7 +213,7 @@ def publish(target: storage.OutputDir) -> None:
     target.publish(CORPUS_PARTS, {f"shards/{f}": sha for e in known.values() for f, sha in e["files"].items()})
 
 
-def analyse_into_state(rows: list[Row], out: Path, config: PipelineConfig, store: ArtefactStore,
+def analyse_into_state(rows: Sequence[Row], out: Path, config: PipelineConfig, store: ArtefactStore,
                        lineages: dict, progress: bool) -> PackedRows:
     """Run the analysis phase, streaming every result into ``state/rows.jsonl`` (sorted by source) as it comes
     back; return the rows slimmed to what decisions read (``state_rows.slim_row``), sorted by source."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,7 +99,7 @@ def start_ray(config: PipelineConfig) -> bool:
 RESULT_BATCH_ROWS = 256
 
 
-def run_ray(rows: list[Row], config: PipelineConfig, store_root: str, progress: bool = True,
+def run_ray(rows: Sequence[Row], config: PipelineConfig, store_root: str, progress: bool = True,
             phase: str = "analysis") -> Iterator[Row]:
     """Run one phase's stage groups over the rows, yielding results as they come (any order; the driver holds
     one batch of them at a time); shuts down a Ray it had to start itself once the results are drained."""

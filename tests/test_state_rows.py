@@ -92,11 +92,12 @@ def test_a_streamed_table_holds_the_rows_of_a_listed_one(tmp_path: Path, monkeyp
     schema = pa.schema([pa.field("key", pa.string()), pa.field("value", pa.float64())])
     rows = [{"key": f"k{i}", "value": i / 3} for i in range(25)]
     catalog.write_parquet(tmp_path / "listed.parquet", rows, schema)
-    monkeypatch.setattr(catalog, "ROW_GROUP_ROWS", 4)
+    monkeypatch.setattr(catalog, "ROW_BATCH", 3)
+    monkeypatch.setattr(catalog, "ROW_GROUP_ROWS", 8)
     catalog.write_parquet(tmp_path / "streamed.parquet", iter(rows), schema)
     catalog.write_parquet(tmp_path / "empty.parquet", iter(()), schema)
     streamed = pq.ParquetFile(tmp_path / "streamed.parquet")
-    assert streamed.metadata.num_row_groups == 7
+    assert [streamed.metadata.row_group(i).num_rows for i in range(streamed.metadata.num_row_groups)] == [9, 9, 7]
     assert streamed.read().to_pylist() == pq.read_table(tmp_path / "listed.parquet").to_pylist() == rows
     assert pq.read_table(tmp_path / "empty.parquet").schema == schema
 
