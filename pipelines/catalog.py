@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from songcorpus.pipelines.state_rows import chunked
 from songcorpus.schemas.catalog import FIELDS_SCHEMA, FUNNEL_SQL, SHARDS_SCHEMA, TRACKS_SCHEMA, WINDOWS_SCHEMA
 from songcorpus.transforms.artefacts import commit_file
 
@@ -36,28 +37,21 @@ def write_parquet(path: Path, rows: Iterable[dict[str, Any]], schema: pa.Schema)
     renamed; memory is one row group's Arrow columns, whatever the table's length."""
     tmp = path.with_name(path.name + ".tmp")
     with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as writer:
-        batch: list[dict[str, Any]] = []
         group: list[pa.Table] = []
-        n_group = 0
         wrote = False
 
-        def flush_batch() -> None:
-            nonlocal batch, n_group
-            group.append(pa.Table.from_pylist(batch, schema=schema))
-            n_group += len(batch)
-            batch = []
+        def write_group() -> None:
+            table = pa.concat_tables(group) if group else pa.Table.from_pylist([], schema=schema)  # keeps its schema
+            writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            group.clear()
 
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= ROW_BATCH:
-                flush_batch()
-                if n_group >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.concat_tables(group), row_group_size=max(n_group, 1))
-                    group, n_group, wrote = [], 0, True
-        if batch or not (wrote or group):  # an empty table still has its schema
-            flush_batch()
-        if group:
-            writer.write_table(pa.concat_tables(group), row_group_size=max(n_group, 1))
+        for batch in chunked(rows, ROW_BATCH):
+            group.append(pa.Table.from_pylist(batch, schema=schema))
+            if sum(t.num_rows for t in group) >= ROW_GROUP_ROWS:
+                write_group()
+                wrote = True
+        if group or not wrote:
+            write_group()
     commit_file(tmp, path)
 
 

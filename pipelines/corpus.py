@@ -10,6 +10,7 @@ planned content), and commits the catalog last. ``songcorpus rebuild`` calls it 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tempfile
 from collections import defaultdict
@@ -23,8 +24,8 @@ from tqdm import tqdm
 from songcorpus.pipelines.catalog import write_catalog
 from songcorpus.pipelines.hf_features import write_features
 from songcorpus.pipelines.shard_writer import Sample, describe_shard, family_present, write_shard
-from songcorpus.pipelines.state_rows import PackedRows, SortedSpool, chunked
-from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
+from songcorpus.pipelines.state_rows import PackedRows, SortedSpool, chunked, scores_of
+from songcorpus.schemas.catalog import METHOD_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, group_file, group_suffixes, sample_json_schema
 from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for, track_id_of
@@ -44,13 +45,6 @@ class Decision:
     code: str | None = None
     reason: str | None = None
     duplicate_of: str | None = None
-
-
-def scores_of(row: Row) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for result in row["results"].values():
-        merged.update(result)
-    return {k: merged.get(k) for k in SCORE_COLUMNS}
 
 
 def decide(rows: list[Row], config: PipelineConfig, near: NearDuplicates | None = None) -> dict[str, Decision]:
@@ -376,9 +370,14 @@ def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: 
             if codebook is not None:
                 run_samples_phase(full_rows, splits, decisions, codebook, units, lineages, run_samples, samples)
             planned: list[str] = []
+            first: dict[tuple[str, ...], dict[str, Any]] = {}  # member set -> its key-first window (write_features)
             writer = write_shards or write_shards_here
             for plan_chunk in chunked(stream_plans(samples, config, store, old_manifest), PLANS_CHUNK):
                 planned += [p.name for p in plan_chunk]
+                for meta in (m for p in plan_chunk for m in p.samples):
+                    members = tuple(sorted(meta["members"]))
+                    if members not in first or meta["key"] < first[members]["key"]:
+                        first[members] = meta
                 for part in writer(plan_chunk, shard_dir, store, progress):
                     rows_of_part = part.pop("windows")
                     if windows.add(part["shard"], (canonical_json(rows_of_part) + "\n").encode()):
@@ -388,7 +387,7 @@ def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: 
             if sorted(parts) != sorted(planned):
                 raise RuntimeError(f"the shard writer returned {len(parts)} catalog parts for {len(planned)} planned "
                                    f"shards")
-            write_features(shard_dir, first_of_each_member_set(samples, store),
+            write_features(shard_dir, [_sample_of(m, store) for m in first.values()],
                            sample_json_schema(full_profile=config.profile == "full"))
             new_manifest = {n: {"plan": parts[n]["plan"], "sha256": parts[n]["sha256"],
                                 "n_samples": parts[n]["n_samples"], "split": parts[n]["split"],
@@ -454,11 +453,9 @@ def _sample_of(meta: dict[str, Any], store: ArtefactStore) -> Sample:
 def stream_plans(spool: SortedSpool, config: PipelineConfig, store: ArtefactStore,
                  old_manifest: dict[str, Any]) -> Iterator[ShardPlan]:
     """Shard plans packed from the spooled windows, split by split in key order, one shard's samples at a time."""
-    import itertools
-
-    entries = ((json.loads(line), line) for line in spool.sorted_lines())
-    for split, in_split in itertools.groupby(entries, key=lambda e: e[0]["split"]):
-        samples = (_PlannedSample(_sample_of(meta, store), meta) for meta, _ in in_split)
+    metas = (json.loads(line) for line in spool.sorted_lines())
+    for split, in_split in itertools.groupby(metas, key=lambda m: m["split"]):
+        samples = (_PlannedSample(_sample_of(meta, store), meta) for meta in in_split)
         for name, group in pack_shards(samples, split, config):
             digest = plan_digest([p.sample for p in group])
             prior = old_manifest.get(name) or {}
@@ -474,17 +471,6 @@ class _PlannedSample:
     @property
     def nbytes(self) -> int:
         return self.sample.nbytes
-
-
-def first_of_each_member_set(spool: SortedSpool, store: ArtefactStore) -> list[Sample]:
-    """The key-first sample of each distinct member set (one corpus has one: ``write_features`` checks that)."""
-    first: dict[tuple[str, ...], dict[str, Any]] = {}
-    for line in spool.sorted_lines():
-        meta = json.loads(line)
-        members = tuple(sorted(meta["members"]))
-        if members not in first or meta["key"] < first[members]["key"]:
-            first[members] = meta
-    return [_sample_of(m, store) for m in first.values()]
 
 
 def write_catalog_tables(out: Path, config: PipelineConfig, store: ArtefactStore, lineages: dict[str, dict[str, Any]],

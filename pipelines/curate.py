@@ -39,7 +39,6 @@ from songcorpus.pipelines.executor import build_stages, new_row
 from songcorpus.pipelines.sources import expand_inputs
 from songcorpus.pipelines.state_rows import (
     PackedRows,
-    StateRowsWriter,
     iter_state_rows,
     slim_state_rows,
     write_state_rows,
@@ -217,24 +216,15 @@ def analyse_into_state(rows: Sequence[Row], out: Path, config: PipelineConfig, s
                        lineages: dict, progress: bool) -> PackedRows:
     """Run the analysis phase, streaming every result into ``state/rows.jsonl`` (sorted by source) as it comes
     back; return the rows slimmed to what decisions read (``state_rows.slim_row``), sorted by source."""
-    writer = StateRowsWriter(out / STATE_ROWS)
-    try:
-        for row in run_engine(rows, config, store, progress):
-            writer.add(row)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.finish()
-    save_state(out, config, None, lineages)
+    write_state_rows(out / STATE_ROWS, run_engine(rows, config, store, progress))
+    save_state(out, config, lineages)
     return slim_state_rows(out / STATE_ROWS)
 
 
-def save_state(out: Path, config: PipelineConfig, rows: Iterable[Row] | None, lineages: dict) -> None:
-    """The state files; ``rows`` None keeps the ``rows.jsonl`` already written (:func:`analyse_into_state`)."""
+def save_state(out: Path, config: PipelineConfig, lineages: dict) -> None:
+    """The state files besides ``rows.jsonl`` (:func:`analyse_into_state` streams that one in)."""
     state = out / "state"
     state.mkdir(parents=True, exist_ok=True)
-    if rows is not None:
-        write_state_rows(out / STATE_ROWS, rows)
     atomic_write_bytes(state / "lineage.json", (json.dumps(lineages, indent=1, sort_keys=True) + "\n").encode())
     atomic_write_bytes(out / "config.yaml", dump_config(config).encode())
 
@@ -252,7 +242,7 @@ def load_state(out: Path | str, slim: bool = False) -> tuple[PipelineConfig, Seq
             return load_state(Path(tmp), slim)
     out = Path(out)
     state = out / "state"
-    if not (state / "rows.jsonl").exists():
+    if not (out / STATE_ROWS).exists():
         raise ConfigError(f"{out} holds no curated corpus (no state/rows.jsonl); run `songcorpus curate` first")
     import yaml
 

@@ -117,10 +117,9 @@ def run_ray(rows: Sequence[Row], config: PipelineConfig, store_root: str, progre
     store = ArtefactStore(store_root)
     groups = group_stages(build_stages(config, store, phase))
     items = [{"payload": canonical_json(r)} for r in rows]
-    n_items = len(items)
     # Small blocks (one row each, up to a cap) balance the pool: tracks differ in length by 100x, and a
     # block is the unit an actor takes, so big blocks leave one worker busy while the other idles.
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(n_items, 4096)))
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4096)))
     del items  # in Ray's object store now
     config_json = config.model_dump_json()
     for group in groups:

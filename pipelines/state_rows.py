@@ -37,20 +37,24 @@ DECISION_KEYS = frozenset(SCORE_COLUMNS) | {
 }
 
 
+def scores_of(row: Row) -> dict[str, Any]:
+    """Every score column of a row: its stage results merged in order (a later stage's value wins)."""
+    merged: dict[str, Any] = {}
+    for result in row["results"].values():
+        merged.update(result)
+    return {k: merged.get(k) for k in SCORE_COLUMNS}
+
+
 def slim_row(row: Row) -> Row:
     """The row with each stage result cut to :data:`DECISION_KEYS` (result names kept: lineage reads them). A row
     a stage already decided (``outcome`` set) takes no part in copies or splits: it keeps its source, its outcome
     and its scores (an early gate's rejection is re-decided from them by ``rebuild``)."""
     if row["outcome"] is not None:
-        merged: dict[str, Any] = {}
-        for res in row["results"].values():  # as corpus.scores_of merges them: a later stage's value wins
-            if isinstance(res, dict):
-                merged.update((k, v) for k, v in res.items() if k in SCORE_COLUMNS)
-        scores = {k: v for k, v in merged.items() if v is not None}
+        scores = {k: v for k, v in scores_of(row).items() if v is not None}
         return {"track": {"source": row["track"]["source"], "metadata": {}}, "outcome": row["outcome"],
                 "results": {"scores": scores} if scores else {}}
     return {"track": row["track"], "outcome": row["outcome"],
-            "results": {name: {k: v for k, v in res.items() if k in DECISION_KEYS} if isinstance(res, dict) else res
+            "results": {name: {k: v for k, v in res.items() if k in DECISION_KEYS}
                         for name, res in row["results"].items()}}
 
 
@@ -109,9 +113,6 @@ class SortedSpool:
         self._offset += len(line)
         return True
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._index
-
     def __len__(self) -> int:
         return len(self._index)
 
@@ -137,9 +138,6 @@ class StateRowsWriter:
 
     def add(self, row: Row) -> None:
         self._spool.add(row["track"]["source"], (canonical_json(row) + "\n").encode())
-
-    def __contains__(self, source: str) -> bool:
-        return source in self._spool
 
     def __len__(self) -> int:
         return len(self._spool)
