@@ -35,11 +35,12 @@ SYSTEMS = [("samuel", "samuel", {}), ("lada_band", "lada_band", {}), ("songecho"
            ("unisinger", "unisinger", {})]
 
 
-def config(name: str, steps: int, window_s: float, batch: int, model: dict, every: int):
+def config(name: str, steps: int, window_s: float, batch: int, model: dict, every: int, lr: float | None = None):
+    optim = {"warmup_steps": max(1, min(50, steps // 10)), **({"lr": lr} if lr else {})}
     return load_train_config(name, overrides={
         "model": {"name": name, **model}, "steps": steps, "global_batch": batch,
         "data": {"num_workers": 0, "window_s": window_s},
-        "optim": {"warmup_steps": max(1, min(50, steps // 10))},
+        "optim": optim,
         "checkpoint": {"every": every, "keep": 2}})
 
 
@@ -47,8 +48,8 @@ def train(name: str, run: Path, data: str, steps: int, args: argparse.Namespace,
           backbone: Path | None) -> float:
     start = time.perf_counter()
     every = max(1, steps // 4)
-    launch_local(config(name, steps, args.window, args.batch, model, every), data, run, progress=False,
-                 backbone=backbone)
+    launch_local(config(name, steps, args.window, args.batch, model, every, args.lr.get(name)), data, run,
+                 progress=False, backbone=backbone)
     return time.perf_counter() - start
 
 
@@ -76,7 +77,13 @@ def main() -> None:
     p.add_argument("--models-dir", help="model store (Whisper for UniSinger's PER)")
     p.add_argument("--only", nargs="*", help="system names to run (default all)")
     p.add_argument("--threads", type=int, help="torch threads (default torch's); 1 gives per-core figures")
+    p.add_argument("--lr", nargs="*", default=[], metavar="MODEL=LR",
+                   help="peak learning rate per model name (e.g. songecho_melody=1e-3); default the config's")
     args = p.parse_args()
+    try:
+        args.lr = {k: float(v) for k, v in (item.split("=", 1) for item in args.lr)}
+    except ValueError:
+        p.error(f"--lr takes MODEL=LR pairs, got {args.lr}")
     if args.threads:
         import torch
 

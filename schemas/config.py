@@ -277,10 +277,11 @@ class CodecConfig(_Section):
 
     name: Literal["embedded-mel"] = "embedded-mel"
     latent_rate_hz: float = Field(25.0, gt=0, description="latent frames per second (21.53 and 25 both work)")
-    n_mels: int = Field(64, ge=8)
+    n_mels: int = Field(128, ge=8, description="mel channels; 128 keeps the pitch a vocal melody needs (64 halved it: "
+                        "bench/RESULTS.md, 'The embedded codec's pitch and harmony ceiling')")
     n_fft: int = Field(2048, ge=256, description="analysis window (samples), centred on each frame time")
     fmin_hz: float = Field(0.0, ge=0, description="lowest mel band edge")
-    fmax_hz: float = Field(20000.0, gt=0, description="highest mel band edge, capped at Nyquist (fixed, so 44.1 and 48 kHz "
+    fmax_hz: float = Field(16000.0, gt=0, description="highest mel band edge, capped at Nyquist (fixed, so 44.1 and 48 kHz "
                                                       "latents describe the same bands)")
     log_floor: float = Field(1e-5, gt=0, description="mel magnitudes are clamped to this before the natural log")
     token_rate_hz: float = Field(25.0, gt=0, description="token frames per second (tokens quantise latents made at this rate)")

@@ -6,7 +6,7 @@ The trainer's config embeds one of these (``GeneratorConfig`` is the tagged unio
 
 Every default is the *compact* size (1-60M parameters, a CPU smoke run takes seconds); ``Config.paper()``
 gives the paper's size, ``Config.paper(**overrides)`` that size with some settings changed. Defaults that
-describe the data come from the embedded codec (:class:`CodecConfig`: 64 log-mel channels, 1024 codes,
+describe the data come from the embedded codec (:class:`CodecConfig`: 128 log-mel channels, 1024 codes,
 25 Hz) and the pipeline's other stages (500 content units, 192-d ECAPA speaker embedding, 384-d MiniLM
 caption embedding), so a corpus made with the lite profile trains without touching these settings.
 Where the paper's value depends on a pretrained model we cannot ship (MuCodec's 16384 codes, CLaMP3's
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from songcorpus.schemas.config import CodecConfig, ContentUnitsConfig
 
 _CODEC = CodecConfig()
-LATENT_CHANNELS = _CODEC.n_mels          # embedded codec latents: (T, 64) log-mel at 25 Hz
+LATENT_CHANNELS = _CODEC.n_mels          # embedded codec latents: (T, 128) log-mel at 25 Hz
 CODEBOOK_SIZE = _CODEC.codebook_size     # embedded codec tokens: k-means ids, 1024 codes
 LATENT_RATE_HZ = _CODEC.latent_rate_hz
 F0_RATE_HZ = 100.0

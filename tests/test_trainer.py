@@ -160,6 +160,9 @@ def test_bad_inputs_are_refused_by_name(demo_ray, tmp_path):
     other = load_train_config("samuel", overrides=tiny(2, seed=5))
     with pytest.raises(TrainError, match="another config"):
         launch_local(other, str(demo_ray), tmp_path / "run", progress=False)
+    narrow = load_train_config("samuel", overrides=tiny(2, model={**TINY_SAMUEL["model"], "latent_channels": 64}))
+    with pytest.raises(DataError, match=r"latent_channels 64, but sample .* n_mels 128; set model.latent_channels: 128"):
+        launch_local(narrow, str(demo_ray), tmp_path / "narrow", progress=False)
     lada = load_train_config("lada_band")
     with pytest.raises((TrainError, TrainConfigError), match="samuel"):
         launch_local(lada, str(demo_ray), tmp_path / "run", progress=False)

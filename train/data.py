@@ -302,6 +302,25 @@ def corpus_rates(meta: dict[str, Any], codec: str) -> dict[str, float]:
     return rates
 
 
+def check_model_fits(meta: dict[str, Any], model: Any, keys: Sequence[str], codec: str = "embedded") -> None:
+    """DataError when the model's data-shaped settings (latent channels, token vocabulary) differ from what the
+    corpus's embedded codec made: a shape error deep in the first forward pass would not name the cause."""
+    if codec != "embedded" or "embedded_codec" not in meta:
+        return
+    emb = meta["embedded_codec"]
+    name = getattr(model, "name", type(model).__name__)
+    checks = []
+    if any("latents" in k for k in keys) and hasattr(model, "latent_channels") and "n_mels" in emb:
+        checks.append(("latent_channels", int(model.latent_channels), int(emb["n_mels"]), "n_mels"))
+    if any("tokens" in k for k in keys) and hasattr(model, "vocab_size") and "codebook_size" in emb:
+        checks.append(("vocab_size", int(model.vocab_size), int(emb["codebook_size"]), "codebook_size"))
+    for setting, have, corpus, what in checks:
+        if have < corpus if setting == "vocab_size" else have != corpus:
+            raise DataError(f"model {name} has {setting} {have}, but sample {meta.get('key')} was made by an embedded "
+                            f"codec with {what} {corpus}; set model.{setting}: {corpus} in the training config "
+                            f"(or re-curate the corpus with codec.{what}: {have})")
+
+
 class CorpusView:
     """One split of a corpus, indexed, with the fields a model needs checked against what the samples hold."""
 

@@ -45,7 +45,15 @@ from songcorpus.train.checkpoint import (
     set_rng_state,
     write_rank_rng,
 )
-from songcorpus.train.data import BatchBuilder, CorpusView, DataError, ShardStream, StepOrder, latent_statistics
+from songcorpus.train.data import (
+    BatchBuilder,
+    CorpusView,
+    DataError,
+    ShardStream,
+    StepOrder,
+    check_model_fits,
+    latent_statistics,
+)
 from songcorpus.train.optim import EMA, learning_rate, make_optimizer
 from songcorpus.transforms.artefacts import sha256_file as artefact_sha256
 
@@ -221,6 +229,7 @@ def train(config: TrainConfig, data: Any, run: str | Path, dist: Dist | None = N
     keys = tuple(dict.fromkeys([*model.batch_keys, *[k for k in model.optional_keys if k != "mask"]]))
     view = CorpusView(data, config.data.split, [k for k in keys if k not in ("mask", "has_reference")],
                       codec=config.data.codec, window_s=config.data.window_s)
+    check_model_fits(view.first_meta, config.model, view.suffixes, config.data.codec)
     if config.global_batch % (dist.world_size * config.grad_accum):
         raise TrainError(f"global_batch {config.global_batch} does not split into {dist.world_size} ranks x "
                          f"{config.grad_accum} micro-batches; make it a multiple of {dist.world_size * config.grad_accum}")

@@ -20,9 +20,9 @@ Provides:
 Needs: numpy, scipy, torch/torchaudio (filterbank, inversion, Griffin-Lim), scikit-learn (k-means).
 Encoding runs in float64 with no multi-threaded reductions, so latents and tokens are bit-identical
 whatever the thread count; k-means runs single-threaded for the same reason.
-Fails: ValueError for non-mono input, a mel band that does not fit below Nyquist, latents with the
-wrong number of channels, an empty frame set to fit, ids outside the codebook, or a codebook file
-whose sha256 does not match the one expected.
+Fails: ValueError for non-mono input, a mel band that does not fit below Nyquist, more mel bands than the
+FFT resolves (the decoder could not invert them), latents with the wrong number of channels, an empty frame
+set to fit, ids outside the codebook, or a codebook file whose sha256 does not match the one expected.
 """
 
 from __future__ import annotations
@@ -87,6 +87,20 @@ def _fbank(n_fft: int, n_mels: int, sample_rate: int, fmin: float, fmax: float) 
         n_fft // 2 + 1, fmin, fmax, n_mels, sample_rate, norm="slaney", mel_scale="slaney"
     )
     return fb.numpy().astype(np.float64)  # (n_freqs, n_mels)
+
+
+@lru_cache(maxsize=16)
+def check_mel_bank(n_fft: int, n_mels: int, sample_rate: int, fmin: float, fmax: float) -> None:
+    """ValueError when the mel bank cannot be inverted: with more mel bands than the FFT resolves in the low,
+    linear part of the scale, neighbouring filters cover the same FFT bins, the bank loses rank, and the
+    decoder's least-squares inversion returns amplitudes of 1e7 and more (measured: 160 mels over 0-11 kHz
+    at n_fft 2048)."""
+    fb = _fbank(n_fft, n_mels, sample_rate, fmin, fmax)
+    singular = np.linalg.svd(fb, compute_uv=False)
+    if singular[-1] <= singular[0] * 1e-6:
+        raise ValueError(f"embedded codec: {n_mels} mel bands over {fmin:g}-{fmax:g} Hz are narrower than the FFT's "
+                         f"{sample_rate / n_fft:.1f} Hz bins at n_fft {n_fft} (the filterbank loses rank), so latents "
+                         f"cannot be decoded; use fewer codec.n_mels, a higher codec.fmax_hz or a larger codec.n_fft")
 
 
 @lru_cache(maxsize=4)
@@ -159,6 +173,7 @@ def decode_latents(latents: np.ndarray, n_samples: int, sample_rate: int, cfg: C
     fmin, fmax = mel_band(sample_rate, cfg)
     if fmax > out_rate / 2:
         raise ValueError(f"embedded codec: mel band up to {fmax} Hz does not fit below Nyquist at {out_rate} Hz")
+    check_mel_bank(cfg.n_fft, cfg.n_mels, out_rate, fmin, fmax)
     hop = cfg.n_fft // 4
     n_stft = 1 + n_samples // hop  # torch.stft(center=True) frame count
     mel = np.exp(_resample_frames(latents, rate, n_stft, hop / out_rate)).T  # (n_mels, n_stft)
@@ -255,7 +270,8 @@ class EmbeddedCodec:
     """The embedded codec at one sample rate, with an optional codebook for tokens."""
 
     def __init__(self, cfg: CodecConfig, sample_rate: int, codebook: np.ndarray | None = None) -> None:
-        mel_band(sample_rate, cfg)  # fail early on a band that does not fit
+        check_mel_bank(cfg.n_fft, cfg.n_mels, int(sample_rate), *mel_band(sample_rate, cfg))  # fail early: a band
+        # above Nyquist, or a bank the decoder cannot invert
         self.cfg = cfg
         self.sample_rate = int(sample_rate)
         self.codebook: np.ndarray | None = None

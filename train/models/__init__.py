@@ -23,7 +23,7 @@ unisinger          UniSingerConfig         UniSinger          vocals_latents, ac
 Every model also reads ``mask`` when present (``optional_keys``).
 
 Batch contract (the loader hands tensors; models never read files; time lengths come from the tensors):
-- ``vocals_latents``, ``accompaniment_latents``: float (B, T, C) normalised latents (embedded codec: C = 64
+- ``vocals_latents``, ``accompaniment_latents``: float (B, T, C) normalised latents (embedded codec: C = 128
   log-mel at 25 Hz; a 10.24 s window is T = 256); ``reference_vocals_latents``: float (B, T_ref, C), the
   vocal latents of the sample's reference window (UniSinger's lite speaker source).
 - ``vocals_tokens``, ``accompaniment_tokens``: int64 (B, T) codebook ids in [0, vocab_size);
