@@ -8,7 +8,9 @@ shards, index, catalog, state) is only done when its publication marker is: see 
 
 Credentials and endpoints come from the standard environment and config files that the fsspec backends read
 themselves (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL`` for an
-S3-compatible server, ``~/.aws/config``; ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS). Nothing here takes,
+S3-compatible server, ``~/.aws/config``; ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS, ``STORAGE_EMULATOR_HOST``
+for a GCS-compatible server, with ``NO_GCE_CHECK=true`` and ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` where it
+has no metadata server or storage control API, as tests/gcs_server.py sets them). Nothing here takes,
 stores, logs or returns a credential: URLs are the only thing that travels (in rows, lineage, outputs).
 
 API (``url`` is a local path or a URL; ``rel`` a POSIX path relative to a root):
@@ -90,7 +92,7 @@ def filesystem(url: str | Path) -> tuple[Any, str]:
     s = str(url)
     protocol = s.split("://", 1)[0] if is_url(s) else "file"
     env = hashlib.sha256("\x1f".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                                     if k.startswith(("AWS_", "GOOGLE_", "GCS"))).encode()).hexdigest()
+                                     if k.startswith(("AWS_", "GOOGLE_", "GCS", "STORAGE_EMULATOR_HOST"))).encode()).hexdigest()
     key = (protocol, os.getpid(), env)
     fs = _FILESYSTEMS.get(key)
     if fs is None:
