@@ -77,6 +77,10 @@ def main() -> None:
     p.add_argument("--models-dir", help="model store (Whisper for UniSinger's PER)")
     p.add_argument("--only", nargs="*", help="system names to run (default all)")
     p.add_argument("--threads", type=int, help="torch threads (default torch's); 1 gives per-core figures")
+    p.add_argument("--steps", type=int, help="train every model this many steps instead of sizing by --minutes")
+    p.add_argument("--backbone", help="stage-A run for SongEcho stage B (default OUT/songecho)")
+    p.add_argument("--f0-encoding", choices=["log", "bins"], help="f0 input of SongEcho stage B and UniSinger "
+                   "(default the config's: log)")
     p.add_argument("--lr", nargs="*", default=[], metavar="MODEL=LR",
                    help="peak learning rate per model name (e.g. songecho_melody=1e-3); default the config's")
     args = p.parse_args()
@@ -97,10 +101,16 @@ def main() -> None:
         if args.only and label not in args.only:
             continue
         backbone = out / "songecho" if name == "songecho_melody" else None
+        if args.backbone and name == "songecho_melody":
+            backbone = Path(args.backbone)
+        if args.f0_encoding and name in ("songecho_melody", "unisinger"):
+            model = {**model, "f0_encoding": args.f0_encoding}
         run = out / label
         if not (run / "checkpoints").exists():
             calib = out / "calib" / label
-            if name in sized:  # the ablation's variants share one step count: same data and steps
+            if args.steps:  # a fixed step count (to repeat another run's): no calibration
+                per_step, steps = 0.0, args.steps
+            elif name in sized:  # the ablation's variants share one step count: same data and steps
                 per_step, steps = sized[name]
             else:
                 train(name, calib, args.corpus, args.calibrate, args, model, backbone)

@@ -170,6 +170,9 @@ class SongEchoMelodyConfig(_ModelConfig):
     melody_kernel: int = Field(5, ge=1, description="kernel of the two melody-encoder convolutions (odd)")
     f0_min_hz: float = Field(50.0, gt=0)
     f0_max_hz: float = Field(900.0, gt=0)
+    f0_encoding: Literal["log", "bins"] = Field(
+        "log", description="melody input: log = the paper's [(ln f0 - ln 50)/(ln 900 - ln 50), voiced]; bins = a soft "
+                           "one-hot over 128 log-f0 bins + voiced (train/models/blocks.py f0_bin_features)")
     melody_dropout: float = Field(0.1, ge=0, lt=1, description="per-sample probability the melody is nulled (the "
                                   "injection is then the identity, i.e. the backbone)")
     w_text: float = Field(0.5, ge=0, description="APG weight of the text-only branch")
@@ -206,6 +209,9 @@ class UniSingerConfig(_ModelConfig):
     n_units: int = Field(N_UNITS, ge=2, description="content-unit vocabulary (ids 0..n_units-1)")
     content_bottleneck: int = Field(8, ge=1, description="width of the lite content bottleneck (per frame)")
     f0_channels: int = Field(64, ge=4, description="width of the f0 encoder's convolutions")
+    f0_encoding: Literal["log", "bins"] = Field(
+        "log", description="f0 input: log = SongEcho's [(ln f0 - ln 50)/(ln 900 - ln 50), voiced]; bins = a soft "
+                           "one-hot over 128 log-f0 bins + voiced (train/models/blocks.py f0_bin_features)")
     speaker_source: Literal["embedding", "reference_latents", "window_latents"] = Field(
         "reference_latents", description="'embedding' = batch key 'speaker' (full profile ECAPA, another window of the "
         "singer); 'reference_latents' = a learned encoder over 'reference_vocals_latents' (the reference window's "

@@ -1,7 +1,7 @@
 """The four generators (train/models): shapes at the default window, loss decrease, determinism through the
 generator, and each model's own checks (SAMUeL conversions and DDIM, LaDA-Band's sampler schedule, SongEcho's
 stage-B identity and frozen backbone, UniSinger's curriculum and task masks), on synthetic tensors of the
-batch contract: T = 256 latent / token frames (10.24 s at 25 Hz), T_f0 = 1024 (100 Hz), C = 64."""
+batch contract: T = 256 latent / token frames (10.24 s at 25 Hz), T_f0 = 1024 (100 Hz), C = LATENT_CHANNELS (the embedded codec's n_mels)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 from pydantic import ValidationError
 
 from songcorpus.schemas.train_models import (
+    LATENT_CHANNELS,
     MODEL_CONFIGS,
     LadaBandConfig,
     SamuelConfig,
@@ -27,7 +28,7 @@ from songcorpus.train.models.unisinger import MODALITIES, TASK_MODALITIES, task_
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-T, T_F0, C, VOCAB, TEXT = 256, 1024, 64, 1024, 384
+T, T_F0, C, VOCAB, TEXT = 256, 1024, LATENT_CHANNELS, 1024, 384
 
 TINY = {
     "samuel": SamuelConfig(base_channels=8, time_dim=32, heads=2),
@@ -96,7 +97,8 @@ def test_configs_import_without_torch():
 def test_parameter_counts():
     for name, cls in MODEL_CONFIGS.items():
         assert 1e6 <= count_parameters(cls()) <= 60e6, name
-    assert abs(count_parameters(SamuelConfig.paper()) - 15.57e6) < 0.01e6          # the paper: 15.57M
+    # the paper: 15.57M, counted on 64 latent channels (the compact default follows the embedded codec: 128)
+    assert abs(count_parameters(SamuelConfig.paper(latent_channels=64)) - 15.57e6) < 0.01e6
     assert count_parameters(SongEchoMelodyConfig.paper(), trainable_only=True) == 49_101_824  # the paper: 49.1M
     assert 0.95e9 < count_parameters(LadaBandConfig.paper()) < 1.15e9             # the paper: about 1B
     assert count_parameters(SongEchoConfig.paper()) > 2e9                         # ACE-Step-size backbone
@@ -406,3 +408,22 @@ def test_padded_frames_do_not_reach_the_loss(name):
     a, _ = model.loss(batch, generator=gen(0), step=900, total_steps=1000)
     b, _ = model.loss(junk, generator=gen(0), step=900, total_steps=1000)
     assert torch.isfinite(a) and torch.equal(a, b)
+
+
+def test_f0_bin_features_move_a_semitone_to_other_channels():
+    """The "bins" f0 input: a soft one-hot over 128 log-f0 bins + voiced; a semitone moves the peak by
+    127 / 50 = 2.54 bins (the "log" input moves its one pitch channel by 0.02); unvoiced frames are all zero
+    but the flag; both models build, and run, with it."""
+    from songcorpus.train.models.blocks import F0_BINS, f0_bin_features, melody_channels
+
+    f0 = torch.tensor([[220.0, 220.0 * 2 ** (1 / 12), 0.0]])
+    x = f0_bin_features(f0)
+    assert x.shape == (1, F0_BINS + 1, 3) == (1, melody_channels("bins"), 3)
+    peak = x[0, :F0_BINS].argmax(dim=0)
+    assert int(peak[1] - peak[0]) in (2, 3)
+    assert x[0, :F0_BINS, 2].abs().sum() == 0 and x[0, F0_BINS].tolist() == [1.0, 1.0, 0.0]
+    for name in ("songecho_melody", "unisinger"):
+        cfg = TINY[name].model_copy(update={"f0_encoding": "bins"})
+        model = build_model(cfg)
+        loss, _ = model.loss(make_batch(), generator=torch.Generator().manual_seed(0), step=0, total_steps=10)
+        assert torch.isfinite(loss)

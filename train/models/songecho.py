@@ -69,8 +69,9 @@ from songcorpus.train.models.blocks import (
     RotaryEmbedding,
     TimestepEmbedding,
     TransformerBlock,
-    f0_features,
     masked_mean,
+    melody_channels,
+    melody_input,
     modulate,
     resample_time,
     swiglu_hidden,
@@ -298,11 +299,11 @@ class MelodyEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         k = cfg.melody_kernel
-        self.conv1 = nn.Conv1d(2, cfg.melody_dim, k, padding=k // 2)
+        self.conv1 = nn.Conv1d(melody_channels(cfg.f0_encoding), cfg.melody_dim, k, padding=k // 2)
         self.conv2 = nn.Conv1d(cfg.melody_dim, cfg.melody_dim, k, padding=k // 2)
 
     def forward(self, f0: torch.Tensor, length: int) -> torch.Tensor:
-        h = f0_features(f0.float(), self.cfg.f0_min_hz, self.cfg.f0_max_hz)
+        h = melody_input(f0.float(), self.cfg.f0_encoding, self.cfg.f0_min_hz, self.cfg.f0_max_hz)
         h = F.relu(self.conv2(F.relu(self.conv1(h))))
         return resample_time(h, length).transpose(1, 2)
 

@@ -66,8 +66,9 @@ from songcorpus.train.models.blocks import (
     TimestepEmbedding,
     apply_rope,
     attend,
-    f0_features,
     masked_mean,
+    melody_channels,
+    melody_input,
     merge_heads,
     modulate,
     resample_time,
@@ -124,14 +125,15 @@ class SpeakerEncoder(nn.Module):
 class F0Encoder(nn.Module):
     """f0 (B, T_f0) Hz -> (B, T, D) at the latent length (SongEcho's features, two convs, interpolation)."""
 
-    def __init__(self, channels: int, dim: int):
+    def __init__(self, channels: int, dim: int, encoding: str = "log"):
         super().__init__()
-        self.conv1 = nn.Conv1d(2, channels, 5, padding=2)
+        self.encoding = encoding
+        self.conv1 = nn.Conv1d(melody_channels(encoding), channels, 5, padding=2)
         self.conv2 = nn.Conv1d(channels, channels, 5, padding=2)
         self.proj = nn.Linear(channels, dim)
 
     def forward(self, f0: torch.Tensor, length: int) -> torch.Tensor:
-        h = F.silu(self.conv2(F.silu(self.conv1(f0_features(f0.float())))))
+        h = F.silu(self.conv2(F.silu(self.conv1(melody_input(f0.float(), self.encoding)))))
         return self.proj(resample_time(h, length).transpose(1, 2))
 
 
@@ -207,7 +209,7 @@ class UniSingerNet(nn.Module):
         else:
             self.content_down = nn.Linear(c, cfg.content_bottleneck)
             self.content_up = nn.Linear(cfg.content_bottleneck, d)
-        self.f0_enc = F0Encoder(cfg.f0_channels, d)
+        self.f0_enc = F0Encoder(cfg.f0_channels, d, cfg.f0_encoding)
         if cfg.speaker_source == "embedding":
             self.speaker_proj = nn.Linear(cfg.speaker_dim, d)
         else:
