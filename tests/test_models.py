@@ -1,7 +1,8 @@
 """The four generators (train/models): shapes at the default window, loss decrease, determinism through the
 generator, and each model's own checks (SAMUeL conversions and DDIM, LaDA-Band's sampler schedule, SongEcho's
 stage-B identity and frozen backbone, UniSinger's curriculum and task masks), on synthetic tensors of the
-batch contract: T = 256 latent / token frames (10.24 s at 25 Hz), T_f0 = 1024 (100 Hz), C = LATENT_CHANNELS (the embedded codec's n_mels)."""
+batch contract: T = 256 latent / token frames (10.24 s at 25 Hz), T_f0 = 1024 (100 Hz),
+C = LATENT_CHANNELS (the embedded codec's n_mels)."""
 
 from __future__ import annotations
 
