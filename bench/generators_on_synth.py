@@ -109,7 +109,7 @@ def main() -> None:
         if not (run / "checkpoints").exists():
             calib = out / "calib" / label
             if args.steps:  # a fixed step count (to repeat another run's): no calibration
-                per_step, steps = 0.0, args.steps
+                per_step, steps = None, args.steps
             elif name in sized:  # the ablation's variants share one step count: same data and steps
                 per_step, steps = sized[name]
             else:

@@ -308,17 +308,18 @@ def check_model_fits(meta: dict[str, Any], model: Any, keys: Sequence[str], code
     if codec != "embedded" or "embedded_codec" not in meta:
         return
     emb = meta["embedded_codec"]
-    name = getattr(model, "name", type(model).__name__)
-    checks = []
+
+    def misfit(setting: str, have: Any, what: str) -> DataError:
+        return DataError(f"model {model.name} has {setting} {have}, but sample {meta.get('key')} was made by an "
+                         f"embedded codec with {what} {emb[what]}; set model.{setting}: {emb[what]} in the training "
+                         f"config (or re-curate the corpus with codec.{what}: {have})")
+
     if any("latents" in k for k in keys) and hasattr(model, "latent_channels") and "n_mels" in emb:
-        checks.append(("latent_channels", int(model.latent_channels), int(emb["n_mels"]), "n_mels"))
+        if model.latent_channels != emb["n_mels"]:
+            raise misfit("latent_channels", model.latent_channels, "n_mels")
     if any("tokens" in k for k in keys) and hasattr(model, "vocab_size") and "codebook_size" in emb:
-        checks.append(("vocab_size", int(model.vocab_size), int(emb["codebook_size"]), "codebook_size"))
-    for setting, have, corpus, what in checks:
-        if have < corpus if setting == "vocab_size" else have != corpus:
-            raise DataError(f"model {name} has {setting} {have}, but sample {meta.get('key')} was made by an embedded "
-                            f"codec with {what} {corpus}; set model.{setting}: {corpus} in the training config "
-                            f"(or re-curate the corpus with codec.{what}: {have})")
+        if model.vocab_size < emb["codebook_size"]:  # a larger vocabulary holds every id; a smaller one does not
+            raise misfit("vocab_size", model.vocab_size, "codebook_size")
 
 
 class CorpusView:

@@ -270,8 +270,8 @@ class EmbeddedCodec:
     """The embedded codec at one sample rate, with an optional codebook for tokens."""
 
     def __init__(self, cfg: CodecConfig, sample_rate: int, codebook: np.ndarray | None = None) -> None:
-        check_mel_bank(cfg.n_fft, cfg.n_mels, int(sample_rate), *mel_band(sample_rate, cfg))  # fail early: a band
-        # above Nyquist, or a bank the decoder cannot invert
+        # fail early, before any latent is written: a band above Nyquist, or a bank the decoder cannot invert
+        check_mel_bank(cfg.n_fft, cfg.n_mels, int(sample_rate), *mel_band(sample_rate, cfg))
         self.cfg = cfg
         self.sample_rate = int(sample_rate)
         self.codebook: np.ndarray | None = None

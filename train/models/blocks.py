@@ -23,6 +23,7 @@ from the caller's ``torch.Generator``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -346,27 +347,31 @@ def f0_bin_features(f0: torch.Tensor, fmin: float = 50.0, fmax: float = 900.0, n
     trained for minutes never resolve (measured: their loss did not change when the melody was shifted by 4
     semitones, only when its voicing was removed); here a semitone moves the pitch to other channels, as
     FastSpeech 2's and DiffSinger's bucketed pitch embeddings do."""
-    voiced = f0 > 0
+    voiced = (f0 > 0).to(f0.dtype)[:, None, :]
     pos = (torch.log(f0.clamp_min(1e-5)) - math.log(fmin)) / (math.log(fmax) - math.log(fmin)) * (n_bins - 1)
     centres = torch.arange(n_bins, device=f0.device, dtype=f0.dtype)
     soft = torch.exp(-0.5 * ((pos[:, None, :] - centres[None, :, None]) / width_bins) ** 2)
-    soft = soft * voiced[:, None, :].to(f0.dtype)
-    return torch.cat([soft, voiced[:, None, :].to(f0.dtype)], dim=1)
+    return torch.cat([soft * voiced, voiced], dim=1)
+
+
+_MELODY_INPUTS = {"log": (f0_features, 2), "bins": (f0_bin_features, F0_BINS + 1)}  # encoding -> (features, channels)
+
+
+def _melody_encoding(encoding: str) -> tuple[Callable[..., torch.Tensor], int]:
+    if encoding not in _MELODY_INPUTS:
+        raise ValueError(f"f0 encoding must be one of {sorted(_MELODY_INPUTS)}, got {encoding!r}")
+    return _MELODY_INPUTS[encoding]
 
 
 def melody_input(f0: torch.Tensor, encoding: str, fmin: float = 50.0, fmax: float = 900.0) -> torch.Tensor:
     """The f0 channels a melody / f0 encoder reads: "log" = :func:`f0_features` (SongEcho's, 2 channels),
     "bins" = :func:`f0_bin_features` (F0_BINS + 1 channels)."""
-    if encoding == "log":
-        return f0_features(f0, fmin, fmax)
-    if encoding == "bins":
-        return f0_bin_features(f0, fmin, fmax)
-    raise ValueError(f"f0 encoding must be 'log' or 'bins', got {encoding!r}")
+    return _melody_encoding(encoding)[0](f0, fmin, fmax)
 
 
 def melody_channels(encoding: str) -> int:
     """Input channels of :func:`melody_input` for ``encoding``."""
-    return 2 if encoding == "log" else F0_BINS + 1
+    return _melody_encoding(encoding)[1]
 
 
 def resample_time(x: torch.Tensor, length: int) -> torch.Tensor:
