@@ -35,20 +35,21 @@ SYSTEMS = [("samuel", "samuel", {}), ("lada_band", "lada_band", {}), ("songecho"
            ("unisinger", "unisinger", {})]
 
 
-def config(name: str, steps: int, window_s: float, batch: int, model: dict, every: int, lr: float | None = None):
+def config(name: str, steps: int, window_s: float, batch: int, model: dict, every: int, lr: float | None = None,
+           keep: int = 2):
     optim = {"warmup_steps": max(1, min(50, steps // 10)), **({"lr": lr} if lr else {})}
     return load_train_config(name, overrides={
         "model": {"name": name, **model}, "steps": steps, "global_batch": batch,
         "data": {"num_workers": 0, "window_s": window_s},
         "optim": optim,
-        "checkpoint": {"every": every, "keep": 2}})
+        "checkpoint": {"every": every, "keep": keep}})
 
 
 def train(name: str, run: Path, data: str, steps: int, args: argparse.Namespace, model: dict,
           backbone: Path | None) -> float:
     start = time.perf_counter()
     every = max(1, steps // 4)
-    launch_local(config(name, steps, args.window, args.batch, model, every, args.lr.get(name)), data, run,
+    launch_local(config(name, steps, args.window, args.batch, model, every, args.lr.get(name), args.keep), data, run,
                  progress=False, backbone=backbone)
     return time.perf_counter() - start
 
@@ -81,6 +82,8 @@ def main() -> None:
     p.add_argument("--backbone", help="stage-A run for SongEcho stage B (default OUT/songecho)")
     p.add_argument("--f0-encoding", choices=["log", "bins"], help="f0 input of SongEcho stage B and UniSinger "
                    "(default the config's: log)")
+    p.add_argument("--keep", type=int, default=2, help="checkpoints kept per run (4 are written: keep 4 to read "
+                   "a metric against the step)")
     p.add_argument("--lr", nargs="*", default=[], metavar="MODEL=LR",
                    help="peak learning rate per model name (e.g. songecho_melody=1e-3); default the config's")
     args = p.parse_args()

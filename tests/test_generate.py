@@ -117,3 +117,36 @@ def test_train_report_writes_a_png(runs, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert main(["train-report", str(tmp_path)]) == 2
     assert "no log.jsonl" in capsys.readouterr().err
+
+
+def test_f0_use_reads_whether_a_model_follows_its_f0(runs, tmp_path):
+    """The paired held-out loss of train/eval/f0_use.py. Known answer: stage B with its zero-initialised
+    injections is its backbone bit for bit, so no altered f0 changes its loss; once the injections (or
+    UniSinger's f0 encoder) are trained, removing the f0 does. Same call, same numbers; a model without f0 is
+    refused by name."""
+    import torch
+
+    from songcorpus.train.eval.f0_use import VARIANTS, F0UseError, f0_use
+
+    probe = {"split": "train", "batches": 2, "batch_size": 2}
+    identity = tmp_path / "stage_b_identity"
+    shutil.copytree(runs["songecho_melody"], identity)
+    state_file = next((identity / "checkpoints").iterdir()) / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    zeroed = [k for k in state["ema"] if k.startswith("injections.") and k.endswith(".out.weight")]
+    assert zeroed
+    for k in zeroed:
+        state["ema"][k] = torch.zeros_like(state["ema"][k])
+    torch.save(state, state_file)
+    use = f0_use(identity, **probe)
+    assert set(use.losses) == set(VARIANTS)
+    assert all(np.all(use.delta(v) == 0.0) for v in VARIANTS), use.table()
+
+    for name in ("songecho_melody", "unisinger"):
+        use = f0_use(runs[name], **probe)
+        assert np.all(np.isfinite(use.losses["true"])) and use.step == 2
+        assert np.abs(use.delta("nulled")).max() > 0, (name, use.table())
+        again = f0_use(runs[name], **probe)
+        assert all(np.array_equal(use.losses[v], again.losses[v]) for v in VARIANTS)
+    with pytest.raises(F0UseError, match="reads no f0"):
+        f0_use(runs["samuel"], **probe)

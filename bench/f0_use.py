@@ -1,0 +1,43 @@
+"""Does a trained SongEcho stage-B or UniSinger run use the pitch it is given, or only the voicing? Prints the
+paired held-out loss (train/eval/f0_use.py) with the true f0, transposed +4 semitones, voicing only and nulled, for
+the latest checkpoint of each run or for every checkpoint (`--every-checkpoint`: the curve against the step).
+
+    .venv/bin/python bench/f0_use.py /work/data/gen4b/songecho_b_ia_eilm --every-checkpoint --threads 1
+
+Reads the runs and their corpus (or `--data`); writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from songcorpus.train.checkpoint import list_checkpoints
+from songcorpus.train.eval.f0_use import F0UseError, f0_use
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="training run folders")
+    p.add_argument("--data", help="corpus to draw held-out windows from (default: the run's own)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batches", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--every-checkpoint", action="store_true", help="probe every kept checkpoint, not the latest")
+    p.add_argument("--threads", type=int, help="torch threads (default torch's)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for run in args.runs:
+        steps = [str(s) for s, _ in list_checkpoints(run)] if args.every_checkpoint else [None]
+        for step in steps:
+            try:
+                use = f0_use(run, args.data, args.split, step, args.batches, args.batch_size)
+            except F0UseError as exc:
+                raise SystemExit(str(exc)) from None
+            print(f"== {run} step {use.step}\n{use.table()}\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
