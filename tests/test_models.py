@@ -104,6 +104,11 @@ def test_parameter_counts():
     assert 0.95e9 < count_parameters(LadaBandConfig.paper()) < 1.15e9             # the paper: about 1B
     assert count_parameters(SongEchoConfig.paper()) > 2e9                         # ACE-Step-size backbone
     assert count_parameters(SongEchoMelodyConfig(), trainable_only=True) < count_parameters(SongEchoMelodyConfig())
+    # the compact defaults the model docstrings state (in millions, 2 decimals): a change of size shows here
+    stated = {"samuel": 3.92, "lada_band": 8.56, "songecho": 10.74, "unisinger": 14.14}
+    for name, millions in stated.items():
+        assert round(count_parameters(MODEL_CONFIGS[name]()) / 1e6, 2) == millions, name
+    assert round(count_parameters(SongEchoMelodyConfig(), trainable_only=True) / 1e6, 2) == 2.43
 
 
 # ---------------------------------------------------------------------------------------------

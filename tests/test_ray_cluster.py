@@ -4,7 +4,8 @@
 On the cluster every input, cache entry and output is an s3:// object on a local moto server (tests/s3_server.py),
 so the nodes share no folder: what one node computes reaches the other and the driver through the store.
 Checked there: ``curate --address`` publishes exactly the corpus a private local Ray publishes (run while the
-cluster is up and ``$RAY_ADDRESS`` names it); killing the worker node mid-run (and adding a fresh one, as an
+cluster is up and ``$RAY_ADDRESS`` names it), from S3 to S3 and from gs:// to gs:// (a local GCS emulator,
+tests/gcs_server.py, whose environment every node is given); killing the worker node mid-run (and adding a fresh one, as an
 autoscaler would) still ends with those bytes, every shard once; ``train --launcher ray --address`` trains 2
 Ray Train workers on the cluster's corpus, read from S3, and checkpoints.
 """
@@ -113,8 +114,11 @@ def _published(out: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster_runs(tmp_path_factory, s3_endpoint):
-    """Curate SONGS three ways (private local Ray while the cluster runs and $RAY_ADDRESS names it; the
-    two-node cluster; the cluster with its worker node killed mid-run), then train on the cluster's corpus."""
+    """Curate SONGS four ways (private local Ray while the cluster runs and $RAY_ADDRESS names it; the
+    two-node cluster, on S3 and on GCS; the cluster with its worker node killed mid-run), then train on the
+    cluster's corpus."""
+    from gcs_server import gcs_env, gcs_server
+    from gcs_server import make_bucket as make_gs_bucket
     from s3_server import make_bucket, s3_env
 
     from songcorpus.pipelines import storage
@@ -123,13 +127,16 @@ def cluster_runs(tmp_path_factory, s3_endpoint):
     tmp = tmp_path_factory.mktemp("ray_cluster")
     s3 = s3_env(s3_endpoint)
     found: dict = {}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in s3.items():
+    with gcs_server() as gs_endpoint, pytest.MonkeyPatch.context() as mp:
+        stores = {**s3, **gcs_env(gs_endpoint)}  # the nodes' environment: both stores' endpoints
+        for k, v in stores.items():
             mp.setenv(k, v)
         bucket = make_bucket("ray-cluster")
         manifest = _upload_inputs(bucket)
-        env = _env(**s3)
-        with LocalCluster([1, 1], env=s3) as cluster:
+        gs_bucket = make_gs_bucket("ray-cluster")
+        gs_manifest = _upload_inputs(gs_bucket)
+        env = _env(**stores)
+        with LocalCluster([1, 1], env=stores) as cluster:
             local = subprocess.run(_curate(manifest, bucket, "local"), capture_output=True, text=True,
                                    env={**env, "RAY_ADDRESS": cluster.address}, timeout=1200)
             assert local.returncode == 0, local.stderr[-3000:]
@@ -139,6 +146,12 @@ def cluster_runs(tmp_path_factory, s3_endpoint):
                                     capture_output=True, text=True, env=env, timeout=1200)
             assert joined.returncode == 0, joined.stderr[-3000:]
             found["cluster_s"] = time.monotonic() - t
+
+            on_gs = subprocess.run(_curate(gs_manifest, gs_bucket, "cluster", "--address", cluster.address),
+                                   capture_output=True, text=True, env=env, timeout=1200)
+            assert on_gs.returncode == 0, on_gs.stderr[-3000:]
+            found["gs"] = _published(f"{gs_bucket}/cluster")
+            found["gs_cache"] = storage.list_files(f"{gs_bucket}/cache-cluster")
 
             # kill the worker node once the first input's analysis is stored (both nodes are then busy)
             out = f"{bucket}/killed"
@@ -175,7 +188,7 @@ def cluster_runs(tmp_path_factory, s3_endpoint):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # the module's cluster fixture runs 3 curates and a fit
+@pytest.mark.timeout(3600)  # the module's cluster fixture runs 4 curates and a fit
 def test_two_node_curate_publishes_the_local_corpus(cluster_runs):
     local, joined = cluster_runs["local"], cluster_runs["cluster"]
     assert any(k.startswith("shards/") and k.endswith(".tar") for k in local)
@@ -183,7 +196,14 @@ def test_two_node_curate_publishes_the_local_corpus(cluster_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # the module's cluster fixture runs 3 curates and a fit
+@pytest.mark.timeout(3600)  # the module's cluster fixture runs 4 curates and a fit
+def test_two_node_curate_from_and_to_gcs_publishes_the_local_corpus(cluster_runs):
+    assert any("/results/" in o for o in cluster_runs["gs_cache"])  # the nodes' cache is on GCS too
+    assert cluster_runs["gs"] == cluster_runs["local"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # the module's cluster fixture runs 4 curates and a fit
 def test_killing_a_worker_node_mid_run_ends_with_the_same_bytes(cluster_runs):
     import io
 
@@ -203,7 +223,7 @@ def test_killing_a_worker_node_mid_run_ends_with_the_same_bytes(cluster_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # the module's cluster fixture runs 3 curates and a fit
+@pytest.mark.timeout(3600)  # the module's cluster fixture runs 4 curates and a fit
 def test_ray_train_on_the_two_node_cluster_trains_and_checkpoints(cluster_runs):
     from songcorpus.train.checkpoint import latest_checkpoint
 

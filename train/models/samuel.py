@@ -25,9 +25,10 @@ Diffusion (follows generators.md): cosine betas (s = 0.008), 800 steps, t unifor
 mean(w (v_hat - v)^2) with w = min(2 / (SNR + 1e-5), 10). Samplers: DDIM (eta; 50 steps by default) and
 ancestral DDPM (every step by default, or respaced), both with CFG (3.0).
 
-Parameter counts (``count_parameters`` in train/models/__init__.py, tested): compact default 3.91M
-(base 32, time 256; a CPU training step at B=4, T=256 is ~0.3 s on one core); paper 15.58M (base 64,
-time 512; the paper states 15.57M).
+Parameter counts (``count_parameters`` in train/models/__init__.py, tested): compact default 3.92M
+(base 32, time 256, 128 latent channels: the embedded codec's 128 mel bands; a CPU training step at B=4,
+T=256 is ~0.3 s on one core); paper 15.60M (base 64, time 512; 15.58M at the paper's 64 latent channels,
+where the paper states 15.57M).
 """
 
 from __future__ import annotations

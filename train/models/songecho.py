@@ -42,7 +42,7 @@ x <- x (1 + gamma) + beta. ``injection`` selects the ablations of issue 11: "eil
 alone (no IACR), "add" = x + Linear(256 -> D, zero)(SiLU(m)). A nulled melody makes the injection the
 identity for that sample.
 
-Parameter counts (``count_parameters``, tested): stage A compact 10.68M (D 256, 8 blocks, 4 x 64 heads,
+Parameter counts (``count_parameters``, tested): stage A compact 10.74M (128 latent channels, D 256, 8 blocks, 4 x 64 heads,
 2-layer lyric encoder); paper 2.58B (D 2560, 24 blocks, 20 x 128 heads, a 6-layer 1024-wide lyric encoder;
 ACE-Step v1 states 3.5B with its own Conformer lyric encoder). Stage B trainable: compact 2.43M; paper
 49,101,824 (the paper's 49.1M: 24 x (L_x 2560->256, L_m 256->256, 256->5120) + the two convolutions).

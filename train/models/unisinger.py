@@ -43,8 +43,8 @@ The lite profile has no content units and no speaker embedding, so the default c
   window instead when the loader has no reference latents (more leakage; a fallback, not a method).
 The full profile (``paper()``) reads HuBERT k-means units and the ECAPA speaker embedding instead.
 
-Parameter counts (``count_parameters``, tested): compact default 14.05M (D 256, 6 blocks, 4 heads);
-proposed paper scale 0.60B (D 1024, 16 blocks, 16 heads, units + ECAPA).
+Parameter counts (``count_parameters``, tested): compact default 14.14M (128 latent channels, D 256, 6 blocks, 4 heads);
+proposed paper scale 0.597B (D 1024, 16 blocks, 16 heads, units + ECAPA).
 """
 
 from __future__ import annotations
