@@ -4,6 +4,10 @@ the latest checkpoint of each run or for every checkpoint (`--every-checkpoint`:
 
     .venv/bin/python bench/f0_use.py /work/data/gen4b/songecho_b_ia_eilm --every-checkpoint --threads 1
 
+`--explained` also prints how much of the run's loss target pitch can explain at all (train/eval/f0_use.py
+`pitch_share`: held-out R² of the normalised vocal latents read linearly from voicing, and from voicing plus
+pitch bins), so a small use of pitch can be read against a small available share.
+
 Reads the runs and their corpus (or `--data`); writes nothing.
 """
 
@@ -14,7 +18,7 @@ import argparse
 import torch
 
 from songcorpus.train.checkpoint import list_checkpoints
-from songcorpus.train.eval.f0_use import F0UseError, f0_use
+from songcorpus.train.eval.f0_use import F0UseError, f0_use, pitch_share
 
 
 def main() -> None:
@@ -26,6 +30,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--every-checkpoint", action="store_true", help="probe every kept checkpoint, not the latest")
     p.add_argument("--threads", type=int, help="torch threads (default torch's)")
+    p.add_argument("--explained", action="store_true",
+                   help="also print the share of the vocal latents' variance that voicing and pitch explain")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -37,6 +43,14 @@ def main() -> None:
             except F0UseError as exc:
                 raise SystemExit(str(exc)) from None
             print(f"== {run} step {use.step}\n{use.table()}\n", flush=True)
+        if args.explained:
+            from songcorpus.train.generate import load_run
+
+            loaded = load_run(run)
+            share = pitch_share(args.data or str(loaded.corpus), loaded.stats, loaded.window_s)
+            print(f"explained (held-out R², linear): voicing {share.voicing:.3f}, voicing + pitch "
+                  f"{share.voicing_and_pitch:.3f}, pitch adds {share.pitch:.3f} ({share.frames[0]} train / "
+                  f"{share.frames[1]} held-out frames)\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,32 @@ def test_f0_use_reads_whether_a_model_follows_its_f0(runs, tmp_path):
         assert all(np.array_equal(use.losses[v], again.losses[v]) for v in VARIANTS)
     with pytest.raises(F0UseError, match="reads no f0"):
         f0_use(runs["samuel"], **probe)
+
+
+def test_pitch_share_reads_what_voicing_and_pitch_explain(runs):
+    """train/eval/f0_use.py's linear read. Known answers: a target made from the pitch bins is explained by
+    voicing plus pitch and far less by voicing alone; one made from voicing gains nothing from pitch; noise is
+    explained by neither. Then the corpus path runs on a trained run's stats."""
+    from songcorpus.train.eval.f0_use import pitch_share, ridge_r2, voicing_pitch_features
+    from songcorpus.train.generate import load_run
+
+    rng = np.random.default_rng(0)
+    f0 = np.where(rng.random(4000) < 0.7, 110.0 * 2.0 ** rng.uniform(0, 3, 4000), 0.0)
+    voiced, with_pitch = voicing_pitch_features(f0)
+    assert voiced.shape == (4000, 1) and with_pitch.shape[0] == 4000 and with_pitch[:, -1].tolist() == voiced[:, 0].tolist()
+    fit, read = slice(0, 3000), slice(3000, None)
+    from_pitch = with_pitch @ rng.normal(size=(with_pitch.shape[1], 6)) + 0.01 * rng.normal(size=(4000, 6))
+    assert ridge_r2(with_pitch[fit], from_pitch[fit], with_pitch[read], from_pitch[read], ridge=1e-6) > 0.99
+    assert ridge_r2(voiced[fit], from_pitch[fit], voiced[read], from_pitch[read]) < 0.6
+    from_voicing = voiced @ rng.normal(size=(1, 6)) + 0.1 * rng.normal(size=(4000, 6))
+    a = ridge_r2(voiced[fit], from_voicing[fit], voiced[read], from_voicing[read])
+    b = ridge_r2(with_pitch[fit], from_voicing[fit], with_pitch[read], from_voicing[read])
+    assert a > 0.9 and abs(b - a) < 0.01
+    noise = rng.normal(size=(4000, 6))
+    assert abs(ridge_r2(with_pitch[fit], noise[fit], with_pitch[read], noise[read])) < 0.05
+
+    loaded = load_run(runs["songecho_melody"])
+    share = pitch_share(str(loaded.corpus), loaded.stats, loaded.window_s, splits=("train", "train"), batches=2,
+                        batch_size=2)
+    assert share.frames[0] == share.frames[1] > 0
+    assert 0.0 <= share.voicing <= 1.0 and np.isfinite(share.pitch)
