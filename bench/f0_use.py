@@ -14,6 +14,7 @@ Reads the runs and their corpus (or `--data`); writes nothing.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -36,7 +37,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     for run in args.runs:
-        steps = [str(s) for s, _ in list_checkpoints(run)] if args.every_checkpoint else [None]
+        steps = [str(s) for s, _ in list_checkpoints(Path(run))] if args.every_checkpoint else [None]
         for step in steps:
             try:
                 use = f0_use(run, args.data, args.split, step, args.batches, args.batch_size)
