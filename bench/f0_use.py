@@ -50,7 +50,7 @@ def main() -> None:
             loaded = load_run(run)
             share = pitch_share(args.data or str(loaded.corpus), loaded.stats, loaded.window_s)
             print(f"explained (held-out R², linear): voicing {share.voicing:.3f}, voicing + pitch "
-                  f"{share.voicing_and_pitch:.3f}, pitch adds {share.pitch:.3f} ({share.frames[0]} train / "
+                  f"{share.voicing_and_pitch:.3f}, pitch adds {share.pitch:.3f} ({share.frames[0]} fitted / "
                   f"{share.frames[1]} held-out frames)\n", flush=True)
 
 

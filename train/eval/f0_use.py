@@ -110,7 +110,7 @@ class PitchShare:
 
     voicing: float
     voicing_and_pitch: float
-    frames: tuple[int, int]  # (train, held-out) voiced-or-not frames read
+    frames: tuple[int, int]  # (fitted, read) latent frames, voiced or not
 
     @property
     def pitch(self) -> float:
@@ -131,33 +131,34 @@ def ridge_r2(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_
     return 1.0 - sse / sst
 
 
+def voicing_pitch_features(f0: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """f0 (..., T) Hz -> (the voiced flag (..., T', 1), the flag and the pitch bins (..., T', bins + 1)), read as
+    the models read it: ``melody_input(f0, "bins")``, then ``resample_time`` to ``length`` frames (T' = length,
+    or T when None)."""
+    from songcorpus.train.models.blocks import melody_input, resample_time
+
+    hz = torch.from_numpy(np.asarray(f0, dtype=np.float32))
+    features = melody_input(hz.reshape(-1, hz.shape[-1]), "bins")  # (rows, bins + 1, T)
+    if length is not None:
+        features = resample_time(features, length)
+    bins = features.transpose(1, 2).double().numpy().reshape(*hz.shape[:-1], features.shape[2], features.shape[1])
+    return bins[..., -1:], bins
+
+
 def _frames(view, stats: dict, batches: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(f0 per latent frame (N,), normalised vocal latents (N, C)) of ``batches`` batches, padding dropped. The
-    100 Hz f0 is pooled to the latent rate: voiced when most of a latent frame's f0 frames are, at their mean."""
+    """(voicing and pitch-bin features per latent frame (N, bins + 1), normalised vocal latents (N, C)) of
+    ``batches`` batches, padding dropped."""
     from songcorpus.train.data import BatchBuilder, ShardStream, StepOrder
 
     stream = ShardStream(BatchBuilder(view, latent_stats=stats), StepOrder(len(view), seed, batch_size))
-    f0s, latents = [], []
+    features, latents = [], []
     for i in range(min(batches, max(1, len(view) // batch_size))):
         batch = stream.batch(i)
-        lat, f0, mask = (np.asarray(batch[k], dtype=np.float64) for k in ("vocals_latents", "f0", "mask"))
-        hop = f0.shape[1] // lat.shape[1]
-        pooled = f0[:, : hop * lat.shape[1]].reshape(len(f0), lat.shape[1], hop)
-        voiced = (pooled > 0).mean(axis=2) > 0.5
-        hz = np.where(voiced, pooled.sum(axis=2) / np.maximum((pooled > 0).sum(axis=2), 1), 0.0)
-        keep = mask > 0
-        f0s.append(hz[keep])
-        latents.append(lat[keep])
-    return np.concatenate(f0s), np.concatenate(latents)
-
-
-def voicing_pitch_features(f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame of ``f0`` (N,) Hz: (the voiced flag (N, 1), the flag plus the pitch bins the models' ``bins``
-    encoding reads (N, bins + 1))."""
-    from songcorpus.train.models.blocks import f0_bin_features
-
-    bins = f0_bin_features(torch.from_numpy(np.asarray(f0, dtype=np.float64))[None, :].float())[0].T.double().numpy()
-    return bins[:, -1:], bins
+        lat, mask = np.asarray(batch["vocals_latents"], dtype=np.float64), np.asarray(batch["mask"]) > 0
+        _, bins = voicing_pitch_features(batch["f0"], lat.shape[1])
+        features.append(bins[mask])
+        latents.append(lat[mask])
+    return np.concatenate(features), np.concatenate(latents)
 
 
 def pitch_share(corpus: str, latent_stats: dict, window_s: float, splits: tuple[str, str] = ("train", "test"),
@@ -167,9 +168,8 @@ def pitch_share(corpus: str, latent_stats: dict, window_s: float, splits: tuple[
     from songcorpus.train.data import CorpusView
 
     keys = ["f0", "vocals_latents"]
-    (fit_f0, fit_y), (read_f0, read_y) = (
+    (fit_x, fit_y), (read_x, read_y) = (
         _frames(CorpusView(corpus, split, keys, window_s=window_s), latent_stats, batches, batch_size, seed)
         for split in splits)
-    (fit_v, fit_vp), (read_v, read_vp) = voicing_pitch_features(fit_f0), voicing_pitch_features(read_f0)
-    return PitchShare(ridge_r2(fit_v, fit_y, read_v, read_y), ridge_r2(fit_vp, fit_y, read_vp, read_y),
-                      (len(fit_y), len(read_y)))
+    voicing = ridge_r2(fit_x[:, -1:], fit_y, read_x[:, -1:], read_y)
+    return PitchShare(voicing, ridge_r2(fit_x, fit_y, read_x, read_y), (len(fit_y), len(read_y)))
