@@ -27,11 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import shutil
 import threading
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +37,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from songcorpus.pipelines import storage
 from songcorpus.pipelines.corpus import ShardPlan, ShardWriter, write_planned_shard
+from songcorpus.pipelines.disk_map import DiskMap
 from songcorpus.pipelines.executor import StageGroup, build_stages, group_stages
+from songcorpus.pipelines.job_folder import JobFolder, part_count, read_part
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.base import Row, canonical_json
@@ -48,6 +47,7 @@ from songcorpus.transforms.base import Row, canonical_json
 RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 DASK_RUNNER = RUNNER_ALIASES["DaskRunner"]
 MAX_LINES_PER_PART = 256  # a part is read by one worker; more parts than workers balance uneven songs
+MIN_PARTS_PER_WORKER = 4
 
 
 def pipeline_flags(config: PipelineConfig) -> list[str]:
@@ -107,11 +107,6 @@ class GroupDoFn(beam.DoFn):
         yield canonical_json(row)
 
 
-def read_part(url: str) -> Iterator[str]:
-    """The lines of one part file (a worker reads its own inputs; the graph only names the file)."""
-    yield from (line for line in storage.read_bytes(url).decode("utf-8").split("\n") if line.strip())
-
-
 class WriteLinesDoFn(beam.DoFn):
     """The sink: each bundle's lines go to one file in ``folder``, named by its content, written atomically,
     so a retried bundle rewrites the same file and the driver never reads half of one. Yields nothing, so no
@@ -157,41 +152,6 @@ class WriteShardDoFn(beam.DoFn):
 # ---- driver side ------------------------------------------------------------------------------------------
 
 
-class JobFolder:
-    """A job's exchange folder in the artefact store (a local path or an object-store URL, through
-    ``pipelines/storage.py``): ``inputs/part-*.jsonl`` the driver writes, ``results/`` the workers write.
-    Removed when the job ends, whatever happened."""
-
-    def __init__(self, store_url: str, kind: str) -> None:
-        self.root = storage.join(store_url, "tmp", f"beam-{kind}-{uuid.uuid4().hex}")
-        self.results = storage.join(self.root, "results")
-        if not storage.is_url(self.root):
-            Path(self.results).mkdir(parents=True)
-
-    def write_inputs(self, lines: list[str], workers: int) -> list[str]:
-        """Lines dealt round-robin into parts: at least 4 per worker (to balance), at most 256 lines each."""
-        n_parts = max(1, min(len(lines), max(4 * workers, math.ceil(len(lines) / MAX_LINES_PER_PART))))
-        urls = []
-        for i in range(n_parts):
-            url = storage.join(self.root, "inputs", f"part-{i:06d}.jsonl")
-            storage.write_bytes(url, "".join(line + "\n" for line in lines[i::n_parts]).encode())
-            urls.append(url)
-        return urls
-
-    def result_files(self, pattern: str) -> list[str]:
-        return storage.glob(storage.join(self.results, pattern))
-
-    def __enter__(self) -> JobFolder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if storage.is_url(self.root):
-            for url in storage.list_files(self.root):
-                storage.remove(url)
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
 def run_pipeline(flags: list[str], parts: list[str], build: Callable[[beam.PCollection], object]) -> None:
     """Run ``Create(part names) | read | Reshuffle | build(...)`` to the end; a failed job raises."""
     runner = runner_of(flags)
@@ -214,16 +174,18 @@ def run_pipeline(flags: list[str], parts: list[str], build: Callable[[beam.PColl
         raise RuntimeError(f"the Beam job ended {state} (runner {runner or 'DirectRunner'})")
 
 
-def run_beam(rows: Sequence[Row], config: PipelineConfig, store_root: str, progress: bool = True,
+def run_beam(rows: Collection[Row], config: PipelineConfig, store_root: str, progress: bool = True,
              phase: str = "analysis") -> Iterator[Row]:
     """Run one phase's stage groups over the rows on the configured Beam runner; rows come back in any order,
-    streamed from the workers' result parts (the driver holds one row at a time, and the sources it has seen)."""
+    streamed from the workers' result parts. The driver holds one row (and one input part) at a time: the sources
+    it has seen are kept in a scratch file (``pipelines/disk_map.py``), ``rows`` may be a file-backed collection."""
     store = ArtefactStore(store_root)
     groups = group_stages(build_stages(config, store, phase))
     config_json = config.model_dump_json()
     flags = pipeline_flags(config)
-    with JobFolder(store_root, phase) as job:
-        parts = job.write_inputs([canonical_json(r) for r in rows], config.engine.workers)
+    with JobFolder(store_root, f"beam-{phase}") as job:
+        parts = job.write_inputs((canonical_json(r) for r in rows), len(rows),
+                                 part_count(len(rows), MIN_PARTS_PER_WORKER * config.engine.workers, MAX_LINES_PER_PART))
 
         def build(pcoll: beam.PCollection) -> None:
             for group in groups:
@@ -232,14 +194,15 @@ def run_beam(rows: Sequence[Row], config: PipelineConfig, store_root: str, progr
             pcoll | "Collect" >> beam.ParDo(WriteLinesDoFn(str(job.results)))
 
         run_pipeline(flags, parts, build)
-        seen: set[str] = set()
+        seen: DiskMap[int] = DiskMap()
         for path in job.result_files("part-*.jsonl"):
             for line in read_part(path):
                 row = json.loads(line)
                 if row["track"]["source"] not in seen:  # a retried bundle may have written a row twice
-                    seen.add(row["track"]["source"])
+                    seen[row["track"]["source"]] = 1
                     yield row
-    missing = sorted({r["track"]["source"] for r in rows} - seen)
+    missing = sorted(src for src in (r["track"]["source"] for r in rows) if src not in seen)
+    seen.close()
     if missing:
         raise RuntimeError(f"the Beam job returned no result for {len(missing)} of {len(rows)} rows "
                            f"(first: {missing[0]})")
@@ -257,8 +220,10 @@ def beam_shard_writer(config: PipelineConfig) -> ShardWriter:
               progress: bool) -> list[dict[str, Any]]:
         if not plans:
             return []
-        with JobFolder(store_url(store), "shards") as job:
-            parts = job.write_inputs([p.to_json() for p in plans], config.engine.workers)
+        with JobFolder(store_url(store), "beam-shards") as job:
+            parts = job.write_inputs((p.to_json() for p in plans), len(plans),
+                                     part_count(len(plans), MIN_PARTS_PER_WORKER * config.engine.workers,
+                                                MAX_LINES_PER_PART))
             run_pipeline(pipeline_flags(config), parts, lambda pcoll: pcoll | "WriteShards" >> beam.ParDo(
                 WriteShardDoFn(str(shard_dir), store_url(store), job.results)))
             written = [json.loads(storage.read_bytes(p)) for p in job.result_files("*.json")]

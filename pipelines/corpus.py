@@ -9,12 +9,13 @@ planned content), and commits the catalog last. ``songcorpus rebuild`` calls it 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import tempfile
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from typing import Any
 from tqdm import tqdm
 
 from songcorpus.pipelines.catalog import write_catalog
+from songcorpus.pipelines.disk_map import DiskMap
 from songcorpus.pipelines.hf_features import write_features
 from songcorpus.pipelines.shard_writer import Sample, describe_shard, family_present, write_shard
-from songcorpus.pipelines.state_rows import PackedRows, SortedSpool, chunked, scores_of
+from songcorpus.pipelines.state_rows import PackedRows, SortedSpool, SpooledRows, chunked, scores_of
 from songcorpus.schemas.catalog import METHOD_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, group_file, group_suffixes, sample_json_schema
@@ -47,33 +49,36 @@ class Decision:
     duplicate_of: str | None = None
 
 
-def decide(rows: list[Row], config: PipelineConfig, near: NearDuplicates | None = None) -> dict[str, Decision]:
+def decision_map(items: Iterable[tuple[str, Decision]] = ()) -> DiskMap[Decision]:
+    """Source -> decision, on local disk (``pipelines/disk_map.py``): the driver holds none of them in memory."""
+    return DiskMap(items, encode=dataclasses.astuple, decode=lambda v: Decision(*v))
+
+
+def decide(rows: Iterable[Row], config: PipelineConfig, near: NearDuplicates | None = None) -> DiskMap[Decision]:
     """Per source: stage outcome first, then exact duplicates (the smallest source is kept), then near
-    duplicates (``near``, when ``near_duplicates.reject``: one kept copy per group), then gates."""
+    duplicates (``near``, when ``near_duplicates.reject``: one kept copy per group), then gates. One pass over
+    ``rows`` (and one for the copies); the decisions go to disk."""
     check_gate_scores(config.gates)
-    decisions: dict[str, Decision] = {}
-    for row in rows:
-        outcome = row["outcome"]
-        if outcome is not None:
-            decisions[row["track"]["source"]] = Decision(outcome["status"], outcome["stage"], outcome["code"],
-                                                         outcome["reason"])
     kept_of = exact_duplicates(rows)
-    for row in rows:
-        src = row["track"]["source"]
-        if src in decisions:
-            continue
-        kept = kept_of[src]
-        if kept != src:
-            decisions[src] = Decision("rejected", "dedup", "duplicate",
-                                      f"exact duplicate of the decoded audio of {kept}", kept)
-            continue
-        if near is not None and config.near_duplicates.reject and near.kept_of.get(src, src) != src:
-            decisions[src] = Decision("rejected", "fingerprint", "near_duplicate", near.reason(src), near.kept_of[src])
-            continue
-        gate = apply_gates(config.gates, scores_of(row))
-        decisions[src] = (Decision("rejected", gate.stage, gate.code, gate.reason) if gate
-                          else Decision("accepted"))
-    return decisions
+
+    def decided() -> Iterator[tuple[str, Decision]]:
+        for row in rows:
+            src, outcome = row["track"]["source"], row["outcome"]
+            if outcome is not None:
+                yield src, Decision(outcome["status"], outcome["stage"], outcome["code"], outcome["reason"])
+                continue
+            kept = kept_of.get(src, src)
+            if kept != src:
+                yield src, Decision("rejected", "dedup", "duplicate", f"exact duplicate of the decoded audio of {kept}",
+                                    kept)
+                continue
+            if near is not None and config.near_duplicates.reject and near.kept_of.get(src, src) != src:
+                yield src, Decision("rejected", "fingerprint", "near_duplicate", near.reason(src), near.kept_of[src])
+                continue
+            gate = apply_gates(config.gates, scores_of(row))
+            yield src, Decision("rejected", gate.stage, gate.code, gate.reason) if gate else Decision("accepted")
+
+    return decision_map(decided())
 
 
 def split_key(row: Row) -> str:
@@ -83,21 +88,24 @@ def split_key(row: Row) -> str:
     return track["metadata"].get("artist") or (f"file:{song}" if song else track_id_for(track["source"]))
 
 
-def split_groups(rows: list[Row], near: NearDuplicates | None) -> dict[str, str]:
+def split_groups(rows: Iterable[Row], near: NearDuplicates | None) -> DiskMap[str]:
     """Source -> the key its split hashes on: the smallest :func:`split_key` of its connected component of
     (copies of one recording, ``near``) joined with (songs of one artist), so no copy and no artist crosses
-    splits, whether or not near duplicates are rejected. A track alone keeps its own key."""
-    own = {r["track"]["source"]: split_key(r) for r in rows}
-    by_key: dict[str, list[str]] = defaultdict(list)
-    for src, key in own.items():
-        by_key[key].append(src)
-    edges = [(srcs[0], s) for srcs in by_key.values() for s in srcs[1:]]
-    edges += [(s, kept) for s, kept in (near.kept_of.items() if near else ()) if s in own and kept in own]
-    comp = components(own, edges)
-    smallest: dict[str, str] = {}
-    for src, root in comp.items():
-        smallest[root] = min(smallest.get(root, own[src]), own[src])
-    return {src: smallest[comp[src]] for src in own}
+    splits, whether or not near duplicates are rejected. A track alone keeps its own key.
+
+    Tracks of one key are one component already, so only the keys that copies join are merged (a union-find over
+    the keys of ``near``'s groups: memory for the copies, not the corpus); two passes over ``rows``, the result on
+    disk."""
+    kept_of = near.kept_of if near else {}
+    key_of_copy: dict[str, str] = {}
+    if kept_of:
+        for r in rows:
+            if r["track"]["source"] in kept_of:
+                key_of_copy[r["track"]["source"]] = split_key(r)
+    edges = [(key_of_copy[s], key_of_copy[kept]) for s, kept in kept_of.items()
+             if s in key_of_copy and kept in key_of_copy]
+    merged = components(sorted({k for e in edges for k in e}), edges)  # key -> smallest key of its component
+    return DiskMap((r["track"]["source"], merged.get(k := split_key(r), k)) for r in rows)
 
 
 def assign_split(row: Row, config: PipelineConfig, group: str | None = None) -> str:
@@ -120,17 +128,18 @@ def lineage_of(row: Row, lineages: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {name: lineages[name] for name in row["results"] if name in lineages}
 
 
-def train_pool(accepted: list[Row], splits: dict[str, str]) -> list[Row]:
+def train_pool(accepted: Iterable[Row], splits: Mapping[str, str]) -> Iterator[Row]:
     """What corpus-level models are fit on: the train split's songs (all accepted songs when none is in train)."""
-    return [r for r in accepted if splits[r["track"]["source"]] == "train"] or accepted
+    in_train = any(splits[r["track"]["source"]] == "train" for r in accepted)
+    return (r for r in accepted if not in_train or splits[r["track"]["source"]] == "train")
 
 
 def fit_cached_centroids(store: ArtefactStore, name: str, settings_digest: str, files: list[str],
-                         fit: Callable[[Any], Any]) -> dict[str, Any] | None:
+                         fit: Callable[[Any], Any], max_rows: int, seed: int) -> dict[str, Any] | None:
     """k-means centroids over the concatenated frame files, stored as ``.npy``; cached under ``name`` by the
-    settings and the frame files, so an unchanged corpus never refits."""
-    import numpy as np
-
+    settings and the frame files, so an unchanged corpus never refits. ``fit`` subsamples to ``max_rows`` rows
+    with ``seed`` (``kmeans.subsample_rows``); that draw is made here over the files' row counts and only the rows
+    drawn are read (:func:`gather_rows`), so the driver holds ``max_rows`` frames, not the corpus's."""
     from songcorpus.transforms.codec import codebook_bytes, codebook_sha256
 
     if not files:
@@ -139,38 +148,58 @@ def fit_cached_centroids(store: ArtefactStore, name: str, settings_digest: str, 
     cached = store.get_result(name, key)
     if cached is not None and store.exists(cached["file"]):
         return cached
-    frames = np.concatenate([store.get_array(f) for f in files])
+    frames, n_total = gather_rows(store, files, max_rows, seed)
     centroids = fit(frames)
     entry = {"file": store.put_blob(codebook_bytes(centroids), ".npy"), "sha256": codebook_sha256(centroids),
-             "fit_frames": int(frames.shape[0])}
+             "fit_frames": n_total}
     store.put_result(name, key, entry)
     return entry
 
 
-def fit_corpus_codebook(accepted: list[Row], splits: dict[str, str], config: PipelineConfig,
+def gather_rows(store: ArtefactStore, files: list[str], max_rows: int, seed: int) -> tuple[Any, int]:
+    """The rows ``subsample_rows(concatenation of files, max_rows, seed)`` would keep, in order, read file by file
+    (memory-mapped: a file's rows not drawn are never loaded), and the concatenation's row count."""
+    import numpy as np
+
+    arrays = [np.load(store.path(f), mmap_mode="r", allow_pickle=False) for f in files]
+    n_total = sum(a.shape[0] for a in arrays)
+    if n_total <= max_rows:
+        return np.concatenate([np.asarray(a) for a in arrays]), n_total
+    wanted = np.sort(np.random.default_rng(seed).choice(n_total, max_rows, replace=False))
+    parts, start = [], 0
+    for a in arrays:
+        lo, hi = np.searchsorted(wanted, [start, start + a.shape[0]])
+        if hi > lo:
+            parts.append(np.asarray(a[wanted[lo:hi] - start]))
+        start += a.shape[0]
+    return np.concatenate(parts), n_total
+
+
+def fit_corpus_codebook(accepted: Iterable[Row], splits: Mapping[str, str], config: PipelineConfig,
                         store: ArtefactStore) -> dict[str, str] | None:
     """The embedded codec's codebook, fit on the train split's sampled frames (stage ``codec_frames``)."""
     from songcorpus.transforms.codec import fit_codebook
 
     files = [r["results"]["codec_frames"]["codec_frames_file"] for r in train_pool(accepted, splits)]
     return fit_cached_centroids(store, "codebook", config.codec.digest(), files,
-                                lambda frames: fit_codebook(frames, config.codec))
+                                lambda frames: fit_codebook(frames, config.codec), config.codec.fit_max_frames,
+                                config.codec.seed)
 
 
-def fit_corpus_units(accepted: list[Row], splits: dict[str, str], config: PipelineConfig,
+def fit_corpus_units(accepted: Iterable[Row], splits: Mapping[str, str], config: PipelineConfig,
                      store: ArtefactStore) -> dict[str, Any] | None:
     """Full profile: the content-unit k-means over the train split's sampled HuBERT frames (stage
     ``unit_frames``)."""
-    from songcorpus.transforms.content_units import fit_unit_codebook
+    from songcorpus.transforms.content_units import FIT_MAX_FRAMES, fit_unit_codebook
 
     cfg = config.content_units
     files = [r["results"]["unit_frames"]["unit_frames_file"] for r in train_pool(accepted, splits)
              if "unit_frames" in r["results"]]
     return fit_cached_centroids(store, "unit_codebook", cfg.digest(), files,
-                                lambda frames: fit_unit_codebook([frames], cfg.n_units, seed=0))
+                                lambda frames: fit_unit_codebook([frames], cfg.n_units, seed=0), FIT_MAX_FRAMES, 0)
 
 
-def sample_rows(accepted: list[Row], splits: dict[str, str], codebook: dict[str, str],
+def sample_rows(accepted: list[Row], splits: Mapping[str, str], codebook: dict[str, str],
                 lineages: dict[str, dict[str, Any]]) -> list[Row]:
     """Rows for the samples phase: what SampleStage reads besides the analysis results (a copy of the results
     dict, so an in-process runner never writes samples into the analysis rows that state/rows.jsonl records)."""
@@ -321,10 +350,10 @@ def _member(store: ArtefactStore, rel: str) -> Path:
 SAMPLES_CHUNK = 2048
 
 
-def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
+def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
                  lineages: dict[str, dict[str, Any]], run_samples: Callable[[list[Row]], Iterable[Row]],
                  progress: bool = True, write_shards: ShardWriter | None = None,
-                 full_rows: Callable[[], Iterable[Row]] | None = None) -> dict[str, Decision]:
+                 full_rows: Callable[[], Iterable[Row]] | None = None) -> DiskMap[Decision]:
     """Decide, fit the codebook, run the samples phase (``run_samples``: the engine), write shards (``write_shards``:
     the engine's workers, else :func:`write_shards_here`) and the catalog from their parts.
 
@@ -332,9 +361,11 @@ def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: 
     source order (the state file): the samples phase then gets them :data:`SAMPLES_CHUNK` at a time and the tracks
     table is written as they stream. Windows are spooled to a local file as the samples phase returns them and
     packed into shard plans in key order from there, :data:`PLANS_CHUNK` plans per shard-writer call; the windows
-    table streams from the parts the writers return. What the driver holds for every track is its slim row and
-    decision; for every window, a spool index entry (its key and two integers)."""
-    if not isinstance(rows, PackedRows):  # packed rows come from a state file, in source order already
+    table streams from the parts the writers return. Per-track state (slim rows, decisions, splits, window counts)
+    and the window spools are on local disk (``SpooledRows``, ``DiskMap``, ``SortedSpool``): what the driver holds
+    in memory does not grow with the tracks, only with the copies ``near`` finds and the shards' small parts. The
+    decisions come back as a :class:`DiskMap`."""
+    if not isinstance(rows, (PackedRows, SpooledRows)):  # these come from a state file, in source order already
         rows = sorted(rows, key=lambda r: r["track"]["source"])
     if full_rows is None:
         def full_rows() -> Iterable[Row]:
@@ -346,14 +377,14 @@ def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: 
     manifest_path = shard_dir / SHARD_MANIFEST
     old_manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
 
-    splits: dict[str, str] = {}
-    accepted = PackedRows(r for r in rows if decisions[r["track"]["source"]].status == "accepted")
+    accepted = SpooledRows(r for r in rows if decisions[r["track"]["source"]].status == "accepted")
     groups = split_groups(rows, near)
-    for row in accepted:
-        splits[row["track"]["source"]] = assign_split(row, config, groups[row["track"]["source"]])
+    splits: DiskMap[str] = DiskMap((row["track"]["source"], assign_split(row, config, groups[row["track"]["source"]]))
+                                   for row in accepted)
+    groups.close()
     codebook = fit_corpus_codebook(accepted, splits, config, store) if accepted else None
     units = fit_corpus_units(accepted, splits, config, store) if accepted and config.profile == "full" else None
-    del accepted
+    accepted.close()
     if codebook is not None:  # next to the shards, so trainers and the evaluator can decode tokens without the cache
         atomic_write_bytes(out / "codec" / "codebook.npy", store.path(codebook["file"]).read_bytes())
         atomic_write_bytes(out / "codec" / "codebook.json", (json.dumps(codebook, indent=1, sort_keys=True) + "\n").encode())
@@ -362,7 +393,7 @@ def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: 
         atomic_write_bytes(out / "codec" / "units.json", (json.dumps(units, indent=1, sort_keys=True) + "\n").encode())
 
     parts: dict[str, dict[str, Any]] = {}  # shard -> its part without its windows (small: files and checksums)
-    n_windows: dict[str, int] = defaultdict(int)
+    n_windows: DiskMap[int] = DiskMap()  # source -> its windows in the shards
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as tmp:
         samples = SortedSpool(Path(tmp) / "samples.unsorted")  # "<split>\x1f<key>" -> the window's plan entry
         windows = SortedSpool(Path(tmp) / "windows.unsorted")  # shard -> its catalog windows rows
@@ -381,8 +412,8 @@ def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: 
                 for part in writer(plan_chunk, shard_dir, store, progress):
                     rows_of_part = part.pop("windows")
                     if windows.add(part["shard"], (canonical_json(rows_of_part) + "\n").encode()):
-                        for w in rows_of_part:
-                            n_windows[w["source"]] += 1
+                        for src, n in sorted(Counter(w["source"] for w in rows_of_part).items()):
+                            n_windows[src] = n_windows.get(src, 0) + n
                     parts[part["shard"]] = part
             if sorted(parts) != sorted(planned):
                 raise RuntimeError(f"the shard writer returned {len(parts)} catalog parts for {len(planned)} planned "
@@ -414,14 +445,14 @@ def build_corpus(rows: Sequence[Row], config: PipelineConfig, out: Path, store: 
 PLANS_CHUNK = 256
 
 
-def run_samples_phase(full_rows: Callable[[], Iterable[Row]], splits: dict[str, str], decisions: dict[str, Decision],
+def run_samples_phase(full_rows: Callable[[], Iterable[Row]], splits: MutableMapping[str, str],
+                      decisions: MutableMapping[str, Decision],
                       codebook: dict[str, Any], units: dict[str, Any] | None, lineages: dict[str, dict[str, Any]],
                       run_samples: Callable[[list[Row]], Iterable[Row]], spool: SortedSpool) -> None:
     """The samples phase over the accepted songs' full rows, :data:`SAMPLES_CHUNK` at a time; each window's plan
     entry goes to ``spool`` (keyed by split and key: the packing order); a song the phase rejects gets its
     decision and leaves ``splits``."""
-    wanted = set(splits)
-    for chunk in chunked((r for r in full_rows() if r["track"]["source"] in wanted), SAMPLES_CHUNK):
+    for chunk in chunked((r for r in full_rows() if r["track"]["source"] in splits), SAMPLES_CHUNK):
         todo = sample_rows(chunk, splits, codebook, lineages)
         del chunk
         if units is not None:
@@ -474,8 +505,8 @@ class _PlannedSample:
 
 
 def write_catalog_tables(out: Path, config: PipelineConfig, store: ArtefactStore, lineages: dict[str, dict[str, Any]],
-                         full_rows: Callable[[], Iterable[Row]], decisions: dict[str, Decision],
-                         splits: dict[str, str], n_windows: dict[str, int], track_ids: dict[str, str],
+                         full_rows: Callable[[], Iterable[Row]], decisions: Mapping[str, Decision],
+                         splits: Mapping[str, str], n_windows: Mapping[str, int], track_ids: dict[str, str],
                          near: NearDuplicates, parts: dict[str, dict[str, Any]], windows: SortedSpool) -> None:
     """The catalog, its two big tables streamed: tracks from the full rows, windows from the shards' parts."""
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +36,9 @@ from songcorpus.pipelines.corpus import (
     scores_of,
 )
 from songcorpus.pipelines.executor import build_stages, new_row
-from songcorpus.pipelines.sources import expand_inputs
+from songcorpus.pipelines.sources import spool_inputs
 from songcorpus.pipelines.state_rows import (
-    PackedRows,
+    SpooledRows,
     iter_state_rows,
     slim_state_rows,
     write_state_rows,
@@ -78,7 +78,7 @@ def store_for(config: PipelineConfig, out: Path | str) -> ArtefactStore:
     return ArtefactStore(config.cache_dir if config.cache_dir else storage.join(out, ".cache"))
 
 
-def run_engine(rows: Sequence[Row], config: PipelineConfig, store: ArtefactStore, progress: bool,
+def run_engine(rows: Collection[Row], config: PipelineConfig, store: ArtefactStore, progress: bool,
                phase: str = "analysis") -> Iterator[Row]:
     """The phase's results as the engine yields them (any order): the caller streams them, never a list."""
     if not rows:
@@ -175,17 +175,17 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
         store = store_for(config, target.url)
         stages = build_stages(config, store)
         preflight([*stages, *build_stages(config, store, "samples")])
-        records = expand_inputs(inputs, storage.join(store.url, "inputs"))
+        records = spool_inputs(inputs, storage.join(store.url, "inputs"))  # on local disk, in source order
         n_inputs = len(records)
         log.info("%d inputs", n_inputs)
-        rows = PackedRows(new_row(r.to_dict()) for r in records)  # JSON bytes: the engine is given them one by one
-        del records
+        rows = SpooledRows(new_row(r.to_dict()) for r in records.iter_values())  # the engine streams them to parts
+        records.close()
         target.begin()
         stage_prior_manifest(target)
         with engine_session(config):
             lineages = {s.name: s.lineage() for s in stages}
             slim = analyse_into_state(rows, out, config, store, lineages, progress)
-            del rows
+            rows.close()
             if len(slim) != n_inputs:
                 raise RuntimeError(f"engine returned {len(slim)} rows for {n_inputs} inputs")
             decisions = build_corpus(slim, config, out, store, lineages, samples_runner(config, store, progress),
@@ -212,8 +212,8 @@ def publish(target: storage.OutputDir) -> None:
     target.publish(CORPUS_PARTS, {f"shards/{f}": sha for e in known.values() for f, sha in e["files"].items()})
 
 
-def analyse_into_state(rows: Sequence[Row], out: Path, config: PipelineConfig, store: ArtefactStore,
-                       lineages: dict, progress: bool) -> PackedRows:
+def analyse_into_state(rows: Collection[Row], out: Path, config: PipelineConfig, store: ArtefactStore,
+                       lineages: dict, progress: bool) -> SpooledRows:
     """Run the analysis phase, streaming every result into ``state/rows.jsonl`` (sorted by source) as it comes
     back; return the rows slimmed to what decisions read (``state_rows.slim_row``), sorted by source."""
     write_state_rows(out / STATE_ROWS, run_engine(rows, config, store, progress))
@@ -229,8 +229,9 @@ def save_state(out: Path, config: PipelineConfig, lineages: dict) -> None:
     atomic_write_bytes(out / "config.yaml", dump_config(config).encode())
 
 
-def load_state(out: Path | str, slim: bool = False) -> tuple[PipelineConfig, Sequence[Row], dict]:
-    """Config, rows (full, or with ``slim`` what decisions read: ``state_rows.slim_row``) and lineages of a corpus."""
+def load_state(out: Path | str, slim: bool = False) -> tuple[PipelineConfig, SpooledRows, dict]:
+    """Config, rows (full, or with ``slim`` what decisions read: ``state_rows.slim_row``; on local scratch disk,
+    read as they are iterated) and lineages of a corpus."""
     if storage.is_url(out):  # the published state, checked against the marker's checksums
         import tempfile
 
@@ -247,17 +248,17 @@ def load_state(out: Path | str, slim: bool = False) -> tuple[PipelineConfig, Seq
     import yaml
 
     config = PipelineConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
-    rows = slim_state_rows(out / STATE_ROWS) if slim else list(iter_state_rows(out / STATE_ROWS))
+    rows = slim_state_rows(out / STATE_ROWS) if slim else SpooledRows(iter_state_rows(out / STATE_ROWS))
     lineages = json.loads((state / "lineage.json").read_text())
     return config, rows, lineages
 
 
-def reopen_early_rejections(rows: Iterable[Row], config: PipelineConfig) -> PackedRows:
+def reopen_early_rejections(rows: Iterable[Row], config: PipelineConfig) -> SpooledRows:
     """Rows an early gate rejected were never fully analysed: the new gates re-decide them only while they
     still reject them; one they would now accept needs the missing analysis, so ``curate`` again."""
     from songcorpus.transforms.gates import apply_gates
 
-    out, reopened = PackedRows(), []
+    out, reopened = SpooledRows(), []
     for row in rows:
         if (row.get("outcome") or {}).get("early"):
             gate = apply_gates(config.gates, scores_of(row))

@@ -3,7 +3,8 @@
 Each stage group becomes one ``map_batches`` operator on an actor pool, so ``setup()`` (model
 loading) happens once per actor; the pool's CPU/GPU/memory request is the group's declared
 resources. Rows travel as canonical JSON strings (small: audio stays in the artefact store, which
-must be a path every worker can reach: on a cluster an object-store URL, or a shared filesystem).
+must be a path every worker can reach: on a cluster an object-store URL, or a shared filesystem); the
+driver hands them over as part files in that store (``pipelines/job_folder.py``), not as a list.
 
 Which Ray: with ``engine.ray_address`` (``--address``) the job joins that cluster, and the driver names its own
 node address (``engine.ray_node_ip``; 127.0.0.1 when the head is dialled on the loopback: a driver that left it
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +28,7 @@ import numpy as np
 
 from songcorpus.pipelines.corpus import ShardPlan, ShardWriter, write_planned_shard
 from songcorpus.pipelines.executor import StageGroup, build_stages, group_stages
+from songcorpus.pipelines.job_folder import JobFolder, part_count, read_part
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.base import Row, canonical_json
@@ -40,7 +43,11 @@ class _GroupActor:
         self.group = StageGroup(stages)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = self.group([json.loads(p) for p in batch["payload"]])
+        if "part" in batch:  # the first group reads its input part files itself (pipelines/job_folder.py)
+            payloads = [line for url in batch["part"] for line in read_part(url)]
+        else:
+            payloads = list(batch["payload"])
+        rows = self.group([json.loads(p) for p in payloads])
         return {"payload": np.array([canonical_json(r) for r in rows], dtype=object)}
 
 
@@ -99,10 +106,20 @@ def start_ray(config: PipelineConfig) -> bool:
 RESULT_BATCH_ROWS = 256
 
 
-def run_ray(rows: Sequence[Row], config: PipelineConfig, store_root: str, progress: bool = True,
+# The most input blocks (parts) of one phase: a block is the unit an actor takes, so one row per block balances
+# songs that differ in length by 100x; past this many rows, blocks hold several rows.
+MAX_BLOCKS = 4096
+
+
+def run_ray(rows: Collection[Row], config: PipelineConfig, store_root: str, progress: bool = True,
             phase: str = "analysis") -> Iterator[Row]:
     """Run one phase's stage groups over the rows, yielding results as they come (any order; the driver holds
-    one batch of them at a time); shuts down a Ray it had to start itself once the results are drained."""
+    one batch of them at a time); shuts down a Ray it had to start itself once the results are drained.
+
+    Rows in a list (which the caller holds anyway: a samples-phase chunk) are handed to Ray as they are; any other
+    collection (file-backed: the analysis phase's ``SpooledRows``) is streamed into part files in the artefact
+    store (``JobFolder``) that the workers read, so the driver never lists them and Ray's object store holds only
+    the part names."""
     import ray
 
     engine = config.engine
@@ -116,19 +133,26 @@ def run_ray(rows: Sequence[Row], config: PipelineConfig, store_root: str, progre
 
     store = ArtefactStore(store_root)
     groups = group_stages(build_stages(config, store, phase))
-    items = [{"payload": canonical_json(r)} for r in rows]
-    # Small blocks (one row each, up to a cap) balance the pool: tracks differ in length by 100x, and a
-    # block is the unit an actor takes, so big blocks leave one worker busy while the other idles.
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4096)))
-    del items  # in Ray's object store now
+    n_blocks = part_count(len(rows), 1, 1, MAX_BLOCKS)  # one row per block up to MAX_BLOCKS
+    job = None
+    if isinstance(rows, list):  # the caller holds these already (a chunk of the samples phase): hand them over
+        ds = ray.data.from_items([{"payload": canonical_json(r)} for r in rows], override_num_blocks=n_blocks)
+    else:  # file-backed rows of any number: streamed into part files, which the workers read
+        job = JobFolder(str(store_root), f"ray-{phase}")
+        parts = job.write_inputs((canonical_json(r) for r in rows), len(rows), n_blocks)
+        # no read task of its own: the first group's actors read the parts (a task would need a CPU the actor
+        # pools hold, and a zero-CPU one was measured to make Ray start a worker process per part)
+        ds = ray.data.from_items([{"part": url} for url in parts], override_num_blocks=len(parts))
     config_json = config.model_dump_json()
-    for group in groups:
+    rows_per_part = math.ceil(len(rows) / n_blocks)
+    for i, group in enumerate(groups):
         res = group.resources
         ds = ds.map_batches(
             _GroupActor,
             fn_constructor_kwargs={"config_json": config_json, "store_root": str(store_root), "phase": phase,
                                    "stage_names": [s.name for s in group.stages]},
-            batch_size=group.batch_size,
+            # parts of several rows go to the first group one at a time (its batch: one part's rows)
+            batch_size=group.batch_size if i or job is None or rows_per_part == 1 else 1,
             batch_format="numpy",
             # A fixed-size pool: every actor loads its model at start instead of the pool growing one
             # actor at a time while the first one already works (which costs scaling on short jobs).
@@ -137,10 +161,10 @@ def run_ray(rows: Sequence[Row], config: PipelineConfig, store_root: str, progre
             num_gpus=res.num_gpus or None,
             memory=res.memory_mb * 1024 * 1024,
         )
-    return _drain(ds, started)
+    return _drain(ds, started, job)
 
 
-def _drain(ds: Any, started: bool) -> Iterator[Row]:
+def _drain(ds: Any, started: bool, job: JobFolder | None) -> Iterator[Row]:
     import ray
 
     try:
@@ -148,6 +172,8 @@ def _drain(ds: Any, started: bool) -> Iterator[Row]:
             for payload in batch["payload"]:
                 yield json.loads(payload)
     finally:
+        if job is not None:
+            job.__exit__()
         if started:
             ray.shutdown()
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from songcorpus.pipelines import storage
+from songcorpus.pipelines.disk_map import DiskMap
 from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord
 
 # What FFmpeg or libsndfile decode; files with other suffixes are not audio candidates in a folder scan
@@ -281,6 +282,25 @@ def expand_inputs(inputs: Iterable[str], materialise_dir: Path | str) -> list[Tr
     """All records from every input, de-duplicated by source and sorted (deterministic order). With several
     inputs each source is prefixed by its input's name; two inputs of one name are refused (which is which
     would then depend on where they sit)."""
+    records: dict[str, TrackRecord] = {}
+    for rec in iter_input_records(inputs, materialise_dir):
+        records.setdefault(rec.source, rec)
+    return [records[k] for k in sorted(records)]
+
+
+def spool_inputs(inputs: Iterable[str], materialise_dir: Path | str) -> DiskMap[TrackRecord]:
+    """:func:`expand_inputs` for a corpus of any size: the records on local disk (``pipelines/disk_map.py``),
+    source -> record, the first of a source kept, iterated in source order; the driver holds none of them."""
+    records: DiskMap[TrackRecord] = DiskMap(encode=TrackRecord.to_dict, decode=TrackRecord.from_dict)
+    for rec in iter_input_records(inputs, materialise_dir):
+        if rec.source not in records:
+            records[rec.source] = rec
+    return records
+
+
+def iter_input_records(inputs: Iterable[str], materialise_dir: Path | str) -> Iterator[TrackRecord]:
+    """Every input's records as they are read, sources prefixed by their input's name when there are several
+    (duplicates not yet removed: see :func:`expand_inputs`)."""
     inputs = list(inputs)
     prefixes = [""] * len(inputs)
     if len(inputs) > 1:
@@ -291,11 +311,9 @@ def expand_inputs(inputs: Iterable[str], materialise_dir: Path | str) -> list[Tr
                               f"share the name {clash[0]!r}, which names their files in the catalog: rename one, or "
                               f"list them all in one manifest")
         prefixes = [f"{n}/" for n in names]
-    records: dict[str, TrackRecord] = {}
     for item, prefix in zip(inputs, prefixes, strict=True):
         for rec in read_input(item, materialise_dir):
             named = rec.source.startswith("hf:") or "://" in rec.source or os.path.isabs(rec.source)
             if prefix and not named:  # a dataset's rows already carry its name; absolute paths and URLs stay
                 rec = dataclasses.replace(rec, source=prefix + rec.source)
-            records.setdefault(rec.source, rec)
-    return [records[k] for k in sorted(records)]
+            yield rec

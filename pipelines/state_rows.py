@@ -4,13 +4,15 @@ Why: a corpus of 659K songs has 659K analysed rows of a few KB each; a driver th
 corpus (issue 12.2, design.md: "the driver plans and merges small metadata"). So:
 
 - :class:`StateRowsWriter` takes analysed rows in whatever order the engine returns them, appends each to a
-  temporary file as it arrives and keeps only (source, offset, length) per row; ``finish()`` writes
+  temporary file as it arrives and indexes (source, offset, length) in a scratch SQLite file
+  (:class:`SortedSpool`); ``finish()`` writes
   ``rows.jsonl`` sorted by source (one canonical JSON line per row: the same bytes whatever the engine or the
   order) and renames it into place. A second row for one source (a retried bundle) is dropped.
 - :func:`iter_state_rows` reads it back one row at a time.
 - :func:`slim_row` keeps, of a full row, what the corpus-level decisions read (scores, hashes, fingerprint and
-  frame files, track metadata, result names): what ``build_corpus`` holds for every track, while the full rows
-  stay on disk and are streamed again for the samples phase and the tracks table.
+  frame files, track metadata, result names): what ``build_corpus`` passes over for every track, spooled to a
+  local scratch file (:class:`SpooledRows`), while the full rows stay in the state file and are streamed again
+  for the samples phase and the tracks table. :class:`PackedRows` (JSON bytes in memory) is for small sets.
 
 Fails: a missing state file raises ``FileNotFoundError`` naming it; a line that is not JSON raises ``ValueError``
 naming the file and line (a corrupt state file: re-run ``songcorpus curate``, which reuses the cache).
@@ -19,10 +21,14 @@ naming the file and line (a corrupt state file: re-run ``songcorpus curate``, wh
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
+from songcorpus.pipelines.disk_map import scratch_db
 from songcorpus.schemas.catalog import SCORE_COLUMNS
 from songcorpus.transforms.artefacts import commit_file
 from songcorpus.transforms.base import Row, canonical_json
@@ -88,45 +94,94 @@ class PackedRows(Sequence[Row]):
             yield json.loads(b)
 
 
-def slim_state_rows(path: Path) -> PackedRows:
-    """The state file's rows, slim (:func:`slim_row`) and packed, in source order."""
-    return PackedRows(slim_row(r) for r in iter_state_rows(path))
+def slim_state_rows(path: Path) -> SpooledRows:
+    """The state file's rows, slim (:func:`slim_row`), in source order, spooled to a local scratch file."""
+    return SpooledRows(slim_row(r) for r in iter_state_rows(path))
 
 
 class SortedSpool:
-    """Records in any order in, streamed back sorted by their key; memory per record: its key and two integers.
-    Records are appended to ``path`` (a spool file) as they arrive; a second record under one key is dropped."""
+    """Records in any order in, streamed back sorted by their key; the driver's memory per record: none (each
+    record is appended to ``path``, a spool file, and its key with offset and length to a scratch SQLite index
+    beside it, :mod:`pipelines.disk_map`). A second record under one key is dropped."""
 
     def __init__(self, path: Path) -> None:
         self.spool_path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._spool = open(path, "wb")  # noqa: SIM115 (closed by close)
-        self._index: dict[str, tuple[int, int]] = {}
+        self._index_path = path.with_name(path.name + ".index")
+        self._index_path.unlink(missing_ok=True)
+        self._db = scratch_db(self._index_path)
+        self._db.execute("CREATE TABLE spool (k TEXT PRIMARY KEY, off INTEGER, len INTEGER) WITHOUT ROWID")
         self._offset = 0
+        self._len = 0
 
     def add(self, key: str, line: bytes) -> bool:
         """Append one record (one line of bytes, newline included); False if ``key`` was added before."""
-        if key in self._index:
+        if self._db.execute("INSERT OR IGNORE INTO spool VALUES (?, ?, ?)",
+                            (key, self._offset, len(line))).rowcount == 0:
             return False
         self._spool.write(line)
-        self._index[key] = (self._offset, len(line))
         self._offset += len(line)
+        self._len += 1
         return True
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._len
 
     def sorted_lines(self) -> Iterator[bytes]:
         self._spool.flush()
+        cur = self._db.execute("SELECT off, len FROM spool ORDER BY k")
         with open(self.spool_path, "rb") as spool:
-            for key in sorted(self._index):
-                offset, length = self._index[key]
-                spool.seek(offset)
-                yield spool.read(length)
+            while batch := cur.fetchmany(4096):
+                for offset, length in batch:
+                    spool.seek(offset)
+                    yield spool.read(length)
 
     def close(self) -> None:
         self._spool.close()
+        self._db.close()
         self.spool_path.unlink(missing_ok=True)
+        self._index_path.unlink(missing_ok=True)
+
+
+class SpooledRows:
+    """Rows kept in a local scratch file (one canonical JSON line each) and parsed as they are read: what the
+    driver holds of them is a file handle, whatever their number. Sized and re-iterable (each pass reads the file
+    again); order is the order added (from a state file: by source). For the passes ``build_corpus`` makes over
+    every track's slim row."""
+
+    def __init__(self, rows: Iterable[Row] = (), directory: Path | str | None = None) -> None:
+        self._dir = tempfile.mkdtemp(prefix="songcorpus-rows-", dir=directory)
+        self._path = Path(self._dir) / "rows.jsonl"
+        self._out = open(self._path, "wb")  # noqa: SIM115 (closed by close or the finalizer)
+        self._len = 0
+        self._finalizer = weakref.finalize(self, _remove_spool, self._out, self._dir)
+        for row in rows:
+            self.append(row)
+
+    def append(self, row: Row) -> None:
+        self._out.write((canonical_json(row) + "\n").encode())
+        self._len += 1
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self) -> Iterator[Row]:
+        self._out.flush()
+        with open(self._path, "rb") as fh:
+            for line in fh:
+                yield json.loads(line)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _remove_spool(handle: Any, directory: str) -> None:
+    handle.close()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class StateRowsWriter:

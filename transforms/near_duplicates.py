@@ -48,12 +48,27 @@ def is_lossless(source_format: str | None) -> bool:
 
 
 def exact_duplicates(rows: Iterable[Row]) -> dict[str, str]:
-    """Source -> the source kept among the analysed rows with the same decoded audio (the smallest)."""
-    by_sha: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        if row["outcome"] is None:
-            by_sha[row["results"]["ingest"]["audio_sha256"]].append(row["track"]["source"])
-    return {src: min(srcs) for srcs in by_sha.values() for src in srcs}
+    """Source -> the source kept (the smallest), for every analysed row that shares its decoded audio with another;
+    a source missing here has no exact copy (``.get(src, src)``). One pass; the hashes are grouped in a scratch
+    SQLite file (``pipelines/disk_map.py``), so memory grows with the copies, not with the corpus."""
+    import tempfile
+    from pathlib import Path
+
+    from songcorpus.pipelines.disk_map import scratch_db
+
+    with tempfile.TemporaryDirectory(prefix="songcorpus-exact-") as tmp:
+        db = scratch_db(Path(tmp) / "exact.sqlite")
+        try:
+            db.execute("CREATE TABLE a (sha TEXT, src TEXT)")
+            db.executemany("INSERT INTO a VALUES (?, ?)",
+                           ((row["results"]["ingest"]["audio_sha256"], row["track"]["source"])
+                            for row in rows if row["outcome"] is None))
+            db.execute("CREATE INDEX a_sha ON a (sha)")
+            pairs = db.execute("SELECT a.src, d.kept FROM a JOIN (SELECT sha, MIN(src) AS kept FROM a GROUP BY sha "
+                               "HAVING COUNT(*) > 1) AS d ON a.sha = d.sha").fetchall()
+        finally:
+            db.close()
+    return dict(sorted(pairs))
 
 
 def components(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -117,17 +132,24 @@ def keep_order(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=key)
 
 
-def near_duplicate_groups(rows: list[Row], config: PipelineConfig, store: ArtefactStore) -> NearDuplicates:
-    """Groups of copies among ``rows`` (all of a corpus's rows; only analysed ones take part)."""
+def near_duplicate_groups(rows: Iterable[Row], config: PipelineConfig, store: ArtefactStore) -> NearDuplicates:
+    """Groups of copies among ``rows`` (all of a corpus's rows, re-iterable; only analysed ones take part). Two
+    passes: the fingerprints (the index, transforms/fingerprint_index.py, is the one corpus-wide structure held),
+    then the rows of the groups found, to choose their kept copies."""
     cfg = config.near_duplicates
     exact = exact_duplicates(rows)
-    fingerprinted = [r for r in rows if r["outcome"] is None and exact[r["track"]["source"]] == r["track"]["source"]
-                     and r["results"].get("fingerprint", {}).get("fingerprint_items")]
-    fps = [store.get_array(r["results"]["fingerprint"]["fingerprint_file"]) for r in fingerprinted]
+    srcs: list[str] = []
+    fps = []
+    for r in rows:
+        src = r["track"]["source"]
+        if r["outcome"] is None and exact.get(src, src) == src and r["results"].get("fingerprint", {}).get(
+                "fingerprint_items"):
+            srcs.append(src)
+            fps.append(store.get_array(r["results"]["fingerprint"]["fingerprint_file"]))
     stats = IndexStats()
     matches = find_matches(fps, cfg.max_bit_error, math.ceil(cfg.min_overlap_s / ITEM_S), cfg.key_bits,
                            cfg.min_votes, cfg.max_postings, stats)
-    srcs = [r["track"]["source"] for r in fingerprinted]
+    del fps
     evidence: dict[str, Evidence] = {}
     for m in matches:  # each member's closest match (lowest error, then the longest overlap, then source)
         for me, other, sign in ((srcs[m.a], srcs[m.b], 1), (srcs[m.b], srcs[m.a], -1)):
@@ -135,10 +157,14 @@ def near_duplicate_groups(rows: list[Row], config: PipelineConfig, store: Artefa
             old = evidence.get(me)
             if old is None or (ev.bit_error, -ev.overlap_s, ev.other) < (old.bit_error, -old.overlap_s, old.other):
                 evidence[me] = ev
-    comp = components(srcs, ((srcs[m.a], srcs[m.b]) for m in matches))
+    matched = sorted({srcs[i] for m in matches for i in (m.a, m.b)})
+    comp = components(matched, ((srcs[m.a], srcs[m.b]) for m in matches))
+    del srcs
     members: dict[str, list[Row]] = defaultdict(list)
-    for r in fingerprinted:
-        members[comp[r["track"]["source"]]].append(r)
+    if comp:
+        for r in rows:  # the rows of the matched copies only
+            if r["outcome"] is None and r["track"]["source"] in comp:
+                members[comp[r["track"]["source"]]].append(r)
     kept_of: dict[str, str] = {}
     for group in members.values():
         if len(group) > 1:
@@ -152,4 +178,3 @@ def near_duplicate_groups(rows: list[Row], config: PipelineConfig, store: Artefa
     for kept in kept_of.values():
         group_size[kept] += 1
     return NearDuplicates(kept_of, evidence, dict(group_size), stats)
-
