@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from songcorpus.transforms.base import canonical_json
+
 V = TypeVar("V")
 
 # Page cache per scratch database: what one of them may hold in memory, whatever its size on disk.
@@ -53,10 +55,6 @@ def _close(db: sqlite3.Connection, directory: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
 class DiskMap(MutableMapping[str, V], Generic[V]):
     """A mapping from source (or any string key) to a small value, on disk (module docstring)."""
 
@@ -66,7 +64,6 @@ class DiskMap(MutableMapping[str, V], Generic[V]):
         self._db = scratch_db(Path(self._dir) / "map.sqlite")
         self._db.execute("CREATE TABLE m (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID")
         self._encode, self._decode = encode, decode
-        self._len: int | None = 0
         self._finalizer = weakref.finalize(self, _close, self._db, self._dir)
         self.update_many(items)
 
@@ -74,7 +71,7 @@ class DiskMap(MutableMapping[str, V], Generic[V]):
         self._finalizer()
 
     def _dump(self, value: V) -> str:
-        return _json_dumps(self._encode(value))
+        return canonical_json(self._encode(value))
 
     def _load(self, text: str) -> V:
         return self._decode(json.loads(text))
@@ -92,8 +89,6 @@ class DiskMap(MutableMapping[str, V], Generic[V]):
         text = self._dump(value)
         if self._db.execute("UPDATE m SET v = ? WHERE k = ?", (text, key)).rowcount == 0:
             self._db.execute("INSERT INTO m VALUES (?, ?)", (key, text))
-            if self._len is not None:
-                self._len += 1
 
     def update_many(self, items: Iterable[tuple[str, V]]) -> None:
         """Like ``update`` with pairs, in batches (one statement per batch instead of two per key)."""
@@ -108,18 +103,13 @@ class DiskMap(MutableMapping[str, V], Generic[V]):
 
     def _insert(self, batch: list[tuple[str, str]]) -> None:
         self._db.executemany("INSERT OR REPLACE INTO m VALUES (?, ?)", batch)
-        self._len = None  # counted again when asked
 
     def __delitem__(self, key: str) -> None:
         if self._db.execute("DELETE FROM m WHERE k = ?", (key,)).rowcount == 0:
             raise KeyError(key)
-        if self._len is not None:
-            self._len -= 1
 
     def __len__(self) -> int:
-        if self._len is None:
-            self._len = self._db.execute("SELECT COUNT(*) FROM m").fetchone()[0]
-        return self._len
+        return self._db.execute("SELECT COUNT(*) FROM m").fetchone()[0]
 
     def _scan(self, columns: str) -> Iterator[tuple]:
         # a cursor of its own, read in steps: writes to the map while this runs are not supported
