@@ -6,7 +6,8 @@ the latest checkpoint of each run or for every checkpoint (`--every-checkpoint`:
 
 `--explained` also prints how much of the run's loss target pitch can explain at all (train/eval/f0_use.py
 `pitch_share`: held-out R² of the normalised vocal latents read linearly from voicing, and from voicing plus
-pitch bins), so a small use of pitch can be read against a small available share.
+pitch bins), so a small use of pitch can be read against a small available share. `--content` prints how much
+pitch UniSinger's lite SVC content carries, unliftered and liftered (`content_pitch`).
 
 Reads the runs and their corpus (or `--data`); writes nothing.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from songcorpus.train.checkpoint import list_checkpoints
-from songcorpus.train.eval.f0_use import F0UseError, f0_use, pitch_share
+from songcorpus.train.eval.f0_use import F0UseError, content_pitch, f0_use, pitch_share
 
 
 def main() -> None:
@@ -33,6 +34,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch threads (default torch's)")
     p.add_argument("--explained", action="store_true",
                    help="also print the share of the vocal latents' variance that voicing and pitch explain")
+    p.add_argument("--content", action="store_true",
+                   help="also print how much pitch and voicing a linear read finds in UniSinger's lite SVC content, "
+                        "unliftered and liftered (train/eval/f0_use.py content_pitch)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,6 +56,14 @@ def main() -> None:
             print(f"explained (held-out R², linear): voicing {share.voicing:.3f}, voicing + pitch "
                   f"{share.voicing_and_pitch:.3f}, pitch adds {share.pitch:.3f} ({share.frames[0]} fitted / "
                   f"{share.frames[1]} held-out frames)\n", flush=True)
+        if args.content:
+            from songcorpus.train.generate import load_run
+
+            loaded = load_run(run)
+            lifters = tuple(sorted({0, 20, getattr(loaded.model.config, "content_lifter", 0)}))
+            found = content_pitch(args.data or str(loaded.corpus), loaded.stats, loaded.window_s, lifters)
+            print(f"UniSinger's content input, linear read (held-out R², {found.frames[0]} fitted / "
+                  f"{found.frames[1]} held-out frames):\n{found.table()}\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,11 @@ class UniSingerConfig(_ModelConfig):
                                "'latents' = the vocal latents through instance norm and a narrow bottleneck (lite)")
     n_units: int = Field(N_UNITS, ge=2, description="content-unit vocabulary (ids 0..n_units-1)")
     content_bottleneck: int = Field(8, ge=1, description="width of the lite content bottleneck (per frame)")
+    content_lifter: int = Field(
+        20, ge=0, description="lite content: keep only the first N DCT coefficients of each vocal-latent frame across "
+                              "its mel channels (the spectral envelope, MFCC-like) before the instance norm, so the "
+                              "content carries no pitch and SVC must take it from f0; 0 = the whole frame (measured "
+                              "to carry pitch: bench/f0_use.py --content)")
     f0_channels: int = Field(64, ge=4, description="width of the f0 encoder's convolutions")
     f0_encoding: Literal["log", "bins"] = Field(
         "log", description="f0 input: log = SongEcho's [(ln f0 - ln 50)/(ln 900 - ln 50), voiced]; bins = a soft "
@@ -236,6 +241,9 @@ class UniSingerConfig(_ModelConfig):
             raise ValueError(f"dim {self.dim} / n_heads {self.n_heads} must be an even integer")
         if self.curriculum_ramp_end < self.curriculum_song_only:
             raise ValueError("curriculum_ramp_end must be >= curriculum_song_only")
+        if self.content_lifter > self.latent_channels:
+            raise ValueError(f"content_lifter {self.content_lifter} keeps more DCT coefficients than the "
+                             f"{self.latent_channels} latent channels have")
         return self
 
 

@@ -65,6 +65,12 @@ class TrainConfig(_Section):
     def _batch_splits(self) -> TrainConfig:
         if self.global_batch % self.grad_accum:
             raise ValueError(f"global_batch {self.global_batch} is not a multiple of grad_accum {self.grad_accum}")
+        m = self.model
+        if (m.name == "unisinger" and m.content_source == "latents" and m.content_lifter
+                and self.data.codec != "embedded"):
+            raise ValueError(f"model.content_lifter {m.content_lifter} lifters log-mel frames (the embedded codec); "
+                             f"data.codec {self.data.codec!r} has latents whose channels are not frequencies: set "
+                             "model.content_lifter: 0, or model.content_source: units")
         return self
 
     def digest(self) -> str:
@@ -103,6 +109,17 @@ def load_train_config(model: str, path: str | Path | None = None, overrides: dic
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise TrainConfigError(f"training config {path or '(defaults)'}: {problems}") from None
+
+
+def saved_train_config(saved: dict[str, Any]) -> TrainConfig:
+    """A config a checkpoint stored (a complete dump), read with the defaults it was written under: a field added
+    to the schema later, whose new default changes the architecture, takes the value that reproduces the old
+    model. UniSinger's ``content_lifter`` (added 2026-12-03; before it the content was the whole frame)."""
+    data = json.loads(json.dumps(saved))
+    model = data.get("model") or {}
+    if model.get("name") == "unisinger" and "content_bottleneck" in model and "content_lifter" not in model:
+        model["content_lifter"] = 0
+    return TrainConfig.model_validate(data)
 
 
 def dump_train_config(config: TrainConfig) -> str:

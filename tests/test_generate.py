@@ -179,3 +179,37 @@ def test_pitch_share_reads_what_voicing_and_pitch_explain(runs):
                         batch_size=2)
     assert share.frames[0] == share.frames[1] > 0
     assert 0.0 <= share.voicing <= 1.0 and np.isfinite(share.pitch)
+
+
+def test_content_pitch_reads_the_model_s_own_content_frames(runs):
+    """train/eval/f0_use.py ``content_pitch`` on the tiny UniSinger run's corpus: every lifter width is read on
+    the same frames, the R² are those of ``ridge_r2`` on ``content_frames`` (checked for voicing, unliftered),
+    and the table prints each width."""
+    from songcorpus.train.eval.f0_use import content_pitch, ridge_r2, voicing_pitch_features
+    from songcorpus.train.generate import load_run
+    from songcorpus.train.models.unisinger import content_frames
+
+    loaded = load_run(runs["unisinger"])
+    assert loaded.model.config.content_lifter == 20  # the default reaches a trained run
+    found = content_pitch(str(loaded.corpus), loaded.stats, loaded.window_s, lifters=(0, 20),
+                          splits=("train", "train"), batches=2, batch_size=2)
+    assert set(found.pitch_bins) == set(found.log_f0) == set(found.voicing) == {0, 20}
+    assert found.frames[0] == found.frames[1] > 0
+    assert all(np.isfinite(v) for d in (found.pitch_bins, found.log_f0, found.voicing) for v in d.values())
+    assert "off" in found.table() and "20" in found.table()
+
+    import torch
+
+    from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
+
+    view = CorpusView(str(loaded.corpus), "train", ["f0", "vocals_latents"], window_s=loaded.window_s)
+    stream = ShardStream(BatchBuilder(view, latent_stats=loaded.stats), StepOrder(len(view), 0, 2))
+    xs, vs = [], []
+    for i in range(min(2, max(1, len(view) // 2))):
+        batch = stream.batch(i)
+        lat = torch.as_tensor(np.asarray(batch["vocals_latents"], dtype=np.float32))
+        mask = torch.as_tensor(np.asarray(batch["mask"]) > 0)
+        xs.append(content_frames(lat, mask, None)[mask].double().numpy())
+        vs.append(voicing_pitch_features(batch["f0"], lat.shape[1])[0][mask.numpy()])
+    x, v = np.concatenate(xs), np.concatenate(vs)
+    assert found.voicing[0] == pytest.approx(ridge_r2(x, v, x, v))

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from songcorpus.schemas.training import TrainConfig, load_train_config
+from songcorpus.schemas.training import TrainConfig, load_train_config, saved_train_config
 
 DEFAULT_STEPS = {"samuel": 50, "lada_band": 36, "songecho": 60, "songecho_melody": 60, "unisinger": 32}
 WINDOW_BATCH = 8  # windows generated per model call
@@ -179,7 +179,7 @@ def load_run(run: str | Path, checkpoint: str | None = None, device: str = "cpu"
         raise GenerateError(f"corpus codebook: {exc}") from None
     from songcorpus.train.trainer import build_model
 
-    model_config = TrainConfig.model_validate(state["config"]) if "config" in state else config
+    model_config = saved_train_config(state["config"]) if "config" in state else config
     if model_config.model.name == "songecho_melody":  # the EMA state holds the frozen backbone too
         from songcorpus.train.models.songecho import SongEchoMelody
 

@@ -173,3 +173,60 @@ def pitch_share(corpus: str, latent_stats: dict, window_s: float, splits: tuple[
         for split in splits)
     voicing = ridge_r2(fit_x[:, -1:], fit_y, read_x[:, -1:], read_y)
     return PitchShare(voicing, ridge_r2(fit_x, fit_y, read_x, read_y), (len(fit_y), len(read_y)))
+
+
+@dataclass(frozen=True)
+class ContentPitch:
+    """Held-out R² of a linear read of UniSinger's lite SVC content (the frames its bottleneck sees), per lifter
+    width (0 = unliftered): for the pitch bins and for log f0 on voiced frames, and for the voiced flag on all
+    frames. Content that explains the pitch makes the f0 modality redundant: a model learns pitch from whichever
+    input gives it first, and ignores f0."""
+
+    pitch_bins: dict[int, float]
+    log_f0: dict[int, float]
+    voicing: dict[int, float]
+    frames: tuple[int, int]
+
+    def table(self) -> str:
+        lines = [f"{'content lifter':>14s} {'pitch bins R²':>14s} {'log f0 R²':>10s} {'voicing R²':>11s}"]
+        for k in self.pitch_bins:
+            lines.append(f"{k or 'off':>14} {self.pitch_bins[k]:14.3f} {self.log_f0[k]:10.3f} {self.voicing[k]:11.3f}")
+        return "\n".join(lines)
+
+
+def content_pitch(corpus: str, latent_stats: dict, window_s: float, lifters: tuple[int, ...] = (0, 20),
+                  splits: tuple[str, str] = ("train", "test"), batches: int = 12, batch_size: int = 8,
+                  seed: int = 0) -> ContentPitch:
+    """:class:`ContentPitch` of ``corpus``, fitted on ``splits[0]`` and read on ``splits[1]``, with the content
+    computed by the model's own :func:`songcorpus.train.models.unisinger.content_frames`. The pitch bins are
+    :func:`voicing_pitch_features`'s; log f0 is the f0 frame nearest each latent frame."""
+    from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
+    from songcorpus.train.models.blocks import dct_basis
+    from songcorpus.train.models.unisinger import content_frames
+
+    def read(split: str) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+        view = CorpusView(corpus, split, ["f0", "vocals_latents"], window_s=window_s)
+        stream = ShardStream(BatchBuilder(view, latent_stats=latent_stats), StepOrder(len(view), seed, batch_size))
+        content: dict[int, list[np.ndarray]] = {k: [] for k in lifters}
+        bins_all, hz_all = [], []
+        for i in range(min(batches, max(1, len(view) // batch_size))):
+            batch = stream.batch(i)
+            lat = torch.as_tensor(np.asarray(batch["vocals_latents"], dtype=np.float32))
+            mask = torch.as_tensor(np.asarray(batch["mask"]) > 0)
+            f0 = np.asarray(batch["f0"], dtype=np.float64)
+            _, bins = voicing_pitch_features(f0, lat.shape[1])
+            nearest = np.minimum((np.arange(lat.shape[1]) + 0.5) * f0.shape[1] / lat.shape[1], f0.shape[1] - 1)
+            bins_all.append(bins[mask.numpy()])
+            hz_all.append(f0[:, nearest.astype(np.int64)][mask.numpy()])
+            for k in lifters:
+                frames = content_frames(lat, mask, dct_basis(lat.shape[-1], k) if k else None)
+                content[k].append(frames[mask].double().numpy())
+        return {k: np.concatenate(v) for k, v in content.items()}, np.concatenate(bins_all), np.concatenate(hz_all)
+
+    (fit_c, fit_b, fit_hz), (read_c, read_b, read_hz) = read(splits[0]), read(splits[1])
+    fit_v, read_v = fit_hz > 0, read_hz > 0
+    fit_lf, read_lf = np.log(fit_hz[fit_v])[:, None], np.log(read_hz[read_v])[:, None]
+    bins = {k: ridge_r2(fit_c[k][fit_v], fit_b[fit_v, :-1], read_c[k][read_v], read_b[read_v, :-1]) for k in lifters}
+    log_f0 = {k: ridge_r2(fit_c[k][fit_v], fit_lf, read_c[k][read_v], read_lf) for k in lifters}
+    voicing = {k: ridge_r2(fit_c[k], fit_b[:, -1:], read_c[k], read_b[:, -1:]) for k in lifters}
+    return ContentPitch(bins, log_f0, voicing, (len(fit_b), len(read_b)))

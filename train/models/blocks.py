@@ -374,6 +374,19 @@ def melody_channels(encoding: str) -> int:
     return _melody_encoding(encoding)[1]
 
 
+def dct_basis(n: int, keep: int) -> torch.Tensor:
+    """(n, keep) orthonormal DCT-II basis: ``x @ dct_basis(n, k)`` gives the first ``k`` coefficients of
+    ``scipy.fft.dct(x, type=2, norm="ortho")`` along the last axis. On log-mel frames that is a lifter: the low
+    coefficients are the spectral envelope, the harmonics' fine structure (the pitch) sits in the high ones."""
+    if not 0 < keep <= n:
+        raise ValueError(f"keep must be in 1..{n}, got {keep}")
+    i = torch.arange(n, dtype=torch.float64)[:, None] + 0.5
+    k = torch.arange(keep, dtype=torch.float64)[None]
+    basis = torch.cos(math.pi * i * k / n) * math.sqrt(2.0 / n)
+    basis[:, 0] /= math.sqrt(2.0)
+    return basis.float()
+
+
 def resample_time(x: torch.Tensor, length: int) -> torch.Tensor:
     """Linear interpolation of (B, C, T) to (B, C, length) (frame-rate alignment between streams)."""
     if x.shape[-1] == length:
