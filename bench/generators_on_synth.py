@@ -76,6 +76,8 @@ def main() -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--sampler-steps", type=int, help="sampler steps at evaluation (default: each model's)")
     p.add_argument("--models-dir", help="model store (Whisper for UniSinger's PER)")
+    p.add_argument("--speaker-model", help="store model for UniSinger's speaker similarity (default ecapa-voxceleb; "
+                                            "ge2e-resemblyzer where ECAPA cannot be had)")
     p.add_argument("--only", nargs="*", help="system names to run (default all)")
     p.add_argument("--threads", type=int, help="torch threads (default torch's); 1 gives per-core figures")
     p.add_argument("--steps", type=int, help="train every model this many steps instead of sizing by --minutes")
@@ -129,7 +131,7 @@ def main() -> None:
         start = time.perf_counter()
         info = evaluate_run(run, ev, data=args.corpus, split=args.split, metrics=[*HEADLINE[name], "rtf"],
                             limit=args.limit, store_dir=args.models_dir, steps=args.sampler_steps, progress=False,
-                            quiet=True)
+                            quiet=True, speaker_model=args.speaker_model)
         results[label] = {"table": info["table"], "eval_s": time.perf_counter() - start, "windows": info["windows"],
                           "songs": info["songs"], "step": info["checkpoint_step"]}
         print(f"== {label} (step {info['checkpoint_step']}, {info['windows']} windows of {info['songs']} songs, "

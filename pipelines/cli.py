@@ -286,7 +286,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     common = {"metrics": metrics, "store_dir": args.models_dir, "seed": args.seed, "resamples": args.bootstrap,
-              "set_resamples": args.fad_bootstrap, "device": device, "progress": not args.no_progress}
+              "set_resamples": args.fad_bootstrap, "device": device, "progress": not args.no_progress,
+              "speaker_model": args.speaker_model}
     try:
         if args.generated:
             if args.run or not args.reference:
@@ -491,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", metavar="NAME", help="with --generated: the system's name (default: the folder's)")
     p.add_argument("--models-dir", metavar="DIR", help="model store for Whisper, CLAP, ECAPA, SongEval, Audiobox "
                                                        "(default $SONGCORPUS_MODELS or ~/.cache/songcorpus/models)")
+    p.add_argument("--speaker-model", metavar="NAME", help="store model for speaker similarity: ecapa-voxceleb "
+                   "(default) or ge2e-resemblyzer (weights in the resemblyzer wheel; scores of the two differ in scale)")
     p.add_argument("--seed", type=int, default=0, help="generation and bootstrap seed (default 0)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap draws of per-window means")
     p.add_argument("--fad-bootstrap", type=int, default=50, metavar="N", help="bootstrap draws of FAD (each recomputes "

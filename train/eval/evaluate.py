@@ -11,7 +11,7 @@ Two modes:
   the generated files against the references, with ``ground_truth`` and ``floor`` (another reference file);
   ``untrained`` and ``codec_ceiling`` have no meaning there and are recorded with that reason.
 Writes EVAL/metrics.parquet, EVAL/metrics.duckdb (train/eval/tables.py) and EVAL/eval.json (what was
-evaluated: run, checkpoint, corpus, split, device, embedding model, seeds, metric groups, counts).
+evaluated: run, checkpoint, corpus, split, device, embedding and speaker models, seeds, metric groups, counts).
 Deterministic: the same run, data and options give the same rows (seeded generation and bootstrap),
 except ``rtf``, which is a wall-clock measurement.
 Fails: :class:`~songcorpus.train.eval.heldout.EvalError` (the CLI exits 2) naming the problem.
@@ -29,6 +29,7 @@ import numpy as np
 
 from songcorpus.train.eval.heldout import SYSTEMS, EvalError, HeldOutWindow, SystemOutput
 from songcorpus.train.eval.scoring import GROUPS, LOWER_IS_BETTER, Row, Scorer, SetAccumulator, choose_groups
+from songcorpus.train.eval.singer import SPEAKER_DEFAULT
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 STEM_TAGS = ("vocals", "accompaniment")
@@ -84,7 +85,8 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
                  checkpoint: str | None = None, metrics: Sequence[str] | None = None, limit: int | None = None,
                  store_dir: str | None = None, seed: int = 0, steps: int | None = None, device: str = "cpu",
                  resamples: int = 1000, set_resamples: int = 50, task: str = "svc",
-                 systems: Sequence[str] = SYSTEMS, progress: bool = True, quiet: bool = False) -> dict[str, Any]:
+                 systems: Sequence[str] = SYSTEMS, progress: bool = True, quiet: bool = False,
+                 speaker_model: str | None = None) -> dict[str, Any]:
     """Generate and score every held-out window of ``split``; see the module docstring."""
     from songcorpus.train.eval import heldout as ho
     from songcorpus.train.eval.embeddings import YAMNET_MODEL
@@ -108,7 +110,7 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
         raise EvalError(f"--task must be song or svc for UniSinger, not {task!r}")
     heldout = ho.HeldOut(loaded, data, split, limit, task)
     windows = heldout.windows()
-    scorer = Scorer(loaded.name, groups, store_dir, device)
+    scorer = Scorer(loaded.name, groups, store_dir, device, speaker_model)
     if {"fad", "kl"} & set(groups):
         for w in _progress(windows, len(windows), "reference", progress):
             scorer.reference(w)
@@ -137,6 +139,7 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
             "songs": len({w.track_id for w in windows}), "window_s": loaded.window_s, "groups": list(groups),
             "systems": list(systems), "seed": seed, "sampling_steps": steps, "task": heldout.task,
             "device": device_description(device), "embedding": YAMNET_MODEL,
+            "speaker_model": speaker_model or SPEAKER_DEFAULT,
             "floor": "the same window position of the next held-out song (track-id order, cyclic)",
             "bootstrap": {"per_window_resamples": resamples, "fad_resamples": set_resamples}}
     return _finish(Path(out), rows, identity, set_intervals, resamples, seed, info, quiet)
@@ -199,7 +202,7 @@ class _FolderAudio:
 def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Path, system: str | None = None,
                      metrics: Sequence[str] | None = None, store_dir: str | None = None, seed: int = 0,
                      resamples: int = 1000, set_resamples: int = 50, device: str = "cpu", progress: bool = True,
-                     quiet: bool = False, scratch: Path | None = None) -> dict[str, Any]:
+                     quiet: bool = False, scratch: Path | None = None, speaker_model: str | None = None) -> dict[str, Any]:
     """Score ``generated``'s files against ``reference``'s by name; see the module docstring."""
     import tempfile
 
@@ -221,7 +224,7 @@ def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Pa
     refs, gens = _audio_files(ref_dir), _audio_files(gen_dir)
     if not refs:
         raise EvalError(f"--reference {ref_dir} holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
-    scorer = Scorer("folder", groups, store_dir, device)
+    scorer = Scorer("folder", groups, store_dir, device, speaker_model)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(dir=scratch, prefix="songcorpus-eval-") as tmp:
         audio = _FolderAudio(Path(tmp))
@@ -269,6 +272,7 @@ def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Pa
     identity = {"run": name, "checkpoint_step": None, "model": name, "split": ref_dir.resolve().name}
     info = {"mode": "folder", "generated": str(gen_dir.resolve()), "reference": str(ref_dir.resolve()),
             "matched": len(outputs), "references": len(refs), "groups": list(groups), "seed": seed,
-            "embedding": YAMNET_MODEL, "floor": "another reference file (name order, cyclic)",
+            "embedding": YAMNET_MODEL, "speaker_model": speaker_model or SPEAKER_DEFAULT,
+            "floor": "another reference file (name order, cyclic)",
             "bootstrap": {"per_window_resamples": resamples, "fad_resamples": set_resamples}}
     return _finish(Path(out), rows, identity, set_intervals, resamples, seed, info, quiet)

@@ -96,8 +96,10 @@ class SetAccumulator:
 class Scorer:
     """Loads each metric's model once (lazily) and scores outputs window by window."""
 
-    def __init__(self, model: str, groups: tuple[str, ...], store_dir: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: str, groups: tuple[str, ...], store_dir: str | None = None, device: str = "cpu",
+                 speaker_model: str | None = None) -> None:
         self.model = model
+        self.speaker_model = speaker_model
         self.groups = groups
         self.store_dir = store_dir
         self.device = device
@@ -135,7 +137,7 @@ class Scorer:
             elif what == "speaker":
                 from songcorpus.train.eval.singer import load_speaker_encoder
 
-                obj = load_speaker_encoder(store_dir=self.store_dir, device=self.device)
+                obj = load_speaker_encoder(self.speaker_model, store_dir=self.store_dir, device=self.device)
             elif what == "aesthetics":
                 from songcorpus.train.eval.aesthetics import load_aesthetic_scorers
 
