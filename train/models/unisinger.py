@@ -54,6 +54,7 @@ proposed paper scale 0.597B (D 1024, 16 blocks, 16 heads, units + ECAPA).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -129,12 +130,19 @@ class SpeakerEncoder(nn.Module):
 
 
 class F0Encoder(nn.Module):
-    """f0 (B, T_f0) Hz -> (B, T, D) at the latent length (SongEcho's features, two convs, interpolation)."""
+    """f0 (B, T_f0) Hz -> (B, T, D) at the latent length (SongEcho's features, two convs, interpolation).
+
+    The first convolution is initialised as an embedding table, weights N(0, 1/kernel), not PyTorch's
+    1/fan-in: its input is one-hot-like (with ``f0_encoding: bins`` a few of 129 channels are non-zero per
+    frame), so the fan-in init scaled the pitch signal down by about sqrt(129). Measured with it: after 3,000
+    steps the f0 tokens varied over time 30x less than the content tokens they are added to (std 0.011 against
+    0.327), and the trained model ignored f0 entirely (its held-out loss did not move when f0 was nulled)."""
 
     def __init__(self, channels: int, dim: int, encoding: str = "log"):
         super().__init__()
         self.encoding = encoding
         self.conv1 = nn.Conv1d(melody_channels(encoding), channels, 5, padding=2)
+        nn.init.normal_(self.conv1.weight, std=1.0 / math.sqrt(self.conv1.kernel_size[0]))
         self.conv2 = nn.Conv1d(channels, channels, 5, padding=2)
         self.proj = nn.Linear(channels, dim)
 
