@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from songcorpus.train.checkpoint import list_checkpoints
-from songcorpus.train.eval.f0_use import F0UseError, content_pitch, f0_use, pitch_share
+from songcorpus.train.eval.f0_use import F0UseError, content_pitch, f0_use, modality_use, pitch_share
 
 
 def main() -> None:
@@ -34,6 +34,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch threads (default torch's)")
     p.add_argument("--explained", action="store_true",
                    help="also print the share of the vocal latents' variance that voicing and pitch explain")
+    p.add_argument("--modalities", action="store_true",
+                   help="UniSinger runs: also print the paired loss with each SVC condition nulled (content, f0, "
+                        "speaker, text): which conditions the model reads (train/eval/f0_use.py modality_use)")
     p.add_argument("--content", action="store_true",
                    help="also print how much pitch and voicing a linear read finds in UniSinger's lite SVC content, "
                         "unliftered and liftered (train/eval/f0_use.py content_pitch)")
@@ -48,6 +51,10 @@ def main() -> None:
             except F0UseError as exc:
                 raise SystemExit(str(exc)) from None
             print(f"== {run} step {use.step}\n{use.table()}\n", flush=True)
+            if args.modalities:
+                used = modality_use(run, args.data, args.split, step, args.batches, args.batch_size)
+                print(f"-- SVC conditions nulled, step {used.step}\n{used.table().replace('f0 given', 'SVC with')}\n",
+                      flush=True)
         if args.explained:
             from songcorpus.train.generate import load_run
 

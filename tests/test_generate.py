@@ -213,3 +213,17 @@ def test_content_pitch_reads_the_model_s_own_content_frames(runs):
         vs.append(voicing_pitch_features(batch["f0"], lat.shape[1])[0][mask.numpy()])
     x, v = np.concatenate(xs), np.concatenate(vs)
     assert found.voicing[0] == pytest.approx(ridge_r2(x, v, x, v))
+
+
+def test_modality_use_nulls_each_svc_condition(runs):
+    """train/eval/f0_use.py ``modality_use``: the baseline and one variant per SVC condition, paired (the
+    baseline's delta is 0), repeatable, and refused for a model without those conditions."""
+    from songcorpus.train.eval.f0_use import SVC_CONDITIONS, F0UseError, modality_use
+
+    used = modality_use(runs["unisinger"], split="train", batches=1, batch_size=2)
+    assert set(used.losses) == {"true"} | {f"no {m}" for m in SVC_CONDITIONS}
+    assert used.delta("true").tolist() == [0.0]
+    again = modality_use(runs["unisinger"], split="train", batches=1, batch_size=2)
+    assert all(np.array_equal(used.losses[k], again.losses[k]) for k in used.losses)
+    with pytest.raises(F0UseError, match="UniSinger"):
+        modality_use(runs["samuel"], split="train", batches=1, batch_size=2)

@@ -482,3 +482,25 @@ def test_unisinger_checkpoints_from_before_the_lifter_still_load():
     assert saved_train_config(TrainConfig(model=UniSingerConfig()).model_dump(mode="json")).model.content_lifter == 20
     with pytest.raises(ValueError, match="content_lifter"):
         TrainConfig.model_validate({"model": {"name": "unisinger"}, "data": {"codec": "sao_vae"}})
+
+
+def test_unisinger_loss_can_null_a_modality_for_probes():
+    """``loss(null=...)``: the same draws, with the named modalities nulled in every sample, so the loss no
+    longer depends on their inputs (the probe of train/eval/f0_use.py modality_use)."""
+    model = tiny_model("unisinger")
+    with torch.no_grad():  # leave the zero initialisation, so the output depends on every input
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen(1)))
+    model.config = model.config.model_copy(update={"curriculum_song_only": 0.0, "curriculum_ramp_end": 0.0,
+                                                   "svc_max_share": 1.0})  # every sample in SVC, which reads f0
+    batch, other = make_batch(2), make_batch(2, seed=5)
+    moved = batch | {"f0": other["f0"]}
+
+    def loss(b, null=()):
+        return model.loss(b, generator=gen(0), step=999, total_steps=1000, null=null)[0]
+
+    assert not torch.equal(loss(batch), loss(moved))
+    assert torch.equal(loss(batch, ("f0",)), loss(moved, ("f0",)))
+    assert not torch.equal(loss(batch, ("f0",)), loss(batch))
+    with pytest.raises(ValueError, match="unknown modalities"):
+        loss(batch, ("melody",))

@@ -97,6 +97,44 @@ def f0_use(run: str | Path, data: str | None = None, split: str = "test", checkp
     return F0Use(str(run), loaded.step, {k: np.asarray(v) for k, v in losses.items()})
 
 
+SVC_CONDITIONS = ("content", "f0", "speaker", "text")
+
+
+def modality_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
+                 batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
+    """The paired held-out loss of a UniSinger run in the SVC task with all its conditions ("true") and with each
+    of :data:`SVC_CONDITIONS` nulled in every sample by the model's own CFG path (``loss(null=...)``): which
+    conditions the model reads. Same batches and draws per variant, as :func:`f0_use`."""
+    from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
+    from songcorpus.train.generate import caption_encoder, load_run
+    from songcorpus.train.text import PhonemeTokenizer
+    from songcorpus.train.trainer import to_tensors
+
+    loaded = load_run(run, checkpoint)
+    if loaded.name != "unisinger":
+        raise F0UseError(f"run {run} trains {loaded.name}; the modality probe reads UniSinger runs")
+    model = loaded.model
+    keys = [k for k in model.batch_keys if k != "mask"]
+    stats = dict(loaded.stats)
+    if "reference_vocals_latents" in keys:
+        stats["reference_vocals_latents"] = stats["vocals_latents"]
+    view = CorpusView(data or str(loaded.corpus), split, keys, window_s=loaded.window_s)
+    stream = ShardStream(BatchBuilder(view, caption_encoder(), PhonemeTokenizer(), stats),
+                         StepOrder(len(view), seed, batch_size))
+    held_out = [to_tensors(stream.batch(i), "cpu") for i in range(batches)]
+    _probe_config(model, "unisinger")
+    total = loaded.config.steps
+    variants = {"true": (), **{f"no {m}": (m,) for m in SVC_CONDITIONS}}
+    losses: dict[str, list[float]] = {v: [] for v in variants}
+    with torch.no_grad():
+        for i, batch in enumerate(held_out):
+            for variant, null in variants.items():
+                draws = torch.Generator().manual_seed(seed * 1000 + i)
+                loss, _ = model.loss(batch, generator=draws, step=total - 1, total_steps=total, null=null)
+                losses[variant].append(float(loss))
+    return F0Use(str(run), loaded.step, {k: np.asarray(v) for k, v in losses.items()})
+
+
 # ---------------------------------------------------------------------------------------------
 # how much of the target the pitch can explain at all: a linear read of the corpus, no model
 # ---------------------------------------------------------------------------------------------

@@ -323,11 +323,16 @@ class UniSinger(GeneratorModel):
         return S.rand((b,), generator, device) < self.task_probabilities(step, total_steps)["svc"]
 
     def loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
-             step: int | None = None, total_steps: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             step: int | None = None, total_steps: int | None = None,
+             null: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict[str, float]]:
         """Rectified-flow MSE under the task masks. Needs ``step`` and ``total_steps`` (the curriculum).
-        Draws, in order: the tasks, t, eps, one CFG keep flag per modality (MODALITIES order)."""
+        Draws, in order: the tasks, t, eps, one CFG keep flag per modality (MODALITIES order). ``null``: modalities
+        nulled in every sample after the draws (the same draws otherwise), for probes of what a model uses."""
         if step is None or total_steps is None:
             raise ValueError("UniSinger.loss needs step and total_steps: its task mix follows the curriculum")
+        unknown = sorted(set(null) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"null names unknown modalities {unknown}; choose from {MODALITIES}")
         self.check_batch(batch)
         cfg = self.config
         x0 = stems_latents(batch)
@@ -338,6 +343,7 @@ class UniSinger(GeneratorModel):
         eps = S.randn(x0.shape, generator, dev, x0.dtype)
         task = task_keeps(is_svc)
         keeps = {m: task[m] & S.keep_mask(b, cfg.modality_dropout, generator, dev) for m in MODALITIES}
+        keeps = {m: torch.zeros_like(k) if m in null else k for m, k in keeps.items()}
         tt = t[:, None, None]
         x_t = (1 - tt) * x0 + tt * eps
         v = self.net(x_t, t, batch, keeps, mask)
