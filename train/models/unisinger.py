@@ -35,8 +35,8 @@ The lite profile has no content units and no speaker embedding, so the default c
   DCT coefficients of each log-mel frame across its channels, an MFCC) keeps the spectral envelope, where the
   phonetic content is, and drops the harmonics' fine structure, where the pitch is: measured on the synthetic
   corpus, a linear read of the pitch bins from the unliftered content explains 0.45 of their held-out
-  variance and 0.001 after the lifter, with voicing unchanged (0.585); unliftered, the model learned its pitch
-  from the content and ignored its f0 input entirely. Instance norm removes the window's mean envelope and
+  variance and 0.000 after the lifter, with voicing unchanged (0.585); unliftered, the content would give SVC
+  the source's pitch and make the f0 modality redundant. Instance norm removes the window's mean envelope and
   level, the strongest timbre cue of a log-mel (AdaIN-VC), and the narrow bottleneck leaves room for little
   more than phonetic and dynamic content (AutoVC): the model must take timbre from the speaker pathway, which
   is what conversion swaps, and pitch from f0, which is its own modality. Raw vocal latents would let SVC
