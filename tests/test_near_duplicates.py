@@ -130,6 +130,30 @@ def test_planted_copies_are_found_among_random_fingerprints():
     assert all(m.offset == 20 for m in matches)
 
 
+def test_the_on_disk_join_finds_exactly_the_in_memory_matches(tmp_path):
+    """``find_matches_on_disk`` (key buckets on disk, one in memory at a time) against ``find_matches``, on random
+    fingerprints with planted copies, a held-chord run, a key shared by too many tracks, empty tracks and
+    near misses: the same matches and the same counts, whatever the number of buckets."""
+    from songcorpus.transforms.fingerprint_index import IndexStats, find_matches_on_disk
+
+    rng = np.random.default_rng(3)
+    fps = [rng.integers(0, 2**32, size=int(n), dtype=np.uint32) for n in rng.integers(60, 300, size=300)]
+    flips = lambda fp, p: fp ^ np.packbits(rng.random((fp.size, 32)) < p, bitorder="little").view("<u4")  # noqa: E731
+    fps += [flips(fps[i][k:], p) for i, k, p in ((0, 15, 0.05), (7, 0, 0.02), (7, 40, 0.1), (50, 5, 0.3), (99, 1, 0.18))]
+    fps += [np.zeros(0, np.uint32), np.full(200, 0xABCD1234, np.uint32)]
+    fps += [np.r_[rng.integers(0, 2**32, 100, dtype=np.uint32), np.full(30, 0xABCD1234, np.uint32)] for _ in range(300)]
+    want_stats = IndexStats()
+    want = find_matches(fps, 0.2, 40, max_postings=64, stats=want_stats)
+    assert len(want) >= 4
+    for bucket_terms in (10**9, 5000, 997):
+        got_stats = IndexStats()
+        got = find_matches_on_disk(fps.__getitem__, len(fps), 0.2, 40, max_postings=64, stats=got_stats,
+                                   items_hint=sum(f.size for f in fps), bucket_terms=bucket_terms, scratch=tmp_path)
+        assert got == want, bucket_terms
+        assert got_stats == want_stats, bucket_terms
+    assert list(tmp_path.iterdir()) == []  # scratch removed
+
+
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory) -> Path:
     """A demo song cut to 16 s (its fingerprint spans 13.5 s: over the 10 s minimum), its mp3 and opus copies, and

@@ -15,14 +15,19 @@ sub-fingerprint, an offset histogram, then the bit error rate over the aligned o
    needs at most ``max_bit_error`` over at least ``min_overlap_items``. So a 30 s excerpt matches its song
    (the overlap is the excerpt), while two songs sharing an intro do not (the overlap is all of the shorter).
 
-Reads and writes nothing: uint32 arrays in, :class:`Match` list out. Deterministic (sorts, no hashing seeds).
+Reads and writes nothing: uint32 arrays in, :class:`Match` list out (``find_matches``). ``find_matches_on_disk``
+gives the same matches with the index in key buckets on local scratch disk, one bucket in memory at a time, so
+the curate driver does not hold the corpus's index. Deterministic (sorts, no hashing seeds).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -134,6 +139,21 @@ def bit_error(fa: np.ndarray, fb: np.ndarray, offset: int) -> tuple[float, int]:
     return float(np.bitwise_count(x).sum()) / (32.0 * n), int(n)
 
 
+def _verify(load: Callable[[int], np.ndarray], ca: np.ndarray, cb: np.ndarray, co: np.ndarray,
+            max_bit_error: float, min_overlap_items: int) -> list[Match]:
+    """Step 5 on candidate pairs (a, b, offset), fingerprints read through ``load``."""
+    matches = []
+    for ta, tb, o in zip(ca.tolist(), cb.tolist(), co.tolist(), strict=True):
+        fa, fb = load(ta), load(tb)
+        trials = [(*bit_error(fa, fb, o + d), o + d) for d in (0, 1, -1)]
+        long_enough = [(ber, shift, n) for ber, n, shift in trials if n >= min_overlap_items]
+        if long_enough:
+            ber, shift, n = min(long_enough)  # the lowest error, then the smallest offset
+            if ber <= max_bit_error:
+                matches.append(Match(ta, tb, shift, round(ber, 6), n))
+    return matches
+
+
 def find_matches(fps: Sequence[np.ndarray], max_bit_error: float, min_overlap_items: int, key_bits: int | None = None,
                  min_votes: int = 3, max_postings: int = 256, stats: IndexStats | None = None) -> list[Match]:
     """Every pair of fingerprints that is a copy of the other (or of part of it), sorted by (a, b)."""
@@ -149,13 +169,88 @@ def find_matches(fps: Sequence[np.ndarray], max_bit_error: float, min_overlap_it
         return []
     ca, cb, co = candidates(a, b, off, len(fps), max(f.size for f in fps), min_votes)
     stats.candidates = int(ca.size)
-    matches = []
-    for ta, tb, o in zip(ca.tolist(), cb.tolist(), co.tolist(), strict=True):
-        trials = [(*bit_error(fps[ta], fps[tb], o + d), o + d) for d in (0, 1, -1)]
-        long_enough = [(ber, shift, n) for ber, n, shift in trials if n >= min_overlap_items]
-        if long_enough:
-            ber, shift, n = min(long_enough)  # the lowest error, then the smallest offset
-            if ber <= max_bit_error:
-                matches.append(Match(ta, tb, shift, round(ber, 6), n))
+    matches = _verify(fps.__getitem__, ca, cb, co, max_bit_error, min_overlap_items)
+    stats.matches = len(matches)
+    return matches
+
+
+# ---------------------------------------------------------------------------------------------
+# the same join with one bucket in memory at a time (the curate driver's path)
+# ---------------------------------------------------------------------------------------------
+
+POSTING = np.dtype([("k", "<u4"), ("t", "<i4"), ("p", "<i4")])
+VOTE = np.dtype([("a", "<i8"), ("b", "<i8"), ("o", "<i8")])
+
+
+def _append_by_bucket(files: list, records: np.ndarray, bucket: np.ndarray) -> None:
+    order = np.argsort(bucket, kind="stable")  # keeps each bucket's records in their order
+    records, bucket = records[order], bucket[order]
+    cuts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]]) if bucket.size else np.zeros(0, np.int64)
+    for start, stop in zip(cuts.tolist(), [*cuts[1:].tolist(), bucket.size], strict=True):
+        files[int(bucket[start])].write(records[start:stop].tobytes())
+
+
+def find_matches_on_disk(load: Callable[[int], np.ndarray], n_tracks: int, max_bit_error: float,
+                         min_overlap_items: int, key_bits: int | None = None, min_votes: int = 3,
+                         max_postings: int = 256, stats: IndexStats | None = None, items_hint: int | None = None,
+                         bucket_terms: int = 1 << 22, scratch: str | Path | None = None) -> list[Match]:
+    """:func:`find_matches` of fingerprints ``load(0) .. load(n_tracks - 1)``, the same matches, with memory
+    bounded by ``bucket_terms`` instead of the corpus. Why it gives the same result: every posting of a key goes
+    to the bucket ``key % B``, written track by track, so a bucket holds whole key groups in the global order
+    and yields exactly their votes; votes go to the bucket ``(a * n + b) % B``, so one bucket holds every vote
+    of a pair and picks its best offset as the global join does. Passes: fingerprints -> posting buckets on
+    disk -> votes -> vote buckets -> candidates -> verification (loading the two fingerprints of each).
+    ``items_hint`` (the corpus's item count, e.g. from the rows) sizes the buckets and, without ``key_bits``,
+    the key width (``auto_key_bits``: give the exact count to reproduce :func:`find_matches`'s keys).
+    Scratch files live in a temporary folder under ``scratch`` (the system's by default), removed at the end."""
+    stats = stats if stats is not None else IndexStats()
+    hint = items_hint if items_hint is not None else sum(int(load(t).size) for t in range(n_tracks))
+    stats.key_bits = key_bits or auto_key_bits(hint)
+    n_buckets = max(1, math.ceil(hint / bucket_terms))
+    with tempfile.TemporaryDirectory(prefix="songcorpus-fpindex-", dir=scratch) as tmp:
+        folder = Path(tmp)
+        posts = [folder / f"post-{i:05d}" for i in range(n_buckets)]
+        votes_at = [folder / f"vote-{i:05d}" for i in range(n_buckets)]
+        items = terms = widest = 0
+        with ExitStack() as stack:
+            files = [stack.enter_context(path.open("wb")) for path in posts]
+            for t in range(n_tracks):
+                fp = np.asarray(load(t), dtype=np.uint32)
+                items, widest = items + fp.size, max(widest, fp.size)
+                if fp.size == 0:
+                    continue
+                k, _, p = index_terms([fp], stats.key_bits)
+                rec = np.empty(k.size, POSTING)
+                rec["k"], rec["t"], rec["p"] = k, t, p
+                _append_by_bucket(files, rec, (k % n_buckets).astype(np.int64))
+                terms += k.size
+        stats.items, stats.terms = items, terms
+        dropped = n_votes = 0
+        with ExitStack() as stack:
+            files = [stack.enter_context(path.open("wb")) for path in votes_at]
+            for path in posts:
+                rec = np.fromfile(path, POSTING)
+                path.unlink()
+                part = IndexStats()
+                a, b, off = vote_pairs(rec["k"], rec["t"], rec["p"], max_postings, part)
+                dropped, n_votes = dropped + part.dropped_keys, n_votes + a.size
+                if a.size:
+                    vote = np.empty(a.size, VOTE)
+                    vote["a"], vote["b"], vote["o"] = a, b, off
+                    _append_by_bucket(files, vote, (a * n_tracks + b) % n_buckets)
+        stats.dropped_keys, stats.votes = dropped, n_votes
+        if not n_votes:
+            return []
+        found = []
+        for path in votes_at:
+            vote = np.fromfile(path, VOTE)
+            path.unlink()
+            if vote.size:
+                found.append(candidates(vote["a"], vote["b"], vote["o"], n_tracks, widest, min_votes))
+    ca, cb, co = (np.concatenate([f[i] for f in found]) for i in range(3))
+    order = np.lexsort((cb, ca))
+    ca, cb, co = ca[order], cb[order], co[order]
+    stats.candidates = int(ca.size)
+    matches = _verify(lambda t: np.asarray(load(t), dtype=np.uint32), ca, cb, co, max_bit_error, min_overlap_items)
     stats.matches = len(matches)
     return matches

@@ -29,7 +29,7 @@ from songcorpus.schemas.config import PipelineConfig
 from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.base import Row
 from songcorpus.transforms.fingerprint import ITEM_S
-from songcorpus.transforms.fingerprint_index import IndexStats, find_matches
+from songcorpus.transforms.fingerprint_index import IndexStats, find_matches_on_disk
 
 KEPT_RULE = "lossless, then bandwidth, then audible duration, then less padding, then source order"
 
@@ -134,22 +134,36 @@ def keep_order(rows: list[Row]) -> list[Row]:
 
 def near_duplicate_groups(rows: Iterable[Row], config: PipelineConfig, store: ArtefactStore) -> NearDuplicates:
     """Groups of copies among ``rows`` (all of a corpus's rows, re-iterable; only analysed ones take part). Two
-    passes: the fingerprints (the index, transforms/fingerprint_index.py, is the one corpus-wide structure held),
-    then the rows of the groups found, to choose their kept copies."""
+    passes: the fingerprints (matched by transforms/fingerprint_index.py's on-disk join: the index lives in key
+    buckets in a scratch folder, the listing of indexed tracks in a DiskMap), then the rows of the groups found,
+    to choose their kept copies. What stays in memory grows with the copies found, not with the corpus."""
+    from songcorpus.pipelines.disk_map import DiskMap
+
     cfg = config.near_duplicates
     exact = exact_duplicates(rows)
-    srcs: list[str] = []
-    fps = []
-    for r in rows:
-        src = r["track"]["source"]
-        if r["outcome"] is None and exact.get(src, src) == src and r["results"].get("fingerprint", {}).get(
-                "fingerprint_items"):
-            srcs.append(src)
-            fps.append(store.get_array(r["results"]["fingerprint"]["fingerprint_file"]))
+    indexed: DiskMap[list[str]] = DiskMap()  # "%09d" position in the index -> [source, fingerprint file]
+    n_tracks = n_items = 0
+
+    def listed() -> Iterable[tuple[str, list[str]]]:
+        nonlocal n_tracks, n_items
+        for r in rows:
+            src = r["track"]["source"]
+            fp = r["results"].get("fingerprint", {}) if r["outcome"] is None else {}
+            if fp.get("fingerprint_items") and exact.get(src, src) == src:
+                yield f"{n_tracks:09d}", [src, fp["fingerprint_file"]]
+                n_tracks, n_items = n_tracks + 1, n_items + int(fp["fingerprint_items"])
+
+    indexed.update_many(listed())
+
+    def source(i: int) -> str:
+        return indexed[f"{i:09d}"][0]
+
     stats = IndexStats()
-    matches = find_matches(fps, cfg.max_bit_error, math.ceil(cfg.min_overlap_s / ITEM_S), cfg.key_bits,
-                           cfg.min_votes, cfg.max_postings, stats)
-    del fps
+    matches = find_matches_on_disk(lambda i: store.get_array(indexed[f"{i:09d}"][1]), n_tracks, cfg.max_bit_error,
+                                   math.ceil(cfg.min_overlap_s / ITEM_S), cfg.key_bits, cfg.min_votes,
+                                   cfg.max_postings, stats, items_hint=n_items)
+    srcs = {i: source(i) for i in sorted({i for m in matches for i in (m.a, m.b)})}  # the matched tracks only
+    indexed.close()
     evidence: dict[str, Evidence] = {}
     for m in matches:  # each member's closest match (lowest error, then the longest overlap, then source)
         for me, other, sign in ((srcs[m.a], srcs[m.b], 1), (srcs[m.b], srcs[m.a], -1)):
