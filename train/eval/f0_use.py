@@ -64,26 +64,34 @@ def _probe_config(model: torch.nn.Module, name: str) -> None:
                                                        "svc_max_share": 1.0})
 
 
-def f0_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
-           batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
-    """The paired loss of ``run`` on ``batches`` held-out batches with each of :data:`VARIANTS`."""
+def _held_out(loaded, data: str | None, split: str, batches: int, batch_size: int, seed: int) -> list[dict]:
+    """``batches`` batches of ``split`` as the run's loss reads them (its latent stats; the reference window's
+    latents normalised like the vocals), tensors on the CPU."""
     from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
-    from songcorpus.train.generate import caption_encoder, load_run
+    from songcorpus.train.generate import caption_encoder
     from songcorpus.train.text import PhonemeTokenizer
     from songcorpus.train.trainer import to_tensors
 
-    loaded = load_run(run, checkpoint)
-    name, model = loaded.name, loaded.model
-    keys = [k for k in model.batch_keys if k != "mask"]
-    if "f0" not in keys:
-        raise F0UseError(f"run {run} trains {name}, which reads no f0; probe a SongEcho stage-B or UniSinger run")
+    keys = [k for k in loaded.model.batch_keys if k != "mask"]
     view = CorpusView(data or str(loaded.corpus), split, keys, window_s=loaded.window_s)
     stats = dict(loaded.stats)
     if "reference_vocals_latents" in keys:
         stats["reference_vocals_latents"] = stats["vocals_latents"]
     stream = ShardStream(BatchBuilder(view, caption_encoder(), PhonemeTokenizer(), stats),
                          StepOrder(len(view), seed, batch_size))
-    held_out = [to_tensors(stream.batch(i), "cpu") for i in range(batches)]
+    return [to_tensors(stream.batch(i), "cpu") for i in range(batches)]
+
+
+def f0_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
+           batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
+    """The paired loss of ``run`` on ``batches`` held-out batches with each of :data:`VARIANTS`."""
+    from songcorpus.train.generate import load_run
+
+    loaded = load_run(run, checkpoint)
+    name, model = loaded.name, loaded.model
+    if "f0" not in model.batch_keys:
+        raise F0UseError(f"run {run} trains {name}, which reads no f0; probe a SongEcho stage-B or UniSinger run")
+    held_out = _held_out(loaded, data, split, batches, batch_size, seed)
     _probe_config(model, name)
     total = loaded.config.steps
     losses: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -105,23 +113,13 @@ def modality_use(run: str | Path, data: str | None = None, split: str = "test", 
     """The paired held-out loss of a UniSinger run in the SVC task with all its conditions ("true") and with each
     of :data:`SVC_CONDITIONS` nulled in every sample by the model's own CFG path (``loss(null=...)``): which
     conditions the model reads. Same batches and draws per variant, as :func:`f0_use`."""
-    from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
-    from songcorpus.train.generate import caption_encoder, load_run
-    from songcorpus.train.text import PhonemeTokenizer
-    from songcorpus.train.trainer import to_tensors
+    from songcorpus.train.generate import load_run
 
     loaded = load_run(run, checkpoint)
     if loaded.name != "unisinger":
         raise F0UseError(f"run {run} trains {loaded.name}; the modality probe reads UniSinger runs")
     model = loaded.model
-    keys = [k for k in model.batch_keys if k != "mask"]
-    stats = dict(loaded.stats)
-    if "reference_vocals_latents" in keys:
-        stats["reference_vocals_latents"] = stats["vocals_latents"]
-    view = CorpusView(data or str(loaded.corpus), split, keys, window_s=loaded.window_s)
-    stream = ShardStream(BatchBuilder(view, caption_encoder(), PhonemeTokenizer(), stats),
-                         StepOrder(len(view), seed, batch_size))
-    held_out = [to_tensors(stream.batch(i), "cpu") for i in range(batches)]
+    held_out = _held_out(loaded, data, split, batches, batch_size, seed)
     _probe_config(model, "unisinger")
     total = loaded.config.steps
     variants = {"true": (), **{f"no {m}": (m,) for m in SVC_CONDITIONS}}
