@@ -55,18 +55,16 @@ def main() -> None:
                 used = modality_use(run, args.data, args.split, step, args.batches, args.batch_size)
                 print(f"-- SVC conditions nulled, step {used.step}\n{used.table().replace('f0 given', 'SVC with')}\n",
                       flush=True)
-        if args.explained:
+        if args.explained or args.content:
             from songcorpus.train.generate import load_run
 
             loaded = load_run(run)
+        if args.explained:
             share = pitch_share(args.data or str(loaded.corpus), loaded.stats, loaded.window_s)
             print(f"explained (held-out R², linear): voicing {share.voicing:.3f}, voicing + pitch "
                   f"{share.voicing_and_pitch:.3f}, pitch adds {share.pitch:.3f} ({share.frames[0]} fitted / "
                   f"{share.frames[1]} held-out frames)\n", flush=True)
         if args.content:
-            from songcorpus.train.generate import load_run
-
-            loaded = load_run(run)
             lifters = tuple(sorted({0, 20, getattr(loaded.model.config, "content_lifter", 0)}))
             found = content_pitch(args.data or str(loaded.corpus), loaded.stats, loaded.window_s, lifters)
             print(f"UniSinger's content input, linear read (held-out R², {found.frames[0]} fitted / "

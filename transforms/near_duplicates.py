@@ -155,14 +155,14 @@ def near_duplicate_groups(rows: Iterable[Row], config: PipelineConfig, store: Ar
 
     indexed.update_many(listed())
 
-    def source(i: int) -> str:
-        return indexed[f"{i:09d}"][0]
+    def entry(i: int) -> list[str]:
+        return indexed[f"{i:09d}"]
 
     stats = IndexStats()
-    matches = find_matches_on_disk(lambda i: store.get_array(indexed[f"{i:09d}"][1]), n_tracks, cfg.max_bit_error,
+    matches = find_matches_on_disk(lambda i: store.get_array(entry(i)[1]), n_tracks, cfg.max_bit_error,
                                    math.ceil(cfg.min_overlap_s / ITEM_S), cfg.key_bits, cfg.min_votes,
                                    cfg.max_postings, stats, items_hint=n_items)
-    srcs = {i: source(i) for i in sorted({i for m in matches for i in (m.a, m.b)})}  # the matched tracks only
+    srcs = {i: entry(i)[0] for i in sorted({i for m in matches for i in (m.a, m.b)})}  # the matched tracks only
     indexed.close()
     evidence: dict[str, Evidence] = {}
     for m in matches:  # each member's closest match (lowest error, then the longest overlap, then source)

@@ -13,7 +13,7 @@ of that corpus (or ``data``). Writes nothing. Fails with :class:`F0UseError` for
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,15 +181,20 @@ def voicing_pitch_features(f0: np.ndarray, length: int | None = None) -> tuple[n
     return bins[..., -1:], bins
 
 
-def _frames(view, stats: dict, batches: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(voicing and pitch-bin features per latent frame (N, bins + 1), normalised vocal latents (N, C)) of
-    ``batches`` batches, padding dropped."""
+def _vocal_batches(view, stats: dict, batches: int, batch_size: int, seed: int) -> Iterator[dict]:
+    """Up to ``batches`` batches (f0, normalised vocal latents, mask) of ``view``, in the seeded step order."""
     from songcorpus.train.data import BatchBuilder, ShardStream, StepOrder
 
     stream = ShardStream(BatchBuilder(view, latent_stats=stats), StepOrder(len(view), seed, batch_size))
-    features, latents = [], []
     for i in range(min(batches, max(1, len(view) // batch_size))):
-        batch = stream.batch(i)
+        yield stream.batch(i)
+
+
+def _frames(view, stats: dict, batches: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(voicing and pitch-bin features per latent frame (N, bins + 1), normalised vocal latents (N, C)) of
+    ``batches`` batches, padding dropped."""
+    features, latents = [], []
+    for batch in _vocal_batches(view, stats, batches, batch_size, seed):
         lat, mask = np.asarray(batch["vocals_latents"], dtype=np.float64), np.asarray(batch["mask"]) > 0
         _, bins = voicing_pitch_features(batch["f0"], lat.shape[1])
         features.append(bins[mask])
@@ -236,17 +241,15 @@ def content_pitch(corpus: str, latent_stats: dict, window_s: float, lifters: tup
     """:class:`ContentPitch` of ``corpus``, fitted on ``splits[0]`` and read on ``splits[1]``, with the content
     computed by the model's own :func:`songcorpus.train.models.unisinger.content_frames`. The pitch bins are
     :func:`voicing_pitch_features`'s; log f0 is the f0 frame nearest each latent frame."""
-    from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
+    from songcorpus.train.data import CorpusView
     from songcorpus.train.models.blocks import dct_basis
     from songcorpus.train.models.unisinger import content_frames
 
     def read(split: str) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
         view = CorpusView(corpus, split, ["f0", "vocals_latents"], window_s=window_s)
-        stream = ShardStream(BatchBuilder(view, latent_stats=latent_stats), StepOrder(len(view), seed, batch_size))
         content: dict[int, list[np.ndarray]] = {k: [] for k in lifters}
         bins_all, hz_all = [], []
-        for i in range(min(batches, max(1, len(view) // batch_size))):
-            batch = stream.batch(i)
+        for batch in _vocal_batches(view, latent_stats, batches, batch_size, seed):
             lat = torch.as_tensor(np.asarray(batch["vocals_latents"], dtype=np.float32))
             mask = torch.as_tensor(np.asarray(batch["mask"]) > 0)
             f0 = np.asarray(batch["f0"], dtype=np.float64)
