@@ -7,7 +7,9 @@ the latest checkpoint of each run or for every checkpoint (`--every-checkpoint`:
 `--explained` also prints how much of the run's loss target pitch can explain at all (train/eval/f0_use.py
 `pitch_share`: held-out R² of the normalised vocal latents read linearly from voicing, and from voicing plus
 pitch bins), so a small use of pitch can be read against a small available share. `--content` prints how much
-pitch UniSinger's lite SVC content carries, unliftered and liftered (`content_pitch`).
+pitch UniSinger's lite SVC content carries, unliftered and liftered (`content_pitch`). `--alignment` prints, per
+MM-DiT block, the attention mass UniSinger's audio frames put on their own content (+ f0) token, against uniform
+attention (train/eval/content_alignment.py): whether a frame-wise pitch can be read at all.
 
 Reads the runs and their corpus (or `--data`); writes nothing.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 
 from songcorpus.train.checkpoint import list_checkpoints
+from songcorpus.train.eval.content_alignment import content_alignment
 from songcorpus.train.eval.f0_use import F0UseError, content_pitch, f0_use, modality_use, pitch_share
 
 
@@ -40,6 +43,9 @@ def main() -> None:
     p.add_argument("--content", action="store_true",
                    help="also print how much pitch and voicing a linear read finds in UniSinger's lite SVC content, "
                         "unliftered and liftered (train/eval/f0_use.py content_pitch)")
+    p.add_argument("--alignment", action="store_true",
+                   help="UniSinger runs: also print the attention mass from each audio frame to its own content "
+                        "token, per block (train/eval/content_alignment.py)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,6 +60,10 @@ def main() -> None:
             if args.modalities:
                 used = modality_use(run, args.data, args.split, step, args.batches, args.batch_size)
                 print(f"-- SVC conditions nulled, step {used.step}\n{used.table().replace('f0 given', 'SVC with')}\n",
+                      flush=True)
+            if args.alignment:
+                found = content_alignment(run, args.data, args.split, step, args.batches, args.batch_size)
+                print(f"-- attention to the frame's own content token, step {found.step}\n{found.table()}\n",
                       flush=True)
         if args.explained or args.content:
             from songcorpus.train.generate import load_run

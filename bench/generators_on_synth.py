@@ -21,6 +21,8 @@ import json
 import time
 from pathlib import Path
 
+import yaml
+
 from songcorpus.schemas.training import load_train_config
 from songcorpus.train.eval.evaluate import evaluate_run
 from songcorpus.train.launch import launch_local
@@ -88,11 +90,21 @@ def main() -> None:
                    "a metric against the step)")
     p.add_argument("--lr", nargs="*", default=[], metavar="MODEL=LR",
                    help="peak learning rate per model name (e.g. songecho_melody=1e-3); default the config's")
+    p.add_argument("--set", nargs="*", default=[], metavar="SYSTEM.FIELD=VALUE", dest="model_set",
+                   help="model-config field for one system (its name in --only, or its model name), e.g. "
+                        "unisinger.content_alignment_bias=4; VALUE is read as YAML")
     args = p.parse_args()
     try:
         args.lr = {k: float(v) for k, v in (item.split("=", 1) for item in args.lr)}
     except ValueError:
         p.error(f"--lr takes MODEL=LR pairs, got {args.lr}")
+    sets: dict[str, dict] = {}
+    for item in args.model_set:
+        key, eq, value = item.partition("=")
+        system, dot, field = key.partition(".")
+        if not (eq and dot and system and field):
+            p.error(f"--set takes SYSTEM.FIELD=VALUE, got {item!r}")
+        sets.setdefault(system, {})[field] = yaml.safe_load(value)
     if args.threads:
         import torch
 
@@ -110,6 +122,7 @@ def main() -> None:
             backbone = Path(args.backbone)
         if args.f0_encoding and name in ("songecho_melody", "unisinger"):
             model = {**model, "f0_encoding": args.f0_encoding}
+        model = {**model, **sets.get(name, {}), **sets.get(label, {})}
         run = out / label
         if not (run / "checkpoints").exists():
             calib = out / "calib" / label

@@ -152,6 +152,25 @@ def test_f0_use_reads_whether_a_model_follows_its_f0(runs, tmp_path):
         f0_use(runs["samuel"], **probe)
 
 
+def test_content_alignment_reads_a_unisinger_run(runs):
+    """train/eval/content_alignment.py on the tiny trained UniSinger run: one row per block and one column per
+    head, masses between 0 and 1 with the aligned share inside the content share; same call, same numbers; a
+    run of another model is refused by name."""
+    from songcorpus.train.eval.content_alignment import content_alignment
+    from songcorpus.train.eval.f0_use import F0UseError
+
+    probe = {"split": "train", "batches": 2, "batch_size": 2}
+    found = content_alignment(runs["unisinger"], **probe)
+    cfg = yaml.safe_load((runs["unisinger"] / "config.yaml").read_text())["model"]
+    assert found.aligned.shape == found.content.shape == (cfg["n_layers"], cfg["n_heads"])
+    assert np.all(found.aligned >= 0) and np.all(found.aligned <= found.content + 1e-9) and np.all(found.content <= 1)
+    assert 0 < found.uniform < 1 and found.step == 2 and "best / uniform" in found.table()
+    again = content_alignment(runs["unisinger"], **probe)
+    assert np.array_equal(found.aligned, again.aligned)
+    with pytest.raises(F0UseError, match="UniSinger"):
+        content_alignment(runs["samuel"], **probe)
+
+
 def test_pitch_share_reads_what_voicing_and_pitch_explain(runs):
     """train/eval/f0_use.py's linear read. Known answers: a target made from the pitch bins is explained by
     voicing plus pitch and far less by voicing alone; one made from voicing gains nothing from pitch; noise is

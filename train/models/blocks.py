@@ -96,10 +96,11 @@ def window_mask(t_q: int, t_k: int, window: int, device: torch.device) -> torch.
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
-           window: int | None = None) -> torch.Tensor:
+           window: int | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Bidirectional softmax attention, (B, H, Tq, D) x (B, Hkv, Tk, D) -> (B, H, Tq, D).
 
     ``key_mask`` (B, Tk) bool: True = a key that may be attended. ``window``: local attention (Tq == Tk).
+    ``bias``: added to the scores before the softmax (broadcast to (B, H, Tq, Tk)), on allowed keys only.
     Grouped-query attention when Hkv divides H. A query that may see no key at all (a padded frame whose
     whole window is padding, a sample with no valid key) attends to every key instead of producing NaN;
     such rows belong to padding and are masked out of every loss.
@@ -118,6 +119,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Te
         mask = w if mask is None else (mask & w)
     if mask is not None:
         mask = mask | ~mask.any(dim=-1, keepdim=True)
+    if bias is not None:
+        bias = bias.to(q.dtype)
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
