@@ -50,7 +50,7 @@ def config(name: str, steps: int, window_s: float, batch: int, model: dict, ever
 def train(name: str, run: Path, data: str, steps: int, args: argparse.Namespace, model: dict,
           backbone: Path | None) -> float:
     start = time.perf_counter()
-    every = max(1, steps // 4)
+    every = max(1, steps // args.checkpoints)
     launch_local(config(name, steps, args.window, args.batch, model, every, args.lr.get(name), args.keep), data, run,
                  progress=False, backbone=backbone)
     return time.perf_counter() - start
@@ -86,8 +86,9 @@ def main() -> None:
     p.add_argument("--backbone", help="stage-A run for SongEcho stage B (default OUT/songecho)")
     p.add_argument("--f0-encoding", choices=["log", "bins"], help="f0 input of SongEcho stage B and UniSinger "
                    "(default the config's: log)")
-    p.add_argument("--keep", type=int, default=2, help="checkpoints kept per run (4 are written: keep 4 to read "
-                   "a metric against the step)")
+    p.add_argument("--checkpoints", type=int, default=4, help="checkpoints written per run (evenly spaced)")
+    p.add_argument("--keep", type=int, default=2, help="checkpoints kept per run (--checkpoints are written: keep "
+                   "them all to read a metric against the step)")
     p.add_argument("--lr", nargs="*", default=[], metavar="MODEL=LR",
                    help="peak learning rate per model name (e.g. songecho_melody=1e-3); default the config's")
     p.add_argument("--set", nargs="*", default=[], metavar="SYSTEM.FIELD=VALUE", dest="model_set",

@@ -171,6 +171,41 @@ def test_content_alignment_reads_a_unisinger_run(runs):
         content_alignment(runs["samuel"], **probe)
 
 
+def test_condition_use_reads_whether_an_accompaniment_model_follows_its_vocals(runs, tmp_path):
+    """train/eval/condition_use.py. Known answer: a SAMUeL whose vocal input is cut (the first layer that reads
+    the condition zeroed) loses nothing from any alteration; the tiny trained SAMUeL and LaDA-Band runs give
+    finite, repeatable paired losses; a model without vocals, and a batch of one, are refused by name."""
+    import torch
+
+    from songcorpus.train.eval.condition_use import condition_use, variants
+    from songcorpus.train.eval.f0_use import F0UseError
+
+    probe = {"split": "train", "batches": 2, "batch_size": 2}
+    cut = tmp_path / "samuel_cut"
+    shutil.copytree(runs["samuel"], cut)
+    state_file = next((cut / "checkpoints").iterdir()) / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    reads = [k for k in state["ema"] if k.startswith("net.cond_in") and k.endswith("weight")]
+    assert reads, sorted(state["ema"])[:20]
+    for k in reads:
+        state["ema"][k] = torch.zeros_like(state["ema"][k])
+    torch.save(state, state_file)
+    use = condition_use(cut, **probe)
+    assert set(use.losses) == set(variants("samuel", 25.0))
+    assert all(np.all(use.delta(v) == 0.0) for v in use.losses), use.table()
+
+    for name in ("samuel", "lada_band"):
+        use = condition_use(runs[name], **probe)
+        assert np.all(np.isfinite(use.losses["true"])) and use.step == 2
+        assert np.abs(use.delta("another song's vocals")).max() > 0, (name, use.table())
+        again = condition_use(runs[name], **probe)
+        assert all(np.array_equal(use.losses[v], again.losses[v]) for v in use.losses)
+    with pytest.raises(F0UseError, match="reads samuel or lada_band"):
+        condition_use(runs["unisinger"], **probe)
+    with pytest.raises(F0UseError, match="batch_size >= 2"):
+        condition_use(runs["samuel"], split="train", batches=1, batch_size=1)
+
+
 def test_pitch_share_reads_what_voicing_and_pitch_explain(runs):
     """train/eval/f0_use.py's linear read. Known answers: a target made from the pitch bins is explained by
     voicing plus pitch and far less by voicing alone; one made from voicing gains nothing from pitch; noise is

@@ -48,10 +48,11 @@ class F0Use:
         return self.losses[variant] - self.losses["true"]
 
     def table(self) -> str:
-        lines = [f"{'f0 given':16s} {'loss':>8s} {'minus true':>11s} {'batch min':>10s} {'batch max':>10s}"]
+        w = max(16, *(len(n) for n in self.losses))
+        lines = [f"{'f0 given':{w}s} {'loss':>8s} {'minus true':>11s} {'batch min':>10s} {'batch max':>10s}"]
         for name, loss in self.losses.items():
             d = self.delta(name)
-            lines.append(f"{name:16s} {loss.mean():8.4f} {d.mean():+11.4f} {d.min():+10.4f} {d.max():+10.4f}")
+            lines.append(f"{name:{w}s} {loss.mean():8.4f} {d.mean():+11.4f} {d.min():+10.4f} {d.max():+10.4f}")
         return "\n".join(lines)
 
 

@@ -1,0 +1,69 @@
+"""Does an accompaniment model (SAMUeL, LaDA-Band) read the vocals it is given, and their timing? A paired held-out
+loss, as ``f0_use`` does for f0: the same batches and random draws, scored with the true vocals and with the vocals
+altered.
+
+Why this exists next to onset F1 and chroma: those stay near their floor both for a model that ignores its
+vocals and for one that reads them but samples poorly. A model that follows the vocals loses when they are
+another song's; one that also follows their timing loses when they are moved by half a second.
+
+Variants (each applied to the model's vocal key, ``vocals_latents`` or ``vocals_tokens``, the mask unchanged):
+- "another song's vocals": the batch's vocals rolled by one sample (held-out windows of different songs);
+- "vocals moved 0.5 s": rolled in time by half a second, wrapping around;
+- "vocals nulled" (SAMUeL only): the zero condition its CFG dropout trains.
+
+Reads: a training run through :func:`songcorpus.train.generate.load_run` (EMA weights, latent stats, its
+corpus); held-out windows of ``split`` (``f0_use._held_out``). Writes nothing. Fails with
+:class:`songcorpus.train.eval.f0_use.F0UseError` for a model that reads no vocals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from songcorpus.train.eval.f0_use import F0Use, F0UseError
+
+VOCAL_KEYS = {"samuel": "vocals_latents", "lada_band": "vocals_tokens"}
+MOVE_S = 0.5
+
+
+def variants(name: str, frames_per_s: float) -> dict[str, object]:
+    """Alterations of the vocal tensor (B, T, ...) for model ``name``."""
+    shift = max(1, int(round(MOVE_S * frames_per_s)))
+    out = {"true": lambda v: v,
+           "another song's vocals": lambda v: torch.roll(v, 1, dims=0),
+           f"vocals moved {MOVE_S:g} s": lambda v: torch.roll(v, shift, dims=1)}
+    if name == "samuel":
+        out["vocals nulled"] = torch.zeros_like
+    return out
+
+
+def condition_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
+                  batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
+    """The paired held-out loss of a SAMUeL or LaDA-Band run with each of :func:`variants` (``F0Use.delta``: the
+    increase over the true vocals, per batch)."""
+    from songcorpus.schemas.train_models import LATENT_RATE_HZ
+    from songcorpus.train.eval.f0_use import _held_out
+    from songcorpus.train.generate import load_run
+
+    if batch_size < 2:
+        raise F0UseError("the vocal-condition probe needs batch_size >= 2 (another song's vocals come from the batch)")
+    loaded = load_run(run, checkpoint)
+    key = VOCAL_KEYS.get(loaded.name)
+    if key is None:
+        raise F0UseError(f"run {run} trains {loaded.name}; the vocal-condition probe reads "
+                         f"{' or '.join(VOCAL_KEYS)} runs")
+    held_out = _held_out(loaded, data, split, batches, batch_size, seed)
+    total = loaded.config.steps
+    alter = variants(loaded.name, LATENT_RATE_HZ)
+    losses: dict[str, list[float]] = {v: [] for v in alter}
+    with torch.no_grad():
+        for i, batch in enumerate(held_out):
+            for name, fn in alter.items():
+                draws = torch.Generator().manual_seed(seed * 1000 + i)
+                loss, _ = loaded.model.loss({**batch, key: fn(batch[key])}, generator=draws, step=total - 1,
+                                            total_steps=total)
+                losses[name].append(float(loss))
+    return F0Use(str(run), loaded.step, {k: np.asarray(v) for k, v in losses.items()})
