@@ -92,12 +92,41 @@ def test_summary_view_has_intervals_and_joins_the_catalog(samuel_eval, demo_ray)
     con.close()
 
 
+def test_paired_differences_pair_windows_and_know_their_answer(samuel_eval):
+    """tables.paired_table: a model that is its baseline plus 0.1 on every window differs by exactly 0.1 with a
+    zero-width interval, however much the windows differ among themselves (the unpaired intervals would
+    overlap); windows only one system scored are left out. The evaluator writes the table and prints it."""
+    import pyarrow as pa
+
+    from songcorpus.train.eval.tables import paired_table
+
+    base = [0.1, 0.9, 0.4, 0.6, 0.2]
+    rows = ([("model", f"k{i}", "onset_f1", v + 0.1) for i, v in enumerate(base)]
+            + [("untrained", f"k{i}", "onset_f1", v) for i, v in enumerate(base)]
+            + [("model", "only_model", "onset_f1", 5.0), ("floor", "k0", "onset_f1", 0.0),
+               ("model", None, "fad", 3.0), ("untrained", None, "fad", 4.0)])
+    table = pa.table({"system": [r[0] for r in rows], "key": [r[1] for r in rows],
+                      "metric": [r[2] for r in rows], "value": [r[3] for r in rows]})
+    got = {(r["baseline"], r["metric"]): r for r in paired_table(table, 500, 0).to_pylist()}
+    assert set(got) == {("untrained", "onset_f1"), ("floor", "onset_f1")}  # FAD is a set metric: not paired
+    u = got[("untrained", "onset_f1")]
+    assert u["n"] == 5 and u["mean_difference"] == pytest.approx(0.1)
+    assert u["ci_low"] == pytest.approx(0.1) and u["ci_high"] == pytest.approx(0.1)
+    assert got[("floor", "onset_f1")]["n"] == 1 and got[("floor", "onset_f1")]["mean_difference"] == pytest.approx(0.2)
+
+    con = duckdb.connect(str(samuel_eval / "metrics.duckdb"), read_only=True)
+    n = con.execute("SELECT count(*) FROM paired WHERE baseline = 'untrained' AND metric = 'onset_f1'").fetchone()[0]
+    con.close()
+    assert n == 1
+
+
 def test_evaluate_is_deterministic_and_prints_the_table(samuel_run, demo_ray, samuel_eval, tmp_path, capsys):
     out = tmp_path / "again"  # the same windows and seed, two of the metrics (the others take longer)
     assert main(["evaluate", str(samuel_run), "--data", str(demo_ray), "--split", "train", "--limit", "4",
                  "--metrics", "onset_f1,chroma_cosine", "--out", str(out), *FAST]) == 0
     printed = capsys.readouterr().out
     assert "onset_f1 (higher better)" in printed and "ground_truth" in printed and "wrote" in printed
+    assert "model - untrained" in printed and "model - floor" in printed
 
     def rows(folder: Path) -> list[dict]:
         return [r for r in pq.read_table(folder / "metrics.parquet").to_pylist()

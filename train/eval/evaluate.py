@@ -65,10 +65,11 @@ def _unavailable_system(scorer: Scorer, system: str, reason: str, rows: list[Row
 
 def _finish(out: Path, rows: list[Row], identity: dict[str, Any], set_intervals: dict, resamples: int,
             seed: int, info: dict[str, Any], quiet: bool) -> dict[str, Any]:
-    from songcorpus.train.eval.tables import format_summary, intervals_table, metrics_table, write_report
+    from songcorpus.train.eval.tables import format_summary, intervals_table, metrics_table, paired_table, write_report
 
     table = metrics_table(rows, identity)
-    paths = write_report(out, table, intervals_table(table, set_intervals, resamples, seed))
+    paths = write_report(out, table, intervals_table(table, set_intervals, resamples, seed),
+                         paired_table(table, resamples, seed))
     failed = sum(1 for r in rows if r.value is None)
     info = {**identity, **info, "rows": len(rows), "failed_rows": failed,
             "outputs": {k: str(v) for k, v in paths.items()}}

@@ -9,7 +9,9 @@ Writes (atomically: a temporary name, then a rename, so a crash leaves the old r
 - ``EVAL/metrics.duckdb``: ``metrics`` (the same rows), ``intervals`` (the 95% bootstrap interval per
   system and metric: percentiles 2.5 / 97.5 of the mean over windows drawn with replacement, seeded; for
   FAD, of FAD recomputed on windows drawn with replacement, re-centred on the estimate) and the view
-  ``summary``: per system and metric the mean, its interval, the window count and the failures.
+  ``summary``: per system and metric the mean, its interval, the window count and the failures; ``paired``:
+  per metric, the model's mean per-window difference from the untrained model and from the floor on the
+  windows both scored, with its bootstrap interval (``paired_table``).
 Bootstrap draws are seeded from (seed, system, metric), so the same rows give the same intervals.
 """
 
@@ -76,6 +78,39 @@ def intervals_table(table: Any, set_intervals: dict[tuple[str, str], tuple[float
                                       ("ci_low", pa.float64()), ("ci_high", pa.float64())]))
 
 
+PAIRED_BASELINES = ("untrained", "floor")
+
+
+def paired_table(table: Any, resamples: int, seed: int) -> Any:
+    """Per metric with per-window values and per baseline of :data:`PAIRED_BASELINES`: the mean over windows of
+    (model - baseline) on the windows both scored, its 95% bootstrap interval (windows drawn with replacement,
+    the pair kept together) and the window count. Pairing removes what the windows share (a hard song is hard
+    for both systems), so a difference can be resolved where the two systems' own intervals overlap."""
+    import pyarrow as pa
+
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    for system, metric, key, value in zip(table["system"].to_pylist(), table["metric"].to_pylist(),
+                                          table["key"].to_pylist(), table["value"].to_pylist(), strict=True):
+        if key is not None and value is not None:
+            values.setdefault((system, metric), {})[key] = value
+    rows = []
+    for (system, metric), model in sorted(values.items()):
+        if system != "model":
+            continue
+        for base in PAIRED_BASELINES:
+            other = values.get((base, metric), {})
+            keys = sorted(set(model) & set(other))
+            if not keys:
+                continue
+            diffs = [model[k] - other[k] for k in keys]
+            lo, hi = bootstrap_mean_interval(diffs, resamples, seed, f"model-{base}/{metric}")
+            rows.append((base, metric, float(np.mean(diffs)), lo, hi, len(keys)))
+    names = ("baseline", "metric", "mean_difference", "ci_low", "ci_high", "n")
+    types = (pa.string(), pa.string(), pa.float64(), pa.float64(), pa.float64(), pa.int64())
+    return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)},
+                    schema=pa.schema(list(zip(names, types, strict=True))))
+
+
 SUMMARY_VIEW = """
 CREATE VIEW summary AS
 SELECT m.run, m.checkpoint_step, m.model, m.split, m.system, m.metric,
@@ -88,8 +123,9 @@ GROUP BY ALL
 """
 
 
-def write_report(out: Path, table: Any, intervals: Any) -> dict[str, Path]:
-    """``metrics.parquet`` and ``metrics.duckdb`` in ``out``, each written under a temporary name first."""
+def write_report(out: Path, table: Any, intervals: Any, paired: Any | None = None) -> dict[str, Path]:
+    """``metrics.parquet`` and ``metrics.duckdb`` in ``out``, each written under a temporary name first
+    (``paired``: :func:`paired_table`, written as table ``paired`` when given)."""
     import duckdb
     import pyarrow.parquet as pq
 
@@ -105,6 +141,9 @@ def write_report(out: Path, table: Any, intervals: Any) -> dict[str, Path]:
         con.register("intervals_arrow", intervals)
         con.execute("CREATE TABLE metrics AS SELECT * FROM metrics_arrow")
         con.execute("CREATE TABLE intervals AS SELECT * FROM intervals_arrow")
+        if paired is not None:
+            con.register("paired_arrow", paired)
+            con.execute("CREATE TABLE paired AS SELECT * FROM paired_arrow")
         con.execute(SUMMARY_VIEW)
     finally:
         con.close()
@@ -124,9 +163,23 @@ def summary_rows(db: Path) -> list[tuple]:
         con.close()
 
 
+def paired_rows(db: Path) -> list[tuple]:
+    """(baseline, metric, mean difference, low, high, n) of the ``paired`` table; none in a report without it."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'paired'").fetchone()[0]:
+            return []
+        return con.execute("SELECT baseline, metric, mean_difference, ci_low, ci_high, n FROM paired "
+                           "ORDER BY metric, baseline").fetchall()
+    finally:
+        con.close()
+
+
 def format_summary(db: Path, lower_is_better: set[str]) -> str:
-    """A metric x system table: ``mean [low, high]`` (n windows), failures counted; arrows say which way is
-    better."""
+    """A metric x system table: ``mean [low, high]`` (n windows), failures counted; then the model's paired
+    difference from the untrained model and the floor, ``+diff [low, high]``. Which way is better is stated."""
     rows = summary_rows(db)
     systems = [s for s in SYSTEM_ORDER if any(r[0] == s for r in rows)]
     systems += sorted({r[0] for r in rows} - set(systems))
@@ -141,9 +194,14 @@ def format_summary(db: Path, lower_is_better: set[str]) -> str:
             text = f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" + (f" n={n}" if n > 1 else "") + \
                 (f" ({failures} failed)" if failures else "")
         cell[(metric, system)] = text
-    head = ["metric"] + systems
+    paired = paired_rows(db)
+    bases = [b for b in PAIRED_BASELINES if any(r[0] == b for r in paired)]
+    for base, metric, diff, lo, hi, _n in paired:
+        cell[(metric, f"model - {base}")] = f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    columns = systems + [f"model - {b}" for b in bases]
+    head = ["metric"] + columns
     lines = [[f"{m} {'(lower better)' if m in lower_is_better else '(higher better)'}"]
-             + [cell.get((m, s), "") for s in systems] for m in metrics]
+             + [cell.get((m, s), "") for s in columns] for m in metrics]
     widths = [max(len(str(r[i])) for r in [head, *lines]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in lines])
