@@ -111,14 +111,23 @@ def load_train_config(model: str, path: str | Path | None = None, overrides: dic
         raise TrainConfigError(f"training config {path or '(defaults)'}: {problems}") from None
 
 
+# Fields added to a model's schema after checkpoints were written, whose new default changes the architecture:
+# (model name, a field every complete dump of that model has, the new field, the value that reproduces the model
+# a dump without it describes).
+ADDED_ARCHITECTURE_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
+    ("unisinger", "content_bottleneck", "content_lifter", 0),            # 2026-12-03: content was the whole frame
+    ("unisinger", "content_bottleneck", "content_alignment_bias", 0.0),  # 2026-12-04: no alignment bias
+)
+
+
 def saved_train_config(saved: dict[str, Any]) -> TrainConfig:
-    """A config a checkpoint stored (a complete dump), read with the defaults it was written under: a field added
-    to the schema later, whose new default changes the architecture, takes the value that reproduces the old
-    model. UniSinger's ``content_lifter`` (added 2026-12-03; before it the content was the whole frame)."""
+    """A config a checkpoint stored (a complete dump), read with the defaults it was written under: each field of
+    :data:`ADDED_ARCHITECTURE_FIELDS` missing from the dump takes the value that reproduces the old model."""
     data = json.loads(json.dumps(saved))
     model = data.get("model") or {}
-    if model.get("name") == "unisinger" and "content_bottleneck" in model and "content_lifter" not in model:
-        model["content_lifter"] = 0
+    for name, always, field, old in ADDED_ARCHITECTURE_FIELDS:
+        if model.get("name") == name and always in model and field not in model:
+            model[field] = old
     return TrainConfig.model_validate(data)
 
 

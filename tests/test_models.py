@@ -473,13 +473,23 @@ def test_unisinger_content_lifter_drops_the_harmonic_ripple_and_keeps_the_envelo
 
 
 def test_unisinger_checkpoints_from_before_the_lifter_still_load():
-    """A checkpoint's stored config written before ``content_lifter`` existed describes the unliftered model."""
+    """A checkpoint's stored config written before ``content_lifter`` (or ``content_alignment_bias``) existed
+    describes the model it was trained as: unliftered, with no alignment bias."""
     from songcorpus.schemas.training import TrainConfig, saved_train_config
 
     old = TrainConfig(model=UniSingerConfig()).model_dump(mode="json")
-    del old["model"]["content_lifter"]
+    del old["model"]["content_lifter"], old["model"]["content_alignment_bias"]
     assert saved_train_config(old).model.content_lifter == 0
-    assert saved_train_config(TrainConfig(model=UniSingerConfig()).model_dump(mode="json")).model.content_lifter == 20
+    assert saved_train_config(old).model.content_alignment_bias == 0.0
+    lifted = TrainConfig(model=UniSingerConfig()).model_dump(mode="json")
+    del lifted["model"]["content_alignment_bias"]  # written between the lifter and the alignment bias
+    assert saved_train_config(lifted).model.content_lifter == 20
+    assert saved_train_config(lifted).model.content_alignment_bias == 0.0
+    now = saved_train_config(TrainConfig(model=UniSingerConfig()).model_dump(mode="json")).model
+    assert now.content_lifter == 20 and now.content_alignment_bias == 4.0
+    # the model an old dump describes builds with the state-dict keys its checkpoint has
+    keys = set(build_model(saved_train_config(lifted).model).state_dict())
+    assert not any("alignment_bias" in k for k in keys)
     with pytest.raises(ValueError, match="content_lifter"):
         TrainConfig.model_validate({"model": {"name": "unisinger"}, "data": {"codec": "sao_vae"}})
 
