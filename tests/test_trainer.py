@@ -267,3 +267,21 @@ def test_each_generator_learns_on_the_demo_windows(name, demo_ray, stage_a_run, 
     assert len((run / "log.jsonl").read_text().splitlines()) == steps
     first, last = paired_loss(cfg, demo_ray, run, backbone)
     assert last < bound * first, (name, first, last, last / first)
+
+
+def test_a_run_folder_config_from_before_a_new_field_reads_as_it_was_trained(tmp_path):
+    """prepare_run reads a run's config.yaml as the complete dump it is: a UniSinger run written before
+    ``content_alignment_bias`` existed was trained without it, so resuming it with today's default (4.0) is
+    refused, naming the field, and resuming with 0 is accepted."""
+    from songcorpus.schemas.train_models import UniSingerConfig
+    from songcorpus.schemas.training import TrainConfig
+    from songcorpus.train.trainer import Dist, prepare_run
+
+    run = tmp_path / "old_unisinger"
+    run.mkdir()
+    dumped = TrainConfig(model=UniSingerConfig()).model_dump(mode="json")
+    del dumped["model"]["content_alignment_bias"]
+    (run / "config.yaml").write_text(yaml.safe_dump(dumped, sort_keys=False))
+    with pytest.raises(TrainError, match="model fields that differ: content_alignment_bias"):
+        prepare_run(run, TrainConfig(model=UniSingerConfig()), Dist())
+    prepare_run(run, TrainConfig(model=UniSingerConfig(content_alignment_bias=0.0)), Dist())

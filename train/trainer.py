@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
-from songcorpus.schemas.training import TrainConfig, dump_train_config, load_train_config
+from songcorpus.schemas.training import TrainConfig, dump_train_config, load_train_config, saved_train_config
 from songcorpus.train.checkpoint import (
     CheckpointError,
     begin_checkpoint,
@@ -205,9 +206,14 @@ def prepare_run(run: Path, config: TrainConfig, dist: Dist) -> None:
     """Record the config; a different config (other than ``steps``) in an existing run folder is refused."""
     path = run / "config.yaml"
     if path.exists():
-        old = load_train_config(config.model.name, path)
+        # read as the complete dump it is: a field added to the schema since takes the value the run was
+        # trained with, not today's default (schemas/training.py ADDED_ARCHITECTURE_FIELDS)
+        old = saved_train_config(yaml.safe_load(path.read_text()) or {})
         if old.model_copy(update={"steps": config.steps}).digest() != config.digest():
-            raise TrainError(f"{run} was started with another config ({path}); resume with the same config "
+            changed = sorted(k for k, v in old.model.model_dump().items() if config.model.model_dump().get(k) != v)
+            hint = f" (model fields that differ: {', '.join(changed)})" if changed else ""
+            raise TrainError(f"{run} was started with another config ({old.model.name}, {path}){hint}; resume with "
+                             f"the same config "
                              f"(only --steps may change) or choose a new --out")
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
