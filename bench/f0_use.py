@@ -17,6 +17,7 @@ Reads the runs and their corpus (or `--data`); writes nothing.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -26,15 +27,30 @@ from songcorpus.train.eval.content_alignment import content_alignment
 from songcorpus.train.eval.f0_use import F0UseError, content_pitch, f0_use, modality_use, pitch_share
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="training run folders")
+def probe_parser(description: str, runs_help: str = "training run folders") -> argparse.ArgumentParser:
+    """The options every paired-loss probe script takes (this one and bench/condition_use.py)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("runs", nargs="+", help=runs_help)
     p.add_argument("--data", help="corpus to draw held-out windows from (default: the run's own)")
     p.add_argument("--split", default="test")
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--every-checkpoint", action="store_true", help="probe every kept checkpoint, not the latest")
     p.add_argument("--threads", type=int, help="torch threads (default torch's)")
+    return p
+
+
+def probed_checkpoints(args: argparse.Namespace) -> Iterator[tuple[str, list[str | None]]]:
+    """(run, its checkpoint steps: [None] = the latest, every kept one with ``--every-checkpoint``) for each run
+    of ``args``; sets torch's threads first."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for run in args.runs:
+        yield run, [str(s) for s, _ in list_checkpoints(Path(run))] if args.every_checkpoint else [None]
+
+
+def main() -> None:
+    p = probe_parser(__doc__.splitlines()[0])
     p.add_argument("--explained", action="store_true",
                    help="also print the share of the vocal latents' variance that voicing and pitch explain")
     p.add_argument("--modalities", action="store_true",
@@ -47,10 +63,7 @@ def main() -> None:
                    help="UniSinger runs: also print the attention mass from each audio frame to its own content "
                         "token, per block (train/eval/content_alignment.py)")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for run in args.runs:
-        steps = [str(s) for s, _ in list_checkpoints(Path(run))] if args.every_checkpoint else [None]
+    for run, steps in probed_checkpoints(args):
         for step in steps:
             try:
                 use = f0_use(run, args.data, args.split, step, args.batches, args.batch_size)

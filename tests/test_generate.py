@@ -119,25 +119,32 @@ def test_train_report_writes_a_png(runs, tmp_path, capsys):
     assert "no log.jsonl" in capsys.readouterr().err
 
 
+def zeroed_copy(run: Path, dest: Path, select) -> Path:
+    """A copy of ``run`` whose checkpoint's EMA weights named by ``select`` are zero (a probe's known answer)."""
+    import torch
+
+    shutil.copytree(run, dest)
+    state_file = next((dest / "checkpoints").iterdir()) / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    chosen = [k for k in state["ema"] if select(k)]
+    assert chosen, sorted(state["ema"])[:20]
+    for k in chosen:
+        state["ema"][k] = torch.zeros_like(state["ema"][k])
+    torch.save(state, state_file)
+    return dest
+
+
 def test_f0_use_reads_whether_a_model_follows_its_f0(runs, tmp_path):
     """The paired held-out loss of train/eval/f0_use.py. Known answer: stage B with its zero-initialised
     injections is its backbone bit for bit, so no altered f0 changes its loss; once the injections (or
     UniSinger's f0 encoder) are trained, removing the f0 does. Same call, same numbers; a model without f0 is
     refused by name."""
-    import torch
 
     from songcorpus.train.eval.f0_use import VARIANTS, F0UseError, f0_use
 
     probe = {"split": "train", "batches": 2, "batch_size": 2}
-    identity = tmp_path / "stage_b_identity"
-    shutil.copytree(runs["songecho_melody"], identity)
-    state_file = next((identity / "checkpoints").iterdir()) / "state.pt"
-    state = torch.load(state_file, weights_only=True)
-    zeroed = [k for k in state["ema"] if k.startswith("injections.") and k.endswith(".out.weight")]
-    assert zeroed
-    for k in zeroed:
-        state["ema"][k] = torch.zeros_like(state["ema"][k])
-    torch.save(state, state_file)
+    identity = zeroed_copy(runs["songecho_melody"], tmp_path / "stage_b_identity",
+                           lambda k: k.startswith("injections.") and k.endswith(".out.weight"))
     use = f0_use(identity, **probe)
     assert set(use.losses) == set(VARIANTS)
     assert all(np.all(use.delta(v) == 0.0) for v in VARIANTS), use.table()
@@ -175,21 +182,13 @@ def test_condition_use_reads_whether_an_accompaniment_model_follows_its_vocals(r
     """train/eval/condition_use.py. Known answer: a SAMUeL whose vocal input is cut (the first layer that reads
     the condition zeroed) loses nothing from any alteration; the tiny trained SAMUeL and LaDA-Band runs give
     finite, repeatable paired losses; a model without vocals, and a batch of one, are refused by name."""
-    import torch
 
     from songcorpus.train.eval.condition_use import condition_use, variants
     from songcorpus.train.eval.f0_use import F0UseError
 
     probe = {"split": "train", "batches": 2, "batch_size": 2}
-    cut = tmp_path / "samuel_cut"
-    shutil.copytree(runs["samuel"], cut)
-    state_file = next((cut / "checkpoints").iterdir()) / "state.pt"
-    state = torch.load(state_file, weights_only=True)
-    reads = [k for k in state["ema"] if k.startswith("net.cond_in") and k.endswith("weight")]
-    assert reads, sorted(state["ema"])[:20]
-    for k in reads:
-        state["ema"][k] = torch.zeros_like(state["ema"][k])
-    torch.save(state, state_file)
+    cut = zeroed_copy(runs["samuel"], tmp_path / "samuel_cut",
+                      lambda k: k.startswith("net.cond_in") and k.endswith("weight"))
     use = condition_use(cut, **probe)
     assert set(use.losses) == set(variants("samuel", 25.0))
     assert all(np.all(use.delta(v) == 0.0) for v in use.losses), use.table()
