@@ -116,7 +116,7 @@ def load_train_config(model: str, path: str | Path | None = None, overrides: dic
 # a dump without it describes).
 ADDED_ARCHITECTURE_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("unisinger", "content_bottleneck", "content_lifter", 0),            # 2026-12-03: content was the whole frame
-    ("unisinger", "content_bottleneck", "content_alignment_bias", 0.0),  # 2026-12-04: no alignment bias
+    ("unisinger", "content_bottleneck", "content_alignment_bias", 0.0),  # 2026-12-03: no alignment bias
 )
 
 

@@ -48,11 +48,8 @@ def test_recomputed_weights_reproduce_each_block_s_attention(bias):
         w = attention_weights(block, x, c, vec, rope_x, rope_c, key_mask)
         qx, kx, vx, _ = block.audio.pre(x, vec, rope_x)
         qc, kc, vc, _ = block.cond.pre(c, vec, rope_c)
-        full = block.score_bias(x.shape[1], c.shape[1], qx.dtype)
-        if full is not None:
-            full = torch.cat([full, full.new_zeros(1, full.shape[1], c.shape[1], full.shape[-1])], dim=2)
         ref = attend(torch.cat([qx, qc], 2), torch.cat([kx, kc], 2), torch.cat([vx, vc], 2), key_mask,
-                     bias=full)[:, :, :x.shape[1]]
+                     bias=block.score_bias(x.shape[1], c.shape[1], qx.dtype))[:, :, :x.shape[1]]
         mine = w @ torch.cat([vx, vc], 2)
         seen.append(float((merge_heads(mine) - merge_heads(ref)).abs().max()))
         assert torch.allclose(w.sum(-1), torch.ones(()), atol=1e-5)

@@ -208,13 +208,17 @@ def prepare_run(run: Path, config: TrainConfig, dist: Dist) -> None:
     if path.exists():
         # read as the complete dump it is: a field added to the schema since takes the value the run was
         # trained with, not today's default (schemas/training.py ADDED_ARCHITECTURE_FIELDS)
-        old = saved_train_config(yaml.safe_load(path.read_text()) or {})
+        try:
+            old = saved_train_config(yaml.safe_load(path.read_text()) or {})
+        except (yaml.YAMLError, ValueError) as exc:
+            raise TrainError(f"{path} is not a readable training config ({exc}); restore it from the run's "
+                             f"checkpoint config or choose a new --out") from None
         if old.model_copy(update={"steps": config.steps}).digest() != config.digest():
-            changed = sorted(k for k, v in old.model.model_dump().items() if config.model.model_dump().get(k) != v)
+            new = config.model.model_dump()
+            changed = sorted(k for k, v in old.model.model_dump().items() if new.get(k) != v)
             hint = f" (model fields that differ: {', '.join(changed)})" if changed else ""
             raise TrainError(f"{run} was started with another config ({old.model.name}, {path}){hint}; resume with "
-                             f"the same config "
-                             f"(only --steps may change) or choose a new --out")
+                             f"the same config (only --steps may change) or choose a new --out")
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

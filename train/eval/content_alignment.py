@@ -68,7 +68,7 @@ def attention_weights(block: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, 
     scores = qx @ k.transpose(-1, -2) / math.sqrt(qx.shape[-1])
     bias = block.score_bias(x.shape[1], c.shape[1], scores.dtype)
     if bias is not None:
-        scores = scores + bias
+        scores = scores + bias[:, :, :x.shape[1]]
     allowed = key_mask[:, None, None, :].bool()
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
     return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
@@ -84,7 +84,6 @@ class _Recorder:
         self.content = np.zeros((n, heads))
         self.uniform_sum = 0.0
         self.frames = 0.0
-        self.uniform_frames = 0.0
         self.handles = [b.register_forward_pre_hook(self._hook(i)) for i, b in enumerate(blocks)]
 
     def _hook(self, index: int):
@@ -108,7 +107,6 @@ class _Recorder:
                 n_keys = key_mask.to(w.dtype).sum(-1)  # (B,)
                 expected = (content_valid[:, None, :] * band).sum(-1) / n_keys[:, None]  # (B, T)
                 self.uniform_sum += float((expected * frames).sum())
-                self.uniform_frames += float(frames.sum())
         return hook
 
     def close(self) -> None:
@@ -133,7 +131,7 @@ def alignment_of(model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Te
         rec.close()
     if rec.frames == 0:
         raise ValueError("no valid audio frame in the batches: nothing to measure")
-    return rec.aligned / rec.frames, rec.content / rec.frames, rec.uniform_sum / rec.uniform_frames
+    return rec.aligned / rec.frames, rec.content / rec.frames, rec.uniform_sum / rec.frames
 
 
 def content_alignment(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,

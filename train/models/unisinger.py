@@ -214,25 +214,24 @@ class MMDiTBlock(nn.Module):
                                if cfg.content_alignment_bias else None)
 
     def score_bias(self, t_audio: int, t_cond: int, dtype: torch.dtype) -> torch.Tensor | None:
-        """(1, H, T_audio, T_audio + T_cond) bias of the audio stream's queries, or None."""
+        """(1, H, T, T) attention-score bias over the joint sequence (T = T_audio + T_cond), or None: the head's
+        bias from audio query i to content key i, zero for every other pair (the condition stream's queries
+        get none)."""
         if self.alignment_bias is None:
             return None
         b, dev = self.alignment_bias.to(dtype), self.alignment_bias.device
-        phonemes = t_cond - t_audio - 1
-        eye = torch.eye(t_audio, device=dev, dtype=dtype)
-        h = b.shape[0]
-        return torch.cat([torch.zeros(h, t_audio, t_audio + phonemes, device=dev, dtype=dtype), b[:, None, None] * eye,
-                          torch.zeros(h, t_audio, 1, device=dev, dtype=dtype)], dim=-1)[None]
+        total, start = t_audio + t_cond, t_audio + (t_cond - t_audio - 1)  # content keys follow audio, phonemes
+        out = torch.zeros(b.shape[0], total, total, device=dev, dtype=dtype)
+        frames = torch.arange(t_audio, device=dev)
+        out[:, frames, start + frames] = b[:, None]
+        return out[None]
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, vec: torch.Tensor, rope_x, rope_c,
                 key_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         qx, kx, vx, mx = self.audio.pre(x, vec, rope_x)
         qc, kc, vc, mc = self.cond.pre(c, vec, rope_c)
-        bias = self.score_bias(x.shape[1], c.shape[1], qx.dtype)
-        if bias is not None:  # the condition stream's queries get none
-            bias = torch.cat([bias, bias.new_zeros(1, bias.shape[1], c.shape[1], bias.shape[-1])], dim=2)
         out = attend(torch.cat([qx, qc], dim=2), torch.cat([kx, kc], dim=2), torch.cat([vx, vc], dim=2), key_mask,
-                     bias=bias)
+                     bias=self.score_bias(x.shape[1], c.shape[1], qx.dtype))
         ox, oc = out.split([x.shape[1], c.shape[1]], dim=2)
         x = self.audio.post(x, ox, mx)
         if not self.cond.pre_only:
