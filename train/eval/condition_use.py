@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from songcorpus.train.eval.f0_use import F0Use, F0UseError
+from songcorpus.train.eval.f0_use import F0Use, F0UseError, paired_losses
 
 VOCAL_KEYS = {"samuel": "vocals_latents", "lada_band": "vocals_tokens"}
 MOVE_S = 0.5
@@ -56,14 +55,5 @@ def condition_use(run: str | Path, data: str | None = None, split: str = "test",
         raise F0UseError(f"run {run} trains {loaded.name}; the vocal-condition probe reads "
                          f"{' or '.join(VOCAL_KEYS)} runs")
     held_out = _held_out(loaded, data, split, batches, batch_size, seed)
-    total = loaded.config.steps
-    alter = variants(loaded.name, LATENT_RATE_HZ)
-    losses: dict[str, list[float]] = {v: [] for v in alter}
-    with torch.no_grad():
-        for i, batch in enumerate(held_out):
-            for name, fn in alter.items():
-                draws = torch.Generator().manual_seed(seed * 1000 + i)
-                loss, _ = loaded.model.loss({**batch, key: fn(batch[key])}, generator=draws, step=total - 1,
-                                            total_steps=total)
-                losses[name].append(float(loss))
-    return F0Use(str(run), loaded.step, {k: np.asarray(v) for k, v in losses.items()})
+    alter = {v: (lambda b, f=fn: ({**b, key: f(b[key])}, {})) for v, fn in variants(loaded.name, LATENT_RATE_HZ).items()}
+    return F0Use(str(run), loaded.step, paired_losses(loaded.model, held_out, alter, loaded.config.steps, seed))

@@ -83,6 +83,21 @@ def _held_out(loaded, data: str | None, split: str, batches: int, batch_size: in
     return [to_tensors(stream.batch(i), "cpu") for i in range(batches)]
 
 
+def paired_losses(model: torch.nn.Module, held_out: list[dict], variants: dict[str, Callable[[dict], tuple[dict, dict]]],
+                  total_steps: int, seed: int) -> dict[str, np.ndarray]:
+    """The held-out loss per batch under each variant (batch -> (the batch to score, extra ``loss`` keywords)),
+    every variant of a batch with the same draws (seeded per batch), at the run's last step."""
+    losses: dict[str, list[float]] = {v: [] for v in variants}
+    with torch.no_grad():
+        for i, batch in enumerate(held_out):
+            for variant, alter in variants.items():
+                scored, extra = alter(batch)
+                draws = torch.Generator().manual_seed(seed * 1000 + i)
+                loss, _ = model.loss(scored, generator=draws, step=total_steps - 1, total_steps=total_steps, **extra)
+                losses[variant].append(float(loss))
+    return {k: np.asarray(v) for k, v in losses.items()}
+
+
 def f0_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
            batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
     """The paired loss of ``run`` on ``batches`` held-out batches with each of :data:`VARIANTS`."""
@@ -94,16 +109,8 @@ def f0_use(run: str | Path, data: str | None = None, split: str = "test", checkp
         raise F0UseError(f"run {run} trains {name}, which reads no f0; probe a SongEcho stage-B or UniSinger run")
     held_out = _held_out(loaded, data, split, batches, batch_size, seed)
     _probe_config(model, name)
-    total = loaded.config.steps
-    losses: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    with torch.no_grad():
-        for i, batch in enumerate(held_out):
-            for variant, alter in VARIANTS.items():
-                altered = {**batch, "f0": alter(batch["f0"].float())}
-                draws = torch.Generator().manual_seed(seed * 1000 + i)
-                loss, _ = model.loss(altered, generator=draws, step=total - 1, total_steps=total)
-                losses[variant].append(float(loss))
-    return F0Use(str(run), loaded.step, {k: np.asarray(v) for k, v in losses.items()})
+    variants = {v: (lambda b, a=alter: ({**b, "f0": a(b["f0"].float())}, {})) for v, alter in VARIANTS.items()}
+    return F0Use(str(run), loaded.step, paired_losses(model, held_out, variants, loaded.config.steps, seed))
 
 
 SVC_CONDITIONS = ("content", "f0", "speaker", "text")
@@ -122,16 +129,9 @@ def modality_use(run: str | Path, data: str | None = None, split: str = "test", 
     model = loaded.model
     held_out = _held_out(loaded, data, split, batches, batch_size, seed)
     _probe_config(model, "unisinger")
-    total = loaded.config.steps
-    variants = {"true": (), **{f"no {m}": (m,) for m in SVC_CONDITIONS}}
-    losses: dict[str, list[float]] = {v: [] for v in variants}
-    with torch.no_grad():
-        for i, batch in enumerate(held_out):
-            for variant, null in variants.items():
-                draws = torch.Generator().manual_seed(seed * 1000 + i)
-                loss, _ = model.loss(batch, generator=draws, step=total - 1, total_steps=total, null=null)
-                losses[variant].append(float(loss))
-    return F0Use(str(run), loaded.step, {k: np.asarray(v) for k, v in losses.items()})
+    nulls = {"true": (), **{f"no {m}": (m,) for m in SVC_CONDITIONS}}
+    variants = {v: (lambda b, n=null: (b, {"null": n})) for v, null in nulls.items()}
+    return F0Use(str(run), loaded.step, paired_losses(model, held_out, variants, loaded.config.steps, seed))
 
 
 # ---------------------------------------------------------------------------------------------
