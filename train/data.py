@@ -16,7 +16,8 @@ Order. The samples of a split form one list (shards in index order, members in t
 the permutation ``default_rng([seed, e])`` of that list, epochs follow each other without end, and global
 step ``s`` takes positions ``[s*G, (s+1)*G)`` of that sequence (``G`` = global batch). Rank ``r`` of ``W``
 takes the ``r``-th of ``W`` equal slices of each global batch; DataLoader worker ``w`` of ``K`` builds the
-steps ``s % K == w``. So:
+steps ``(s - start) % K == w`` (counted from the stream's first step, so the DataLoader's round-robin, which
+always begins at worker 0, yields the steps in order from any start). So:
 - no rank runs out before another (the stream is endless and the trainer counts steps);
 - the batch of step ``s`` is a pure function of (seed, s, rank, world size): a resumed run draws exactly
   the batches an uninterrupted one would, and the global batch does not depend on the world size (2 ranks
@@ -555,11 +556,13 @@ class ShardStream:
         return batch
 
     def steps(self, worker: int = 0, n_workers: int = 1) -> Iterator[int]:
-        step = self.start_step
+        """The steps worker ``worker`` of ``n_workers`` builds: every ``n_workers``-th from ``start_step +
+        worker``. Counting from the start step, not from 0, is what keeps a resume from a step that is not a
+        multiple of ``n_workers`` in order: the round-robin hands worker 0's batch out first."""
+        step = self.start_step + worker
         while self.end_step is None or step < self.end_step:
-            if step % n_workers == worker:
-                yield step
-            step += 1
+            yield step
+            step += n_workers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for step in self.steps():
@@ -578,8 +581,9 @@ class ShardStream:
                                 f"corpus and config, or start a new run folder")
 
     def torch_dataset(self):
-        """A torch IterableDataset over this stream: DataLoader worker ``w`` of ``K`` builds steps ``s % K == w``
-        and the DataLoader's round-robin yields them in step order."""
+        """A torch IterableDataset over this stream: DataLoader worker ``w`` of ``K`` builds steps
+        ``(s - start_step) % K == w`` and the DataLoader's round-robin (from worker 0) yields them in step order;
+        the trainer checks that order on every batch."""
         import torch
 
         stream = self

@@ -322,6 +322,10 @@ def train(config: TrainConfig, data: Any, run: str | Path, dist: Dist | None = N
     model.train()
     for batch in loader:
         step = int(batch["step"])
+        if step != start + done:
+            raise TrainError(f"the loader handed out step {step} where step {start + done} was due: batches out of "
+                             f"order would make a resumed run differ from an uninterrupted one (a bug in "
+                             f"train/data.py ShardStream.steps)")
         t_data = time.perf_counter() - wait_start
         t0 = time.perf_counter()
         lr = learning_rate(step, config.steps, config.optim)

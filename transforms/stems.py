@@ -116,7 +116,11 @@ def bss_scores(ref_vocals: np.ndarray, ref_acc: np.ndarray, est_vocals: np.ndarr
     est = torch.from_numpy(np.stack([at16k(est_vocals), at16k(est_acc)]))
     if not all(bool(torch.any(t != 0)) for t in (*ref, *est)):
         return {"separator_sdr_vocals": None, "separator_sdr_accompaniment": None, "separator_si_sdr_vocals": None}
-    sdr = signal_distortion_ratio(est, ref)
+    # One source at a time: torch's batched CPU LU factorisation calls MKL's dgetrf from several threads at once
+    # once torch.set_num_threads(n > 1) has been called (pytorch/pytorch#142815), which returns wrong filters or
+    # raises "Pivots given to lu_solve must all be greater or equal to 1" depending on which stages ran earlier in
+    # the worker. A single system per call never takes that path.
+    sdr = [signal_distortion_ratio(est[i], ref[i]) for i in range(2)]
     si = scale_invariant_signal_distortion_ratio(est[0], ref[0])
     return {"separator_sdr_vocals": round(float(sdr[0]), 4), "separator_sdr_accompaniment": round(float(sdr[1]), 4),
             "separator_si_sdr_vocals": round(float(si), 4)}
