@@ -61,3 +61,28 @@ def test_a_stem_that_does_not_belong_to_the_mix_fails(tmp_path: Path) -> None:
     row = _row(store, DEMO_DIR / "song_00" / "mix.flac", vocals=str(DEMO_DIR / "song_01" / "vocals.flac"))
     with pytest.raises(DecodeError, match="does not belong to this mix"):
         StemStage(load_config(), store).process_one(row)
+
+
+def test_separator_scores_do_not_depend_on_the_worker_thread_count() -> None:
+    """A worker that ran another stage first has called torch.set_num_threads (silero-vad's import does); torch's
+    batched CPU LU then runs MKL's dgetrf concurrently and fails or returns wrong filters. The scores must be
+    those of a single-threaded solve whatever the thread count."""
+    import torch
+
+    from songcorpus.transforms.stems import bss_scores
+
+    song = DEMO_DIR / "song_01"
+    vocals, rate = sf.read(song / "vocals.flac", dtype="float32")
+    acc, _ = sf.read(song / "accompaniment.flac", dtype="float32")
+    vocals, acc = vocals[: rate * 8], acc[: rate * 8]
+    est_v, est_a = 0.9 * vocals + 0.05 * acc, 0.8 * acc + 0.1 * vocals
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = bss_scores(vocals, acc, est_v, est_a, rate)
+        torch.set_num_threads(2)
+        threaded = bss_scores(vocals, acc, est_v, est_a, rate)
+    finally:
+        torch.set_num_threads(before)
+    assert threaded == single
+    assert single["separator_sdr_vocals"] > 15 and single["separator_sdr_accompaniment"] > 10
