@@ -36,6 +36,15 @@ def write_parquet(path: Path, rows: Iterable[dict[str, Any]], schema: pa.Schema)
     """``rows`` (a list, or an iterator that streams them) as one Parquet file, written under a temporary name and
     renamed; memory is one row group's Arrow columns, whatever the table's length."""
     tmp = path.with_name(path.name + ".tmp")
+    try:
+        _write_parquet(tmp, rows, schema)
+        commit_file(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not be left fuller by a half table
+        raise
+
+
+def _write_parquet(tmp: Path, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> None:
     with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as writer:
         group: list[pa.Table] = []
         wrote = False
@@ -52,7 +61,6 @@ def write_parquet(path: Path, rows: Iterable[dict[str, Any]], schema: pa.Schema)
                 wrote = True
         if group or not wrote:
             write_group()
-    commit_file(tmp, path)
 
 
 def write_catalog(out: Path, tables: dict[str, Iterable[dict[str, Any]]]) -> None:
@@ -66,19 +74,41 @@ def write_catalog(out: Path, tables: dict[str, Iterable[dict[str, Any]]]) -> Non
     tmp = out / "catalog.duckdb.tmp"
     for stale in (tmp, Path(str(tmp) + ".wal")):
         stale.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
     try:
-        # DuckDB keeps a new table's pages in memory until the checkpoint unless told a limit; with one it evicts
-        # (and spills next to the file), so the driver's peak does not grow with the corpus (bench/RESULTS.md).
-        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
-        for name in TABLES:
-            parquet = (cat_dir / f"{name}.parquet").as_posix().replace("'", "''")
-            con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{parquet}')")
-        con.execute(FUNNEL_SQL)
-        con.execute("CHECKPOINT")
+        con = duckdb.connect(str(tmp))
+        try:
+            # DuckDB keeps a new table's pages in memory until the checkpoint unless told a limit; with one it
+            # evicts (and spills next to the file), so the driver's peak does not grow with the corpus
+            # (bench/RESULTS.md).
+            con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+            for name in TABLES:
+                parquet = (cat_dir / f"{name}.parquet").as_posix().replace("'", "''")
+                con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{parquet}')")
+            con.execute(FUNNEL_SQL)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        commit_file(tmp, db_path)
+    except duckdb.Error as exc:  # DuckDB's own error type: a full or read-only disk said as the OSError it is
+        disk = catalog_os_error(exc, tmp)
+        if disk is None:
+            raise
+        raise disk from None
     finally:
-        con.close()
-    os.replace(tmp, db_path)
+        for stale in (tmp, Path(str(tmp) + ".wal")):  # nothing half-written is left filling the disk
+            stale.unlink(missing_ok=True)
+
+
+def catalog_os_error(exc: Exception, path: Path) -> OSError | None:
+    """DuckDB reports a full or read-only disk as ``IOException: ... No space left on device``; the job's fault
+    handling (``schemas/failures.py``) needs the OSError with its errno and path."""
+    import errno
+
+    text = str(exc)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):
+        if os.strerror(code).lower() in text.lower():
+            return OSError(code, os.strerror(code), str(path))
+    return None
 
 
 @contextmanager

@@ -7,10 +7,12 @@ import json
 import logging
 import os
 import sys
+import traceback
 from importlib import resources
 from pathlib import Path
 
 from songcorpus.schemas.config import ConfigError, load_config
+from songcorpus.schemas.failures import JOB_FAULT_EXIT, JobFault, describe
 
 DEMO_MANIFEST = "demo/manifest.jsonl"
 
@@ -520,17 +522,35 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user Ray: no token prompt in logs
     for noisy in ("apache_beam", "ray", "ray.data"):
-        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
+        # a worker's error reaches the user once, as the job's own message (schemas/failures.py), not also as
+        # the engine's logged traceback
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"songcorpus: {exc}", file=sys.stderr)
         return 2
+    except JobFault as exc:  # the machine or our code, not the input: one message, nothing published
+        if args.verbose:
+            traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+        print(f"songcorpus: {exc}", file=sys.stderr)
+        return JOB_FAULT_EXIT
+    except FileNotFoundError as exc:
+        print(f"songcorpus: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full, read-only or failing disk met outside a job (report, inspect, models...)
+        if exc.errno is None:
+            raise
+        if args.verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"songcorpus: {describe(exc)}", file=sys.stderr)
+        return JOB_FAULT_EXIT
     except Exception as exc:  # noqa: BLE001 - top level: one clear line, not a traceback wall
         from songcorpus.pipelines.sources import SourceError
+        from songcorpus.pipelines.storage import StorageError
         from songcorpus.transforms.models import ModelError
 
-        if isinstance(exc, SourceError | ModelError | FileNotFoundError):
+        if isinstance(exc, SourceError | ModelError | StorageError):  # a bad input location: its one line
             print(f"songcorpus: {exc}", file=sys.stderr)
             return 2
         raise

@@ -330,6 +330,32 @@ def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactS
             "windows": windows}
 
 
+class PendingShards:
+    """The shard families a run is about to write, in ``shards/.pending.json`` before any of their files exist:
+    after a crash the next run knows which files in the folder are its own leftovers (and may remove them) and
+    which are not (and never touches them)."""
+
+    FILE = ".pending.json"
+
+    def __init__(self, shard_dir: Path) -> None:
+        self.path = shard_dir / self.FILE
+        self.names: set[str] = set(json.loads(self.path.read_text())) if self.path.exists() else set()
+
+    def note(self, names: Iterable[str]) -> None:
+        new = set(names) - self.names
+        if new:
+            self.names |= new
+            atomic_write_bytes(self.path, (json.dumps(sorted(self.names)) + "\n").encode())
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def shard_family(file_name: str) -> str:
+    """``shard-train-000001.audio.tar`` -> ``shard-train-000001`` (a plain ``<family>.tar`` is its own)."""
+    return file_name.split(".", 1)[0]
+
+
 def write_shards_here(plans: list[ShardPlan], shard_dir: str | Path, store: ArtefactStore,
                       progress: bool = True) -> list[dict[str, Any]]:
     """The in-process shard writer (Ray's default): one shard after another in this process."""
@@ -392,6 +418,7 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
         atomic_write_bytes(out / "codec" / "units.npy", store.path(units["file"]).read_bytes())
         atomic_write_bytes(out / "codec" / "units.json", (json.dumps(units, indent=1, sort_keys=True) + "\n").encode())
 
+    pending = PendingShards(shard_dir)  # shard families this run may write, kept across a crash
     parts: dict[str, dict[str, Any]] = {}  # shard -> its part without its windows (small: files and checksums)
     n_windows: DiskMap[int] = DiskMap()  # source -> its windows in the shards
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as tmp:
@@ -405,6 +432,7 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
             writer = write_shards or write_shards_here
             for plan_chunk in chunked(stream_plans(samples, config, store, old_manifest), PLANS_CHUNK):
                 planned += [p.name for p in plan_chunk]
+                pending.note(p.name for p in plan_chunk)
                 for meta in (m for p in plan_chunk for m in p.samples):
                     members = tuple(sorted(meta["members"]))
                     if members not in first or meta["key"] < first[members]["key"]:
@@ -426,11 +454,11 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
                             for n in sorted(parts)}
             atomic_write_bytes(manifest_path, (json.dumps(new_manifest, indent=1, sort_keys=True) + "\n").encode())
             kept = {f["file"] for part in parts.values() for f in part["files"]}
-            for stale in sorted(shard_dir.glob("*.tar")):
-                if stale.name not in kept:
+            ours = pending.names | set(old_manifest)  # only shards songcorpus wrote here are ever removed
+            for stale in sorted(shard_dir.glob("*.tar")) + sorted(shard_dir.glob("*.tar.tmp")):
+                if stale.name not in kept and shard_family(stale.name) in ours:
                     stale.unlink()
-            for stale in sorted(shard_dir.glob("*.tar.tmp")):
-                stale.unlink()
+            pending.clear()
             write_shard_indexes(shard_dir, parts)
             track_ids = {r["track"]["source"]: track_id_of(r) for r in rows if r["track"]["source"] in near.kept_of}
             write_catalog_tables(out, config, store, lineages, full_rows, decisions, splits, n_windows, track_ids,

@@ -36,6 +36,7 @@ from songcorpus.pipelines.corpus import (
     scores_of,
 )
 from songcorpus.pipelines.executor import build_stages, new_row
+from songcorpus.pipelines.output_claim import claim_output
 from songcorpus.pipelines.sources import spool_inputs
 from songcorpus.pipelines.state_rows import (
     SpooledRows,
@@ -44,6 +45,13 @@ from songcorpus.pipelines.state_rows import (
     write_state_rows,
 )
 from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
+from songcorpus.schemas.failures import (
+    RESUME_HINT,
+    STAGE_FAULT_MARKER,
+    JobFault,
+    describe,
+    find_stage_fault,
+)
 from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
 from songcorpus.transforms.base import Row
 
@@ -167,7 +175,41 @@ def preflight(stages: list) -> None:
         raise ModelError.of(problems)
 
 
+@contextmanager
+def job_faults() -> Iterator[None]:
+    """Whatever stops a running job leaves as one :class:`JobFault` saying what failed and that nothing was
+    published (``schemas/failures.py``): a stage's fault found in whatever the engine wrapped it in, a full,
+    read-only or failing disk by its errno and path, anything else by its type and the line that raised it."""
+    try:
+        yield
+    except (JobFault, ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise JobFault(job_fault_message(exc)) from exc
+
+
+def job_fault_message(exc: BaseException) -> str:
+    fault = find_stage_fault(exc)
+    if fault is not None:
+        what = fault.removeprefix(STAGE_FAULT_MARKER + ": ")
+        return (f"the job stopped: {what}. This is a fault of the machine or of songcorpus, not of the input "
+                f"(a bad input gets its row and the job goes on); {RESUME_HINT}")
+    node: BaseException | None = exc
+    while node is not None:
+        if isinstance(node, OSError) and node.errno is not None:
+            return f"the job stopped: {describe(node)}; {RESUME_HINT}"
+        node = node.__cause__ or node.__context__
+    return f"the job stopped: {describe(exc)}; {RESUME_HINT} (--verbose prints the traceback)"
+
+
 def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True) -> CurateResult:
+    """Curate ``inputs`` into ``out``, which must be new, empty or songcorpus's own, and is locked for the run
+    (``pipelines/output_claim.py``)."""
+    with claim_output(out, "curate"):
+        return _curate(inputs, out, config, progress)
+
+
+def _curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool) -> CurateResult:
     start = time.monotonic()
     target = storage.OutputDir(out)
     try:
@@ -175,23 +217,26 @@ def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress:
         store = store_for(config, target.url)
         stages = build_stages(config, store)
         preflight([*stages, *build_stages(config, store, "samples")])
-        records = spool_inputs(inputs, storage.join(store.url, "inputs"))  # on local disk, in source order
+        records = spool_inputs(inputs, storage.join(store.url, "inputs"),  # on local disk, in source order
+                               exclude=(target.url, store.url))  # no scan enters what this curate writes
         n_inputs = len(records)
         log.info("%d inputs", n_inputs)
         rows = SpooledRows(new_row(r.to_dict()) for r in records.iter_values())  # the engine streams them to parts
         records.close()
-        target.begin()
-        stage_prior_manifest(target)
-        with engine_session(config):
-            lineages = {s.name: s.lineage() for s in stages}
-            slim = analyse_into_state(rows, out, config, store, lineages, progress)
-            rows.close()
-            if len(slim) != n_inputs:
-                raise RuntimeError(f"engine returned {len(slim)} rows for {n_inputs} inputs")
-            decisions = build_corpus(slim, config, out, store, lineages, samples_runner(config, store, progress),
-                                     progress=progress, write_shards=output_shard_writer(target, config),
-                                     full_rows=lambda: iter_state_rows(out / STATE_ROWS))
-        publish(target)
+        with job_faults():
+            target.begin()
+            stage_prior_manifest(target)
+            with engine_session(config):
+                lineages = {s.name: s.lineage() for s in stages}
+                slim = analyse_into_state(rows, out, config, store, lineages, progress)
+                rows.close()
+                if len(slim) != n_inputs:
+                    raise RuntimeError(f"engine returned {len(slim)} rows for {n_inputs} inputs")
+                decisions = build_corpus(slim, config, out, store, lineages,
+                                         samples_runner(config, store, progress), progress=progress,
+                                         write_shards=output_shard_writer(target, config),
+                                         full_rows=lambda: iter_state_rows(out / STATE_ROWS))
+            publish(target)
     finally:
         target.close()
     return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start)
@@ -279,11 +324,13 @@ def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) 
     """Re-decide and rewrite shards and catalog from stored scores; no analysis stage runs (the samples
     phase does, for songs whose samples are not in the cache yet)."""
     start = time.monotonic()
-    target = storage.OutputDir(out)
-    try:
-        return _rebuild(target, new_config, progress, start)
-    finally:
-        target.close()
+    with claim_output(out, "rebuild"):
+        target = storage.OutputDir(out)
+        try:
+            with job_faults():
+                return _rebuild(target, new_config, progress, start)
+        finally:
+            target.close()
 
 
 def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bool, start: float) -> CurateResult:

@@ -2,19 +2,19 @@
 
 Both engines call :class:`StageGroup` on batches of rows, so they run the very same code and produce
 the same results. Each stage result goes through the content-addressed artefact store: a hit skips
-the work (resume, re-runs), a miss computes and stores atomically. A stage error becomes the row's
-outcome (``failed``, or ``rejected`` for a :class:`Rejection`) and later stages skip that row.
+the work (resume, re-runs), a miss computes and stores atomically. The input's fault (an ``InputError``, or a
+:class:`Rejection`) becomes the row's outcome (``failed`` / ``rejected``) and later stages skip that row; any
+other exception is the job's fault and raises :class:`StageFault`, which stops the job (``schemas/failures.py``).
 """
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from songcorpus.schemas.config import PipelineConfig
+from songcorpus.schemas.failures import InputError, StageFault
 from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.audio_io import DecodeError
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage
 
 PHASES = ("analysis", "samples")
@@ -113,15 +113,13 @@ def _run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
         row["results"][stage.name] = result
     except Rejection as rej:
         row["outcome"] = {"status": "rejected", "stage": stage.name, "code": rej.code, "reason": rej.reason}
-    except DecodeError as exc:
+    except InputError as exc:
         row["outcome"] = {"status": "failed", "stage": stage.name, "code": exc.code, "reason": str(exc)}
-    except MemoryError:
+    except MemoryError:  # one input too large for this worker's memory: the input's row, not the job's end
         row["outcome"] = {"status": "failed", "stage": stage.name, "code": "out_of_memory",
                           "reason": "out of memory (lower ingest.max_duration_s or give workers more memory)"}
-    except Exception as exc:  # noqa: BLE001 - one bad input must not stop the job
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        row["outcome"] = {"status": "failed", "stage": stage.name, "code": "error",
-                          "reason": f"{type(exc).__name__}: {exc} (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})"}
+    except Exception as exc:  # a bug, a full disk, a lost connection: stop the job (schemas/failures.py)
+        raise StageFault.of(stage.name, row["track"]["source"], exc) from exc
 
 
 @dataclass

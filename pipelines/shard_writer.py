@@ -14,6 +14,7 @@ family is whole). After writing, member offsets are read back so the catalog can
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tarfile
@@ -24,7 +25,7 @@ from pathlib import Path
 from webdataset.writer import TarWriter
 
 from songcorpus.schemas.sample import group_file, group_suffixes
-from songcorpus.transforms.artefacts import commit_file, sha256_file
+from songcorpus.transforms.artefacts import commit_file, naming_the_file, sha256_file
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,24 @@ def write_shard(directory: Path, name: str, samples: Sequence[Sample]) -> Writte
     for group, suffixes in layout.items():
         path = directory / group_file(name, group)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            writer = TarWriter(fh, user="songcorpus", group="songcorpus", mode=0o444, mtime=0.0, encoder=False)
-            for sample in samples:
-                present = [s for s in suffixes if s in sample.members]
-                if present:
-                    writer.write({"__key__": sample.key, **sample.loaded(present)})
-            writer.tarstream.close()
-            fh.flush()
-        commit_file(tmp, path)
+        try:
+            with naming_the_file(tmp), open(tmp, "wb") as fh:
+                writer = TarWriter(fh, user="songcorpus", group="songcorpus", mode=0o444, mtime=0.0, encoder=False)
+                try:
+                    for sample in samples:
+                        present = [s for s in suffixes if s in sample.members]
+                        if present:
+                            writer.write({"__key__": sample.key, **sample.loaded(present)})
+                except BaseException:
+                    with contextlib.suppress(Exception):  # marks the tar stream closed while its file is open
+                        writer.tarstream.close()
+                    raise
+                writer.tarstream.close()
+                fh.flush()
+            commit_file(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk is not left fuller by half a shard
+            raise
     return describe_shard(directory, name, list(layout))
 
 

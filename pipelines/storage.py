@@ -11,32 +11,43 @@ themselves (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKE
 S3-compatible server, ``~/.aws/config``; ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS, ``STORAGE_EMULATOR_HOST``
 for a GCS-compatible server, with ``NO_GCE_CHECK=true`` and ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` where it
 has no metadata server or storage control API, as tests/gcs_server.py sets them). Nothing here takes,
-stores, logs or returns a credential: URLs are the only thing that travels (in rows, lineage, outputs).
+stores, logs or returns a credential: URLs are the only thing that travels (in rows, lineage, outputs), and a URL
+given with one (``user:password@``, a presigned query) travels as :func:`redact_url`'s name, read through
+:func:`remember_url`'s in-memory record of the URL as given.
 
 API (``url`` is a local path or a URL; ``rel`` a POSIX path relative to a root):
   is_url, join, parent, basename, relative_to          naming
+  redact_url, remember_url, scrub_text                 names without credentials (what is stored, logged, printed)
   exists, isdir, size, list_files, glob                looking
   read_bytes, read_range, open_read, sha256_of         reading (``read_range``/``open_read``: ranged reads)
   write_bytes, upload, download, remove                writing (atomic per object)
   OutputDir, read_published, PUBLISHED                 the publish protocol of a corpus
-Fails: a missing object raises ``FileNotFoundError`` naming the URL; backend errors pass through unchanged.
+Fails: a missing object raises ``FileNotFoundError`` naming the URL; a store that cannot be reached raises
+:class:`StorageError` (one line: the endpoint, why, what to check); other backend errors pass through unchanged,
+except that none leaves this module quoting a credential (it is re-raised with its message scrubbed).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote_plus
 
 # The marker a corpus is published by: written last, it lists every object of the corpus with its size and
 # sha256; readers trust what it lists and nothing else (a run in progress or crashed has none).
 PUBLISHED = "published.json"
+PRIOR_PUBLISHED = ".published-before.json"  # an object store's last marker, kept while a new run writes
 PUBLISHED_FORMAT = "songcorpus-published-v1"
 STALE_SWEPT = "shards"  # the output folder whose objects a new publication removes when it no longer lists them
 _REMOTE_OPTIONS = {"s3": {"use_listings_cache": False}, "gs": {"use_listings_cache": False},
@@ -79,11 +90,236 @@ def relative_to(url: str, root: str) -> str:
     return Path(os.path.relpath(_local(url), _local(root))).as_posix()
 
 
+# -- names without credentials ------------------------------------------------------------------------------
+# A URL may carry a credential: ``user:password@`` before its host, or a presigned / SAS / token query. Every name
+# the project stores, logs or prints is :func:`redact_url`'s form; the URL as given is kept in memory only (and in
+# this process's environment, which the engine's local workers inherit, as they inherit AWS_* variables), so reads
+# through this module still use it.
+
+# Query parameters that carry a credential or belong to a signature (presigned S3 and GCS URLs, Azure SAS,
+# CloudFront, OAuth and API tokens), matched case-insensitively; names starting with a prefix below go too. The
+# signature's companions (date, expiry, algorithm) go with it, so the name is the same for every presigning.
+SECRET_PARAMS = frozenset(
+    "awsaccesskeyid signature expires policy key-pair-id sig se sp sv st spr sr srt ss si skoid sktid skt ske sks "
+    "skv sdd saoid suoid scid token access_token id_token refresh_token auth_token session_token security_token "
+    "api_key apikey key password passwd pwd secret client_secret auth authorization credential credentials "
+    "googleaccessid".split())
+SECRET_PARAM_PREFIXES = ("x-amz-", "x-goog-")
+READ_URLS_ENV = "SONGCORPUS_READ_URLS"  # scrubbed name -> URL as given (JSON), for this process's workers
+READ_URLS_ENV_MAX = 96 * 1024  # one environment string must stay under Linux's 128 KiB (MAX_ARG_STRLEN)
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
+_GIVEN: dict[str, str] = {}  # scrubbed name -> the URL as given, in memory only
+_SECRET_VALUES: set[str] = set()  # what scrubbing removed, so an error message quoting it can be scrubbed too
+_SHARED = {"loaded": "", "size": 2, "overflow": False}
+log = logging.getLogger("songcorpus")
+
+
+class StorageError(Exception):
+    """A store that cannot be reached, or a store error whose message had to be scrubbed of a credential: one line
+    that names the scrubbed URL (the CLI prints it and exits 2)."""
+
+
+def _secret_param(segment: str) -> bool:
+    name = unquote_plus(segment.partition("=")[0]).strip().lower()
+    return name in SECRET_PARAMS or name.startswith(SECRET_PARAM_PREFIXES)
+
+
+def _scrub_params(text: str, dropped: list[str]) -> str | None:
+    """``a=1&b=2`` without its secret parameters (None when none is left); what went is added to ``dropped``."""
+    keep = []
+    for seg in text.split("&"):
+        if _secret_param(seg):
+            dropped.append(seg.partition("=")[2])
+        else:
+            keep.append(seg)
+    return "&".join(keep) if keep else None
+
+
+def _split_url(name: str) -> tuple[str, str, str, str | None, str | None] | None:
+    """(scheme and anything before it, authority, path, query, fragment) of the first URL in ``name``."""
+    m = _SCHEME.search(name)
+    if m is None:
+        return None
+    head, rest = name[:m.end()], name[m.end():]
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    tail, hash_, fragment = tail.partition("#")
+    path, qmark, query = tail.partition("?")
+    return head, authority, path, query if qmark else None, fragment if hash_ else None
+
+
+def _redact(name: str, dropped: list[str]) -> str:
+    parts = _split_url(name)
+    if parts is None:
+        return name
+    head, authority, path, query, fragment = parts
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        dropped += [userinfo, userinfo.partition(":")[2]]
+        authority = host
+    if query is not None:
+        query = _scrub_params(query, dropped)
+    if fragment is not None and "=" in fragment:
+        fragment = _scrub_params(fragment, dropped)
+    if not dropped:
+        return name
+    return (f"{head}{authority}{path}{'' if query is None else '?' + query}"
+            f"{'' if fragment is None else '#' + fragment}")
+
+
+def redact_url(name: str | Path) -> str:
+    """``name`` without credentials: no ``user:password@``, no query (or fragment) parameter that is a credential
+    or part of a signature (:data:`SECRET_PARAMS`), everything else as written (scheme, host, path, other
+    parameters), so it still names the object and is the same however the URL was signed. Local paths, and URLs
+    without credentials, come back unchanged; ``hfrow:`` references are scrubbed inside."""
+    return _redact(str(name), [])
+
+
+def scrub_text(text: str) -> str:
+    """``text`` (an error message, a log line) with every URL in it redacted and every secret removed from a URL
+    this process remembered replaced by ``***``."""
+    text = _URL_TOKEN.sub(lambda m: redact_url(m.group()), text)
+    for value in _SECRET_VALUES:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+def remember_url(url: str) -> str:
+    """The name to store for ``url`` (:func:`redact_url`); when that differs, ``url`` itself is kept in memory (and
+    in this process's environment, for the workers it starts), so reading the name through this module reads it."""
+    s = str(url)
+    name = redact_url(s)
+    if name != s and _GIVEN.get(name) != s:
+        _GIVEN[name] = s
+        _SECRET_VALUES.update(v for v in _redact_dropped(s) if len(v) >= 6)
+        _share(name, s)
+    return name
+
+
+def _share(name: str, given: str) -> None:
+    """Put the remembered URLs in the environment the engine's workers inherit, while it stays small enough to
+    start a process with; past that only this process can read them (said once)."""
+    if _SHARED["overflow"]:
+        return
+    _SHARED["size"] += len(json.dumps(name)) + len(json.dumps(given)) + 2
+    if _SHARED["size"] > READ_URLS_ENV_MAX:
+        _SHARED["overflow"] = True
+        os.environ.pop(READ_URLS_ENV, None)
+        log.warning("%d input URLs carry credentials, too many to hand to worker processes: only this process can "
+                    "read them (give the store's credentials through its standard environment instead)", len(_GIVEN))
+        return
+    text = json.dumps(_GIVEN, sort_keys=True)
+    os.environ[READ_URLS_ENV] = text
+    _SHARED["loaded"] = text
+
+
+def _given(url: str) -> str:
+    """The URL as given for a name :func:`remember_url` returned, here or in the process that started this one."""
+    hit = _GIVEN.get(url)
+    if hit is not None:
+        return hit
+    shared = os.environ.get(READ_URLS_ENV)
+    if shared and shared != _SHARED["loaded"]:
+        _SHARED["loaded"] = shared
+        for name, given in json.loads(shared).items():
+            _GIVEN.setdefault(name, given)
+            _SECRET_VALUES.update(v for v in _redact_dropped(given) if len(v) >= 6)
+        return _GIVEN.get(url, url)
+    return url
+
+
+def _redact_dropped(url: str) -> list[str]:
+    """What :func:`redact_url` removes from ``url``, as written and percent-decoded."""
+    dropped: list[str] = []
+    _redact(url, dropped)
+    return dropped + [unquote_plus(v) for v in dropped]
+
+
+# Exceptions (anywhere in the chain) that say the store was not reached at all.
+_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ProxyConnectionError",
+                "ClientConnectorError", "ServerDisconnectedError", "ConnectionRefusedError", "gaierror",
+                "ClientConnectorDNSError", "ServerTimeoutError")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and node not in out:
+        out.append(node)
+        err = getattr(node, "kwargs", None)  # botocore keeps the underlying error in kwargs, not as the cause
+        inner = err.get("error") if isinstance(err, dict) else None
+        node = inner if isinstance(inner, BaseException) and inner not in out else (node.__cause__ or node.__context__)
+    return out
+
+
+def _unreachable(exc: BaseException, url: str) -> StorageError | None:
+    """A :class:`StorageError` naming the endpoint and why, when ``exc`` says the store was never reached."""
+    chain = _chain(exc)
+    names = {c.__name__ for e in chain for c in type(e).__mro__}
+    if not names & set(_UNREACHABLE) and not any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return None
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        why = "connection refused"
+    elif names & {"gaierror", "ClientConnectorDNSError"}:
+        why = "host name not found"
+    elif any("Timeout" in n for n in names) or any(isinstance(e, TimeoutError) for e in chain):
+        why = "timed out"
+    else:
+        why = "connection failed"
+    scheme = str(url).split("://", 1)[0]
+    endpoint = next((e.kwargs["endpoint_url"] for e in chain if isinstance(getattr(e, "kwargs", None), dict)
+                     and e.kwargs.get("endpoint_url")), None)
+    if endpoint is None:
+        endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")) if scheme == "s3" \
+            else os.environ.get("STORAGE_EMULATOR_HOST") if scheme in ("gs", "gcs") else None
+    parts = _split_url(redact_url(endpoint)) if endpoint else None
+    where = f"{parts[0]}{parts[1]}" if parts else f"{scheme}://"
+    hint = {"s3": "AWS_ENDPOINT_URL", "gs": "STORAGE_EMULATOR_HOST", "gcs": "STORAGE_EMULATOR_HOST"}.get(scheme,
+                                                                                                        "the URL")
+    return StorageError(f"cannot reach the object store at {where} for {redact_url(url)} ({why}): check {hint} / "
+                        f"network")
+
+
+def _scrubbed(exc: BaseException, url: str) -> BaseException | None:
+    """``exc`` again with its message scrubbed, when the message names a credential (None when it does not): an
+    object the store says is missing stays a FileNotFoundError, one it refuses (HTTP 401/403) a PermissionError (the
+    input's fault), anything else a :class:`StorageError`."""
+    text = str(exc)
+    clean = scrub_text(text)
+    status = getattr(exc, "status", None)
+    if isinstance(exc, FileNotFoundError) or status in (404, 410):
+        return FileNotFoundError(errno.ENOENT, "no such object", redact_url(url)) if clean != text else None
+    if status in (401, 403):
+        return PermissionError(errno.EACCES, f"access denied (HTTP {status})", redact_url(url))
+    if clean == text:
+        return None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return type(exc)(exc.errno, scrub_text(exc.strerror or clean), redact_url(url))
+    return StorageError(f"{type(exc).__name__}: {clean}")
+
+
+@contextmanager
+def _remote(url: str | Path) -> Iterator[None]:
+    """Around every call into a store's backend: an unreachable store becomes one :class:`StorageError` line, and
+    no error leaves this module quoting a credential (the backend saw the URL as given)."""
+    try:
+        yield
+    except Exception as exc:
+        translated = _unreachable(exc, str(url)) or _scrubbed(exc, str(url))
+        if translated is None:
+            raise
+        raise translated from None
+
+
 _FILESYSTEMS: dict[tuple[Any, ...], Any] = {}
 
 
 def filesystem(url: str | Path) -> tuple[Any, str]:
-    """(fsspec filesystem, backend path) for ``url``. One instance per process, protocol and endpoint; listings
+    """(fsspec filesystem, backend path) for ``url`` (a name :func:`remember_url` returned is read as the URL it was
+    given as). One instance per process, protocol and endpoint; listings
     are not cached, since other workers write the same prefixes. The cache key holds a digest of the
     environment the backend reads its endpoint and identity from (in memory only), so a changed endpoint or
     key gets a fresh client."""
@@ -98,7 +334,7 @@ def filesystem(url: str | Path) -> tuple[Any, str]:
     if fs is None:
         fs = fsspec.filesystem(protocol, skip_instance_cache=True, **_REMOTE_OPTIONS.get(protocol, {}))
         _FILESYSTEMS[key] = fs
-    return fs, fs._strip_protocol(s) if is_url(s) else _local(s)
+    return fs, fs._strip_protocol(_given(s)) if is_url(s) else _local(s)
 
 
 def _url_of(fs: Any, path: str, like: str) -> str:
@@ -110,7 +346,8 @@ def exists(url: str | Path) -> bool:
     if not is_url(url):
         return os.path.exists(_local(url))
     fs, path = filesystem(url)
-    return bool(fs.exists(path))
+    with _remote(url):
+        return bool(fs.exists(path))
 
 
 def isdir(url: str | Path) -> bool:
@@ -118,23 +355,27 @@ def isdir(url: str | Path) -> bool:
     if not is_url(url):
         return os.path.isdir(_local(url))
     fs, path = filesystem(url)
-    return bool(fs.isdir(path))
+    with _remote(url):
+        return bool(fs.isdir(path))
 
 
 def size(url: str | Path) -> int:
     if not is_url(url):
         return os.path.getsize(_local(url))
     fs, path = filesystem(url)
-    return int(fs.info(path)["size"])
+    with _remote(url):
+        return int(fs.info(path)["size"])
 
 
 def list_files(url: str | Path) -> list[str]:
-    """Every file under a folder or prefix, recursively, sorted, as full paths or URLs."""
+    """Every file under a folder or prefix, recursively, sorted, as full paths or URLs (without credentials)."""
     if not is_url(url):
         root = _local(url)
         return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
     fs, path = filesystem(url)
-    return sorted(_url_of(fs, p, str(url)) for p in fs.find(path))
+    with _remote(url):
+        found = fs.find(path)
+    return sorted(redact_url(_url_of(fs, p, str(url))) for p in found)
 
 
 def glob(pattern: str) -> list[str]:
@@ -144,15 +385,17 @@ def glob(pattern: str) -> list[str]:
 
         return sorted(globlib.glob(_local(pattern), recursive=True))
     fs, path = filesystem(pattern)
-    found = fs.glob(path, detail=True)
-    return sorted(_url_of(fs, p, pattern) for p, info in found.items() if info.get("type") == "file")
+    with _remote(pattern):
+        found = fs.glob(path, detail=True)
+    return sorted(redact_url(_url_of(fs, p, pattern)) for p, info in found.items() if info.get("type") == "file")
 
 
 def read_bytes(url: str | Path) -> bytes:
     if not is_url(url):
         return Path(_local(url)).read_bytes()
     fs, path = filesystem(url)
-    return bytes(fs.cat_file(path))
+    with _remote(url):
+        return bytes(fs.cat_file(path))
 
 
 def read_range(url: str | Path, offset: int, length: int) -> bytes:
@@ -162,7 +405,8 @@ def read_range(url: str | Path, offset: int, length: int) -> bytes:
             fh.seek(offset)
             return fh.read(length)
     fs, path = filesystem(url)
-    return bytes(fs.cat_file(path, start=offset, end=offset + length))
+    with _remote(url):
+        return bytes(fs.cat_file(path, start=offset, end=offset + length))
 
 
 def open_read(url: str | Path, exact: bool = False) -> IO[bytes]:
@@ -172,7 +416,8 @@ def open_read(url: str | Path, exact: bool = False) -> IO[bytes]:
     if not is_url(url):
         return open(_local(url), "rb")
     fs, path = filesystem(url)
-    return fs.open(path, "rb", cache_type="none") if exact else fs.open(path, "rb")
+    with _remote(url):
+        return fs.open(path, "rb", cache_type="none") if exact else fs.open(path, "rb")
 
 
 def sha256_of(url: str | Path) -> tuple[str, int]:
@@ -194,7 +439,8 @@ def write_bytes(url: str | Path, data: bytes) -> None:
         atomic_write_bytes(Path(_local(url)), data)
         return
     fs, path = filesystem(url)
-    fs.pipe_file(path, data)
+    with _remote(url):
+        fs.pipe_file(path, data)
 
 
 def upload(local: Path, url: str | Path) -> None:
@@ -209,7 +455,8 @@ def upload(local: Path, url: str | Path) -> None:
         commit_file(tmp, dest)
         return
     fs, path = filesystem(url)
-    fs.put_file(str(local), path)
+    with _remote(url):
+        fs.put_file(str(local), path)
 
 
 def download(url: str | Path, local: Path) -> None:
@@ -220,7 +467,8 @@ def download(url: str | Path, local: Path) -> None:
     try:
         if is_url(url):
             fs, path = filesystem(url)
-            fs.get_file(path, tmp)
+            with _remote(url):
+                fs.get_file(path, tmp)
         else:
             shutil.copyfile(_local(url), tmp)
         os.replace(tmp, local)
@@ -236,7 +484,8 @@ def remove(url: str | Path) -> None:
         return
     fs, path = filesystem(url)
     try:
-        fs.rm_file(path)
+        with _remote(url):
+            fs.rm_file(path)
     except FileNotFoundError:
         pass
 
@@ -314,12 +563,24 @@ class OutputDir:
             self._own_staging = False
         self.local.mkdir(parents=True, exist_ok=True)
         self._known: dict[str, dict[str, Any]] = {}
+        self._prior: set[str] = set()
         self._fetched: dict[str, str] = {}  # rel -> sha256 of what the store holds (remote: no re-upload)
 
     def target(self, rel: str) -> str:
         return join(self.url, rel)
 
     def begin(self) -> None:
+        if self.remote:  # what the last publication listed is ours to sweep; kept aside until the next one, so a
+            # crash between here and publish() does not forget it
+            prior = read_published(self.url)
+            if prior is not None:
+                write_bytes(self.target(PRIOR_PUBLISHED), _marker_bytes(prior["objects"]))
+            else:
+                try:
+                    prior = json.loads(read_bytes(self.target(PRIOR_PUBLISHED)))
+                except FileNotFoundError:
+                    prior = {}
+            self._prior = set(prior.get("objects", {}))
         remove(self.target(PUBLISHED))
         if self.remote:
             sweep_uploads(self.url)
@@ -371,7 +632,8 @@ class OutputDir:
         prefix = self.target(rel_dir)
         fs, path = filesystem(prefix)
         try:
-            entries = fs.ls(path, detail=True)
+            with _remote(prefix):
+                entries = fs.ls(path, detail=True)
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(e["name"]) for e in entries if e.get("type") == "file")
@@ -407,12 +669,15 @@ class OutputDir:
                 continue
             path = self.local / rel
             self.settle(rel, digests.get(rel) or _file_digest(path)[0], path.stat().st_size)
-        if self.remote:  # shards (and their index) a smaller corpus no longer has, as a local rebuild removes them
+        if self.remote:  # shards (and their index) a smaller corpus no longer has, as a local rebuild removes them;
+            # only objects an earlier publication listed: an object songcorpus did not write is never removed
             for url in list_files(self.target(STALE_SWEPT)):
                 rel = relative_to(url, self.url)
-                if rel not in self._known and not any(seg.startswith(".") for seg in rel.split("/")):
+                if rel not in self._known and rel in self._prior:
                     remove(url)
         write_bytes(self.target(PUBLISHED), _marker_bytes(self._known))
+        if self.remote:
+            remove(self.target(PRIOR_PUBLISHED))
         return dict(self._known)
 
     def close(self) -> None:

@@ -16,12 +16,14 @@ finds it. Stages read files by ``store.path(rel)``, which fetches a missing one.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +63,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; outputs should read like any written file
-        with os.fdopen(fd, "wb") as fh:
+        with naming_the_file(path), os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_file(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` (a temporary file its caller commits); a failed write names the file."""
+    with naming_the_file(path), open(path, "wb") as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def naming_the_file(path: Path) -> Iterator[None]:
+    """A failed ``write()`` raises an OSError without a file name (only ``open()`` sets one); the job's fault
+    message (``schemas/failures.py``) should say which disk filled up."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
         raise
 
 
@@ -191,9 +211,13 @@ class ArtefactStore:
         final = self.audio_path(sha256)
         rel = str(final.relative_to(self.root))
         if not final.exists():
+            # Encoded in memory, then written as bytes: libsndfile reports a full or failing disk as an opaque
+            # "unspecified error", a Python write as the OSError (ENOSPC, EIO...) with the path that stops the job.
+            buf = io.BytesIO()
+            sf.write(buf, pcm, rate, format="FLAC", subtype="PCM_16")
             tmp = self.new_temp(".flac")
             try:
-                sf.write(str(tmp), pcm, rate, format="FLAC", subtype="PCM_16")
+                write_file(tmp, buf.getbuffer())
                 self.commit_temp(tmp, rel)
             finally:
                 tmp.unlink(missing_ok=True)

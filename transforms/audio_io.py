@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from songcorpus.schemas.failures import InputError
+
 # ITU-R BS.775 downmix of 5.1 (L, R, C, LFE, Ls, Rs) to stereo; LFE is dropped. The sum is normalised
 # so that full-scale input cannot exceed full scale (as FFmpeg's normalised downmix does).
 _C = 1.0 / math.sqrt(2.0)
@@ -31,12 +33,8 @@ _BS775 = np.array(
 ) / (1.0 + 2.0 * _C)
 
 
-class DecodeError(Exception):
+class DecodeError(InputError):
     """The file cannot be decoded as audio; the message says why, ``code`` is the funnel's reason code."""
-
-    def __init__(self, message: str, code: str = "undecodable") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -30,7 +31,8 @@ import soxr
 
 from songcorpus.pipelines.hf_remote import is_row_ref
 from songcorpus.pipelines.storage import is_url
-from songcorpus.transforms.artefacts import sha256_file
+from songcorpus.schemas.failures import is_machine_error
+from songcorpus.transforms.artefacts import sha256_file, write_file
 from songcorpus.transforms.audio_io import AudioStream, DecodeError, downmix, to_int16
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage
 
@@ -64,7 +66,7 @@ class IngestStage(Stage):
             raise DecodeError(f"file not found: {path}", "missing")
         try:
             digest, size = sha256_file(path)
-        except OSError as exc:
+        except OSError as exc:  # reading the input itself (EACCES, EIO on its sectors...): this input's row
             raise DecodeError(f"unreadable: {exc.strerror or exc} ({path})", "unreadable") from None
         if size == 0:
             raise DecodeError(f"empty file (0 bytes): {path}", "empty")
@@ -105,6 +107,8 @@ class IngestStage(Stage):
             raise DecodeError(f"file not found: {url}", "missing") from None
         except OSError as exc:
             local.unlink(missing_ok=True)
+            if is_machine_error(exc):  # a full temp disk, a dropped connection: the job stops
+                raise
             raise DecodeError(f"unreadable: {exc.strerror or exc} ({url})", "unreadable") from None
         digest, size = sha256_file(local)
         if size == 0:
@@ -148,9 +152,12 @@ class IngestStage(Stage):
         pcm_blocks: list[np.ndarray] = []
         n_source = n_nonfinite = n_clipped = 0
         max_source_frames = int(limit * info.sample_rate) + 1
+        # FLAC encoded in memory and written as bytes: libsndfile says "System error." for a full disk, a Python
+        # write says ENOSPC and the path, which stops the job (schemas/failures.py); same bytes either way.
+        flac = io.BytesIO()
         tmp = self.store.new_temp(".flac")
         try:
-            with sf.SoundFile(str(tmp), "w", samplerate=cfg.sample_rate, channels=cfg.channels,
+            with sf.SoundFile(flac, "w", samplerate=cfg.sample_rate, channels=cfg.channels,
                               format="FLAC", subtype="PCM_16") as out:
 
                 def emit(y: np.ndarray) -> None:
@@ -184,6 +191,7 @@ class IngestStage(Stage):
             pcm = np.concatenate(pcm_blocks) if pcm_blocks else np.zeros((0, cfg.channels), np.int16)
             sha = hasher.hexdigest()
             final = self.store.audio_path(sha)
+            write_file(tmp, flac.getbuffer())
             self.store.commit_temp(tmp, str(final.relative_to(self.store.root)))
         finally:
             tmp.unlink(missing_ok=True)

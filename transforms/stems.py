@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from songcorpus.pipelines.storage import is_url, sha256_of
+from songcorpus.schemas.failures import is_machine_error
 from songcorpus.transforms.artefacts import sha256_file
 from songcorpus.transforms.audio_io import DecodeError, read_standard_audio, to_int16
 from songcorpus.transforms.base import Rejection, Resources, Row, Stage
@@ -180,6 +181,8 @@ class StemStage(Stage):
                     digest = sha256_of(given)[0] if is_url(given) else sha256_file(Path(given))[0]
                     parts.append(f"{which}:{digest}")
                 except OSError as exc:
+                    if is_url(given) and is_machine_error(exc):  # the network, not this stem: the job stops
+                        raise
                     raise DecodeError(f"{which} stem unreadable: {exc.strerror or exc} ({given})", "stem_unreadable") from None
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
