@@ -15,7 +15,9 @@ second branch never runs, and a ``WriteToText`` ends with an empty file: its fin
 
 ``engine.beam_options`` pass through to Beam unchanged (``--runner=PortableRunner --job_endpoint=...``,
 ``--runner=FlinkRunner``, ``--runner=DataflowRunner --project=...``); ``--runner=DaskRunner`` is accepted as a
-short name. With no ``--runner`` it is the DirectRunner in multi-processing mode with ``engine.workers``
+short name. With no ``--runner`` it is Beam's local FnApiRunner (what the DirectRunner itself runs a batch
+pipeline on, named directly: the DirectRunner first tries its Prism runner, whose binary it downloads from the
+network into ``~/.apache_beam``, and falls back once that fails) in multi-processing mode with ``engine.workers``
 processes; with one worker, in memory in the driver's process (each of a job's three pipelines would otherwise
 start a worker that imports torch and the stages again: a 12 s song took 57 s that way against 15 s in
 memory, with the same bytes). ``DoFn.setup`` builds the stages once per worker (per worker thread on Dask, whose tasks call setup
@@ -50,6 +52,9 @@ MAX_LINES_PER_PART = 256  # a part is read by one worker; more parts than worker
 MIN_PARTS_PER_WORKER = 4
 
 
+LOCAL_RUNNER = "FnApiRunner"  # the runner of a job given no --runner (see the module docstring)
+
+
 def pipeline_flags(config: PipelineConfig) -> list[str]:
     """The Beam options of a job: the config's, with the Dask runner's short name expanded and one Create
     element per Dask partition (its default packs 128 elements into one partition, i.e. one worker)."""
@@ -60,7 +65,8 @@ def pipeline_flags(config: PipelineConfig) -> list[str]:
     runner = runner_of(flags)
     if runner is None:
         mode = "multi_processing" if config.engine.workers > 1 else "in_memory"
-        flags += ["--runner=DirectRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={config.engine.workers}"]
+        flags += [f"--runner={LOCAL_RUNNER}", f"--direct_running_mode={mode}",
+                  f"--direct_num_workers={config.engine.workers}"]
     elif runner == DASK_RUNNER and not any(f.startswith(("--dask_npartitions", "--dask_partition_size"))
                                            for f in flags):
         flags.append("--dask_partition_size=1")
@@ -171,7 +177,7 @@ def run_pipeline(flags: list[str], parts: list[str], build: Callable[[beam.PColl
         if client is not None:
             client.close()
     if state != "DONE":
-        raise RuntimeError(f"the Beam job ended {state} (runner {runner or 'DirectRunner'})")
+        raise RuntimeError(f"the Beam job ended {state} (runner {runner or LOCAL_RUNNER})")
 
 
 def run_beam(rows: Collection[Row], config: PipelineConfig, store_root: str, progress: bool = True,

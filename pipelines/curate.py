@@ -36,6 +36,7 @@ from songcorpus.pipelines.corpus import (
     scores_of,
 )
 from songcorpus.pipelines.executor import build_stages, new_row
+from songcorpus.pipelines.job_temp import job_temp_dir
 from songcorpus.pipelines.output_claim import claim_output
 from songcorpus.pipelines.sources import spool_inputs
 from songcorpus.pipelines.state_rows import (
@@ -205,7 +206,7 @@ def job_fault_message(exc: BaseException) -> str:
 def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True) -> CurateResult:
     """Curate ``inputs`` into ``out``, which must be new, empty or songcorpus's own, and is locked for the run
     (``pipelines/output_claim.py``)."""
-    with claim_output(out, "curate"):
+    with claim_output(out, "curate"), job_temp_dir():
         return _curate(inputs, out, config, progress)
 
 
@@ -324,7 +325,7 @@ def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) 
     """Re-decide and rewrite shards and catalog from stored scores; no analysis stage runs (the samples
     phase does, for songs whose samples are not in the cache yet)."""
     start = time.monotonic()
-    with claim_output(out, "rebuild"):
+    with claim_output(out, "rebuild"), job_temp_dir():
         target = storage.OutputDir(out)
         try:
             with job_faults():

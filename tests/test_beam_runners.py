@@ -49,9 +49,9 @@ def beam_config(flags: list[str], **overrides):
 
 def test_pipeline_flags_default_expand_and_pass_through():
     direct = pipeline_flags(beam_config([]))
-    assert direct == ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    assert direct == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     one = pipeline_flags(load_config(overrides={"engine": {"name": "beam", "workers": 1}}))
-    assert one == ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    assert one == ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
     dask = pipeline_flags(beam_config(["--runner=DaskRunner", "--dask_client_address=127.0.0.1:1"]))
     # one Create element per Dask partition: its default packs 128 into one partition, i.e. one worker
     assert dask == [f"--runner={DASK_RUNNER}", "--dask_client_address=127.0.0.1:1", "--dask_partition_size=1"]

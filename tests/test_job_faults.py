@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,8 +126,6 @@ def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(clip_dir
 
 def test_two_runs_started_together_one_publishes_and_one_is_refused(clip_dir, reference, tmp_path):
     """Two `songcorpus curate` processes into one folder, started together: exactly one holds the folder."""
-    import sys
-
     config = tmp_path / "w.yaml"
     config.write_text("windows: {length_s: 4.0}\n")
     cmd = [sys.executable, "-m", "songcorpus.pipelines.cli", "curate", str(clip_dir), "--out", str(tmp_path / "out"),
@@ -206,3 +207,41 @@ def test_a_read_only_output_is_one_message_and_resumes_once_writable(clip_dir, r
         assert "Read-only file system [EROFS]" in err and str(out) in err, err
         remount(disk, "rw")
         assert output_files(beam(clip_dir, out, cache_dir=str(tmp_path / "cache"))) == reference
+
+
+# ---- nothing written outside the output, the cache and temp files the job removes ------------------------
+
+
+@pytest.mark.parametrize("engine", ["beam", "ray"])
+def test_a_curate_writes_nothing_outside_its_output_and_cache(engine, clip_dir, tmp_path):
+    """A fresh HOME and temp folder stay empty: no onnxruntime telemetry (~/.cache/Microsoft, $TMPDIR/.ses), no
+    Beam Prism download cache (~/.apache_beam), no Ray session logs or Beam temp folders left, no lock files."""
+    home = tmp_path / "home"
+    home.mkdir()
+    # a short temp path, as on a real machine: Ray's socket paths under it must fit in 107 bytes
+    temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))
+    config = tmp_path / "w.yaml"
+    config.write_text("windows: {length_s: 4.0}\n")
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(temp)}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    try:
+        done = subprocess.run([sys.executable, "-m", "songcorpus.pipelines.cli", "curate", str(clip_dir), "--out",
+                               str(tmp_path / "out"), "--engine", engine, "--workers", "1", "--config", str(config),
+                               "--no-progress"], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+        assert sorted(p.relative_to(temp).as_posix() for p in temp.rglob("*")) == []
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_temp_folders_of_killed_jobs_are_removed_by_the_next(tmp_path):
+    from songcorpus.pipelines.job_temp import remove_orphans
+
+    dead = tmp_path / "songcorpus-999999999-abcdefgh"  # no such process
+    live = tmp_path / f"songcorpus-{os.getpid()}-abcdefgh"
+    other = tmp_path / "songcorpus-mirror-abcdefgh"  # another kind of songcorpus temp: not a job folder
+    for d in (dead, live, other):
+        (d / "ray").mkdir(parents=True)
+    remove_orphans(tmp_path)
+    assert not dead.exists() and live.exists() and other.exists()

@@ -5,21 +5,31 @@ import it compile and write the cache files. numba's cache is not safe for concu
 workers compiling the same kernel can each pick the same file name for different signatures, and
 every later process loading that index segfaults (seen in CI: Ray restarted the structure actor
 65 times). So the driver calls :func:`warm_jit_cache` before any worker starts: under an
-inter-process file lock it imports librosa and runs each kernel family once on a little noise,
+inter-process lock it imports librosa and runs each kernel family once on a little noise,
 which compiles and saves everything on the first run and only loads (reads) ever after. Workers
-then find a complete cache and never write.
+then find a complete cache and never write. The lock is a ``flock`` on librosa's own package folder, where
+numba writes the cache: no lock file is left anywhere.
 """
 
 from __future__ import annotations
 
 import fcntl
-import tempfile
+import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 
-LOCK = Path(tempfile.gettempdir()) / "songcorpus-numba-cache.lock"
 _warm = False
+
+
+def cache_owner() -> Path:
+    """librosa's package folder (found without importing it): what every process that compiles its kernels
+    locks."""
+    spec = importlib.util.find_spec("librosa")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("librosa is not installed (run setup.sh)")
+    return Path(spec.origin).parent
 
 
 def warm_jit_cache() -> None:
@@ -27,8 +37,9 @@ def warm_jit_cache() -> None:
     global _warm
     if _warm:
         return
-    with open(LOCK, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    fd = os.open(cache_owner(), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             from songcorpus.schemas.config import load_config
             from songcorpus.transforms.augment import pitch_shift, time_stretch
@@ -43,5 +54,7 @@ def warm_jit_cache() -> None:
             time_stretch(noise[:22050], 22050, 1.1, "librosa")  # phase vocoder (augment.stretcher: librosa)
             pitch_shift(noise[:22050], 22050, 1.0, "librosa")
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
     _warm = True
