@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from songcorpus.pipelines.fault_points import fault_point
 from songcorpus.pipelines.state_rows import chunked
 from songcorpus.schemas.catalog import FIELDS_SCHEMA, FUNNEL_SQL, SHARDS_SCHEMA, TRACKS_SCHEMA, WINDOWS_SCHEMA
 from songcorpus.transforms.artefacts import commit_file
@@ -70,6 +71,7 @@ def write_catalog(out: Path, tables: dict[str, Iterable[dict[str, Any]]]) -> Non
     cat_dir.mkdir(parents=True, exist_ok=True)
     for name, schema in TABLES.items():
         write_parquet(cat_dir / f"{name}.parquet", tables[name], schema)
+    fault_point("catalog")
     db_path = out / "catalog.duckdb"
     tmp = out / "catalog.duckdb.tmp"
     for stale in (tmp, Path(str(tmp) + ".wal")):

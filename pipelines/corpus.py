@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from songcorpus.pipelines.catalog import write_catalog
 from songcorpus.pipelines.disk_map import DiskMap
+from songcorpus.pipelines.fault_points import fault_point, passing
 from songcorpus.pipelines.hf_features import write_features
 from songcorpus.pipelines.shard_writer import Sample, describe_shard, family_present, write_shard
 from songcorpus.pipelines.state_rows import PackedRows, SortedSpool, SpooledRows, chunked, scores_of
@@ -437,7 +438,7 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
                     members = tuple(sorted(meta["members"]))
                     if members not in first or meta["key"] < first[members]["key"]:
                         first[members] = meta
-                for part in writer(plan_chunk, shard_dir, store, progress):
+                for part in passing(writer(plan_chunk, shard_dir, store, progress), "shard-part"):
                     rows_of_part = part.pop("windows")
                     if windows.add(part["shard"], (canonical_json(rows_of_part) + "\n").encode()):
                         for src, n in sorted(Counter(w["source"] for w in rows_of_part).items()):
@@ -498,6 +499,7 @@ def run_samples_phase(full_rows: Callable[[], Iterable[Row]], splits: MutableMap
                 meta = {"key": entry["key"], "members": entry["members"], "source": src, "track_id": track_id,
                         "split": split, **{k: entry[k] for k in WINDOW_META_KEYS}}
                 spool.add(f"{split}\x1f{entry['key']}", (canonical_json(meta) + "\n").encode())
+        fault_point("samples-chunk")
 
 
 def _sample_of(meta: dict[str, Any], store: ArtefactStore) -> Sample:

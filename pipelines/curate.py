@@ -36,6 +36,7 @@ from songcorpus.pipelines.corpus import (
     scores_of,
 )
 from songcorpus.pipelines.executor import build_stages, new_row
+from songcorpus.pipelines.fault_points import passing
 from songcorpus.pipelines.job_temp import job_temp_dir
 from songcorpus.pipelines.output_claim import claim_output
 from songcorpus.pipelines.sources import spool_inputs
@@ -262,7 +263,7 @@ def analyse_into_state(rows: Collection[Row], out: Path, config: PipelineConfig,
                        lineages: dict, progress: bool) -> SpooledRows:
     """Run the analysis phase, streaming every result into ``state/rows.jsonl`` (sorted by source) as it comes
     back; return the rows slimmed to what decisions read (``state_rows.slim_row``), sorted by source."""
-    write_state_rows(out / STATE_ROWS, run_engine(rows, config, store, progress))
+    write_state_rows(out / STATE_ROWS, passing(run_engine(rows, config, store, progress), "analysis-row"))
     save_state(out, config, lineages)
     return slim_state_rows(out / STATE_ROWS)
 
