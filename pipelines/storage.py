@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote_plus
 
+from songcorpus.pipelines.fault_points import fault_point
+
 # The marker a corpus is published by: written last, it lists every object of the corpus with its size and
 # sha256; readers trust what it lists and nothing else (a run in progress or crashed has none).
 PUBLISHED = "published.json"
@@ -137,13 +139,25 @@ def _scrub_params(text: str, dropped: list[str]) -> str | None:
     return "&".join(keep) if keep else None
 
 
+def _authority_end(rest: str) -> int:
+    """Where the authority of a URL (``rest``: after its ``://``) ends: at the first ``/ ? #``; but a ``user:password@``
+    whose password holds a raw ``/`` (AWS secret keys may) runs to the host after its ``@``."""
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    head = rest[:end]
+    _, colon, after = head.partition(":")
+    at = rest.find("@", end)
+    if colon and at >= 0 and "@" not in head and not after.isdigit() and not head.startswith("["):
+        return at + 1 + _authority_end(rest[at + 1:])
+    return end
+
+
 def _split_url(name: str) -> tuple[str, str, str, str | None, str | None] | None:
     """(scheme and anything before it, authority, path, query, fragment) of the first URL in ``name``."""
     m = _SCHEME.search(name)
     if m is None:
         return None
     head, rest = name[:m.end()], name[m.end():]
-    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    end = _authority_end(rest)
     authority, tail = rest[:end], rest[end:]
     tail, hash_, fragment = tail.partition("#")
     path, qmark, query = tail.partition("?")
@@ -298,7 +312,7 @@ def _scrubbed(exc: BaseException, url: str) -> BaseException | None:
         return None
     if isinstance(exc, OSError) and exc.errno is not None:
         return type(exc)(exc.errno, scrub_text(exc.strerror or clean), redact_url(url))
-    return StorageError(f"{type(exc).__name__}: {clean}")
+    return StorageError(f"{type(exc).__name__}: {' '.join(clean.split())}")
 
 
 @contextmanager
@@ -319,22 +333,30 @@ _FILESYSTEMS: dict[tuple[Any, ...], Any] = {}
 
 def filesystem(url: str | Path) -> tuple[Any, str]:
     """(fsspec filesystem, backend path) for ``url`` (a name :func:`remember_url` returned is read as the URL it was
-    given as). One instance per process, protocol and endpoint; listings
-    are not cached, since other workers write the same prefixes. The cache key holds a digest of the
-    environment the backend reads its endpoint and identity from (in memory only), so a changed endpoint or
-    key gets a fresh client."""
+    given as). One instance per process, protocol and endpoint; listings are not cached, since other workers write
+    the same prefixes. The cache key holds a digest of the environment the backend reads its endpoint and identity
+    from (in memory only), so a changed endpoint or key gets a fresh client. An ``s3://KEY:SECRET@bucket/...`` URL
+    gets a client of its own with that key (s3fs reads none from a URL)."""
     import fsspec
 
-    s = str(url)
+    s = _given(str(url))
     protocol = s.split("://", 1)[0] if is_url(s) else "file"
-    env = hashlib.sha256("\x1f".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                                     if k.startswith(("AWS_", "GOOGLE_", "GCS", "STORAGE_EMULATOR_HOST"))).encode()).hexdigest()
+    options = dict(_REMOTE_OPTIONS.get(protocol, {}))
+    userinfo = ""
+    if protocol == "s3" and (parts := _split_url(s)) and "@" in parts[1]:
+        userinfo = parts[1].rpartition("@")[0]
+        user, _, password = userinfo.partition(":")
+        options.update(key=unquote_plus(user), secret=unquote_plus(password))
+        s = redact_url(s)
+    env = hashlib.sha256("\x1f".join([userinfo, *(f"{k}={v}" for k, v in sorted(os.environ.items())
+                                      if k.startswith(("AWS_", "GOOGLE_", "GCS", "STORAGE_EMULATOR_HOST")))]).encode()
+                         ).hexdigest()
     key = (protocol, os.getpid(), env)
     fs = _FILESYSTEMS.get(key)
     if fs is None:
-        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **_REMOTE_OPTIONS.get(protocol, {}))
+        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
         _FILESYSTEMS[key] = fs
-    return fs, fs._strip_protocol(_given(s)) if is_url(s) else _local(s)
+    return fs, fs._strip_protocol(s) if is_url(s) else _local(s)
 
 
 def _url_of(fs: Any, path: str, like: str) -> str:
@@ -553,7 +575,7 @@ class OutputDir:
     of the corpus."""
 
     def __init__(self, url: str | Path, staging: Path | None = None) -> None:
-        self.url = str(url)
+        self.url = remember_url(str(url)) if is_url(url) else str(url)  # named (and printed) without credentials
         self.remote = is_url(self.url)
         if self.remote:
             self.local = staging or Path(tempfile.mkdtemp(prefix="songcorpus-out-"))
@@ -675,6 +697,7 @@ class OutputDir:
                 rel = relative_to(url, self.url)
                 if rel not in self._known and rel in self._prior:
                     remove(url)
+        fault_point("publish")
         write_bytes(self.target(PUBLISHED), _marker_bytes(self._known))
         if self.remote:
             remove(self.target(PRIOR_PUBLISHED))
