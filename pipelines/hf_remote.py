@@ -14,7 +14,9 @@ it reads one record batch at a time and notes each batch's byte range. Each row 
 consecutive rows of a group cost one read) or that one batch by a ranged read (Arrow).
 
 Sources are named ``hf:<dataset folder name>[/<split>]#<row index within the split>``, as for a dataset saved on
-local disk. The split comes from a split folder (``train/``) or a Hub file name (``train-00000-of-...``).
+local disk. Row references and stored columns name URLs without credentials (``storage.redact_url``); reads go
+through ``pipelines/storage.py``, which uses the URL as it was given. The split comes from a split folder
+(``train/``) or a Hub file name (``train-00000-of-...``).
 Fails: a folder with no data files, or a data file without an audio column, is a SourceError naming it.
 """
 
@@ -126,7 +128,7 @@ def _no_audio(url: str, schema: pa.Schema) -> Exception:
 
 def scan_dataset(url: str) -> Iterator[Any]:
     """TrackRecords of every row of the dataset at ``url`` (see the module docstring)."""
-    from songcorpus.pipelines.sources import SourceError, _clean_meta
+    from songcorpus.pipelines.sources import SourceError, _clean_meta, _scrub_values
     from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord
 
     files = data_files(url)
@@ -147,6 +149,7 @@ def scan_dataset(url: str) -> Iterator[Any]:
             extra = {k: v for k, v in row.items() if k not in METADATA_FIELDS and isinstance(v, (str, int, float, bool))}
             if audio_path:
                 extra.setdefault("audio_path", audio_path)
+            extra = _scrub_values(extra)  # a row's own URLs are stored without their credentials too
             yield TrackRecord(source=source, path=ref, metadata=meta, extra=extra)
 
 
