@@ -26,6 +26,7 @@ from s3_server import KEY_ID, SECRET, make_bucket, s3_env
 from songcorpus.pipelines import storage
 from songcorpus.pipelines.curate import curate, load_state
 from songcorpus.schemas.config import ConfigError, load_config
+from songcorpus.schemas.failures import JobFault
 
 from conftest import DEMO_DIR
 
@@ -95,7 +96,7 @@ def corpora(tmp_path_factory, s3_endpoint):
                 real_upload(local, url)
 
             mp.setattr(storage, "upload", crash_on_shard)
-            with pytest.raises(SimulatedCrash):
+            with pytest.raises(JobFault, match="SimulatedCrash"):  # the job stops, naming what stopped it
                 curate([manifest], out, _config(), progress=False)
             crashed = {"objects": storage.list_files(out), "marker": storage.read_published(out)}
             try:
@@ -148,7 +149,9 @@ def _assert_same_corpus(local_out: Path, out: str) -> None:
         assert data == expected, rel
         assert hashlib.sha256(data).hexdigest() == marker["objects"][rel]["sha256"]
     stored = {storage.relative_to(u, out) for u in storage.list_files(out)}
-    assert {s for s in stored if not s.startswith(".cache/")} == {*listed, storage.PUBLISHED}
+    from songcorpus.pipelines.output_claim import OWN_NAMES  # the output's ownership marker (and lease, while held)
+
+    assert {s for s in stored if not s.startswith(".cache/") and s not in OWN_NAMES} == {*listed, storage.PUBLISHED}
     from songcorpus.pipelines.catalog import read_funnel
 
     assert read_funnel(out) == read_funnel(local_out)
@@ -237,6 +240,23 @@ def test_s3_inputs_are_named_as_local_ones(tmp_path, s3):
         there = expand_inputs([url_in], tmp_path / "m")
         assert [r.source for r in there] == here and here
         assert all(r.path.startswith("s3://") for r in there)
+
+
+def test_s3_url_with_a_key_in_it_reads_and_is_named_without_it(tmp_path, s3):
+    """``s3://KEY:SECRET@bucket/...`` (a secret may hold a raw "/"): read with that key, named and stored without it."""
+    from songcorpus.pipelines.sources import expand_inputs
+
+    clip = DEMO_DIR / "speech_00" / "mix.flac"
+    storage.upload(clip, f"{s3}/music/speech_00.flac")
+    secret = f"{SECRET}/with+slash"
+    given = s3.replace("s3://", f"s3://{KEY_ID}:{secret}@")
+    for item in (f"{given}/music", f"{given}/music/speech_00.flac"):
+        [rec] = expand_inputs([item], tmp_path / "m")
+        assert rec.source == "speech_00.flac" and rec.path == f"{s3}/music/speech_00.flac"
+        assert storage.read_bytes(rec.path) == clip.read_bytes()
+    with pytest.raises(FileNotFoundError) as err:
+        storage.read_bytes(f"{given}/music/nope.flac")
+    assert secret not in str(err.value) and KEY_ID not in str(err.value)
 
 
 def _hf_dataset(clips: list[str]):
