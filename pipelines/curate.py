@@ -196,11 +196,17 @@ def job_fault_message(exc: BaseException) -> str:
         what = fault.removeprefix(STAGE_FAULT_MARKER + ": ")
         return (f"the job stopped: {what}. This is a fault of the machine or of songcorpus, not of the input "
                 f"(a bad input gets its row and the job goes on); {RESUME_HINT}")
+    chain: list[BaseException] = []
     node: BaseException | None = exc
-    while node is not None:
+    while node is not None and node not in chain:
+        chain.append(node)
+        node = node.__cause__ or node.__context__
+    for node in chain:  # the store's own one line names the endpoint and the object
+        if isinstance(node, storage.StorageError):
+            return f"the job stopped: {str(node).split(' [while running')[0]}; {RESUME_HINT}"
+    for node in chain:
         if isinstance(node, OSError) and node.errno is not None:
             return f"the job stopped: {describe(node)}; {RESUME_HINT}"
-        node = node.__cause__ or node.__context__
     return f"the job stopped: {describe(exc)}; {RESUME_HINT} (--verbose prints the traceback)"
 
 
@@ -273,6 +279,8 @@ def save_state(out: Path, config: PipelineConfig, lineages: dict) -> None:
     state = out / "state"
     state.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(state / "lineage.json", (json.dumps(lineages, indent=1, sort_keys=True) + "\n").encode())
+    if config.cache_dir:  # a cache URL given with a credential is recorded without it (pipelines/storage.py)
+        config = config.model_copy(update={"cache_dir": storage.redact_url(config.cache_dir)})
     atomic_write_bytes(out / "config.yaml", dump_config(config).encode())
 
 

@@ -63,7 +63,7 @@ def claim_output(out: str | Path, command: str = "curate") -> Iterator[None]:
     """Hold ``out`` for this run: refuse a folder songcorpus did not write, take the lock (or lease), mark the
     folder as ours; release the lock at the end, whatever happens."""
     if storage.is_url(out):
-        with _remote_claim(str(out).rstrip("/"), command):
+        with _remote_claim(storage.remember_url(str(out)).rstrip("/"), command):
             yield
         return
     root = Path(out)

@@ -62,7 +62,8 @@ class IngestStage(Stage):
             raise DecodeError(f"is a directory, not an audio file: {path}", "not_a_file")
         if not path.exists():
             if path.is_symlink():
-                raise DecodeError(f"broken symlink: {path} -> {os.readlink(path)}", "missing")
+                target = os.fsencode(os.readlink(path)).decode("utf-8", "backslashreplace")  # any bytes, as text
+                raise DecodeError(f"broken symlink: {path} -> {target}", "missing")
             raise DecodeError(f"file not found: {path}", "missing")
         try:
             digest, size = sha256_file(path)
