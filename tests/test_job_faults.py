@@ -164,15 +164,20 @@ def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.rglob("*") if p.name.endswith((".tmp", ".wal")) or ".duckdb.tmp" in p.name)
 
 
-def test_a_full_cache_disk_stops_the_job_and_the_same_command_completes_with_room(clip_dir, reference, tmp_path):
+@pytest.mark.parametrize("engine", ["beam", "ray"])
+def test_a_full_cache_disk_stops_the_job_and_the_same_command_completes_with_room(engine, clip_dir, reference,
+                                                                                  tmp_path):
+    """On Ray the stage's fault crosses from an actor process to the driver, and must still stop the job."""
     out = tmp_path / "out"
     with tmpfs(tmp_path / "cache", 400) as cache:
         with pytest.raises(JobFault) as fault:
-            beam(clip_dir, out, cache_dir=str(cache))
+            curate_with(engine, [str(clip_dir)], out, workers=1, cache_dir=str(cache), **WINDOWS)
         assert "No space left on device [ENOSPC]" in str(fault.value) and str(cache) in str(fault.value)
+        assert "\n" not in str(fault.value)
         assert not (out / "published.json").exists()
         remount(cache, "size=100m")
-        assert output_files(beam(clip_dir, out, cache_dir=str(cache))) == reference
+        assert output_files(curate_with(engine, [str(clip_dir)], out, workers=1, cache_dir=str(cache),
+                                        **WINDOWS)) == reference
 
 
 @pytest.mark.parametrize("room,fails_at", [(0.3, "shard-"), (1.0, "catalog.duckdb")])
@@ -212,7 +217,7 @@ def test_a_read_only_output_is_one_message_and_resumes_once_writable(clip_dir, r
 # ---- nothing written outside the output, the cache and temp files the job removes ------------------------
 
 
-@pytest.mark.parametrize("engine", ["beam", "ray"])
+@pytest.mark.parametrize("engine", ["beam", pytest.param("ray", marks=pytest.mark.slow)])
 def test_a_curate_writes_nothing_outside_its_output_and_cache(engine, clip_dir, tmp_path):
     """A fresh HOME and temp folder stay empty: no onnxruntime telemetry (~/.cache/Microsoft, $TMPDIR/.ses), no
     Beam Prism download cache (~/.apache_beam), no Ray session logs or Beam temp folders left, no lock files."""
