@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -67,6 +68,60 @@ def test_resumed_run_equals_uninterrupted(demo_ray, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
     log = (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
     assert [int(line.split(",")[0].split(":")[1]) for line in log] == list(range(6))  # one line per step, no repeats
+
+
+def same_batch(got: dict, want: dict) -> bool:
+    """A batch from a DataLoader (arrays as tensors) equals one built directly (numpy arrays)."""
+    if set(got) != set(want):
+        return False
+    for key, value in want.items():
+        if isinstance(value, np.ndarray):
+            if not torch.equal(torch.as_tensor(got[key]), torch.from_numpy(np.ascontiguousarray(value))):
+                return False
+        elif got[key] != value:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_loader_resumed_from_any_step_hands_out_the_uninterrupted_batches_in_order(demo_ray, world):
+    """ShardStream through a torch DataLoader with 0, 1 and 2 workers, started at every step from 0 to 3 (every
+    residue modulo the worker count), on each rank of 1 and 2: the steps come in order and each batch is the
+    one an uninterrupted stream builds for that step. Workers that picked their steps by ``s % K`` handed out
+    4, 3, 6, 5... after a resume from step 3 with 2 workers."""
+    from songcorpus.train.data import BatchBuilder, ShardStream
+
+    view = CorpusView(str(demo_ray), "train", ["vocals_latents", "accompaniment_latents"], window_s=4.0)
+    order = StepOrder(len(view), seed=0, global_batch=4)
+    builder = BatchBuilder(view)
+    end = 7
+    for rank in range(world):
+        whole = {b["step"]: b for b in ShardStream(builder, order, rank, world, 0, end)}
+        assert sorted(whole) == list(range(end))
+        for workers in (0, 1, 2):
+            for start in range(4):
+                stream = ShardStream(builder, order, rank, world, start_step=start, end_step=end)
+                loader = torch.utils.data.DataLoader(stream.torch_dataset(), batch_size=None, num_workers=workers)
+                got = list(loader)
+                steps = [int(b["step"]) for b in got]
+                assert steps == list(range(start, end)), (rank, world, workers, start, steps)
+                for b in got:
+                    assert same_batch(b, whole[int(b["step"])]), (rank, world, workers, start, int(b["step"]))
+
+
+def test_run_resumed_at_an_odd_step_with_two_loader_workers_equals_uninterrupted(demo_ray, tmp_path):
+    """The resume of test_resumed_run_equals_uninterrupted with 2 DataLoader workers, cut at step 3: the resumed
+    loader's workers must start counting at step 3, or the rest of the run trains on swapped batches."""
+    cfg = load_train_config("samuel", overrides=tiny(6, data={**TINY_SAMUEL["data"], "num_workers": 2}))
+    assert cfg.data.num_workers == 2
+    launch_local(cfg, str(demo_ray), tmp_path / "whole", progress=False)
+    cut = launch_local(cfg, str(demo_ray), tmp_path / "cut", progress=False, stop_after=3)
+    assert latest_checkpoint(tmp_path / "cut")[0] == 3 and not cut["done"]
+    again = launch_local(cfg, str(demo_ray), tmp_path / "cut", progress=False)
+    assert again["resumed_from"] == 3 and again["done"]
+    a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
 
 
 def test_kill_9_mid_training_then_rerun_equals_uninterrupted(demo_ray, tmp_path):
