@@ -39,10 +39,13 @@ from songcorpus.schemas.training import TrainConfig, dump_train_config, load_tra
 from songcorpus.train.checkpoint import (
     CheckpointError,
     begin_checkpoint,
+    clear_leftovers,
     latest_checkpoint,
     load_checkpoint,
+    load_latent_stats,
     publish_checkpoint,
     rng_state,
+    save_latent_stats,
     set_rng_state,
     write_rank_rng,
 )
@@ -202,6 +205,28 @@ def all_reduce_mean(params: list[torch.nn.Parameter], world: int) -> None:
         offset += n
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` whole: a kill while writing leaves the old file, never a truncated one (a resume reads
+    provenance.json, and log.jsonl holds the run's history)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def log_lines_before(path: Path, step: int) -> list[str]:
+    """The lines of log.jsonl for steps before ``step`` (a resumed run writes the later ones again). A line that
+    does not parse (cut off by a kill or a full disk) is dropped rather than stopping the resume."""
+    keep = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            logged = int(json.loads(line)["step"])
+        except (ValueError, TypeError, KeyError):
+            continue
+        if logged < step:
+            keep.append(line)
+    return keep
+
+
 def prepare_run(run: Path, config: TrainConfig, dist: Dist) -> None:
     """Record the config; a different config (other than ``steps``) in an existing run folder is refused."""
     path = run / "config.yaml"
@@ -244,17 +269,16 @@ def train(config: TrainConfig, data: Any, run: str | Path, dist: Dist | None = N
         raise TrainError(f"global_batch {config.global_batch} does not split into {dist.world_size} ranks x "
                          f"{config.grad_accum} micro-batches; make it a multiple of {dist.world_size * config.grad_accum}")
 
+    if dist.main:
+        clear_leftovers(run)  # a killed run's half-written checkpoint folder: never read, removed
     stats_path = run / "latent_stats.npz"
     latent_keys = [k for k in keys if "latents" in k and k in view.suffixes]
     if config.data.normalise_latents and latent_keys:
         if dist.main and not stats_path.exists():
-            stats = latent_statistics(view, latent_keys)
-            np.savez(stats_path.with_suffix(".tmp.npz"), **{f"{k}.{p}": v for k, (m, s) in stats.items()
-                                                            for p, v in (("mean", m), ("std", s))})
-            os.replace(stats_path.with_suffix(".tmp.npz"), stats_path)
+            save_latent_stats(stats_path, latent_statistics(view, latent_keys))
         dist.barrier()
-        saved = np.load(stats_path)
-        stats = {k: (saved[f"{k}.mean"], saved[f"{k}.std"]) for k in latent_keys}
+        stats = load_latent_stats(stats_path, latent_keys, fix="remove it and run the same command again: it is "
+                                  "recomputed from the run's corpus (the same corpus gives the same statistics)")
         for ref_key, base in (("reference_latents", "accompaniment_latents"), ("reference_vocals_latents", "vocals_latents")):
             if ref_key in keys and base in stats:
                 stats[ref_key] = stats[base]
@@ -275,12 +299,16 @@ def train(config: TrainConfig, data: Any, run: str | Path, dist: Dist | None = N
     prov_path = run / "provenance.json"
     prov = provenance(view, data)
     if prov_path.exists():
-        old = json.loads(prov_path.read_text())
-        if old["corpus_sha256"] != prov["corpus_sha256"]:
-            raise TrainError(f"{run} trained on another corpus (sha256 {old['corpus_sha256'][:12]}, now "
+        try:
+            old_sha = str(json.loads(prov_path.read_text())["corpus_sha256"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise TrainError(f"{prov_path} is not a readable provenance record ({type(exc).__name__}: {exc}); "
+                             f"restore it, or remove it to record this corpus as the run's") from None
+        if old_sha != prov["corpus_sha256"]:
+            raise TrainError(f"{run} trained on another corpus (sha256 {old_sha[:12]}, now "
                              f"{prov['corpus_sha256'][:12]}): resuming would mix data; use a new --out")
     elif dist.main:
-        prov_path.write_text(json.dumps(prov, indent=1, sort_keys=True) + "\n")
+        write_atomic(prov_path, json.dumps(prov, indent=1, sort_keys=True) + "\n")
 
     params = model.trainable_parameters()
     optimizer = make_optimizer(params, config.optim)
@@ -305,9 +333,7 @@ def train(config: TrainConfig, data: Any, run: str | Path, dist: Dist | None = N
                                          persistent_workers=False)
     log_path = run / "log.jsonl"
     if dist.main:
-        keep = [ln for ln in (log_path.read_text().splitlines() if log_path.exists() else [])
-                if ln and json.loads(ln)["step"] < start]
-        log_path.write_text("".join(ln + "\n" for ln in keep))
+        write_atomic(log_path, "".join(ln + "\n" for ln in log_lines_before(log_path, start)))
     bar = None
     if progress and dist.main:
         from tqdm import tqdm
