@@ -263,8 +263,19 @@ def bytes_per_sample(ref: SampleRef, suffixes: Sequence[str]) -> int:
     return total
 
 
-def npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+def npy(data: bytes, ref: SampleRef | None = None, member: str | None = None) -> np.ndarray:
+    """A plain ``.npy`` member as an array; never unpickles (a shard is data, never code) and never opens an
+    ``.npz``. A member that is not one (an object array, a truncated or foreign file) raises :class:`DataError`
+    naming the shard file, the sample and the member when ``ref`` and ``member`` are given."""
+    try:
+        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        where = "a shard member"
+        if ref is not None and member is not None:
+            shard = ref.members[member][0] if member in ref.members else ref.shard
+            where = f"member {member} of sample {ref.key} in shard {shard}"
+        raise DataError(f"{where} is not a plain numeric .npy array ({exc}); re-curate that shard "
+                        f"(`songcorpus curate`) or remove it from the shard list") from None
 
 
 @dataclass(frozen=True)
@@ -437,7 +448,7 @@ class BatchBuilder:
         out: dict[str, Any] = {"key": ref.key}
         valid_s = min(plan.window_s, duration - offset_s)
         for key, suffix in view.suffixes.items():
-            arr = npy(raw[suffix])
+            arr = npy(raw[suffix], ref, suffix)
             kind = TENSOR_FIELDS[key][1]
             if kind == "static":
                 out[key] = arr.astype(np.float32)
@@ -454,7 +465,7 @@ class BatchBuilder:
                 n = plan.frames(key)
                 base = REFERENCE_FIELDS[key]
                 if suffix in rraw:
-                    piece, _ = crop_or_pad(npy(rraw[suffix]), 0, n)
+                    piece, _ = crop_or_pad(npy(rraw[suffix], rref, suffix), 0, n)
                 else:  # no reference window in this split: zeros, flagged, so the model can null it
                     shape = (n, *out[base].shape[1:]) if base in out else (n,)
                     piece = np.zeros(shape, dtype=np.float32 if "latents" in base else np.int64)
@@ -522,7 +533,8 @@ def latent_statistics(view: CorpusView, keys: Sequence[str]) -> dict[str, tuple[
         total = total_sq = None
         count = 0
         for ref in view.index.samples:
-            x = npy(read_members(ref, [view.suffixes[key]])[view.suffixes[key]]).astype(np.float64)
+            suffix = view.suffixes[key]
+            x = npy(read_members(ref, [suffix])[suffix], ref, suffix).astype(np.float64)
             total = x.sum(0) if total is None else total + x.sum(0)
             total_sq = (x ** 2).sum(0) if total_sq is None else total_sq + (x ** 2).sum(0)
             count += x.shape[0]

@@ -163,7 +163,7 @@ class HeldOut:
                 stems[stem] = _fit(x, n)
             from songcorpus.train.data import npy
 
-            f0 = npy(raw["f0.npy"]).astype(np.float32) if "f0.npy" in raw else np.zeros(0, np.float32)
+            f0 = npy(raw["f0.npy"], ref, "f0.npy").astype(np.float32) if "f0.npy" in raw else np.zeros(0, np.float32)
             f0_frames = math.ceil(self.run.window_s * 100 - 1e-9)
             f0 = _fit(f0, f0_frames)
             valid = min(n, round(float(meta["duration_s"]) * self.run.sample_rate))
@@ -351,10 +351,12 @@ def codec_ceiling(run: Any, decoder: Decoder, view: Any, w: HeldOutWindow) -> Sy
     codec = run.config.data.codec
     n = w.n_samples
     if run.name == "lada_band":
-        ids = npy(read_members(ref, [f"accompaniment.{codec}_tokens.npy"])[f"accompaniment.{codec}_tokens.npy"])
+        member = f"accompaniment.{codec}_tokens.npy"
+        ids = npy(read_members(ref, [member])[member], ref, member)
         return SystemOutput(stems_of(run.name, decoder.tokens(ids, n), None, w.stems["vocals"]))
     raw = read_members(ref, [f"vocals.{codec}_latents.npy", f"accompaniment.{codec}_latents.npy"])
-    lat = {stem: npy(raw[f"{stem}.{codec}_latents.npy"]) for stem in ("vocals", "accompaniment")}
+    lat = {stem: npy(raw[f"{stem}.{codec}_latents.npy"], ref, f"{stem}.{codec}_latents.npy")
+           for stem in ("vocals", "accompaniment")}
     frames = math.ceil(n / run.sample_rate * run.latent_rate - 1e-9)
     acc = decoder.latents(lat["accompaniment"][:frames], "accompaniment_latents", n, normalised=False)
     if run.name == "samuel":
