@@ -193,6 +193,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Validate the config and the inputs here, then hand over to a launcher (train/launch.py)."""
     from pathlib import Path
 
+    import yaml
+
     from songcorpus.schemas.training import TrainConfigError, load_train_config
     from songcorpus.train import launch
     from songcorpus.train.checkpoint import CheckpointError
@@ -208,12 +210,28 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 2
         backbone = Path(args.backbone)
     overrides: dict = {}
+    for flag, value in (("--steps", args.steps), ("--checkpoint-every", args.checkpoint_every)):
+        if value is not None and value < 1:  # checked here: the config's validation would blame the config file
+            print(f"songcorpus: {flag} {value}: must be at least 1", file=sys.stderr)
+            return 2
     if args.steps is not None:
         overrides["steps"] = args.steps
     if args.checkpoint_every is not None:
         overrides["checkpoint"] = {"every": args.checkpoint_every}
     try:
         config = load_train_config(name, args.config, overrides)
+    except (OSError, yaml.YAMLError) as exc:  # one line: PyYAML's own message spans several
+        mark = getattr(exc, "problem_mark", None)
+        if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+            why = f"line {mark.line + 1}, column {mark.column + 1}: {f'{exc.context}, ' if exc.context else ''}{exc.problem}"
+        else:
+            why = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+        print(f"songcorpus: cannot read training config {args.config}: {why}", file=sys.stderr)
+        return 2
+    except TrainConfigError as exc:
+        print(f"songcorpus: {exc}", file=sys.stderr)
+        return 2
+    try:
         run = Path(args.out)
         if args.launcher == "local":
             result = launch.launch_local(config, args.data, run, progress=not args.no_progress, backbone=backbone)
