@@ -267,11 +267,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    import signal
+
+    # SIGTERM (a scheduler's, a timeout's) unwinds like Ctrl-C, so the scratch folder is removed
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        info = generate(args.run, req, checkpoint=args.checkpoint, device=device)
+        info = generate(args.run, req, checkpoint=args.checkpoint, device=device, progress=not args.no_progress)
     except (GenerateError, CheckpointError, TrainConfigError, DataError) as exc:
         print(f"songcorpus: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"generated {info['duration_s']:.2f} s at {info['sample_rate']} Hz with {info['model']} (EMA weights of "
           f"step {info['step']}; {info['windows']} window(s) of {info['window_s']:g} s): "
           + ", ".join(info["written"]))
@@ -473,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0): same inputs and seed, same output")
     p.add_argument("--stems", action="store_true", help="also write OUT.vocals / OUT.accompaniment (SongEcho, UniSinger)")
     p.add_argument("--device", default="auto", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one step per window) on stderr")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("train-report", help="plot a training run's log and print a summary",

@@ -4,7 +4,9 @@ the corpus's stages, the embedded codec's decode, the corpus sample rate, the in
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,117 @@ def test_generate_refuses_bad_requests_by_name(runs, clips, tmp_path, capsys):
     refused([str(runs["songecho_melody"]), "--caption", "a ballad"], "stage B", "needs --melody")
     refused([str(runs["samuel"]), *voc, "--reference", str(clips["mix"])], "SAMUeL does not take --reference")
     refused([str(tmp_path / "no-run"), *voc], "not a training run folder")
+
+
+def test_generate_refuses_a_tampered_latent_stats_file(runs, clips, tmp_path, capsys):
+    """A latent_stats.npz with an array removed was read past (the accompaniment decoded unscaled, exit 0); a
+    truncated one raised numpy's zip error. Both are refused naming the file and what is wrong."""
+    from test_training_faults import tampered_copies
+
+    run = tmp_path / "samuel"
+    shutil.copytree(runs["samuel"], run)
+    stats = run / "latent_stats.npz"
+    for problem, data in tampered_copies(stats).items():
+        stats.write_bytes(data)
+        out = tmp_path / "out.wav"
+        assert main(["generate", str(run), "--vocals", str(clips["vocals"]), "--out", str(out), "--steps", "2",
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("songcorpus: ") and str(stats) in err and problem in err, err
+        assert not out.exists()
+
+
+def synthetic_vocals(path: Path, seconds: float, rate: int) -> Path:
+    """A gliding tone with a little noise: a long input made in memory, no corpus file needed."""
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.05 * np.sin(2 * np.pi * 0.3 * t)))
+    noise = 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    sf.write(path, (tone + noise).astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+def status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
+def test_generate_memory_does_not_grow_with_the_input_length(runs, demo_ray, tmp_path, monkeypatch):
+    """Peak RSS of generation after the input's curation (reset once the input is ingested) for 20 s and for 4x
+    that: the same within a margin far below what the longer input's decoded song would take. Before, every
+    window's latents were joined and decoded at once: about +0.3 GB here for one more minute (7 GB in all for a
+    20-minute input)."""
+    from songcorpus.train.generate import Request, generate
+    from songcorpus.transforms.ingest import IngestStage
+
+    rate = corpus_rate(demo_ray)
+    ingest = IngestStage.process_one
+    reset_at: list[int] = []
+
+    def ingest_then_reset_peak(self, row):
+        result = ingest(self, row)
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        reset_at.append(status_kb("VmRSS"))
+        return result
+
+    monkeypatch.setattr(IngestStage, "process_one", ingest_then_reset_peak)
+
+    def growth_mb(seconds: float) -> float:
+        vocals = synthetic_vocals(tmp_path / f"vocals-{seconds:g}.flac", seconds, rate)
+        info = generate(runs["samuel"], Request(out=tmp_path / f"out-{seconds:g}.wav", vocals=vocals, steps=2))
+        assert info["duration_s"] == pytest.approx(seconds, abs=1e-4)
+        return (status_kb("VmHWM") - reset_at[-1]) / 1024
+
+    growth_mb(5.0)  # first-use allocations (filterbanks, thread pools) out of the comparison
+    short, long = growth_mb(20.0), growth_mb(80.0)
+    assert long < short + 48, (short, long)
+
+
+def test_generate_scratch_lives_beside_the_output_and_is_removed(runs, clips, tmp_path, monkeypatch, capsys):
+    """Scratch files sit next to the output, never in the system temp folder: removed on a normal end (with a
+    progress bar per window on stderr) and on an error, and one a killed run left (its process gone) is
+    removed by the next run writing the same output. Before, a kill -9 left the scratch store in the system
+    temp folder for good."""
+    import tempfile
+
+    from songcorpus.transforms import codec
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    out = folder / "song.wav"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = folder / f".song.wav.generate-{gone.pid}.tmp"
+    (stale / "store").mkdir(parents=True)
+    (stale / "store" / "input.flac").write_bytes(b"left by a killed run")
+    seen: list[list[str]] = []
+    decode = codec.EmbeddedCodec.decode_latents
+
+    def watch(self, *args, **kwargs):
+        seen.append(sorted(os.listdir(system_tmp)) + sorted(p.name for p in folder.iterdir()))
+        return decode(self, *args, **kwargs)
+
+    monkeypatch.setattr(codec.EmbeddedCodec, "decode_latents", watch)
+    argv = ["generate", str(runs["samuel"]), "--vocals", str(clips["vocals"]), "--out", str(out), "--steps", "2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "generate samuel" in err and "2/2" in err, err  # two windows, counted on stderr
+    assert seen and all(len(names) == 1 and names[0].startswith(".song.wav.generate-") for names in seen), seen
+    assert sorted(os.listdir(folder)) == ["song.wav"] and not os.listdir(system_tmp)
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("decoder failed")
+
+    monkeypatch.setattr(codec.EmbeddedCodec, "decode_latents", fail)
+    out.unlink()
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        main([*argv, "--no-progress"])
+    assert not os.listdir(folder) and not os.listdir(system_tmp)
 
 
 def test_train_report_writes_a_png(runs, tmp_path, capsys):

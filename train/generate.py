@@ -15,9 +15,15 @@ window's mono stem, tokens = nearest centroid of the corpus codebook). Latents a
 ``latent_stats.npz`` and de-normalised before decoding.
 
 Long inputs: the input is cut into consecutive windows of the run's window length (``data.window_s``, else
-the corpus's window), each generated on its own (in batches), the last one padded and masked; the valid
-frames are concatenated and decoded once, to exactly the input's length. Windows do not see each other, so
-there can be a seam at each window boundary.
+the corpus's window), each generated on its own (in batches of WINDOW_BATCH), the last one padded and masked;
+each window's valid frames are decoded to exactly that window's samples as soon as it is generated and appended
+to the output. Windows do not see each other, so there can be a seam at each window boundary. Nothing of the
+generation is held for the whole input (its stems are read a window at a time, the output is written as it
+grows and scaled in a second streaming pass), so memory is that of one batch of windows whatever the length;
+the curation stages the input first passes through are the corpus's own. A bar per window goes to stderr.
+Scratch files (the artefact store of those stages, the output as it grows) live in a folder next to the output
+(:func:`scratch_folder`), removed on any exit and, after a ``kill -9``, by the next run writing that output;
+the outputs are renamed into place complete.
 
 What each model reads (the rest of its conditions are as the loader gives them):
 - SAMUeL: the vocal latents -> accompaniment latents. No reference, no caption.
@@ -41,7 +47,11 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -145,7 +155,7 @@ def load_run(run: str | Path, checkpoint: str | None = None, device: str = "cpu"
     import yaml
 
     from songcorpus.schemas.config import PipelineConfig
-    from songcorpus.train.checkpoint import CheckpointError, load_checkpoint
+    from songcorpus.train.checkpoint import CheckpointError, load_checkpoint, load_latent_stats
     from songcorpus.transforms.codec import CODEC_NAME, load_codebook
 
     run = Path(run)
@@ -193,14 +203,17 @@ def load_run(run: str | Path, checkpoint: str | None = None, device: str = "cpu"
                             f"({str(exc)[:200]})") from None
     model.to(device).eval()
     stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if config.data.normalise_latents and any("latents" in k for k in model.batch_keys):
+    latent_keys = [k for k in ("vocals_latents", "accompaniment_latents") if k in model.batch_keys]
+    if config.data.normalise_latents and latent_keys:
         stats_path = run / "latent_stats.npz"
         if not stats_path.exists():
             raise GenerateError(f"run {run} has no latent_stats.npz: its latents cannot be normalised")
-        saved = np.load(stats_path)
-        for key in ("vocals_latents", "accompaniment_latents"):
-            if f"{key}.mean" in saved:
-                stats[key] = (saved[f"{key}.mean"], saved[f"{key}.std"])
+        try:  # every key the model reads, checked: a missing one would decode unscaled latents without a word
+            stats = load_latent_stats(stats_path, latent_keys, channels=pipeline.codec.n_mels,
+                                      fix="restore it, or remove it and re-run the run's `songcorpus train` "
+                                          "command, which recomputes it from the corpus")
+        except CheckpointError as exc:
+            raise GenerateError(f"cannot generate with run {run}: {exc}") from None
     return LoadedRun(run, model_config, model, step, ckpt, corpus, pipeline, meta, codebook, stats)
 
 
@@ -232,24 +245,28 @@ class Curation:
     def stems(self, path: Path, what: str, is_stem: str | None) -> dict[str, Any]:
         """A row with ``ingest`` and ``stems`` results: the mix separated by the corpus's stems stage, or,
         with ``is_stem`` ("vocals" / "accompaniment"), the file standardised and taken as that stem."""
-        from songcorpus.transforms.audio_io import read_standard_audio
-        from songcorpus.transforms.stems import StemStage, energy_db
+        from songcorpus.transforms.stems import StemStage
 
         ingest = self._ingest(path, what)
         row: dict[str, Any] = {"track": {"path": str(path)}, "results": {"ingest": ingest}, "outcome": None}
         if is_stem is None:
             row["results"]["stems"] = StemStage(self.config, self.store).process_one(row)
         else:
-            x, _ = read_standard_audio(self.store.root / ingest["audio_file"])
+            with StemReader(self.store.root / ingest["audio_file"]) as stem:
+                audible = stem.energy_db() > -90.0
             row["results"]["stems"] = {f"{is_stem}_file": ingest["audio_file"], f"{is_stem}_sha256": ingest["audio_sha256"],
-                                       "has_vocals": bool(np.any(x) and energy_db(x) > -90.0)}
+                                       "has_vocals": audible}
         return row
 
     def audio(self, row: dict[str, Any], stem: str) -> np.ndarray:
+        """The whole stem as mono float32 (short inputs; generation reads long ones through :meth:`reader`)."""
         from songcorpus.transforms.audio_io import read_standard_audio
 
         x, _ = read_standard_audio(self.store.root / row["results"]["stems"][f"{stem}_file"])
         return x.mean(axis=1)
+
+    def reader(self, row: dict[str, Any], stem: str) -> StemReader:
+        return StemReader(self.store.root / row["results"]["stems"][f"{stem}_file"])
 
     def f0(self, row: dict[str, Any]) -> np.ndarray:
         """f0 at 100 Hz of the row's vocal stem, by the corpus's f0 stage (after its VAD when configured)."""
@@ -260,6 +277,44 @@ class Curation:
             row["results"]["vad"] = SileroVadStage(self.config, self.store).process_one(row)
         out = VocalF0Stage(self.config, self.store).process_one(row)
         return self.store.get_array(out["f0_file"]).astype(np.float32)
+
+
+class StemReader:
+    """A standardised stem of the scratch store, read a span at a time as mono float32 (the values
+    :meth:`Curation.audio` gives), so that a long input is never held whole."""
+
+    BLOCK = 1 << 20  # frames per read of :meth:`energy_db`
+
+    def __init__(self, path: Path) -> None:
+        import soundfile as sf
+
+        self._file = sf.SoundFile(str(path))
+        self.n_samples = int(self._file.frames)
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        self._file.seek(start)
+        data = self._file.read(count, dtype="int16", always_2d=True)
+        return (data.astype(np.float32) / 32768.0).mean(axis=1)
+
+    def energy_db(self) -> float:
+        """transforms/stems.py ``energy_db`` of the whole stem (every channel), summed a block at a time."""
+        total, count = 0.0, 0
+        self._file.seek(0)
+        for _ in range(0, self.n_samples, self.BLOCK):
+            data = self._file.read(self.BLOCK, dtype="int16", always_2d=True).astype(np.float64) / 32768.0
+            total += float(np.square(data).sum())
+            count += data.size
+        return float(10.0 * np.log10(total / max(count, 1) + 1e-20))
+
+    def window(self, w: Windows, k: int) -> np.ndarray:
+        start, count = w.span(k)
+        return self.read(start, count)
+
+    def __enter__(self) -> StemReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
 
 
 @dataclass(frozen=True)
@@ -281,13 +336,19 @@ class Windows:
         left = self.n_samples / self.rate - k * self.window_s
         return min(self.frames(frame_rate), math.ceil(min(left, self.window_s) * frame_rate - 1e-9))
 
-    def cut(self, x: np.ndarray, k: int) -> np.ndarray:
+    def span(self, k: int) -> tuple[int, int]:
+        """(first sample, sample count) of window ``k``: the output it decodes to has exactly that length."""
         n = round(self.window_s * self.rate)
-        return x[k * n:(k + 1) * n]
+        return k * n, max(0, min(n, self.n_samples - k * n))
 
-    def mask(self, frame_rate: float) -> np.ndarray:
+    def mask(self, frame_rate: float, ks: Sequence[int]) -> np.ndarray:
         n = self.frames(frame_rate)
-        return np.stack([np.arange(n) < self.valid(k, frame_rate) for k in range(self.count)])
+        return np.stack([np.arange(n) < self.valid(k, frame_rate) for k in ks])
+
+    def batches(self) -> Iterator[range]:
+        """The windows in model calls of WINDOW_BATCH, in order."""
+        for lo in range(0, self.count, WINDOW_BATCH):
+            yield range(lo, min(lo + WINDOW_BATCH, self.count))
 
 
 def pad_to(x: np.ndarray, n: int) -> np.ndarray:
@@ -305,7 +366,7 @@ def caption_encoder() -> Any:
 
 
 class Conditions:
-    """Per-window condition arrays in the models' batch contract, from prepared audio."""
+    """Condition arrays of one window in the models' batch contract, from prepared audio."""
 
     def __init__(self, run: LoadedRun) -> None:
         from songcorpus.transforms.codec import EmbeddedCodec
@@ -320,15 +381,14 @@ class Conditions:
             return ((x - mean) / std).astype(np.float32)
         return x.astype(np.float32)
 
-    def latents(self, x: np.ndarray, w: Windows, key: str) -> np.ndarray:
-        """(n_windows, T, C) normalised latents of each window's audio, padded past the valid frames."""
-        n = w.frames(self.codec.latent_rate)
-        rows = [pad_to(self.codec.encode_latents(w.cut(x, k)), n) for k in range(w.count)]
-        return np.stack([self.normalise(key, r) for r in rows]) * w.mask(self.codec.latent_rate)[..., None]
+    def latents(self, x: np.ndarray, w: Windows, k: int, key: str) -> np.ndarray:
+        """(T, C) normalised latents of window ``k``'s audio ``x``, zero past its valid frames."""
+        rate = self.codec.latent_rate
+        row = self.normalise(key, pad_to(self.codec.encode_latents(x), w.frames(rate)))
+        return row * w.mask(rate, [k])[0][:, None]
 
     def tokens(self, x: np.ndarray, w: Windows) -> np.ndarray:
-        n = w.frames(self.codec.token_rate)
-        return np.stack([pad_to(self.codec.encode_tokens(w.cut(x, k)).astype(np.int64), n) for k in range(w.count)])
+        return pad_to(self.codec.encode_tokens(x).astype(np.int64), w.frames(self.codec.token_rate))
 
     def reference_latents(self, x: np.ndarray, key: str) -> np.ndarray:
         """The first window of a reference stem, whole (references are read unpadded)."""
@@ -338,12 +398,12 @@ class Conditions:
     def reference_tokens(self, x: np.ndarray) -> np.ndarray:
         return self.codec.encode_tokens(x[:round(self.run.window_s * self.run.sample_rate)]).astype(np.int64)
 
-    def f0(self, f0: np.ndarray, w: Windows) -> np.ndarray:
+    def f0(self, f0: np.ndarray, w: Windows, k: int) -> np.ndarray:
         n = w.frames(100.0)
-        return np.stack([pad_to(f0[k * n:(k + 1) * n], n) for k in range(w.count)]).astype(np.float32)
+        return pad_to(f0[k * n:(k + 1) * n], n).astype(np.float32)
 
-    def text(self, caption: str, count: int) -> np.ndarray:
-        return np.repeat(caption_encoder().encode([caption]), count, axis=0)
+    def text(self, caption: str) -> np.ndarray:
+        return caption_encoder().encode([caption])[0]
 
     def phonemes(self, lyrics: str, count: int) -> np.ndarray:
         """The lyrics split over the windows in proportion (as the loader cuts a lyric sheet), as ids."""
@@ -356,6 +416,13 @@ class Conditions:
         ids = [self._phonemes.ids(p)[: self.run.config.data.max_phonemes] for p in parts]
         width = max(1, max(len(i) for i in ids))
         return np.stack([np.pad(i, (0, width - len(i))) for i in ids]).astype(np.int64)
+
+    def decode(self, latents: np.ndarray, key: str, n_samples: int) -> np.ndarray:
+        """De-normalise with the run's stats, then the corpus's embedded codec (Griffin-Lim from log-mel)."""
+        if key in self.run.stats:
+            mean, std = self.run.stats[key]
+            latents = latents * std + mean
+        return self.codec.decode_latents(latents.astype(np.float32), n_samples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,34 +491,121 @@ def check_request(name: str, req: Request) -> None:
                                and name == "songecho_melody" else ""))
 
 
-def _tensors(batch: dict[str, np.ndarray], lo: int, hi: int, device: str) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v[lo:hi])).to(device) for k, v in batch.items()}
+class Sampler:
+    """``model.generate`` over the windows a batch at a time, with one seeded generator for the whole input:
+    fed batch after batch (of WINDOW_BATCH windows, in order), every window gets the draws it always had."""
+
+    def __init__(self, run: LoadedRun, req: Request, device: str, **options: Any) -> None:
+        self.model = run.model
+        self.device = device
+        g = torch.Generator(device=device).manual_seed(req.seed)
+        self.kwargs: dict[str, Any] = {"steps": req.steps or DEFAULT_STEPS[run.name], "generator": g, **options}
+        if req.guidance is not None:
+            self.kwargs["guidance"] = req.guidance
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in batch.items()}
+        return self.model.generate(tensors, **self.kwargs).float().cpu().numpy()
 
 
-def run_model(run: LoadedRun, batch: dict[str, np.ndarray], req: Request, device: str,
-              **options: Any) -> np.ndarray:
-    """``model.generate`` over the windows in batches of WINDOW_BATCH, one seeded generator for the call."""
-    n = next(iter(batch.values())).shape[0]
-    g = torch.Generator(device=device).manual_seed(req.seed)
-    kwargs: dict[str, Any] = {"steps": req.steps or DEFAULT_STEPS[run.name], "generator": g, **options}
-    if req.guidance is not None:
-        kwargs["guidance"] = req.guidance
-    outs = []
-    for lo in range(0, n, WINDOW_BATCH):
-        outs.append(run.model.generate(_tensors(batch, lo, lo + WINDOW_BATCH, device), **kwargs).float().cpu().numpy())
-    return np.concatenate(outs)
+OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+COPY_BLOCK = 1 << 20  # samples per block when the scaled 16-bit outputs are written
 
 
-def join_windows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(n_windows, T, ...) -> the valid frames of every window, in order."""
-    return np.concatenate([x[k][mask[k]] for k in range(x.shape[0])])
+class OutputFiles:
+    """The generated stems, appended window by window as float32 to files of the scratch folder while the mix's
+    peak is tracked; :meth:`finish` then writes the 16-bit outputs, scaled by that peak, a block at a time and
+    renames them into place. A long input is thus never held whole, and a kill never leaves a half output."""
+
+    def __init__(self, folder: Path, rate: int) -> None:
+        self.folder = folder
+        self.rate = rate
+        self.files: dict[str, Any] = {}
+        self.peak = 0.0
+        self.n_samples = 0
+
+    def write(self, parts: dict[str, np.ndarray]) -> None:
+        mix = sum(parts.values())
+        for name, x in {"mix": mix, **parts}.items():
+            if name not in self.files:
+                self.files[name] = open(self.folder / f"{name}.f32", "wb")  # closed by finish() or close()
+            np.asarray(x, dtype=np.float32).tofile(self.files[name])
+        self.peak = max(self.peak, float(np.max(np.abs(mix))) if mix.size else 0.0)
+        self.n_samples += int(mix.size)
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+
+    def finish(self, out: Path, stems: bool) -> tuple[list[Path], float]:
+        """Write ``out`` (the mix) and, with ``stems`` and more than one stem, ``out.<stem><ext>``."""
+        import soundfile as sf
+
+        self.close()
+        scale = 0.99 / self.peak if self.peak > 0.99 else 1.0  # Griffin-Lim can overshoot: scale down, never clip
+        parts = [name for name in self.files if name != "mix"]
+        targets = [("mix", out)]
+        if stems and len(parts) > 1:
+            targets += [(stem, out.with_name(f"{out.stem}.{stem}{out.suffix}")) for stem in parts]
+        staged = []
+        for name, final in targets:
+            tmp = self.folder / f"out.{name}{out.suffix}"
+            with open(self.folder / f"{name}.f32", "rb") as src, sf.SoundFile(
+                    str(tmp), "w", samplerate=self.rate, channels=1, subtype="PCM_16",
+                    format=OUTPUT_FORMATS[out.suffix.lower()]) as dst:
+                while block := src.read(COPY_BLOCK * 4):
+                    dst.write((np.frombuffer(block, dtype=np.float32) * scale).astype(np.float32))
+            staged.append((tmp, final))
+        for tmp, final in staged:
+            os.replace(tmp, final)
+        return [final for _, final in staged], scale
+
+
+SCRATCH_SUFFIX = ".tmp"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextmanager
+def scratch_folder(out: Path) -> Iterator[Path]:
+    """``.<out name>.generate-<pid>.tmp`` next to the output: the scratch artefact store and the window-by-window
+    output, removed on any exit that runs Python's cleanup (a normal end, an error, Ctrl-C, SIGTERM through the
+    CLI). One a ``kill -9`` left behind, whose process is gone, is removed by the next run writing the same output;
+    it sits next to the output, never in the system temp folder, so it cannot pile up unseen there."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{out.name}.generate-"
+    for old in out.parent.iterdir():
+        if not (old.name.startswith(prefix) and old.name.endswith(SCRATCH_SUFFIX)):
+            continue
+        pid = old.name[len(prefix):-len(SCRATCH_SUFFIX)]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = out.parent / f"{prefix}{os.getpid()}{SCRATCH_SUFFIX}"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _bar(total: int, name: str, progress: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"generate {name}", unit="window", file=sys.stderr, disable=not progress)
 
 
 def generate(run_path: str | Path, req: Request, checkpoint: str | None = None, device: str = "cpu",
-             scratch: Path | None = None) -> dict[str, Any]:
-    """Generate ``req.out`` from run ``run_path``; returns what was written and how."""
-    import soundfile as sf
-
+             progress: bool = False) -> dict[str, Any]:
+    """Generate ``req.out`` from run ``run_path``, window by window (``progress``: a bar per window on stderr);
+    returns what was written and how."""
     run = load_run(run_path, checkpoint, device)
     name = run.name
     check_request(name, req)
@@ -459,120 +613,140 @@ def generate(run_path: str | Path, req: Request, checkpoint: str | None = None, 
     if getattr(backbone, "use_speaker", False):
         raise GenerateError(f"run {run.path} reads a speaker embedding (full profile); generation prepares the "
                             f"lite inputs only")
-    if req.out.suffix.lower() not in (".wav", ".flac"):
+    if req.out.suffix.lower() not in OUTPUT_FORMATS:
         raise GenerateError(f"--out {req.out}: write a .wav or .flac file")
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        cur = Curation(run.pipeline, Path(tmp))
+    rate = run.sample_rate
+    with scratch_folder(req.out) as tmp:
+        cur = Curation(run.pipeline, tmp / "store")
         cond = Conditions(run)
-        rate = run.sample_rate
-        ref_stem = "accompaniment" if name == "lada_band" else "vocals"
-        given = "vocals" if req.inputs_are_stems else None
-
-        def ref_row() -> dict[str, Any] | None:
-            if req.reference is None:
-                return None
-            return cur.stems(req.reference, "--reference", ref_stem if req.inputs_are_stems else None)
-
-        stems_out: dict[str, np.ndarray]
-        if name in ("samuel", "lada_band"):
-            vrow = cur.stems(req.vocals, "--vocals", "vocals")
-            voc = cur.audio(vrow, "vocals")
-            w = Windows(voc.size, rate, run.window_s)
-            if name == "samuel":
-                batch = {"vocals_latents": cond.latents(voc, w, "vocals_latents"), "mask": w.mask(cond.codec.latent_rate)}
-                lat = join_windows(run_model(run, batch, req, device), batch["mask"])
-                stems_out = {"accompaniment": decode_latents(cond, lat, "accompaniment_latents", voc.size)}
+        files = OutputFiles(tmp, rate)
+        try:
+            if name in ("samuel", "lada_band"):
+                _generate_accompaniment(run, req, cur, cond, files, device, progress)
             else:
-                rrow = ref_row()
-                ref = cond.reference_tokens(cur.audio(rrow, "accompaniment")) if rrow else np.zeros(1, np.int64)
-                batch = {"vocals_tokens": cond.tokens(voc, w), "mask": w.mask(cond.codec.token_rate),
-                         "reference_tokens": np.repeat(ref[None], w.count, axis=0),
-                         "text_emb": cond.text(req.caption or "", w.count)}
-                ids = join_windows(run_model(run, batch, req, device, keep_reference=rrow is not None),
-                                   batch["mask"]).astype(np.int64)
-                if ids.size and (ids.min() < 0 or ids.max() >= run.codebook.shape[0]):
-                    raise GenerateError(f"the model sampled token ids outside the corpus codebook "
-                                        f"(0..{run.codebook.shape[0] - 1}): its vocab_size "
-                                        f"{run.config.model.vocab_size} does not match the codebook")
-                stems_out = {"accompaniment": cond.codec.decode_tokens(ids, voc.size)}
-            stems_out["_length"] = np.zeros(voc.size)
-        else:
-            stems_out = _generate_song(run, req, cur, cond, given, ref_row, device)
-        n = stems_out.pop("_length").size
-        parts = {k: v[:n] for k, v in stems_out.items()}
-        mix = sum(parts.values())
-    peak = float(np.max(np.abs(mix))) if mix.size else 0.0
-    scale = 0.99 / peak if peak > 0.99 else 1.0  # Griffin-Lim can overshoot: scale down, never clip
-    req.out.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(req.out, (mix * scale).astype(np.float32), rate, subtype="PCM_16")
-    written = [req.out]
-    if req.stems and len(parts) > 1:
-        for stem, y in parts.items():
-            path = req.out.with_name(f"{req.out.stem}.{stem}{req.out.suffix}")
-            sf.write(path, (y * scale).astype(np.float32), rate, subtype="PCM_16")
-            written.append(path)
+                _generate_song(run, req, cur, cond, files, device, progress)
+            written, scale = files.finish(req.out, req.stems)
+        finally:
+            files.close()
+    n = files.n_samples
     return {"model": name, "step": run.step, "checkpoint": str(run.checkpoint), "written": [str(p) for p in written],
             "duration_s": round(n / rate, 6), "sample_rate": rate, "window_s": run.window_s,
             "windows": math.ceil(n / rate / run.window_s - 1e-9), "gain": round(scale, 6)}
 
 
-def decode_latents(cond: Conditions, latents: np.ndarray, key: str, n_samples: int) -> np.ndarray:
-    """De-normalise with the run's stats, then the corpus's embedded codec (Griffin-Lim from log-mel)."""
-    if key in cond.run.stats:
-        mean, std = cond.run.stats[key]
-        latents = latents * std + mean
-    return cond.codec.decode_latents(latents.astype(np.float32), n_samples)
+def _reference_row(req: Request, cur: Curation, stem: str) -> dict[str, Any] | None:
+    if req.reference is None:
+        return None
+    return cur.stems(req.reference, "--reference", stem if req.inputs_are_stems else None)
 
 
-def _generate_song(run: LoadedRun, req: Request, cur: Curation, cond: Conditions, given: str | None,
-                   ref_row: Any, device: str) -> dict[str, np.ndarray]:
-    """SongEcho (A, B) and UniSinger: [vocals; accompaniment] latents, both decoded."""
+def _first_window(cur: Curation, row: dict[str, Any], stem: str, run: LoadedRun) -> np.ndarray:
+    with cur.reader(row, stem) as reader:
+        return reader.read(0, round(run.window_s * run.sample_rate))
+
+
+def _generate_accompaniment(run: LoadedRun, req: Request, cur: Curation, cond: Conditions, files: OutputFiles,
+                            device: str, progress: bool) -> None:
+    """SAMUeL (vocal latents -> accompaniment latents) and LaDA-Band (vocal tokens, caption, reference ->
+    accompaniment tokens), one batch of windows at a time, each window decoded as soon as it is generated."""
+    samuel = run.name == "samuel"
+    vrow = cur.stems(req.vocals, "--vocals", "vocals")
+    if samuel:
+        sample, rate = Sampler(run, req, device), cond.codec.latent_rate
+    else:
+        rrow = _reference_row(req, cur, "accompaniment")
+        ref = cond.reference_tokens(_first_window(cur, rrow, "accompaniment", run)) if rrow else np.zeros(1, np.int64)
+        text = cond.text(req.caption or "")
+        sample, rate = Sampler(run, req, device, keep_reference=rrow is not None), cond.codec.token_rate
+    with cur.reader(vrow, "vocals") as voc:
+        w = Windows(voc.n_samples, run.sample_rate, run.window_s)
+        with _bar(w.count, run.name, progress) as bar:
+            for ks in w.batches():
+                mask = w.mask(rate, ks)
+                if samuel:
+                    batch = {"vocals_latents": np.stack([cond.latents(voc.window(w, k), w, k, "vocals_latents")
+                                                         for k in ks]), "mask": mask}
+                else:
+                    batch = {"vocals_tokens": np.stack([cond.tokens(voc.window(w, k), w) for k in ks]), "mask": mask,
+                             "reference_tokens": np.repeat(ref[None], len(ks), axis=0),
+                             "text_emb": np.repeat(text[None], len(ks), axis=0)}
+                out = sample(batch)
+                for i, k in enumerate(ks):
+                    n = w.span(k)[1]
+                    if samuel:
+                        files.write({"accompaniment": cond.decode(out[i][mask[i]], "accompaniment_latents", n)})
+                    else:
+                        files.write({"accompaniment": cond.codec.decode_tokens(_token_ids(run, out[i][mask[i]]), n)})
+                    bar.update(1)
+
+
+def _token_ids(run: LoadedRun, ids: np.ndarray) -> np.ndarray:
+    ids = ids.astype(np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= run.codebook.shape[0]):
+        raise GenerateError(f"the model sampled token ids outside the corpus codebook "
+                            f"(0..{run.codebook.shape[0] - 1}): its vocab_size "
+                            f"{run.config.model.vocab_size} does not match the codebook")
+    return ids
+
+
+def _generate_song(run: LoadedRun, req: Request, cur: Curation, cond: Conditions, files: OutputFiles,
+                   device: str, progress: bool) -> None:
+    """SongEcho (A, B) and UniSinger: [vocals; accompaniment] latents, both decoded window by window."""
     from songcorpus.train.models.base import split_stems
 
     name, rate = run.name, run.sample_rate
     task = req.task or "song"
+    given = "vocals" if req.inputs_are_stems else None
     mrow = None
     if req.melody is not None and name != "songecho":  # stage A reads only the melody file's duration
         mrow = cur.stems(req.melody, "--melody", given)
-    if name == "unisinger" and task == "svc":
-        src_row = cur.stems(req.vocals, "--vocals", "vocals")
-        src = cur.audio(src_row, "vocals")
-        n = src.size
-    elif mrow is not None:
-        src_row, src = mrow, cur.audio(mrow, "vocals")
-        n = src.size
+    svc = name == "unisinger" and task == "svc"
+    src_row = cur.stems(req.vocals, "--vocals", "vocals") if svc else mrow
+    if src_row is not None:
+        with cur.reader(src_row, "vocals") as src:
+            n = src.n_samples
     elif req.melody is not None:  # SongEcho stage A: the caption alone, as long as the melody file
-        src_row, src = None, None
         n = int(cur._ingest(req.melody, "--melody")["n_frames"])
     else:
-        src_row, src = None, None
         n = round((req.duration_s or run.window_s) * rate)
     w = Windows(n, rate, run.window_s)
     lat_rate = cond.codec.latent_rate
-    batch: dict[str, np.ndarray] = {"mask": w.mask(lat_rate), "text_emb": cond.text(req.caption or "", w.count)}
+    text = cond.text(req.caption or "")
     if name == "unisinger":
         uses_lyrics = task == "song"
     else:
         backbone = run.config.model.backbone if name == "songecho_melody" else run.config.model
         uses_lyrics = backbone.use_lyrics
-    if uses_lyrics:
-        batch["phonemes"] = cond.phonemes(req.lyrics or "", w.count)
+    phonemes = cond.phonemes(req.lyrics or "", w.count) if uses_lyrics else None
+    f0 = cur.f0(src_row) if name == "songecho_melody" or svc else None
     options: dict[str, Any] = {}
-    if name == "songecho_melody":
-        batch["f0"] = cond.f0(cur.f0(src_row), w)
+    reference = None
     if name == "unisinger":
         options["task"] = task
         cfg = run.config.model
         if cfg.speaker_source != "reference_latents" or cfg.content_source != "latents":
             raise GenerateError("this UniSinger run reads content units / a speaker embedding (full profile); "
                                 "generation prepares the lite inputs only")
-        rrow = ref_row() or src_row
-        batch["reference_vocals_latents"] = np.repeat(
-            cond.reference_latents(cur.audio(rrow, "vocals"), "vocals_latents")[None], w.count, axis=0)
-        if task == "svc":
-            batch["vocals_latents"] = cond.latents(src, w, "vocals_latents")
-            batch["f0"] = cond.f0(cur.f0(src_row), w)
-    x = run_model(run, batch, req, device, **options)
-    voc, acc = (join_windows(s.numpy(), batch["mask"]) for s in split_stems(torch.from_numpy(x)))
-    return {"vocals": decode_latents(cond, voc, "vocals_latents", n),
-            "accompaniment": decode_latents(cond, acc, "accompaniment_latents", n), "_length": np.zeros(n)}
+        rrow = _reference_row(req, cur, "vocals") or src_row
+        reference = cond.reference_latents(_first_window(cur, rrow, "vocals", run), "vocals_latents")
+    sample = Sampler(run, req, device, **options)
+    with ExitStack() as stack:
+        src = stack.enter_context(cur.reader(src_row, "vocals")) if svc else None
+        bar = stack.enter_context(_bar(w.count, name, progress))
+        for ks in w.batches():
+            batch: dict[str, np.ndarray] = {"mask": w.mask(lat_rate, ks),
+                                            "text_emb": np.repeat(text[None], len(ks), axis=0)}
+            if phonemes is not None:
+                batch["phonemes"] = phonemes[ks.start:ks.stop]
+            if reference is not None:
+                batch["reference_vocals_latents"] = np.repeat(reference[None], len(ks), axis=0)
+            if src is not None:
+                batch["vocals_latents"] = np.stack([cond.latents(src.window(w, k), w, k, "vocals_latents") for k in ks])
+            if f0 is not None:
+                batch["f0"] = np.stack([cond.f0(f0, w, k) for k in ks])
+            voc, acc = (s.numpy() for s in split_stems(torch.from_numpy(sample(batch))))
+            for i, k in enumerate(ks):
+                keep, n_k = batch["mask"][i], w.span(k)[1]
+                files.write({"vocals": cond.decode(voc[i][keep], "vocals_latents", n_k),
+                             "accompaniment": cond.decode(acc[i][keep], "accompaniment_latents", n_k)})
+                bar.update(1)
