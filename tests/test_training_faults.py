@@ -202,13 +202,17 @@ def test_kill_9_anywhere_then_the_same_command_equals_an_uninterrupted_run(ranks
 # ---------------------------------------------------------------------------------------------
 
 def tampered_copies(stats: Path) -> dict[str, bytes]:
-    """latent_stats.npz with one array removed, cut in half, and with a non-positive std."""
+    """latent_stats.npz with a key's arrays removed (generation used to skip that key silently), one array
+    removed, cut in half, and with a zero std: a part of the expected error message -> the file's bytes."""
     with np.load(stats) as saved:
         arrays = {k: saved[k] for k in saved.files}
     out = {}
-    buf = io.BytesIO()
-    np.savez(buf, **{k: v for k, v in arrays.items() if k != "accompaniment_latents.std"})
-    out["accompaniment_latents.std"] = buf.getvalue()
+    removals = {"accompaniment_latents.mean": ("accompaniment_latents.mean", "accompaniment_latents.std"),
+                "accompaniment_latents.std": ("accompaniment_latents.std",)}
+    for problem, gone in removals.items():
+        buf = io.BytesIO()
+        np.savez(buf, **{k: v for k, v in arrays.items() if k not in gone})
+        out[problem] = buf.getvalue()
     whole = stats.read_bytes()
     out["not a readable latent statistics file"] = whole[: len(whole) // 2]
     buf = io.BytesIO()
