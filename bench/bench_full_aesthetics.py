@@ -102,7 +102,7 @@ def main() -> int:
     import soundfile as sf
     import torch
 
-    from songcorpus.pipelines.cli import demo_manifest
+    from songcorpus.cli import demo_manifest
     from songcorpus.transforms.accelerator import pick_device
     from songcorpus.transforms.aesthetics import AudioboxAestheticsScorer, SongEvalScorer, to_rate
 

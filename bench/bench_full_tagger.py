@@ -51,7 +51,7 @@ def main() -> int:
     import torch
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-    from songcorpus.pipelines.cli import demo_manifest
+    from songcorpus.cli import demo_manifest
     from songcorpus.transforms.accelerator import pick_device, run_batched
     from songcorpus.transforms.classify import content_label_indices
     from songcorpus.transforms.tagger import MODEL_RATE, AstTagger

@@ -54,14 +54,15 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from songcorpus.io.artefacts import ArtefactStore  # noqa: E402
+from songcorpus.io.audio import DecodeError  # noqa: E402
 from songcorpus.pipelines import curate as curate_mod  # noqa: E402
 from songcorpus.pipelines.corpus import Decision, build_corpus  # noqa: E402
 from songcorpus.pipelines.executor import build_stages, new_row, run_stage  # noqa: E402
 from songcorpus.pipelines.sources import expand_inputs  # noqa: E402
 from songcorpus.schemas.config import PipelineConfig, load_config  # noqa: E402
-from songcorpus.transforms.artefacts import ArtefactStore  # noqa: E402
-from songcorpus.transforms.audio_io import DecodeError  # noqa: E402
-from songcorpus.transforms.base import Rejection, Row, Stage  # noqa: E402
+from songcorpus.schemas.row import Row  # noqa: E402
+from songcorpus.transforms.base import Rejection, Stage  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "pipelines" / "demo"

@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from songcorpus.pipelines.cli import demo_manifest
+from songcorpus.cli import demo_manifest
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.fingerprint import ITEM_S, FingerprintStage, fpcalc_version
 from songcorpus.transforms.fingerprint_index import IndexStats, auto_key_bits, bit_error, find_matches, index_terms
 from songcorpus.transforms.ingest import IngestStage

@@ -1,6 +1,6 @@
 """The cost of the object store: the same curation from and to a local S3 server, against local disk, in one run.
 
-Why: issue 12 moves inputs, the artefact cache and the outputs onto object stores (pipelines/storage.py). What does
+Why: issue 12 moves inputs, the artefact cache and the outputs onto object stores (songcorpus/io/storage.py). What does
 that cost against local disk, cold (nothing cached) and on a re-run (every stage result cached: a resume), and
 what does the loader pay to read its batches from S3 shards by ranged GETs?
 
@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from s3_server import make_bucket, s3_env, s3_server  # noqa: E402
 
-from songcorpus.pipelines import storage  # noqa: E402
-from songcorpus.pipelines.cli import demo_manifest  # noqa: E402
+from songcorpus.cli import demo_manifest  # noqa: E402
+from songcorpus.io import storage  # noqa: E402
 from songcorpus.pipelines.curate import curate  # noqa: E402
 from songcorpus.schemas.config import load_config  # noqa: E402
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from songcorpus.pipelines.cli import demo_manifest
+from songcorpus.cli import demo_manifest
 from songcorpus.pipelines.ray_cluster import LocalCluster
 
 DEMO = Path(demo_manifest()).parent
@@ -45,7 +45,7 @@ def run(nodes: int, manifest: Path, out: Path) -> dict:
     with LocalCluster([1] * nodes) as cluster:
         load0 = os.getloadavg()[0]
         t = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "songcorpus.pipelines.cli", "curate", str(manifest), "--out",
+        proc = subprocess.run([sys.executable, "-m", "songcorpus.cli", "curate", str(manifest), "--out",
                                str(out), "--workers", str(nodes), "--address", cluster.address, "--no-progress"],
                               capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
         wall = time.monotonic() - t

@@ -36,11 +36,11 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import duckdb  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from songcorpus.io.artefacts import ArtefactStore  # noqa: E402
 from songcorpus.pipelines.corpus import build_corpus  # noqa: E402
 from songcorpus.pipelines.executor import build_stages, new_row, run_stage  # noqa: E402
 from songcorpus.pipelines.sources import expand_inputs  # noqa: E402
 from songcorpus.schemas.config import load_config  # noqa: E402
-from songcorpus.transforms.artefacts import ArtefactStore  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_ingest import DEMO, build_input_corpus  # noqa: E402

@@ -50,9 +50,9 @@ import soundfile as sf
 import soxr
 import torch
 
-from songcorpus.pipelines.cli import demo_manifest
+from songcorpus.cli import demo_manifest
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import F0Config, load_config
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.f0 import MODEL_RATE, VocalF0Stage, estimate_f0, load_f0_model, n_f0_frames
 from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.models import get_model

@@ -37,14 +37,14 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.io.disk_map import DiskMap
 from songcorpus.pipelines.corpus import ShardPlan, ShardWriter, write_planned_shard
-from songcorpus.pipelines.disk_map import DiskMap
 from songcorpus.pipelines.executor import StageGroup, build_stages, group_stages
 from songcorpus.pipelines.job_folder import JobFolder, part_count, read_part
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.base import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json
 
 RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 DASK_RUNNER = RUNNER_ALIASES["DaskRunner"]
@@ -184,7 +184,7 @@ def run_beam(rows: Collection[Row], config: PipelineConfig, store_root: str, pro
              phase: str = "analysis") -> Iterator[Row]:
     """Run one phase's stage groups over the rows on the configured Beam runner; rows come back in any order,
     streamed from the workers' result parts. The driver holds one row (and one input part) at a time: the sources
-    it has seen are kept in a scratch file (``pipelines/disk_map.py``), ``rows`` may be a file-backed collection."""
+    it has seen are kept in a scratch file (``songcorpus/io/disk_map.py``), ``rows`` may be a file-backed collection."""
     store = ArtefactStore(store_root)
     groups = group_stages(build_stages(config, store, phase))
     config_json = config.model_dump_json()

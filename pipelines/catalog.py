@@ -2,7 +2,7 @@
 
 Parquet files are the durable, engine-neutral record; the DuckDB file is built from them in a
 temporary file and renamed, so an analyst never opens a half-written catalog. For a corpus on an object
-store both are built in the local staging folder and uploaded at publication (``pipelines/storage.py``).
+store both are built in the local staging folder and uploaded at publication (``songcorpus/io/storage.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from songcorpus.pipelines.fault_points import fault_point
+from songcorpus.io.atomic import commit_file
+from songcorpus.io.fault_points import fault_point
 from songcorpus.pipelines.state_rows import chunked
 from songcorpus.schemas.catalog import FIELDS_SCHEMA, FUNNEL_SQL, SHARDS_SCHEMA, TRACKS_SCHEMA, WINDOWS_SCHEMA
-from songcorpus.transforms.artefacts import commit_file
 
 DUCKDB_MEMORY_LIMIT = "128MB"  # what building catalog.duckdb may hold in memory (it spills past it)
 TABLES = {"tracks": TRACKS_SCHEMA, "windows": WINDOWS_SCHEMA, "shards": SHARDS_SCHEMA, "fields": FIELDS_SCHEMA}
@@ -117,7 +117,7 @@ def catalog_os_error(exc: Exception, path: Path) -> OSError | None:
 def local_catalog(out: Path | str) -> Iterator[Path]:
     """``catalog.duckdb`` of the corpus at ``out`` as a local file: the file itself, or for an object-store URL
     a download checked against the publication marker (DuckDB opens local files only), removed afterwards."""
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
 
     if not storage.is_url(out):
         yield Path(out) / "catalog.duckdb"

@@ -22,18 +22,19 @@ from typing import Any
 
 from tqdm import tqdm
 
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.io.atomic import atomic_write_bytes
+from songcorpus.io.disk_map import DiskMap
+from songcorpus.io.fault_points import fault_point, passing
 from songcorpus.pipelines.catalog import write_catalog
-from songcorpus.pipelines.disk_map import DiskMap
-from songcorpus.pipelines.fault_points import fault_point, passing
 from songcorpus.pipelines.hf_features import write_features
 from songcorpus.pipelines.shard_writer import Sample, describe_shard, family_present, write_shard
 from songcorpus.pipelines.state_rows import PackedRows, SortedSpool, SpooledRows, chunked, scores_of
 from songcorpus.schemas.catalog import METHOD_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
+from songcorpus.schemas.row import Row, canonical_json
 from songcorpus.schemas.sample import SAMPLE_SPEC_VERSION, group_file, group_suffixes, sample_json_schema
 from songcorpus.schemas.track import METADATA_FIELDS, SPLITS, track_id_for, track_id_of
-from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
-from songcorpus.transforms.base import Row, canonical_json
 from songcorpus.transforms.caption import effective_caption
 from songcorpus.transforms.gates import apply_gates, check_gate_scores
 from songcorpus.transforms.near_duplicates import NearDuplicates, components, exact_duplicates, near_duplicate_groups
@@ -51,7 +52,7 @@ class Decision:
 
 
 def decision_map(items: Iterable[tuple[str, Decision]] = ()) -> DiskMap[Decision]:
-    """Source -> decision, on local disk (``pipelines/disk_map.py``): the driver holds none of them in memory."""
+    """Source -> decision, on local disk (``songcorpus/io/disk_map.py``): the driver holds none of them in memory."""
     return DiskMap(items, encode=dataclasses.astuple, decode=lambda v: Decision(*v))
 
 
@@ -287,7 +288,7 @@ def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactS
     an object-store URL: the family is then written in a local temporary folder and uploaded (one PUT per file;
     a stored family of the same plan is fetched and checked instead), so the worker needs no disk shared with
     anyone."""
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
 
     field_groups = plan_field_groups(plan)
     groups = list(field_groups)

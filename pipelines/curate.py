@@ -5,7 +5,7 @@ State kept in OUT so the job can resume and be re-decided:
   OUT/state/rows.jsonl       every input's analysis results and outcome (the stored scores)
   OUT/state/lineage.json     stage, version, model, checksum and config hash of each stage
   OUT/shards/, OUT/catalog/, OUT/catalog.duckdb
-  OUT/published.json         written last: every object above with its size and sha256 (pipelines/storage.py)
+  OUT/published.json         written last: every object above with its size and sha256 (songcorpus/io/storage.py)
 The content-addressed cache (default OUT/.cache) holds per-stage results and standardised audio;
 re-running the same command after a crash reuses every finished stage result.
 
@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.io.atomic import atomic_write_bytes
+from songcorpus.io.fault_points import passing
 from songcorpus.pipelines.corpus import (
     SHARD_MANIFEST,
     Decision,
@@ -36,7 +39,6 @@ from songcorpus.pipelines.corpus import (
     scores_of,
 )
 from songcorpus.pipelines.executor import build_stages, new_row
-from songcorpus.pipelines.fault_points import passing
 from songcorpus.pipelines.job_temp import job_temp_dir
 from songcorpus.pipelines.output_claim import claim_output
 from songcorpus.pipelines.sources import spool_inputs
@@ -54,8 +56,7 @@ from songcorpus.schemas.failures import (
     describe,
     find_stage_fault,
 )
-from songcorpus.transforms.artefacts import ArtefactStore, atomic_write_bytes
-from songcorpus.transforms.base import Row
+from songcorpus.schemas.row import Row
 
 log = logging.getLogger("songcorpus")
 
@@ -279,7 +280,7 @@ def save_state(out: Path, config: PipelineConfig, lineages: dict) -> None:
     state = out / "state"
     state.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(state / "lineage.json", (json.dumps(lineages, indent=1, sort_keys=True) + "\n").encode())
-    if config.cache_dir:  # a cache URL given with a credential is recorded without it (pipelines/storage.py)
+    if config.cache_dir:  # a cache URL given with a credential is recorded without it (songcorpus/io/storage.py)
         config = config.model_copy(update={"cache_dir": storage.redact_url(config.cache_dir)})
     atomic_write_bytes(out / "config.yaml", dump_config(config).encode())
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.failures import InputError, StageFault
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.base import Rejection, Resources, Row, Stage
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Rejection, Resources, Stage
 
 PHASES = ("analysis", "samples")
 
@@ -158,7 +159,7 @@ def early_gate(config: PipelineConfig, row: Row) -> None:
     """With ``early_gates``: reject the row as soon as a gate fails on the scores computed so far (scores
     of stages not run yet are None and pass), so no later stage spends time on it. The decision is the
     one the late gates would make; ``early`` marks that the row's analysis is incomplete."""
-    from songcorpus.pipelines.corpus import scores_of
+    from songcorpus.pipelines.state_rows import scores_of
     from songcorpus.transforms.gates import apply_gates
 
     if row["outcome"] is not None or "ingest" not in row["results"]:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.pipelines.shard_writer import Sample
-from songcorpus.transforms.artefacts import atomic_write_bytes
 
 if TYPE_CHECKING:
     import datasets

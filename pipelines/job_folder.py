@@ -5,7 +5,7 @@ Why: an engine given every row by the driver (``ray.data.from_items`` of a list,
 holds them all in the driver and in the job graph (Dataflow caps a graph's size). Here the driver streams the
 rows into parts of at most ``max_lines`` lines (rows are parsed one at a time, never listed) and the engine is
 given only the part names. The folder is ``<store>/tmp/<engine>-<kind>-<uuid>``: a local path or an object-store
-URL (``pipelines/storage.py``), so it is wherever every worker already reads the artefact store. Removed when the
+URL (``songcorpus/io/storage.py``), so it is wherever every worker already reads the artefact store. Removed when the
 job ends, whatever happened.
 """
 
@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
 
 
 def read_part(url: str) -> Iterator[str]:

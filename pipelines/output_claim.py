@@ -32,9 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
+from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.schemas.config import ConfigError
-from songcorpus.transforms.artefacts import atomic_write_bytes
 
 MARKER = ".songcorpus-output.json"
 LOCK = ".songcorpus.lock"

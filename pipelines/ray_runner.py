@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.pipelines.corpus import ShardPlan, ShardWriter, write_planned_shard
 from songcorpus.pipelines.executor import StageGroup, build_stages, group_stages
 from songcorpus.pipelines.job_folder import JobFolder, part_count, read_part
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.base import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json
 
 
 class _GroupActor:

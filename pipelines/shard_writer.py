@@ -24,8 +24,8 @@ from pathlib import Path
 
 from webdataset.writer import TarWriter
 
+from songcorpus.io.atomic import commit_file, naming_the_file, sha256_file
 from songcorpus.schemas.sample import group_file, group_suffixes
-from songcorpus.transforms.artefacts import commit_file, naming_the_file, sha256_file
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Each may sit on a local disk or on an object store (``s3://``, ``gs://``: prefixes, globs, manifests whose paths
 resolve against the manifest's URL, Hugging Face Parquet/Arrow folders read row by row by
-``pipelines/hf_remote.py``); a URL input's files are named exactly as the same input's on a local disk.
+``songcorpus/io/hf_remote.py``); a URL input's files are named exactly as the same input's on a local disk.
 
 Every source yields the same records, sorted by ``source`` so runs are deterministic. Inputs that
 cannot even be opened (a broken symlink, a directory named like audio) still yield a record with a
@@ -41,9 +41,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from songcorpus.pipelines import storage
-from songcorpus.pipelines.disk_map import DiskMap
-from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord
+from songcorpus.io import storage
+from songcorpus.io.disk_map import DiskMap
+from songcorpus.schemas.failures import SourceError
+from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord, clean_meta
 
 # What FFmpeg or libsndfile decode; files with other suffixes are not audio candidates in a folder scan
 # (name a file explicitly, or list it in a manifest, to force an attempt).
@@ -53,10 +54,6 @@ AUDIO_SUFFIXES = frozenset(
 )
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 _HF_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
-
-
-class SourceError(ValueError):
-    """An input that cannot be read as a source at all (bad manifest, missing path)."""
 
 
 # -- names that are not valid UTF-8 ----------------------------------------------------------------------------
@@ -237,16 +234,6 @@ def glob_base(pattern: str) -> str:
     return str(Path(*fixed)) if fixed else "."
 
 
-def _clean_meta(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float) and value != value:  # NaN from pandas-like readers
-        return None
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return value
-
-
 def _manifest_rows(path: Path | str) -> list[dict[str, Any]]:
     """A manifest's rows (CSV, JSON lines or Parquet by suffix), from a local path or an object-store URL: the
     bytes are read once, then parsed the same way wherever they came from."""
@@ -289,11 +276,6 @@ def url_path(url: str) -> str:
     return re.split(r"[?#]", url, maxsplit=1)[0] if url.lower().startswith(("http://", "https://")) else url
 
 
-def _scrub_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Text values that hold a URL, without its credentials (a manifest's or a dataset's extra columns)."""
-    return {k: storage.redact_url(v) if isinstance(v, str) and "://" in v else v for k, v in values.items()}
-
-
 def read_manifest(path: str) -> Iterator[TrackRecord]:
     """Rows with a ``path`` column; optional ``vocals``/``accompaniment`` stems and metadata columns.
     Relative paths resolve against the manifest's folder (a URL's folder for a manifest on an object store: its
@@ -321,8 +303,8 @@ def read_manifest(path: str) -> Iterator[TrackRecord]:
         written = str(row["path"])
         name = storage.redact_url(written) if (os.path.isabs(written) or "://" in written) \
             else Path(os.path.normpath(written)).as_posix()
-        meta = {k: _clean_meta(row.get(k)) for k in METADATA_FIELDS if _clean_meta(row.get(k)) is not None}
-        extra = _scrub_values({k: v for k, v in row.items() if k not in METADATA_FIELDS
+        meta = {k: clean_meta(row.get(k)) for k in METADATA_FIELDS if clean_meta(row.get(k)) is not None}
+        extra = storage.redact_values({k: v for k, v in row.items() if k not in METADATA_FIELDS
                                and k not in ("path", "vocals", "accompaniment") and v is not None})
         yield TrackRecord(source=name, path=resolve(written), vocals=resolve(row.get("vocals")),
                           accompaniment=resolve(row.get("accompaniment")), metadata=meta,
@@ -351,7 +333,7 @@ def read_hf_dataset(path: str, materialise_dir: Path | str) -> Iterator[TrackRec
         for i, row in enumerate(ds):
             audio = row[col] or {}
             source = f"hf:{Path(path).name}{'/' + split if split else ''}#{i}"
-            meta = {k: _clean_meta(row.get(k)) for k in METADATA_FIELDS if _clean_meta(row.get(k)) is not None}
+            meta = {k: clean_meta(row.get(k)) for k in METADATA_FIELDS if clean_meta(row.get(k)) is not None}
             if split and "split" not in meta and split in ("train", "valid", "test"):
                 meta["split"] = split
             if audio.get("bytes"):
@@ -366,7 +348,7 @@ def read_hf_dataset(path: str, materialise_dir: Path | str) -> Iterator[TrackRec
             else:
                 yield TrackRecord(source=source, path="", metadata=meta, scan_error="dataset row has no audio")
                 continue
-            extra = _scrub_values({k: v for k, v in row.items() if k != col and k not in METADATA_FIELDS
+            extra = storage.redact_values({k: v for k, v in row.items() if k != col and k not in METADATA_FIELDS
                                    and isinstance(v, (str, int, float, bool))})
             yield TrackRecord(source=source, path=local, metadata=meta, extra=extra)
 
@@ -406,10 +388,10 @@ def _outside(files: list[str], exclude: Excluded, markers: list[str] | None = No
 
 def read_url_input(item: str, exclude: Excluded | None = None) -> Iterable[TrackRecord]:
     """An input on an object store: a manifest, a Hugging Face dataset (``hf:URL``, or a prefix holding a saved
-    dataset or only Parquet/Arrow files, read by ``pipelines/hf_remote.py``), a glob, a prefix (every audio
+    dataset or only Parquet/Arrow files, read by ``songcorpus/io/hf_remote.py``), a glob, a prefix (every audio
     object under it, named relative to it) or one object. Named exactly as the same input on a local disk, and
     without credentials: the URL as given is only ever read (``storage.remember_url``)."""
-    from songcorpus.pipelines import hf_remote
+    from songcorpus.io import hf_remote
 
     exclude = exclude or Excluded()
     name = storage.remember_url(item.removeprefix("hf:"))
@@ -489,7 +471,7 @@ def expand_inputs(inputs: Iterable[str], materialise_dir: Path | str,
 
 def spool_inputs(inputs: Iterable[str], materialise_dir: Path | str,
                  exclude: Iterable[str | Path] = ()) -> DiskMap[TrackRecord]:
-    """:func:`expand_inputs` for a corpus of any size: the records on local disk (``pipelines/disk_map.py``),
+    """:func:`expand_inputs` for a corpus of any size: the records on local disk (``songcorpus/io/disk_map.py``),
     source -> record, the first of a source kept, iterated in source order; the driver holds none of them.
     ``exclude``: what the curate writes (its output and cache folders), which no scan enters."""
     records: DiskMap[TrackRecord] = DiskMap(encode=TrackRecord.to_dict, decode=TrackRecord.from_dict)

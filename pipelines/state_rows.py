@@ -28,10 +28,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from songcorpus.pipelines.disk_map import scratch_db
+from songcorpus.io.atomic import commit_file
+from songcorpus.io.disk_map import scratch_db
 from songcorpus.schemas.catalog import SCORE_COLUMNS
-from songcorpus.transforms.artefacts import commit_file
-from songcorpus.transforms.base import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json
 
 # What decisions (transforms/gates, near_duplicates, corpus.decide/split_groups/assign_split) and the corpus
 # codebook fits read of a row's results, besides the scores.

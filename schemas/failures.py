@@ -39,6 +39,10 @@ class InputError(Exception):
         self.code = code
 
 
+class SourceError(ValueError):
+    """An input that cannot be read as a source at all (bad manifest, missing path): the command's fault, exit 2."""
+
+
 class StageFault(RuntimeError):
     """A stage raised something that is not the input's fault (see the module docstring). Its one argument is the
     whole message, so it pickles across engines as it is."""
@@ -100,5 +104,5 @@ def find_stage_fault(exc: BaseException) -> str | None:
     return None
 
 
-__all__ = ["InputError", "JOB_FAULT_EXIT", "JobFault", "RESUME_HINT", "STAGE_FAULT_MARKER", "StageFault", "describe",
-           "find_stage_fault", "is_machine_error"]
+__all__ = ["InputError", "JOB_FAULT_EXIT", "JobFault", "RESUME_HINT", "STAGE_FAULT_MARKER", "SourceError", "StageFault",
+           "describe", "find_stage_fault", "is_machine_error"]

@@ -46,3 +46,15 @@ def track_id_of(row: dict[str, Any]) -> str:
     """:func:`track_id_for` of an analysed row (its ingest result holds ``source_sha256``; state from before
     ingest version 3 has none and keeps the source-derived id)."""
     return track_id_for(row["track"]["source"], row["results"].get("ingest", {}).get("source_sha256"))
+
+
+def clean_meta(value: Any) -> Any:
+    """A metadata value as a track record holds it: NaN (from pandas-like readers) and None are absent, a list is
+    one comma-separated string."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return value

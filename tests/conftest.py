@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from songcorpus.pipelines.cli import demo_manifest
+from songcorpus.cli import demo_manifest
 from songcorpus.pipelines.curate import curate
 from songcorpus.schemas.config import load_config
 

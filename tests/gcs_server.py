@@ -42,7 +42,7 @@ def gcs_env(endpoint: str) -> dict[str, str]:
 
 
 def make_bucket(name: str) -> str:
-    from songcorpus.pipelines.storage import filesystem
+    from songcorpus.io.storage import filesystem
 
     fs, _ = filesystem(f"gs://{name}")
     fs.mkdir(name)

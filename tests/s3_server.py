@@ -39,7 +39,7 @@ def s3_env(endpoint: str) -> dict[str, str]:
 
 
 def make_bucket(name: str = BUCKET) -> str:
-    from songcorpus.pipelines.storage import filesystem
+    from songcorpus.io.storage import filesystem
 
     fs, _ = filesystem(f"s3://{name}")
     fs.mkdir(name)

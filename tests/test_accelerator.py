@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.pipelines.executor import group_stages, stage_resources
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms.accelerator import chunks, duration_buckets, pick_device, run_batched
-from songcorpus.transforms.artefacts import ArtefactStore
 
 
 def test_buckets_group_similar_lengths_and_respect_both_limits() -> None:

@@ -19,7 +19,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import load_config
+from songcorpus.schemas.row import canonical_json
 from songcorpus.transforms.aesthetics import (
     AUDIOBOX_AXES,
     FIELDS,
@@ -35,9 +38,6 @@ from songcorpus.transforms.aesthetics import (
     middle_excerpt,
     to_rate,
 )
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.audio_io import read_standard_audio
-from songcorpus.transforms.base import canonical_json
 from songcorpus.transforms.model_store import load_registry, register_model
 from songcorpus.transforms.models import ModelError
 

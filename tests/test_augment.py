@@ -237,8 +237,8 @@ def test_song_augmentation_keeps_labels_consistent():
 
 def test_preflight_names_a_missing_rubberband_before_any_input_is_read(monkeypatch, tmp_path):
     import songcorpus.transforms.augment as augment
+    from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.artefacts import ArtefactStore
     from songcorpus.transforms.models import ModelError
     from songcorpus.transforms.samples import SampleStage
 

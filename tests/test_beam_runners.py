@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.pipelines.beam_runner import DASK_RUNNER, beam_shard_writer, pipeline_flags
 from songcorpus.pipelines.beam_services import portable_services
 from songcorpus.pipelines.corpus import write_shards_here
 from songcorpus.pipelines.curate import curate
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
 
 from conftest import DEMO_DIR, output_files, shard_plans
 
@@ -83,7 +83,7 @@ def test_workers_in_other_processes_write_the_shards_the_driver_would(runner, re
 def test_workers_upload_shards_to_an_object_store(s3, tmp_path):
     """No shared disk: DirectRunner worker processes fetch the members from an S3 cache into their own mirrors
     and upload the shards to the S3 output; bytes and catalog parts are the ones written locally."""
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
 
     store = ArtefactStore(f"{s3}/cache")
     plans = shard_plans(store)
@@ -160,7 +160,7 @@ def test_every_engine_writes_the_same_corpus(engine, request, two_inputs, direct
 def test_beam_curates_onto_an_object_store_with_no_shared_disk(s3, two_inputs, direct_corpus):
     """Output and cache on S3: the DirectRunner's worker processes read the cache and upload the shards
     themselves; the published corpus is the local one, object for object."""
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
 
     out = f"{s3}/corpus"
     curate([str(two_inputs)], out, beam_config([], **SMALL), progress=False)

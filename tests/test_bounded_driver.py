@@ -1,4 +1,4 @@
-"""A driver that does not grow (issue 12.2): per-track state on disk (pipelines/disk_map.py, state_rows.SpooledRows
+"""A driver that does not grow (issue 12.2): per-track state on disk (songcorpus/io/disk_map.py, state_rows.SpooledRows
 and SortedSpool, job_folder.JobFolder) and the corpus-level steps that now stream over it (exact copies, split
 groups, the codebook's frame draw), each checked against the in-memory computation it replaces, on random data."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from songcorpus.io.disk_map import DiskMap
 from songcorpus.pipelines.corpus import Decision, decision_map, split_groups, split_key
-from songcorpus.pipelines.disk_map import DiskMap
 from songcorpus.pipelines.job_folder import JobFolder, part_count, read_part
 from songcorpus.pipelines.state_rows import SortedSpool, SpooledRows
 from songcorpus.transforms.near_duplicates import components, exact_duplicates
@@ -142,8 +142,8 @@ def test_split_groups_and_exact_copies_match_the_in_memory_computation(seed: int
 def test_codebook_fit_reads_only_the_rows_the_subsample_keeps(tmp_path: Path, max_rows: int) -> None:
     import numpy as np
 
+    from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.pipelines.corpus import gather_rows
-    from songcorpus.transforms.artefacts import ArtefactStore
     from songcorpus.transforms.kmeans import subsample_rows
 
     store = ArtefactStore(tmp_path / "cache")

@@ -8,8 +8,8 @@ import json
 import tarfile
 from pathlib import Path
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.caption import GENERATED, CaptionStage, effective_caption, measured_facts, render, sample_caption
 from songcorpus.transforms.classify import YamnetContentClassifier
 from songcorpus.transforms.key import transpose_key

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from songcorpus.pipelines.cli import main
+from songcorpus.cli import main
 
 
 @pytest.mark.parametrize("command", ["curate", "rebuild", "report", "demo", "generate", "train-report"])
 def test_help_explains_each_command(command):
-    out = subprocess.run([sys.executable, "-m", "songcorpus.pipelines.cli", command, "--help"],
+    out = subprocess.run([sys.executable, "-m", "songcorpus.cli", command, "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "usage: songcorpus" in out and len(out) > 300
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
 
 from conftest import DEMO_DIR, curate_with, tracks
 
@@ -143,7 +143,7 @@ def test_worker_processes_read_the_url_as_given(server):
     """A process the driver starts after the scan (an engine's worker) reads a scrubbed name too: the URL as given
     travels in its inherited environment, never in a file."""
     name = storage.remember_url(presigned(server, "b/speech_01.flac"))
-    code = ("import sys; from songcorpus.pipelines import storage; "
+    code = ("import sys; from songcorpus.io import storage; "
             "sys.stdout.write(storage.sha256_of(sys.argv[1])[0])")
     done = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout == hashlib.sha256(CLIPS["b/speech_01.flac"].read_bytes()).hexdigest()
@@ -219,7 +219,7 @@ def test_curate_reads_credentialed_urls_and_writes_no_credential(tmp_path, serve
 
 
 def test_an_unreachable_store_is_one_line_and_exit_status_2(tmp_path, monkeypatch, capsys):
-    from songcorpus.pipelines.cli import main
+    from songcorpus.cli import main
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)

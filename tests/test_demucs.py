@@ -18,9 +18,9 @@ from demucs.apply import apply_model
 from demucs.htdemucs import HTDemucs
 from demucs.states import get_state, serialize_model
 
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.demucs_separator import DemucsSeparator, load_demucs
 from songcorpus.transforms.model_store import STORE_MODELS, load_registry, register_model
 from songcorpus.transforms.models import ModelError

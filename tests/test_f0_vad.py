@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.f0 import VocalF0Stage, estimate_f0, load_f0_model, n_f0_frames
 from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.vad import SileroVadStage

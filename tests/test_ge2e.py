@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from songcorpus.pipelines.cli import demo_manifest
+from songcorpus.cli import demo_manifest
 from songcorpus.transforms.ge2e import Ge2eNet, Ge2eSpeakerEncoder, partial_slices, raise_level
 from songcorpus.transforms.model_store import register_model
 from songcorpus.transforms.models import ModelError

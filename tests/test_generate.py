@@ -15,7 +15,7 @@ import soundfile as sf
 import yaml
 from test_trainer import tiny_generator
 
-from songcorpus.pipelines.cli import demo_manifest, main
+from songcorpus.cli import demo_manifest, main
 from songcorpus.train.launch import launch_local
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from songcorpus.pipelines import storage
-from songcorpus.pipelines.sources import SourceError, expand_inputs
+from songcorpus.io import storage
+from songcorpus.pipelines.sources import expand_inputs
+from songcorpus.schemas.failures import SourceError
 
 from conftest import DEMO_DIR, curate_with, tracks
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from songcorpus.pipelines.cli import main as cli_main
+from songcorpus.cli import main as cli_main
 from songcorpus.pipelines.output_claim import LOCK, MARKER, OutputClaimError, claim_output
 from songcorpus.schemas.failures import JOB_FAULT_EXIT, RESUME_HINT, JobFault
 
@@ -128,7 +128,7 @@ def test_two_runs_started_together_one_publishes_and_one_is_refused(clip_dir, re
     """Two `songcorpus curate` processes into one folder, started together: exactly one holds the folder."""
     config = tmp_path / "w.yaml"
     config.write_text("windows: {length_s: 4.0}\n")
-    cmd = [sys.executable, "-m", "songcorpus.pipelines.cli", "curate", str(clip_dir), "--out", str(tmp_path / "out"),
+    cmd = [sys.executable, "-m", "songcorpus.cli", "curate", str(clip_dir), "--out", str(tmp_path / "out"),
            "--engine", "beam", "--workers", "1", "--config", str(config), "--no-progress"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
@@ -230,7 +230,7 @@ def test_a_curate_writes_nothing_outside_its_output_and_cache(engine, clip_dir, 
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(temp)}
     env.pop("ORT_DISABLE_TELEMETRY", None)
     try:
-        done = subprocess.run([sys.executable, "-m", "songcorpus.pipelines.cli", "curate", str(clip_dir), "--out",
+        done = subprocess.run([sys.executable, "-m", "songcorpus.cli", "curate", str(clip_dir), "--out",
                                str(tmp_path / "out"), "--engine", engine, "--workers", "1", "--config", str(config),
                                "--no-progress"], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr

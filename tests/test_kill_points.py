@@ -1,4 +1,4 @@
-"""kill -9 at every phase of a curate (``pipelines/fault_points.py``), then the same command: the bytes of an
+"""kill -9 at every phase of a curate (``songcorpus/io/fault_points.py``), then the same command: the bytes of an
 uninterrupted run, and nothing published in between.
 
 A kill from outside lands wherever the job is; these points put it exactly in the phases a small corpus is through
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from songcorpus.pipelines.fault_points import ENV, POINTS
+from songcorpus.io.fault_points import ENV, POINTS
 
 from conftest import DEMO_DIR, curate_with, music, output_files
 
@@ -56,7 +56,7 @@ def run(inputs: Path, out: Path, config: Path, engine: str, kill_at: str | None 
     env = {k: v for k, v in os.environ.items() if k != ENV}
     if kill_at:
         env[ENV] = kill_at
-    proc = subprocess.Popen([sys.executable, "-m", "songcorpus.pipelines.cli", "curate", str(inputs), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "songcorpus.cli", "curate", str(inputs), "--out", str(out),
                              "--config", str(config), *engine_args, "--no-progress"], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -76,7 +76,7 @@ def kill_then_check(inputs, out, config, engine, point) -> None:
 
 
 def test_every_point_is_documented_in_order():
-    import songcorpus.pipelines.fault_points as fp
+    import songcorpus.io.fault_points as fp
 
     doc = fp.__doc__ or ""
     assert [p for p in POINTS if f"  {p} " in doc] == list(POINTS)

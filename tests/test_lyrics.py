@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from songcorpus.pipelines.cli import main
+from songcorpus.cli import main
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms import lyrics as lyrics_mod
 from songcorpus.transforms import model_store
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.lyrics import (
     LyricsStage,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from songcorpus.pipelines.cli import main
+from songcorpus.cli import main
 from songcorpus.transforms.model_store import StoreModelSpec, add_model, list_models, pull_model, store_root
 from songcorpus.transforms.models import ModelError
 
@@ -114,8 +114,8 @@ def test_builtin_without_checksum_is_pinned_on_first_add(tmp_path: Path, monkeyp
 
 
 def test_stage_refuses_a_store_model_of_another_kind(tmp_path: Path) -> None:
+    from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.artefacts import ArtefactStore
     from songcorpus.transforms.model_store import register_model
     from songcorpus.transforms.stems import StemStage
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.pipelines.corpus import assign_split, split_groups
 from songcorpus.pipelines.curate import curate, rebuild
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms import fingerprint as fingerprint_module
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.fingerprint import ITEM_S, FingerprintStage, chromaprint
 from songcorpus.transforms.fingerprint_index import find_matches
 from songcorpus.transforms.ingest import IngestStage

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.base import canonical_json
+from songcorpus.schemas.row import canonical_json
 from songcorpus.transforms.model_store import StoreModelSpec, load_registry, register_model
 from songcorpus.transforms.models import ModelError
 from songcorpus.transforms.neural_codecs import (

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from s3_server import KEY_ID, SECRET, make_bucket, s3_env
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
 from songcorpus.pipelines.curate import curate, load_state
 from songcorpus.schemas.config import ConfigError, load_config
 from songcorpus.schemas.failures import JobFault
@@ -271,9 +271,9 @@ def _hf_dataset(clips: list[str]):
 
 @pytest.mark.parametrize("layout", ["parquet", "save_to_disk"])
 def test_hf_dataset_on_s3_is_read_row_by_row(tmp_path, s3, layout, monkeypatch):
-    from songcorpus.pipelines import hf_remote
+    from songcorpus.io import hf_remote
+    from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.pipelines.sources import expand_inputs
-    from songcorpus.transforms.artefacts import ArtefactStore
     from songcorpus.transforms.ingest import IngestStage
 
     clips = ["speech_00", "speech_01", "speech_02"]
@@ -355,8 +355,8 @@ def test_rebuild_on_s3_republishes_without_uploading_shards(corpora, monkeypatch
 def test_bad_objects_fail_by_their_url(tmp_path, s3):
     """A missing, empty or undecodable object fails with the funnel's code, named by its URL (never by the
     local temporary copy ingest decodes)."""
-    from songcorpus.transforms.artefacts import ArtefactStore
-    from songcorpus.transforms.audio_io import DecodeError
+    from songcorpus.io.artefacts import ArtefactStore
+    from songcorpus.io.audio import DecodeError
     from songcorpus.transforms.ingest import IngestStage
 
     storage.write_bytes(f"{s3}/empty.wav", b"")
@@ -372,7 +372,7 @@ def test_bad_objects_fail_by_their_url(tmp_path, s3):
 
 
 def test_report_reads_a_published_corpus_url_and_refuses_an_unpublished_one(corpora, capsys):
-    from songcorpus.pipelines.cli import main
+    from songcorpus.cli import main
 
     _, out, _, _ = corpora
     assert main(["report", out]) == 0

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 import soundfile as sf
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
 from songcorpus.pipelines.output_claim import LEASE, OutputClaimError, claim_output
 from songcorpus.schemas.failures import JobFault
 

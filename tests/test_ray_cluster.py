@@ -37,7 +37,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "songcorpus.pipelines.cli", *args]
+    return [sys.executable, "-m", "songcorpus.cli", *args]
 
 
 def test_driver_names_its_node_on_a_loopback_cluster_and_starts_a_private_ray_otherwise():
@@ -85,7 +85,7 @@ def test_local_curate_ignores_a_stale_ray_current_cluster(tmp_path):
 
 def _upload_inputs(bucket: str) -> str:
     """The demo files of SONGS and a manifest naming them relatively, under ``bucket/inputs``."""
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
 
     lines = [line for line in (DEMO_DIR / "manifest.jsonl").read_text().splitlines()
              if json.loads(line)["path"].split("/")[0] in SONGS]
@@ -104,7 +104,7 @@ def _curate(manifest: str, bucket: str, name: str, *extra: str) -> list[str]:
 
 def _published(out: str) -> dict[str, str]:
     """The published corpus: object name -> sha256, less what names where the inputs were read from."""
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
 
     marker = storage.read_published(out)
     assert marker is not None, f"{out} published nothing"
@@ -121,7 +121,7 @@ def cluster_runs(tmp_path_factory, s3_endpoint):
     from gcs_server import make_bucket as make_gs_bucket
     from s3_server import make_bucket, s3_env
 
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
     from songcorpus.pipelines.ray_cluster import LocalCluster
 
     tmp = tmp_path_factory.mktemp("ray_cluster")
@@ -209,7 +209,7 @@ def test_killing_a_worker_node_mid_run_ends_with_the_same_bytes(cluster_runs):
 
     import pyarrow.parquet as pq
 
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
 
     assert cluster_runs["published_at_kill"] is None  # the node died before the corpus was published
     assert cluster_runs["killed"] == cluster_runs["local"], cluster_runs["killed_log"]
@@ -238,11 +238,11 @@ def test_ray_tasks_write_the_shards_the_driver_would(tmp_path, monkeypatch):
     catalog parts (its own ``write_planned_shard`` is patched to fail, and nothing fails)."""
     import ray
 
+    from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.pipelines import corpus, ray_runner
     from songcorpus.pipelines.corpus import write_shards_here
     from songcorpus.pipelines.ray_runner import ray_shard_writer
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.artefacts import ArtefactStore
 
     from conftest import shard_plans
 

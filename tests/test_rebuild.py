@@ -7,8 +7,8 @@ import shutil
 import pytest
 import yaml
 
+from songcorpus.cli import main
 from songcorpus.pipelines import corpus as corpus_mod
-from songcorpus.pipelines.cli import main
 from songcorpus.pipelines.curate import rebuild
 from songcorpus.schemas.config import ConfigError, load_config
 

@@ -33,7 +33,7 @@ def _make_inputs(root: Path, copies: int = 1) -> int:
 
 def _curate_cmd(inputs: Path, out: Path, engine: str) -> list[str]:
     workers = ["--workers", "2"] if engine == "ray" else ["--engine", "beam", "--workers", "1"]
-    return [sys.executable, "-m", "songcorpus.pipelines.cli", "curate", str(inputs), "--out", str(out),
+    return [sys.executable, "-m", "songcorpus.cli", "curate", str(inputs), "--out", str(out),
             *workers, "--no-progress"]
 
 

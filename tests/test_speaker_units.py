@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.content_units import (
     assign_units,
     conv_frames,

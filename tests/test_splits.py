@@ -7,9 +7,9 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.pipelines.corpus import assign_split
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.ingest import IngestStage
 
 from conftest import DEMO_DIR

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soxr
 
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.io.audio import downmix
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms import models
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.audio_io import downmix
 from songcorpus.transforms.classify import YamnetContentClassifier
 from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.quality import effective_bandwidth, silence_ratio

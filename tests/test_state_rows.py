@@ -18,7 +18,7 @@ from songcorpus.pipelines.state_rows import (
     write_state_rows,
 )
 from songcorpus.schemas.catalog import SCORE_COLUMNS
-from songcorpus.transforms.base import canonical_json
+from songcorpus.schemas.row import canonical_json
 
 
 def _row(i: int) -> dict:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.io.audio import DecodeError, read_standard_audio
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.audio_io import DecodeError, read_standard_audio
 from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.stems import StemStage
 

@@ -1,4 +1,4 @@
-"""pipelines/storage.py on a local folder and on the local S3 server: the same calls, the same bytes, and the
+"""songcorpus/io/storage.py on a local folder and on the local S3 server: the same calls, the same bytes, and the
 publish protocol (a corpus counts as done only once its marker, written last, lists it)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
 
 
 @pytest.fixture(params=["local", "s3"])

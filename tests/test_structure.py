@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.base import canonical_json
+from songcorpus.schemas.row import canonical_json
 from songcorpus.transforms.ingest import IngestStage
 from songcorpus.transforms.structure import StructureStage, import_madmom
 

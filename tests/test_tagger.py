@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.artefacts import ArtefactStore
 from songcorpus.transforms.classify import MUSIC, SINGING, SPEECH, YamnetContentClassifier, content_label_indices
 from songcorpus.transforms.model_store import load_registry, register_model
 from songcorpus.transforms.models import ModelError

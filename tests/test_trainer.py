@@ -126,7 +126,7 @@ def test_run_resumed_at_an_odd_step_with_two_loader_workers_equals_uninterrupted
 
 def test_kill_9_mid_training_then_rerun_equals_uninterrupted(demo_ray, tmp_path):
     cfg_file = write_config(tmp_path / "tiny.yaml", tiny(10, checkpoint={"every": 2}))
-    cmd = [sys.executable, "-m", "songcorpus.pipelines.cli", "train", "--model", "samuel", "--data", str(demo_ray),
+    cmd = [sys.executable, "-m", "songcorpus.cli", "train", "--model", "samuel", "--data", str(demo_ray),
            "--config", str(cfg_file), "--no-progress"]
     subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=600)
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
@@ -148,7 +148,7 @@ def test_kill_9_of_a_two_process_torchrun_then_rerun_equals_uninterrupted(demo_r
     """The whole torchrun process group killed with SIGKILL after a checkpoint, then the same command again:
     the final weights equal a 2-process run that was never interrupted, bit for bit."""
     cfg_file = write_config(tmp_path / "tiny.yaml", tiny(10, checkpoint={"every": 2}))
-    cmd = [sys.executable, "-m", "songcorpus.pipelines.cli", "train", "--model", "samuel", "--data", str(demo_ray),
+    cmd = [sys.executable, "-m", "songcorpus.cli", "train", "--model", "samuel", "--data", str(demo_ray),
            "--config", str(cfg_file), "--launcher", "torchrun", "--workers", "2", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=900, env=env)

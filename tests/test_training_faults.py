@@ -26,7 +26,7 @@ import pytest
 import torch
 from test_trainer import TINY_SAMUEL, final_weights, tiny, write_config
 
-from songcorpus.pipelines.cli import main
+from songcorpus.cli import main
 from songcorpus.schemas.training import load_train_config
 from songcorpus.train.checkpoint import CheckpointError, latest_checkpoint, staging_dir
 from songcorpus.train.data import BatchBuilder, CorpusView, DataError, latent_statistics
@@ -107,7 +107,7 @@ def fault_env(tmp_path_factory) -> dict[str, str]:
 
 
 def train_command(demo: Path, config: Path, out: Path, ranks: int) -> list[str]:
-    cmd = [sys.executable, "-m", "songcorpus.pipelines.cli", "train", "--model", "samuel", "--data", str(demo),
+    cmd = [sys.executable, "-m", "songcorpus.cli", "train", "--model", "samuel", "--data", str(demo),
            "--config", str(config), "--out", str(out), "--no-progress"]
     return cmd + (["--launcher", "torchrun", "--workers", str(ranks)] if ranks > 1 else [])
 

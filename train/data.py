@@ -2,7 +2,7 @@
 resumable from the step alone.
 
 Reads: WebDataset shards (a corpus folder's ``shards/index-<split>.json``, a wids index, a glob, or a list
-of paths; each may be an object-store URL, read by ranged GETs through ``pipelines/storage.py``, and a corpus
+of paths; each may be an object-store URL, read by ranged GETs through ``songcorpus/io/storage.py``, and a corpus
 URL is read only once published, from what its ``published.json`` lists), the members each model asks for and
 nothing else. A shard is a family of field-group tars (``<shard>.meta.tar``, ``.tokens.tar``, ``.latents.tar``,
 ``.audio.tar``: ``schemas/sample.py`` FIELD_GROUPS); only the files of the groups a model needs are opened, their
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
 from songcorpus.schemas.sample import FIELD_GROUPS, field_group, split_group_file
 from songcorpus.schemas.track import SPLITS
 

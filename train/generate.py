@@ -225,13 +225,13 @@ class Curation:
     """The corpus's ingest, stems, VAD and f0 stages over one scratch artefact store."""
 
     def __init__(self, config: Any, root: Path) -> None:
-        from songcorpus.transforms.artefacts import ArtefactStore
+        from songcorpus.io.artefacts import ArtefactStore
 
         self.config = config
         self.store = ArtefactStore(root)
 
     def _ingest(self, path: Path, what: str) -> dict[str, Any]:
-        from songcorpus.transforms.audio_io import DecodeError
+        from songcorpus.io.audio import DecodeError
         from songcorpus.transforms.base import Rejection
         from songcorpus.transforms.ingest import IngestStage
 
@@ -260,7 +260,7 @@ class Curation:
 
     def audio(self, row: dict[str, Any], stem: str) -> np.ndarray:
         """The whole stem as mono float32 (short inputs; generation reads long ones through :meth:`reader`)."""
-        from songcorpus.transforms.audio_io import read_standard_audio
+        from songcorpus.io.audio import read_standard_audio
 
         x, _ = read_standard_audio(self.store.root / row["results"]["stems"][f"{stem}_file"])
         return x.mean(axis=1)

@@ -37,7 +37,7 @@ def bundled_minilm() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    from songcorpus.transforms.artefacts import sha256_file
+    from songcorpus.io.atomic import sha256_file
 
     return sha256_file(path)[0]
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import yaml
 
+from songcorpus.io.atomic import sha256_file as artefact_sha256
 from songcorpus.schemas.training import TrainConfig, dump_train_config, load_train_config, saved_train_config
 from songcorpus.train.checkpoint import (
     CheckpointError,
@@ -59,7 +60,6 @@ from songcorpus.train.data import (
     latent_statistics,
 )
 from songcorpus.train.optim import EMA, learning_rate, make_optimizer
-from songcorpus.transforms.artefacts import sha256_file as artefact_sha256
 
 MODEL_CLASSES = {
     "samuel": ("songcorpus.train.models.samuel", "SAMUeL"),
@@ -157,7 +157,7 @@ def provenance(view: CorpusView, data: Any) -> dict[str, Any]:
     """The corpus a run trained on: shard and catalog sha256s (the checkpoint can always be traced back). For a
     corpus URL they are its publication marker's (the loader read only shards it lists), so nothing is
     downloaded again and the same corpus gives the same provenance on a local disk and on an object store."""
-    from songcorpus.pipelines import storage
+    from songcorpus.io import storage
 
     marker = storage.read_published(str(data)) if isinstance(data, str) and storage.is_url(data) else None
     if marker is not None:

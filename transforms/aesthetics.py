@@ -43,8 +43,9 @@ import soxr
 import torch
 from torch import nn
 
-from songcorpus.transforms.audio_io import read_standard_audio
-from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.io.audio import read_standard_audio
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models import ModelError
 
 SONGEVAL_KIND = "songeval"

@@ -3,8 +3,9 @@
 A stage declares its name and version, the fields it requires and provides, and the resources
 one worker needs. ``setup()`` runs once per worker (load models there, never in ``__init__``, so a
 stage object pickles cheaply to Ray actors and Beam workers). ``process_one`` maps one in-flight
-row to the fields this stage provides. A stage raises :class:`Rejection` to reject an input with a
-reason, and any other exception to fail it; the runner records either on the row and goes on.
+row to the fields this stage provides. A stage raises :class:`Rejection` to reject an input with a reason, or an
+``InputError`` (``schemas/failures.py``) when the input cannot be used; the runner records either on the row and
+goes on. Any other exception is the job's fault and stops it.
 
 Rows are plain dicts so every engine can carry them::
 
@@ -14,20 +15,19 @@ Rows are plain dicts so every engine can carry them::
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.transforms.artefacts import ArtefactStore
+from songcorpus.schemas.row import Row
 from songcorpus.transforms.models import MODELS, ModelError, ModelSpec, get_model
 
 if TYPE_CHECKING:
     from songcorpus.transforms.model_store import StoreModelSpec
 
-Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,3 @@ class Stage(ABC):
                 "checksum": self.model_checksum(), "config_hash": self.config_digest()}
 
 
-def canonical_json(obj: Any) -> str:
-    """The one JSON encoding used for rows, cache entries and shard metadata (byte-stable)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

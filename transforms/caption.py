@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from songcorpus.transforms.base import Resources, Row, Stage, canonical_json
+from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.key import transpose_key
 
 TEMPLATE_VERSION = 1

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import soxr
 
-from songcorpus.transforms.audio_io import read_standard_audio
-from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.io.audio import read_standard_audio
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.music_tags import top_music_tags
 
 MODEL_RATE = 16000

@@ -40,8 +40,8 @@ import torch
 import torchaudio
 from scipy.signal import get_window
 
+from songcorpus.io.atomic import npy_bytes
 from songcorpus.schemas.config import CodecConfig
-from songcorpus.transforms.artefacts import npy_bytes
 from songcorpus.transforms.kmeans import fit_kmeans, nearest_centroid
 
 CODEC_NAME = "embedded-mel"

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import soxr
 
+from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import F0Config
-from songcorpus.transforms.audio_io import read_standard_audio
-from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models import get_model
 from songcorpus.transforms.stems import vocal_stem_identity
 

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models import ModelError
 
 FPCALC_HELP = "install Chromaprint's fpcalc (Debian/Ubuntu: apt-get install libchromaprint-tools; setup.sh does this)"

@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from songcorpus.io.audio import read_standard_audio
+from songcorpus.schemas.row import Row, canonical_json
 from songcorpus.schemas.sample import MisalignedSample, sample_json_schema
-from songcorpus.transforms.audio_io import read_standard_audio
 from songcorpus.transforms.augment import SongAugmentation
-from songcorpus.transforms.base import Resources, Row, Stage, canonical_json
+from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.kmeans import subsample_rows
 from songcorpus.transforms.samples import SampleStage
 from songcorpus.transforms.windows import Window

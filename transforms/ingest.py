@@ -29,12 +29,13 @@ import pyloudnorm
 import soundfile as sf
 import soxr
 
-from songcorpus.pipelines.hf_remote import is_row_ref
-from songcorpus.pipelines.storage import is_url
+from songcorpus.io.atomic import sha256_file, write_file
+from songcorpus.io.audio import AudioStream, DecodeError, downmix, to_int16
+from songcorpus.io.hf_remote import is_row_ref
+from songcorpus.io.storage import is_url
 from songcorpus.schemas.failures import is_machine_error
-from songcorpus.transforms.artefacts import sha256_file, write_file
-from songcorpus.transforms.audio_io import AudioStream, DecodeError, downmix, to_int16
-from songcorpus.transforms.base import Rejection, Resources, Row, Stage
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Rejection, Resources, Stage
 
 
 class IngestStage(Stage):
@@ -88,8 +89,8 @@ class IngestStage(Stage):
         if last is not None:
             last[1].unlink(missing_ok=True)
             self._fetched = None
-        from songcorpus.pipelines.hf_remote import read_row_audio
-        from songcorpus.pipelines.storage import basename, download
+        from songcorpus.io.hf_remote import read_row_audio
+        from songcorpus.io.storage import basename, download
 
         suffix = ".bin" if is_row_ref(url) else Path(basename(url)).suffix  # decoders probe content, not names
         fd, name = tempfile.mkstemp(prefix="songcorpus-input-", suffix=suffix)
@@ -99,7 +100,7 @@ class IngestStage(Stage):
             atexit.register(lambda: self._fetched and self._fetched[1].unlink(missing_ok=True))
             self._cleanup_registered = True
         try:
-            if is_row_ref(url):  # one row of a Hugging Face dataset's Parquet/Arrow files (pipelines/hf_remote.py)
+            if is_row_ref(url):  # one row of a Hugging Face dataset's Parquet/Arrow files (songcorpus/io/hf_remote.py)
                 local.write_bytes(read_row_audio(url)[0])
             else:
                 download(url, local)

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import soxr
 
+from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import KeyConfig
-from songcorpus.transforms.audio_io import read_standard_audio
-from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Resources, Stage
 
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first (C major / C minor).
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])

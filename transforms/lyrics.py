@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.audio_io import read_standard_audio
-from songcorpus.transforms.base import Resources, Row, Stage, canonical_json
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.io.audio import read_standard_audio
+from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models import ModelError
 from songcorpus.transforms.stems import vocal_stem_identity
 

@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from songcorpus.transforms.artefacts import sha256_file
+from songcorpus.io.atomic import sha256_file
 from songcorpus.transforms.models import MODELS, ModelError
 
 ENV_VAR = "SONGCORPUS_MODELS"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from songcorpus.transforms.artefacts import sha256_file
+from songcorpus.io.atomic import sha256_file
 
 
 class ModelError(RuntimeError):

@@ -25,9 +25,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.transforms.artefacts import ArtefactStore
-from songcorpus.transforms.base import Row
+from songcorpus.schemas.row import Row
 from songcorpus.transforms.fingerprint import ITEM_S
 from songcorpus.transforms.fingerprint_index import IndexStats, find_matches_on_disk
 
@@ -50,11 +50,11 @@ def is_lossless(source_format: str | None) -> bool:
 def exact_duplicates(rows: Iterable[Row]) -> dict[str, str]:
     """Source -> the source kept (the smallest), for every analysed row that shares its decoded audio with another;
     a source missing here has no exact copy (``.get(src, src)``). One pass; the hashes are grouped in a scratch
-    SQLite file (``pipelines/disk_map.py``), so memory grows with the copies, not with the corpus."""
+    SQLite file (``songcorpus/io/disk_map.py``), so memory grows with the copies, not with the corpus."""
     import tempfile
     from pathlib import Path
 
-    from songcorpus.pipelines.disk_map import scratch_db
+    from songcorpus.io.disk_map import scratch_db
 
     with tempfile.TemporaryDirectory(prefix="songcorpus-exact-") as tmp:
         db = scratch_db(Path(tmp) / "exact.sqlite")
@@ -137,7 +137,7 @@ def near_duplicate_groups(rows: Iterable[Row], config: PipelineConfig, store: Ar
     passes: the fingerprints (matched by transforms/fingerprint_index.py's on-disk join: the index lives in key
     buckets in a scratch folder, the listing of indexed tracks in a DiskMap), then the rows of the groups found,
     to choose their kept copies. What stays in memory grows with the copies found, not with the corpus."""
-    from songcorpus.pipelines.disk_map import DiskMap
+    from songcorpus.io.disk_map import DiskMap
 
     cfg = config.near_duplicates
     exact = exact_duplicates(rows)

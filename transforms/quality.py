@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-from songcorpus.transforms.audio_io import read_standard_audio
-from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.io.audio import read_standard_audio
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.snr import wada_snr
 
 N_EXCERPTS = 4

@@ -29,8 +29,10 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
+from songcorpus.io.audio import read_standard_audio, to_int16
 from songcorpus.schemas.catalog import SCORE_COLUMNS
 from songcorpus.schemas.config import AugmentConfig
+from songcorpus.schemas.row import Row, canonical_json
 from songcorpus.schemas.sample import (
     F0_RATE_HZ,
     SAMPLE_SPEC_VERSION,
@@ -42,7 +44,6 @@ from songcorpus.schemas.sample import (
     window_key,
 )
 from songcorpus.schemas.track import METADATA_FIELDS, track_id_of
-from songcorpus.transforms.audio_io import read_standard_audio, to_int16
 from songcorpus.transforms.augment import (
     EqParams,
     SongAugmentation,
@@ -54,7 +55,7 @@ from songcorpus.transforms.augment import (
     stretch_frames,
     stretcher_id,
 )
-from songcorpus.transforms.base import Rejection, Resources, Row, Stage, canonical_json
+from songcorpus.transforms.base import Rejection, Resources, Stage
 from songcorpus.transforms.caption import sample_caption
 from songcorpus.transforms.codec import EmbeddedCodec, encode_tokens, load_codebook
 from songcorpus.transforms.models import ModelError

@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from songcorpus.pipelines.storage import is_url, sha256_of
+from songcorpus.io.atomic import sha256_file
+from songcorpus.io.audio import DecodeError, read_standard_audio, to_int16
+from songcorpus.io.storage import is_url, sha256_of
 from songcorpus.schemas.failures import is_machine_error
-from songcorpus.transforms.artefacts import sha256_file
-from songcorpus.transforms.audio_io import DecodeError, read_standard_audio, to_int16
-from songcorpus.transforms.base import Rejection, Resources, Row, Stage
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Rejection, Resources, Stage
 from songcorpus.transforms.ingest import IngestStage
 
 STEM_LENGTH_TOLERANCE_S = 0.5

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import soxr
 
+from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import StructureConfig
-from songcorpus.transforms.audio_io import read_standard_audio
-from songcorpus.transforms.base import Resources, Row, Stage
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Resources, Stage
 
 MIN_BEATS = 8  # fewer beats than this is no meter and no structure to speak of
 SILENT_DB_BELOW_PEAK_GAIN = 10 ** (-50 / 20)  # leading/trailing beats 50 dB below the loud part are dropped

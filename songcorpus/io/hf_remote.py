@@ -15,7 +15,7 @@ consecutive rows of a group cost one read) or that one batch by a ranged read (A
 
 Sources are named ``hf:<dataset folder name>[/<split>]#<row index within the split>``, as for a dataset saved on
 local disk. Row references and stored columns name URLs without credentials (``storage.redact_url``); reads go
-through ``pipelines/storage.py``, which uses the URL as it was given. The split comes from a split folder
+through ``songcorpus/io/storage.py``, which uses the URL as it was given. The split comes from a split folder
 (``train/``) or a Hub file name (``train-00000-of-...``).
 Fails: a folder with no data files, or a data file without an audio column, is a SourceError naming it.
 """
@@ -30,7 +30,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from songcorpus.pipelines import storage
+from songcorpus.io import storage
+from songcorpus.schemas.failures import SourceError
+from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord, clean_meta
 
 ROW_PREFIX = "hfrow:"
 DATA_SUFFIXES = (".parquet", ".arrow")
@@ -121,16 +123,11 @@ def _arrow_rows(url: str) -> Iterator[tuple[str, dict[str, Any], str | None]]:
 
 
 def _no_audio(url: str, schema: pa.Schema) -> Exception:
-    from songcorpus.pipelines.sources import SourceError
-
     return SourceError(f"dataset file {url} has no Audio column (columns: {', '.join(schema.names)})")
 
 
 def scan_dataset(url: str) -> Iterator[Any]:
     """TrackRecords of every row of the dataset at ``url`` (see the module docstring)."""
-    from songcorpus.pipelines.sources import SourceError, _clean_meta, _scrub_values
-    from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord
-
     files = data_files(url)
     if not files:
         raise SourceError(f"dataset {url} holds no .parquet or .arrow files")
@@ -143,13 +140,13 @@ def scan_dataset(url: str) -> Iterator[Any]:
             i = counters.get(split, 0)
             counters[split] = i + 1
             source = f"hf:{name}{'/' + split if split else ''}#{i}"
-            meta = {k: _clean_meta(row.get(k)) for k in METADATA_FIELDS if _clean_meta(row.get(k)) is not None}
+            meta = {k: clean_meta(row.get(k)) for k in METADATA_FIELDS if clean_meta(row.get(k)) is not None}
             if split and "split" not in meta:
                 meta["split"] = SPLIT_NAMES[split]
             extra = {k: v for k, v in row.items() if k not in METADATA_FIELDS and isinstance(v, (str, int, float, bool))}
             if audio_path:
                 extra.setdefault("audio_path", audio_path)
-            extra = _scrub_values(extra)  # a row's own URLs are stored without their credentials too
+            extra = storage.redact_values(extra)  # a row's own URLs are stored without their credentials too
             yield TrackRecord(source=source, path=ref, metadata=meta, extra=extra)
 
 

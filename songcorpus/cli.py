@@ -50,8 +50,8 @@ def print_funnel(out: Path | str) -> None:
         print(f"{status:<9} {stage:<9} {code:<20} {n:>7} {h:>9.4f}")
     import duckdb
 
+    from songcorpus.io.storage import join
     from songcorpus.pipelines.catalog import local_catalog
-    from songcorpus.pipelines.storage import join
 
     with local_catalog(out) as db:
         con = duckdb.connect(str(db), read_only=True)
@@ -106,7 +106,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from songcorpus.pipelines.storage import PUBLISHED, is_url, read_published
+    from songcorpus.io.storage import PUBLISHED, is_url, read_published
 
     out = args.dir if is_url(args.dir) else Path(args.dir)
     if is_url(out) and read_published(out) is None:
@@ -571,8 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"songcorpus: {describe(exc)}", file=sys.stderr)
         return JOB_FAULT_EXIT
     except Exception as exc:  # noqa: BLE001 - top level: one clear line, not a traceback wall
-        from songcorpus.pipelines.sources import SourceError
-        from songcorpus.pipelines.storage import StorageError
+        from songcorpus.io.storage import StorageError
+        from songcorpus.schemas.failures import SourceError
         from songcorpus.transforms.models import ModelError
 
         if isinstance(exc, SourceError | ModelError | StorageError):  # a bad input location: its one line

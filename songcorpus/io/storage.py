@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote_plus
 
-from songcorpus.pipelines.fault_points import fault_point
+from songcorpus.io.atomic import atomic_write_bytes, commit_file, sha256_file
+from songcorpus.io.fault_points import fault_point
 
 # The marker a corpus is published by: written last, it lists every object of the corpus with its size and
 # sha256; readers trust what it lists and nothing else (a run in progress or crashed has none).
@@ -189,6 +190,11 @@ def redact_url(name: str | Path) -> str:
     parameters), so it still names the object and is the same however the URL was signed. Local paths, and URLs
     without credentials, come back unchanged; ``hfrow:`` references are scrubbed inside."""
     return _redact(str(name), [])
+
+
+def redact_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Text values that hold a URL, without its credentials (a manifest's or a dataset's extra columns)."""
+    return {k: redact_url(v) if isinstance(v, str) and "://" in v else v for k, v in values.items()}
 
 
 def scrub_text(text: str) -> str:
@@ -456,8 +462,6 @@ def sha256_of(url: str | Path) -> tuple[str, int]:
 def write_bytes(url: str | Path, data: bytes) -> None:
     """Atomic per object: locally tmp + fsync + rename; on an object store one PUT."""
     if not is_url(url):
-        from songcorpus.transforms.artefacts import atomic_write_bytes
-
         atomic_write_bytes(Path(_local(url)), data)
         return
     fs, path = filesystem(url)
@@ -468,8 +472,6 @@ def write_bytes(url: str | Path, data: bytes) -> None:
 def upload(local: Path, url: str | Path) -> None:
     """Copy a finished local file to ``url`` (a PUT, multipart for large files: visible only once complete)."""
     if not is_url(url):
-        from songcorpus.transforms.artefacts import commit_file
-
         dest = Path(_local(url))
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
@@ -550,8 +552,6 @@ def _marker_bytes(objects: dict[str, dict[str, Any]]) -> bytes:
 
 
 def _file_digest(path: Path) -> tuple[str, int]:
-    from songcorpus.transforms.artefacts import sha256_file
-
     return sha256_file(path)
 
 

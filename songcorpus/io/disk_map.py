@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from songcorpus.transforms.base import canonical_json
+from songcorpus.schemas.row import canonical_json
 
 V = TypeVar("V")
 
