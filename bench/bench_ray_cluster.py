@@ -2,7 +2,7 @@
 1 node x 1 CPU (1 worker), then on 2 nodes x 1 CPU (2 workers), each with a cold cache; wall time, audio
 seconds per wall second, the ratio, and whether both wrote the same bytes.
 
-Both clusters are pipelines/ray_cluster.py (``ray start`` per node on 127.0.0.1, own temp dirs), so the only
+Both clusters are songcorpus/testing/ray_cluster.py (``ray start`` per node on 127.0.0.1, own temp dirs), so the only
 difference is the number of nodes. The machine's load average is recorded before and after each run, since
 its cores are shared with other work.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import soundfile as sf
 
 from songcorpus.cli import demo_manifest
-from songcorpus.pipelines.ray_cluster import LocalCluster
+from songcorpus.testing.ray_cluster import LocalCluster
 
 DEMO = Path(demo_manifest()).parent
 SONGS = "song_00,song_01,song_03,song_05,song_07"

@@ -221,9 +221,9 @@ def bad_inputs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_two_nodes():
-    """The address of a two-node Ray cluster on 127.0.0.1 (one CPU each, pipelines/ray_cluster.py), stopped at
+    """The address of a two-node Ray cluster on 127.0.0.1 (one CPU each, songcorpus/testing/ray_cluster.py), stopped at
     the end of the session (only its own processes)."""
-    from songcorpus.pipelines.ray_cluster import LocalCluster
+    from songcorpus.testing.ray_cluster import LocalCluster
 
     with LocalCluster([1, 1]) as cluster:
         yield cluster.address

@@ -102,12 +102,8 @@ def test_workers_upload_shards_to_an_object_store(s3, tmp_path):
 
 def _ray_two_nodes(request: pytest.FixtureRequest) -> dict:
     """Ray on a two-node cluster (conftest's ``ray_two_nodes``: two ``ray start`` nodes on 127.0.0.1, own temp
-    dirs); skipped in a checkout without that fixture."""
-    try:
-        address = request.getfixturevalue("ray_two_nodes")
-    except pytest.FixtureLookupError:
-        pytest.skip("no ray_two_nodes fixture (pipelines/ray_cluster.py) in this checkout")
-    return {"name": "ray", "workers": 2, "ray_address": address}
+    dirs)."""
+    return {"name": "ray", "workers": 2, "ray_address": request.getfixturevalue("ray_two_nodes")}
 
 
 # Each engine's ``engine`` config section, given the test's ``request`` (so it can start the fixture it needs).

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from songcorpus.pipelines.lock_check import LOCK_FILE, REPO_ROOT, drift_message, installed_packages, lock_drift
+from songcorpus.testing.lock_check import LOCK_FILE, REPO_ROOT, drift_message, installed_packages, lock_drift
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 

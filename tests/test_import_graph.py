@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = {"songcorpus.schemas": "schemas", "songcorpus.transforms": "transforms",
                 "songcorpus.pipelines": "pipelines", "songcorpus.train": "train", "songcorpus": "songcorpus"}
 FLOORS = {"songcorpus": 0, "songcorpus.schemas": 0, "songcorpus.io": 1, "songcorpus.transforms": 2,
-          "songcorpus.pipelines": 3, "songcorpus.train": 3, "songcorpus.cli": 4}
+          "songcorpus.pipelines": 3, "songcorpus.train": 3, "songcorpus.cli": 4,
+          "songcorpus.testing": 4}
 
 # (importer, imported) upward edges that later steps of the layout work remove
 KNOWN_UPWARD: set[tuple[str, str]] = set()
@@ -135,3 +136,8 @@ def test_the_graph_reader_sees_what_it_must():
     assert ("songcorpus.transforms.base", "songcorpus.schemas.row") in edges
     assert floor("songcorpus.cli") > floor("songcorpus.pipelines.curate") > floor("songcorpus.io.storage")
     assert cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c"]]
+
+
+def test_the_job_and_the_trainer_never_import_test_infrastructure():
+    users = {a for a, b in import_edges(modules()) if b.startswith("songcorpus.testing")}
+    assert {u for u in users if not u.startswith("songcorpus.testing")} == set()

@@ -1,5 +1,5 @@
 """Ray past one machine: a local run never joins a cluster the machine knows of, and a real two-node cluster
-(pipelines/ray_cluster.py: two ``ray start`` nodes on 127.0.0.1, each with its own temp dir) curates and trains.
+(songcorpus/testing/ray_cluster.py: two ``ray start`` nodes on 127.0.0.1, each with its own temp dir) curates and trains.
 
 On the cluster every input, cache entry and output is an s3:// object on a local moto server (tests/s3_server.py),
 so the nodes share no folder: what one node computes reaches the other and the driver through the store.
@@ -122,7 +122,7 @@ def cluster_runs(tmp_path_factory, s3_endpoint):
     from s3_server import make_bucket, s3_env
 
     from songcorpus.io import storage
-    from songcorpus.pipelines.ray_cluster import LocalCluster
+    from songcorpus.testing.ray_cluster import LocalCluster
 
     tmp = tmp_path_factory.mktemp("ray_cluster")
     s3 = s3_env(s3_endpoint)

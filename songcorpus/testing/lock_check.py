@@ -141,7 +141,7 @@ def drift_message(drift: Drift) -> str:
 
 
 def pytest_load_initial_conftests(early_config, parser, args) -> None:  # noqa: ARG001 (pytest's hook signature)
-    """As a pytest plugin (``-p songcorpus.pipelines.lock_check`` in pyproject's addopts) this runs before any
+    """As a pytest plugin (``-p songcorpus.testing.lock_check`` in pyproject's addopts) this runs before any
     conftest or test module imports torch or Ray: wrong or missing locked packages stop the suite, named."""
     import pytest
 
