@@ -23,6 +23,26 @@ DEMO_DIR = Path(demo_manifest()).parent
 MUSIC_CLIP = DEMO_DIR / "song_00" / "mix.flac"  # a song: its windows need vocal activity
 
 
+# The fast tier (`python -m pytest -m fast`, the edit loop): modules that test one component on small data they make
+# (no curated demo corpus, no curate or training run, no engine start); a test of theirs that asks for a curated demo
+# fixture is left out. The whole default suite is what CI runs.
+FAST_MODULES = {
+    "test_accelerator", "test_augment", "test_caption", "test_config", "test_content_alignment", "test_environment",
+    "test_import_graph", "test_jit_cache", "test_key", "test_lint", "test_models", "test_optim", "test_shard_families",
+    "test_sources", "test_splits", "test_state_rows", "test_storage", "test_windows", "test_stems", "test_stages",
+    "test_bounded_driver", "test_eval_metrics", "test_near_duplicates",
+}
+CURATED_FIXTURES = {"demo_ray", "demo_beam", "demo_elsewhere", "ray_two_nodes"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if (module in FAST_MODULES and not item.get_closest_marker("slow")
+                and not CURATED_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.fast)
+
+
 def curate_with(engine: str, inputs: list[str], out: Path, workers: int = 2, **overrides) -> Path:
     config = load_config(overrides={"engine": {"name": engine, "workers": workers}, **overrides})
     curate(inputs, out, config, progress=False)
