@@ -21,7 +21,7 @@ from pathlib import Path
 
 from packaging.markers import Marker, default_environment
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # songcorpus/testing/ -> the repository
 LOCK_FILE = REPO_ROOT / "uv.lock"
 PROJECT = "songcorpus"
 DEFAULT_EXTRAS = ("dev", "full", "train")  # what setup.sh installs
