@@ -1,5 +1,5 @@
 """The shards open in every reader trainers use: Hugging Face datasets (streaming and not), webdataset and
-wids, each through the README's own loading block, every member of every sample decoded and checked
+wids, each through the loading block docs/outputs.md shows, every member of every sample decoded and checked
 against the catalog (each block zips a shard family's field-group files); and the sample JSON's declared
 Arrow schema holds where HF's type guessing
 would not."""
@@ -35,27 +35,28 @@ from songcorpus.schemas.track import METADATA_FIELDS
 from songcorpus.transforms.augment import Biquad, EqParams, SongAugmentation
 from songcorpus.transforms.samples import augmentation_record, caption_method, clip_sections, clip_segments
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-README_HEAD = 'OUT, split = "songcorpus-demo", "train"'
+READERS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
+BLOCK_HEAD = 'OUT, split = "songcorpus-demo", "train"'
 
 
-def readme_block(name: str) -> str:
-    """The python block under ``<!-- reader: NAME -->`` in README.md."""
-    found = re.findall(rf"<!-- reader: {name} -->\n```python\n(.*?)\n```", README.read_text(encoding="utf-8"), re.S)
-    assert len(found) == 1, f"README.md has {len(found)} '<!-- reader: {name} -->' blocks"
+def reader_block(name: str) -> str:
+    """The python block under ``<!-- reader: NAME -->`` in docs/outputs.md."""
+    found = re.findall(rf"<!-- reader: {name} -->\n```python\n(.*?)\n```", READERS_PAGE.read_text(encoding="utf-8"),
+                       re.S)
+    assert len(found) == 1, f"docs/outputs.md has {len(found)} '<!-- reader: {name} -->' blocks"
     return found[0]
 
 
 def run_block(name: str, out: Path, split: str, **replace: str) -> dict[str, Any]:
-    """Run the README block on corpus ``out`` / ``split`` (its first line names the demo folder and split)."""
-    code = readme_block(name)
-    assert code.count(README_HEAD) == 1, f"the {name} block must start from {README_HEAD!r}"
-    code = code.replace(README_HEAD, f"OUT, split = {str(out)!r}, {split!r}")
+    """Run the docs/outputs.md block on corpus ``out`` / ``split`` (its first line names the demo folder and split)."""
+    code = reader_block(name)
+    assert code.count(BLOCK_HEAD) == 1, f"the {name} block must start from {BLOCK_HEAD!r}"
+    code = code.replace(BLOCK_HEAD, f"OUT, split = {str(out)!r}, {split!r}")
     for old, new in replace.items():
         assert code.count(old) == 1, (name, old)
         code = code.replace(old, new)
     namespace: dict[str, Any] = {}
-    exec(compile(code, f"README.md:{name}", "exec"), namespace)  # noqa: S102 - our own README's code
+    exec(compile(code, f"docs/outputs.md:{name}", "exec"), namespace)  # noqa: S102 - our own docs' code
     return namespace
 
 
