@@ -1,5 +1,5 @@
 """Catalog memory: peak RSS of ``pipelines.catalog.write_catalog`` with N streamed ``tracks`` rows, for several N in one
-run (issue 12.2: what the catalog sink adds to the driver at Suno70k's 659K songs, without curating them).
+run (what the catalog sink adds to the driver at Suno70k's 659K songs, without curating them).
 
     .venv/bin/python bench/bench_catalog_memory.py [--sizes 2000,20000,200000,660000]
 

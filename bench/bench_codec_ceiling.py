@@ -1,5 +1,5 @@
 """What the embedded codec keeps of pitch, harmony and rhythm, per codec setting: the ceiling any model trained
-on its latents can reach on the evaluator's melody, chroma and onset metrics (issue 11's `codec_ceiling` row).
+on its latents can reach on the evaluator's melody, chroma and onset metrics (the evaluation's `codec_ceiling` row).
 
 Reads: song folders holding ``vocals.flac`` and ``accompaniment.flac`` (``songcorpus synth`` writes them; any
 folder of stems works). Each stem's excerpt is encoded to latents and decoded back (Griffin-Lim), then scored

@@ -1,5 +1,5 @@
 """Driver memory: the curate driver's own peak RSS and throughput on N short synthetic inputs, for several N in
-one run (issue 12.2: the driver should not grow with the corpus).
+one run (the driver should not grow with the corpus).
 
     .venv/bin/python bench/bench_driver_memory.py [--sizes 2000,20000] [--engine ray] [--workers 2]
 

@@ -2,7 +2,7 @@
 index held) against on disk (``find_matches_on_disk``, the curate driver's path: key buckets on scratch disk, one
 in memory at a time), on the same synthetic corpus, in one run, each in a fresh process.
 
-Why: issue 12.2 (a driver that does not grow with the corpus). The corpus: N random fingerprints of ``--items``
+Why: a curate driver must not grow with the corpus. The corpus: N random fingerprints of ``--items``
 sub-fingerprints on average (240 = 30 s) with 1 % planted copies (bench/bench_near_duplicates.py's
 ``synthetic``), written one ``.npy`` per track, as the artefact store holds them; each process loads them itself
 (the in-memory join all at once, the on-disk one as it goes). Reports per N and join: peak RSS of the process

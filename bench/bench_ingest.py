@@ -542,7 +542,7 @@ def counts_str(counts: dict[str, int]) -> str:
 
 
 def verdicts(audio_s: float, loop: LoopResult, runs: list[E2EResult]) -> dict[str, Any]:
-    # decode, standardise, hash, quality: the issue-2 ingest path (its shard write then packed one FLAC per
+    # decode, standardise, hash, quality: the original ingest path (its shard write then packed one FLAC per
     # track; it now packs windows of three stems and arrays and fits the codebook, reported on its own row)
     excl_cpu = loop.stages["ingest"].cpu_s + loop.stages["quality"].cpu_s
     per_core = rt(audio_s, excl_cpu)

@@ -1,6 +1,6 @@
 """Benchmark of near-duplicate detection: accuracy on the demo songs' copies, and the index's cost at scale.
 
-Why: issue 9 (item 3). Re-encodings of one song must group with it (recall), different songs must never
+Why: re-encodings of one song must group with it (recall), different songs must never
 group (precision), and the corpus-wide matcher must stay near-linear so a 100k-track corpus is feasible.
 
 What it does:

@@ -1,6 +1,6 @@
 """The cost of the object store: the same curation from and to a local S3 server, against local disk, in one run.
 
-Why: issue 12 moves inputs, the artefact cache and the outputs onto object stores (songcorpus/io/storage.py). What does
+Why: inputs, the artefact cache and the outputs can all live on object stores (songcorpus/io/storage.py). What does
 that cost against local disk, cold (nothing cached) and on a re-run (every stage result cached: a resume), and
 what does the loader pay to read its batches from S3 shards by ranged GETs?
 

@@ -1,5 +1,5 @@
 """A capacity plan from measured per-stage costs: core-hours, storage and shard counts to curate Suno70k's source
-(659K songs) and LaDA-Band's 100k hours, with the lite and the full profile (issue 12).
+(659K songs) and LaDA-Band's 100k hours, with the lite and the full profile.
 
 What it measures, here and now, on one thread: every lite analysis stage's ``process_one`` over mix-only copies of
 the demo (no stems given, as in a scraped corpus: the separator runs on every song), then ``build_corpus`` with

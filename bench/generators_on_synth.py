@@ -1,5 +1,5 @@
 """Train each generator on a curated synthetic corpus within a time budget, then evaluate it on the held-out
-songs next to its floor, its untrained model and the codec ceiling (issue 11's "a corpus a CPU can learn from").
+songs next to its floor, its untrained model and the codec ceiling (can a CPU learn from a curated corpus?).
 
 Reads: a corpus curated from `songcorpus synth` (`songcorpus curate SYNTH/manifest.jsonl --out CORPUS`).
 Writes: OUT/<system>/ (the training run), OUT/<system>.eval/ (metrics.parquet, metrics.duckdb), OUT/calib/

@@ -1,7 +1,7 @@
 """The stored scores (``OUT/state/rows.jsonl``) as a file the driver streams, never a list it holds.
 
 Why: a corpus of 659K songs has 659K analysed rows of a few KB each; a driver that keeps them all grows with the
-corpus (issue 12.2, design.md: "the driver plans and merges small metadata"). So:
+corpus, where the driver should plan and merge small metadata only. So:
 
 - :class:`StateRowsWriter` takes analysed rows in whatever order the engine returns them, appends each to a
   temporary file as it arrives and indexes (source, offset, length) in a scratch SQLite file

@@ -1,4 +1,4 @@
-"""A driver that does not grow (issue 12.2): per-track state on disk (songcorpus/io/disk_map.py, state_rows.SpooledRows
+"""A driver that does not grow with the corpus: per-track state on disk (songcorpus/io/disk_map.py, state_rows.SpooledRows
 and SortedSpool, job_folder.JobFolder) and the corpus-level steps that now stream over it (exact copies, split
 groups, the codebook's frame draw), each checked against the in-memory computation it replaces, on random data."""
 

@@ -1,6 +1,6 @@
 """The evaluator's metric functions (train/eval/) against known answers.
 
-Every metric: identical inputs score perfectly; plus the issue's known answers (a one-semitone f0 shift
+Every metric: identical inputs score perfectly; plus known answers (a one-semitone f0 shift
 gives RPA 0 and an octave RCA 1, onsets moved 30 / 70 ms fall inside / outside the 50 ms window, FAD of
 two known Gaussians matches the closed form and of one Gaussian tends to 0, a transposed chroma loses
 similarity by the share of pitch classes it keeps, the reference transcript's PER is 0), and the

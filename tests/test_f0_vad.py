@@ -3,7 +3,7 @@
 Two references, both on the vocals.flac time base (frame i at i / 100 s):
 - ``f0_vocal_synth_100hz.csv``: the f0 Festival itself synthesised (its pitchmarks, voiced where the
   render is audible and periodic; ``bench/festival_f0_reference.py``, whose re-render of each song
-  matches vocals.flac to a correlation of 0.99999998). This is the sung pitch, the truth the issue's
+  matches vocals.flac to a correlation of 0.99999998). This is the sung pitch, the truth the target
   raw pitch accuracy >= 0.85 is measured against; the shipped method measures 0.971 / 0.952 / 0.992.
 - ``f0_vocal_100hz.csv``: derived from the score. Festival glides between notes, moves syllables onto
   neighbouring notes and drops diphones, so the score itself matches the sung f0 on only 88-90% of its

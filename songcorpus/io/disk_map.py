@@ -2,7 +2,7 @@
 
 Why: the corpus step decides every track (outcome, copies, split) and later reads those decisions while it writes
 the catalog. Held in Python dicts, that state grows with the corpus (a few hundred bytes per track: about 0.5 GB
-at Suno70k's 659K source songs, issue 12.2). Here it lives in a SQLite file whose page cache is capped
+at Suno70k's 659K source songs). Here it lives in a SQLite file whose page cache is capped
 (:data:`CACHE_MB`), so the driver's memory stays flat however many tracks there are; SQLite's B-tree keeps lookups
 at microseconds.
 

@@ -38,7 +38,7 @@ Stage B (follows the code and the paper): melody features [(ln f0 - ln 50)/(ln 9
 voiced] -> Conv1d(2 -> 256, k5) + ReLU -> Conv1d(256 -> 256, k5) + ReLU -> linear interpolation to the latent
 length -> m; per block, on the adaLN-modulated normed state x before the FFN (the code applies IACR there,
 not to raw h): c = tanh(L_x(x)) * tanh(L_m(m)), [gamma, beta] = Linear(256 -> 2D, zero, no bias)(SiLU(c)),
-x <- x (1 + gamma) + beta. ``injection`` selects the ablations of issue 11: "eilm" = the same FiLM from m
+x <- x (1 + gamma) + beta. ``injection`` selects the injection ablations: "eilm" = the same FiLM from m
 alone (no IACR), "add" = x + Linear(256 -> D, zero)(SiLU(m)). A nulled melody makes the injection the
 identity for that sample.
 
