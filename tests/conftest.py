@@ -156,6 +156,15 @@ def music(seconds: float | None = None) -> tuple[np.ndarray, int]:
     return x, rate
 
 
+def song_folder(folder: Path, name: str = "clip.flac", seconds: float = 12.0) -> Path:
+    """``folder`` holding one short song (the first ``seconds`` of the demo's song_00 mix): the smallest input that
+    is accepted and cut into 4 s windows, for the tests that curate it again and again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x, rate = music(seconds)
+    sf.write(folder / name, x, rate, subtype="PCM_16")
+    return folder
+
+
 # expected (status, reason_code) for each bad or odd input; None code = accepted
 BAD_INPUTS: dict[str, tuple[str, str | None]] = {
     "empty.wav": ("failed", "empty"),

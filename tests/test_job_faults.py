@@ -17,25 +17,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 
 from songcorpus.cli import main as cli_main
 from songcorpus.pipelines.output_claim import LOCK, MARKER, OutputClaimError, claim_output
 from songcorpus.schemas.failures import JOB_FAULT_EXIT, RESUME_HINT, JobFault
 
-from conftest import curate_with, music, output_files
+from conftest import curate_with, output_files, song_folder
 
 WINDOWS = {"windows": {"length_s": 4.0}}
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
-    """One 12 s song: the smallest input that is accepted and cut into windows."""
-    folder = tmp_path_factory.mktemp("clip") / "in"
-    folder.mkdir()
-    x, rate = music(12.0)
-    sf.write(folder / "clip.flac", x, rate, subtype="PCM_16")
-    return folder
+    return song_folder(tmp_path_factory.mktemp("clip") / "in")
 
 
 @pytest.fixture(scope="module")

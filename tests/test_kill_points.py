@@ -19,7 +19,7 @@ import soundfile as sf
 
 from songcorpus.io.fault_points import ENV, POINTS
 
-from conftest import DEMO_DIR, curate_with, music, output_files
+from conftest import DEMO_DIR, curate_with, output_files, song_folder
 
 # one sample per shard, so shard writing has several parts to be killed between
 CONFIG = "windows: {length_s: 4.0}\nshards: {max_samples: 1}\n"
@@ -28,10 +28,7 @@ CONFIG = "windows: {length_s: 4.0}\nshards: {max_samples: 1}\n"
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """A 12 s song and a speech clip: two analysis rows, one accepted song with a few windows."""
-    folder = tmp_path_factory.mktemp("kill") / "in"
-    folder.mkdir()
-    x, rate = music(12.0)
-    sf.write(folder / "song.flac", x, rate, subtype="PCM_16")
+    folder = song_folder(tmp_path_factory.mktemp("kill") / "in", "song.flac")
     speech, rate = sf.read(DEMO_DIR / "speech_00" / "mix.flac", dtype="float32")
     sf.write(folder / "speech.flac", speech[: 8 * rate], rate, subtype="PCM_16")
     return folder

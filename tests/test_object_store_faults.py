@@ -11,24 +11,19 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-import soundfile as sf
 
 from songcorpus.io import storage
 from songcorpus.pipelines.output_claim import LEASE, OutputClaimError, claim_output
 from songcorpus.schemas.failures import JobFault
 
-from conftest import curate_with, music
+from conftest import curate_with, song_folder
 
 BEAM = {"windows": {"length_s": 4.0}}
 
 
 @pytest.fixture
 def clip_dir(tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    x, rate = music(12.0)
-    sf.write(folder / "clip.flac", x, rate, subtype="PCM_16")
-    return folder
+    return song_folder(tmp_path / "in")
 
 
 @pytest.fixture
