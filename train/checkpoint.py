@@ -17,6 +17,7 @@ checkpoint raises :class:`CheckpointError` naming the file and what to do.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -27,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from songcorpus.io.atomic import atomic_write_bytes
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -188,12 +191,9 @@ def load_checkpoint(path: Path, model_name: str, rank: int) -> tuple[dict[str, A
 
 def save_latent_stats(path: Path, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """``{key: (mean, std)}`` as ``<key>.mean`` / ``<key>.std`` arrays, written whole or not at all."""
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **{f"{k}.{part}": v for k, (m, s) in stats.items() for part, v in (("mean", m), ("std", s))})
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, **{f"{k}.{part}": v for k, (m, s) in stats.items() for part, v in (("mean", m), ("std", s))})
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_latent_stats(path: Path, keys: Sequence[str], channels: int | None = None,

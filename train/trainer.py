@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import yaml
 
+from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.io.atomic import sha256_file as artefact_sha256
 from songcorpus.schemas.training import TrainConfig, dump_train_config, load_train_config, saved_train_config
 from songcorpus.train.checkpoint import (
@@ -208,9 +209,7 @@ def all_reduce_mean(params: list[torch.nn.Parameter], world: int) -> None:
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` whole: a kill while writing leaves the old file, never a truncated one (a resume reads
     provenance.json, and log.jsonl holds the run's history)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def log_lines_before(path: Path, step: int) -> list[str]:
@@ -246,9 +245,7 @@ def prepare_run(run: Path, config: TrainConfig, dist: Dist) -> None:
                              f"the same config (only --steps may change) or choose a new --out")
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(dump_train_config(config))
-        os.replace(tmp, path)
+        write_atomic(path, dump_train_config(config))
     dist.barrier()
 
 

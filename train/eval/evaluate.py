@@ -20,13 +20,13 @@ Fails: :class:`~songcorpus.train.eval.heldout.EvalError` (the CLI exits 2) namin
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.train.eval.heldout import SYSTEMS, EvalError, HeldOutWindow, SystemOutput
 from songcorpus.train.eval.scoring import GROUPS, LOWER_IS_BETTER, Row, Scorer, SetAccumulator, choose_groups
 from songcorpus.train.eval.singer import SPEAKER_DEFAULT
@@ -73,9 +73,7 @@ def _finish(out: Path, rows: list[Row], identity: dict[str, Any], set_intervals:
     failed = sum(1 for r in rows if r.value is None)
     info = {**identity, **info, "rows": len(rows), "failed_rows": failed,
             "outputs": {k: str(v) for k, v in paths.items()}}
-    tmp = out / ".eval.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / "eval.json")
+    atomic_write_bytes(out / "eval.json", (json.dumps(info, indent=1, sort_keys=True) + "\n").encode())
     text = format_summary(paths["duckdb"], LOWER_IS_BETTER)
     if not quiet:
         print(text)

@@ -17,13 +17,14 @@ Bootstrap draws are seeded from (seed, system, metric), so the same rows give th
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from songcorpus.io.atomic import commit_file
 
 SYSTEM_ORDER = ("model", "untrained", "floor", "codec_ceiling", "ground_truth")
 
@@ -147,8 +148,8 @@ def write_report(out: Path, table: Any, intervals: Any, paired: Any | None = Non
         con.execute(SUMMARY_VIEW)
     finally:
         con.close()
-    os.replace(tmp_parquet, parquet)
-    os.replace(tmp_db, db)
+    commit_file(tmp_parquet, parquet)
+    commit_file(tmp_db, db)
     return {"parquet": parquet, "duckdb": db}
 
 
