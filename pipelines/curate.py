@@ -54,6 +54,7 @@ from songcorpus.schemas.failures import (
     STAGE_FAULT_MARKER,
     JobFault,
     describe,
+    exception_chain,
     find_stage_fault,
 )
 from songcorpus.schemas.row import Row
@@ -197,11 +198,7 @@ def job_fault_message(exc: BaseException) -> str:
         what = fault.removeprefix(STAGE_FAULT_MARKER + ": ")
         return (f"the job stopped: {what}. This is a fault of the machine or of songcorpus, not of the input "
                 f"(a bad input gets its row and the job goes on); {RESUME_HINT}")
-    chain: list[BaseException] = []
-    node: BaseException | None = exc
-    while node is not None and node not in chain:
-        chain.append(node)
-        node = node.__cause__ or node.__context__
+    chain = exception_chain(exc)
     for node in chain:  # the store's own one line names the endpoint and the object
         if isinstance(node, storage.StorageError):
             return f"the job stopped: {str(node).split(' [while running')[0]}; {RESUME_HINT}"

@@ -84,19 +84,24 @@ def is_machine_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
 
 
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from (or while handling), outermost first, each once."""
+    chain: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and all(node is not seen for seen in chain):
+        chain.append(node)
+        node = node.__cause__ or node.__context__
+    return chain
+
+
 def find_stage_fault(exc: BaseException) -> str | None:
     """The message of a :class:`StageFault` an engine raised ``exc`` for: found in the exception chain, else by its
     marker in the text of any exception in the chain (engines that keep only a worker's traceback text)."""
-    seen: set[int] = set()
-    node: BaseException | None = exc
-    texts: list[str] = []
-    while node is not None and id(node) not in seen:
-        seen.add(id(node))
+    chain = exception_chain(exc)
+    for node in chain:
         if isinstance(node, StageFault):
             return node.message
-        texts.append(str(node))
-        node = node.__cause__ or node.__context__
-    for text in texts:
+    for text in (str(node) for node in chain):
         at = text.find(STAGE_FAULT_MARKER)
         if at >= 0:
             line = text[at:].splitlines()[0]
@@ -105,4 +110,4 @@ def find_stage_fault(exc: BaseException) -> str | None:
 
 
 __all__ = ["InputError", "JOB_FAULT_EXIT", "JobFault", "RESUME_HINT", "STAGE_FAULT_MARKER", "SourceError", "StageFault",
-           "describe", "find_stage_fault", "is_machine_error"]
+           "describe", "exception_chain", "find_stage_fault", "is_machine_error"]

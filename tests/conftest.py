@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -147,6 +148,17 @@ def ingested_excerpt(store, folder: Path, clip: str, start_s: float, end_s: floa
     row = {"track": {"path": str(path)}, "results": {}, "outcome": None}
     row["results"]["ingest"] = IngestStage(load_config(), store).process_one(row)
     return row
+
+
+class LogLines(logging.Handler):
+    """Every log record, formatted: what a test greps a run's log for."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
 
 
 def music(seconds: float | None = None) -> tuple[np.ndarray, int]:

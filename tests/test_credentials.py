@@ -25,7 +25,7 @@ import pytest
 
 from songcorpus.io import storage
 
-from conftest import DEMO_DIR, curate_with, tracks
+from conftest import DEMO_DIR, LogLines, curate_with, tracks
 
 USER, PASSWORD = "reader", "pA55w0rd-never-stored-4e1f"
 SIGNATURE = "5e1f0c0ffee5e1f0c0ffee5e1f0c0ffee5e1f0c0ffee5e1f0c0ffee5e1f0c0ff"
@@ -165,15 +165,6 @@ def test_store_errors_name_the_scrubbed_url(server):
     _no_secret(str(err.value), "an error on a URL with user:password@")
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
 def test_curate_reads_credentialed_urls_and_writes_no_credential(tmp_path, server, capfd):
     authed = server.replace("://", f"://{USER}:{PASSWORD}@")
     rows = [{"path": f"{authed}/a/song_03.flac", "title": "basic"},
@@ -182,7 +173,7 @@ def test_curate_reads_credentialed_urls_and_writes_no_credential(tmp_path, serve
             {"path": presigned(server, "a/speech_00.flac", signature="f" * 64), "title": "refused"}]
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    handler = _Lines()
+    handler = LogLines()
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)

@@ -28,7 +28,7 @@ from songcorpus.pipelines.curate import curate, load_state
 from songcorpus.schemas.config import ConfigError, load_config
 from songcorpus.schemas.failures import JobFault
 
-from conftest import DEMO_DIR
+from conftest import DEMO_DIR, LogLines
 
 # state/rows.jsonl records where each input was read from (here a folder, there a URL); DuckDB's file is not
 # byte-stable between runs (its tables are: the Parquet parts they are loaded from are compared)
@@ -58,15 +58,6 @@ class SimulatedCrash(Exception):
     """Stands for the process dying while it uploads a shard."""
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory, s3_endpoint):
     """(local corpus folder, s3 corpus URL, captured log lines of the S3 runs, what the crashed run left)."""
@@ -81,7 +72,7 @@ def corpora(tmp_path_factory, s3_endpoint):
         bucket = make_bucket("corpora")
         manifest = _write_inputs(f"{bucket}/inputs")
         out = f"{bucket}/corpus"
-        handler = _Records()
+        handler = LogLines()
         root = logging.getLogger()
         old_level = root.level
         root.addHandler(handler)
