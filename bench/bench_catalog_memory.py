@@ -1,4 +1,4 @@
-"""Catalog memory: peak RSS of ``pipelines.catalog.write_catalog`` with N streamed ``tracks`` rows, for several N in one
+"""Catalog memory: peak RSS of ``pipelines.sinks.catalog.write_catalog`` with N streamed ``tracks`` rows, for several N in one
 run (what the catalog sink adds to the driver at Suno70k's 659K songs, without curating them).
 
     .venv/bin/python bench/bench_catalog_memory.py [--sizes 2000,20000,200000,660000]
@@ -19,7 +19,7 @@ import sys
 CHILD = r"""
 import json, sys, tempfile, time
 from pathlib import Path
-from songcorpus.pipelines.catalog import TABLES, write_catalog
+from songcorpus.pipelines.sinks.catalog import TABLES, write_catalog
 from songcorpus.schemas.catalog import TRACKS_SCHEMA
 import duckdb, pyarrow  # noqa: F401 (imported before the baseline is read)
 

@@ -23,7 +23,7 @@ from songcorpus.schemas.config import CodecConfig
 from songcorpus.train.eval.harmony import chroma_cosine_similarity
 from songcorpus.train.eval.melody import f0_of_vocals, melody_accuracy
 from songcorpus.train.eval.rhythm import onset_f1_audio
-from songcorpus.transforms.codec import EmbeddedCodec
+from songcorpus.transforms.models.embedded_codec import EmbeddedCodec
 
 SETTINGS = [  # (label, CodecConfig overrides); the first is the default of codec versions before 2026-12-02
     ("64 mels, 0-20 kHz (old default)", {"n_mels": 64, "fmax_hz": 20000.0}),

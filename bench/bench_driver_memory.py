@@ -39,8 +39,8 @@ def make_inputs(folder: Path, n: int) -> Path:
 
 
 # With --phases: the driver's resident and peak memory (VmRSS / VmHWM, MB) before and after these steps.
-PHASES = (("songcorpus.pipelines.curate", "analyse_into_state"), ("songcorpus.pipelines.corpus", "decide"),
-          ("songcorpus.pipelines.corpus", "write_catalog_tables"))
+PHASES = (("songcorpus.pipelines.curate", "analyse_into_state"), ("songcorpus.pipelines.corpus.decide", "decide"),
+          ("songcorpus.pipelines.corpus.catalog_rows", "write_catalog_tables"))
 PHASE_PROBE = """
 import importlib
 def _mem():

@@ -28,7 +28,7 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 import numpy as np
-from songcorpus.transforms.fingerprint_index import IndexStats, find_matches, find_matches_on_disk
+from songcorpus.transforms.corpus.fingerprint_index import IndexStats, find_matches, find_matches_on_disk
 folder, n, mode, bucket_terms = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 items = json.loads((folder / "items.json").read_text())
 load = lambda i: np.load(folder / f"{i:07d}.npy")

@@ -7,7 +7,7 @@ weights: ``EncodecConfig()`` (the defaults are facebook/encodec_24khz's config),
 ``sampling_rate=44100`` (its other defaults are descript/dac_44khz's), and ``AutoencoderOobleck()``
 (the defaults are Stable Audio Open 1.0's vae/config.json; checked below). Each model is saved in its
 published layout to a temporary folder and loaded through the codec classes of
-transforms/neural_codecs.py, so the timed path is the pipeline's (soxr resampling included).
+transforms/models/neural_codecs.py, so the timed path is the pipeline's (soxr resampling included).
 
 What is timed: ``encode`` of ``--seconds`` (default 10, 10-20 advised) of the demo song at 44.1 kHz
 and ``decode`` of the result, after one untimed 1 s warm-up of each; wall time (``time.perf_counter``),
@@ -39,7 +39,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from songcorpus.cli import demo_manifest  # noqa: E402
-from songcorpus.transforms.neural_codecs import DacCodec, EncodecCodec, NeuralCodec, OobleckVae  # noqa: E402
+from songcorpus.transforms.models.neural_codecs import DacCodec, EncodecCodec, NeuralCodec, OobleckVae  # noqa: E402
 
 # Stable Audio Open 1.0 vae/config.json (without the _class_name / _diffusers_version keys)
 SAO_VAE_CONFIG = {"audio_channels": 2, "channel_multiples": [1, 2, 4, 8, 16], "decoder_channels": 128,
@@ -102,7 +102,7 @@ def embedded_row(audio, rate: int, args: argparse.Namespace) -> dict:
     import numpy as np
 
     from songcorpus.schemas.config import CodecConfig
-    from songcorpus.transforms.codec import EmbeddedCodec, encode_tokens
+    from songcorpus.transforms.models.embedded_codec import EmbeddedCodec, encode_tokens
 
     cfg = CodecConfig()
     codec = EmbeddedCodec(cfg, rate)

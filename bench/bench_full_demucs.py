@@ -6,7 +6,7 @@ layout, loads it through the stage's own loader and times the stage's compute pa
 the CPU seconds are the figure to trust (wall time includes waiting for a core).
 
 Sections:
-    demucs   StemStage's Demucs separation (transforms/demucs_separator.py) of a song, per audio minute.
+    demucs   StemStage's Demucs separation (transforms/models/demucs_separator.py) of a song, per audio minute.
              .venv/bin/python bench/bench_full_demucs.py demucs --threads 1 --seconds 60
 """
 
@@ -44,7 +44,7 @@ def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
 
     from songcorpus.cli import demo_manifest
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.demucs_separator import DemucsSeparator, load_demucs
+    from songcorpus.transforms.models.demucs_separator import DemucsSeparator, load_demucs
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     minutes = n / rate / 60
     # the alternative a user already has: the lite profile's REPET-SIM on the same signal, same process
-    from songcorpus.transforms.stems import repet_sim
+    from songcorpus.transforms.stages.stems import repet_sim
 
     st = config.stems
     rwall, rcpu = time.perf_counter(), time.process_time()

@@ -3,7 +3,7 @@
 Why: the full profile transcribes every song's vocal stem; this says what that costs per CPU worker
 (one CTranslate2 thread, int8: the stage's CPU settings) for the real tiny.en weights and for
 real-size Whisper architectures whose weights cannot be fetched here (random weights, converted to the
-published CTranslate2 layout by ``transforms.lyrics.random_ct2_whisper``).
+published CTranslate2 layout by ``transforms.stages.lyrics.random_ct2_whisper``).
 
 What it does:
   1. audio: the demo songs' vocal stems concatenated, cut to ``--seconds`` (default 60), 16 kHz mono;
@@ -38,7 +38,7 @@ import numpy as np
 import soundfile as sf
 
 from songcorpus.cli import demo_manifest
-from songcorpus.transforms.lyrics import WHISPER_RATE, load_whisper, random_ct2_whisper, to_whisper_rate, transcribe
+from songcorpus.transforms.stages.lyrics import WHISPER_RATE, load_whisper, random_ct2_whisper, to_whisper_rate, transcribe
 
 OUT = Path(__file__).parent / "out"
 SIZES = {  # d_model, layers (encoder = decoder), heads, mel bins: the published Whisper dims

@@ -7,7 +7,7 @@ so the model is the published architecture (the default ``ASTConfig`` is MIT/ast
 
 What it does: saves that model in the published layout (config.json, model.safetensors,
 preprocessor_config.json) in a temporary folder, loads it through the stage's own loader
-(``transforms.tagger.AstTagger``: local_files_only, safetensors, ``device``), cuts ``--patches`` 10.24 s
+(``transforms.stages.classify_ast.AstTagger``: local_files_only, safetensors, ``device``), cuts ``--patches`` 10.24 s
 patches of 16 kHz audio from a demo song (repeated), and times the stage's compute path
 (``accelerator.run_batched`` over ``AstTagger.probabilities``: Kaldi fbank + forward + sigmoid) for each
 batch size, after a one-patch warm-up. Decoding and resampling the track are not included (they are the
@@ -52,9 +52,9 @@ def main() -> int:
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
     from songcorpus.cli import demo_manifest
-    from songcorpus.transforms.accelerator import pick_device, run_batched
-    from songcorpus.transforms.classify import content_label_indices
-    from songcorpus.transforms.tagger import MODEL_RATE, AstTagger
+    from songcorpus.transforms.models.accelerator import pick_device, run_batched
+    from songcorpus.transforms.stages.classify_ast import MODEL_RATE, AstTagger
+    from songcorpus.transforms.stages.classify_yamnet import content_label_indices
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)

@@ -57,12 +57,14 @@ import soundfile as sf  # noqa: E402
 from songcorpus.io.artefacts import ArtefactStore  # noqa: E402
 from songcorpus.io.audio import DecodeError  # noqa: E402
 from songcorpus.pipelines import curate as curate_mod  # noqa: E402
-from songcorpus.pipelines.corpus import Decision, build_corpus  # noqa: E402
-from songcorpus.pipelines.executor import build_stages, new_row, run_stage  # noqa: E402
-from songcorpus.pipelines.sources import expand_inputs  # noqa: E402
+from songcorpus.pipelines.build_corpus import build_corpus  # noqa: E402
+from songcorpus.pipelines.corpus.decide import Decision  # noqa: E402
+from songcorpus.pipelines.engines.executor import new_row, run_stage  # noqa: E402
+from songcorpus.pipelines.sources.inputs import expand_inputs  # noqa: E402
 from songcorpus.schemas.config import PipelineConfig, load_config  # noqa: E402
 from songcorpus.schemas.row import Row  # noqa: E402
 from songcorpus.transforms.base import Rejection, Stage  # noqa: E402
+from songcorpus.transforms.registry import build_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "pipelines" / "demo"

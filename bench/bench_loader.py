@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from songcorpus.pipelines.shard_writer import Sample, write_shard
+from songcorpus.pipelines.sinks.shard_writer import Sample, write_shard
 from songcorpus.schemas.sample import field_group
 from songcorpus.train.data import (
     BatchBuilder,

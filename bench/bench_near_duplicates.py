@@ -5,9 +5,9 @@ group (precision), and the corpus-wide matcher must stay near-linear so a 100k-t
 
 What it does:
   1. accuracy: every demo clip (5 songs, 3 instrumentals, 3 speech clips, whole length) plus, for each song,
-     the eight variants of transforms/reencode.py (mp3 128k / 64k, opus, AAC/m4a, -6 dB, 1.3 s of leading
+     the eight variants of songcorpus/testing/reencode.py (mp3 128k / 64k, opus, AAC/m4a, -6 dB, 1.3 s of leading
      silence, a 30 s excerpt, a resample to 22.05 kHz), each through the stages a user runs (ingest ->
-     fingerprint -> quality), then the corpus matcher (transforms/near_duplicates.py) with the profile's
+     fingerprint -> quality), then the corpus matcher (transforms/corpus/near_duplicates.py) with the profile's
      settings. Reports precision and recall over (song, variant) pairs and over all same-recording pairs,
      the groups, the kept copies, and the margin: the worst bit error of a true pair against the best
      bit error (exhaustive over every offset with the minimum overlap, no index) of any two different
@@ -45,12 +45,12 @@ import soundfile as sf
 from songcorpus.cli import demo_manifest
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.fingerprint import ITEM_S, FingerprintStage, fpcalc_version
-from songcorpus.transforms.fingerprint_index import IndexStats, auto_key_bits, bit_error, find_matches, index_terms
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.near_duplicates import near_duplicate_groups
-from songcorpus.transforms.quality import QualityStage
-from songcorpus.transforms.reencode import VARIANTS, write_variant
+from songcorpus.testing.reencode import VARIANTS, write_variant
+from songcorpus.transforms.corpus.fingerprint_index import IndexStats, auto_key_bits, bit_error, find_matches, index_terms
+from songcorpus.transforms.corpus.near_duplicates import near_duplicate_groups
+from songcorpus.transforms.stages.fingerprint import ITEM_S, FingerprintStage, fpcalc_version
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.quality import QualityStage
 
 DEMO = Path(demo_manifest()).parent
 SONGS = ("song_00", "song_01", "song_03", "song_05", "song_07")

@@ -1,6 +1,6 @@
 """Speed of ``songcorpus synth`` and how closely Festival sang the generated scores.
 
-Renders N songs (``pipelines/synth.py``) with W worker processes and reports wall seconds per song, CPU
+Renders N songs (``pipelines/sources/synth.py``) with W worker processes and reports wall seconds per song, CPU
 seconds per song (this process and its reaped children: the pool, Festival, fluidsynth), audio minutes;
 then, on every K-th song, pYIN (librosa, 16 kHz, 10 ms hop) on the vocal stem against the score f0 in
 ``f0_vocal_100hz.csv``: the voiced fraction of the score's notes and the share of voiced frames within 50
@@ -23,7 +23,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-from songcorpus.pipelines.synth import synthesize
+from songcorpus.pipelines.sources.synth import synthesize
 
 
 def cpu_seconds() -> float:

@@ -37,10 +37,11 @@ import duckdb  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from songcorpus.io.artefacts import ArtefactStore  # noqa: E402
-from songcorpus.pipelines.corpus import build_corpus  # noqa: E402
-from songcorpus.pipelines.executor import build_stages, new_row, run_stage  # noqa: E402
-from songcorpus.pipelines.sources import expand_inputs  # noqa: E402
+from songcorpus.pipelines.build_corpus import build_corpus  # noqa: E402
+from songcorpus.pipelines.engines.executor import new_row, run_stage  # noqa: E402
+from songcorpus.pipelines.sources.inputs import expand_inputs  # noqa: E402
 from songcorpus.schemas.config import load_config  # noqa: E402
+from songcorpus.transforms.registry import build_stages  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_ingest import DEMO, build_input_corpus  # noqa: E402
@@ -179,7 +180,7 @@ def main() -> None:
               f"{r['total_core_h'] / args.cores / 24:,.1f} | {r['window_h']:,.0f} | {r['shard_tb']:,.2f} | "
               f"{r['shards']:,.0f} | {r['cache_tb']:,.2f} |")
     print("\nGPU-hours: not measured (no GPU was lent); the full profile's model stages are GPU stages "
-          "(transforms/accelerator.py batches them), so its CPU figures are the upper bound a CPU-only cluster pays.")
+          "(transforms/models/accelerator.py batches them), so its CPU figures are the upper bound a CPU-only cluster pays.")
     out = HERE / "out"
     out.mkdir(exist_ok=True)
     (out / "capacity_plan.json").write_text(json.dumps({"measured": m, "args": vars(args), "plan": rows}, indent=1))

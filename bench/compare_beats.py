@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from songcorpus.schemas.config import StructureConfig  # noqa: E402
-from songcorpus.transforms.structure import analyse, import_madmom  # noqa: E402
+from songcorpus.transforms.stages.structure import analyse, import_madmom  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo"
 SONGS = ("song_00", "song_01", "song_03", "song_05", "song_07")

@@ -8,7 +8,7 @@ synthesised (``f0_vocal_synth_100hz.csv``, made by ``bench/festival_f0_reference
 matches ``vocals.flac`` to a correlation of 0.99999998); ``--reference score`` uses the score-derived
 ``f0_vocal_100hz.csv`` the demo ships, which departs from what Festival sang (glides, moved syllables).
 
-Candidates: CREPE tiny and full through ``transforms.f0.estimate_f0`` (the shipped code), PESTO
+Candidates: CREPE tiny and full through ``transforms.stages.f0.estimate_f0`` (the shipped code), PESTO
 (mir-1k_g7, the package's own model code), librosa pYIN and YIN. Every method gets the same 16 kHz
 input (soxr HQ) and is read on the same 100 Hz grid (frame i centred at i / 100 s).
 
@@ -53,10 +53,10 @@ import torch
 from songcorpus.cli import demo_manifest
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import F0Config, load_config
-from songcorpus.transforms.f0 import MODEL_RATE, VocalF0Stage, estimate_f0, load_f0_model, n_f0_frames
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.models import get_model
-from songcorpus.transforms.vad import (
+from songcorpus.transforms.models.registry import get_model
+from songcorpus.transforms.stages.f0 import MODEL_RATE, VocalF0Stage, estimate_f0, load_f0_model, n_f0_frames
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.vad import (
     SileroVadStage,
     covered,
     detect_vocal_activity,
@@ -297,7 +297,7 @@ def repet_table(songs: list[Song], config: Any) -> list[dict[str, Any]]:
     """The lite case without source stems: VAD and f0 (default config) on the vocal estimate the stems
     stage's own separator (REPET-SIM, default config) makes of the mix, next to pitch-only accuracy on
     that stem and on the mix itself."""
-    from songcorpus.transforms.stems import StemStage
+    from songcorpus.transforms.stages.stems import StemStage
 
     separator = StemStage(config, ArtefactStore(tempfile.gettempdir()))
     vad_model, f0_model = load_vad_model(), load_f0_model(config.f0.method)

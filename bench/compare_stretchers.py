@@ -32,8 +32,8 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from songcorpus.schemas.config import load_config  # noqa: E402
-from songcorpus.transforms.augment import SongAugmentation, stretcher_id  # noqa: E402
-from songcorpus.transforms.f0 import estimate_f0  # noqa: E402
+from songcorpus.transforms.dsp.augment import SongAugmentation, stretcher_id  # noqa: E402
+from songcorpus.transforms.stages.f0 import estimate_f0  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo"
 SONGS = ("song_00", "song_01", "song_05")

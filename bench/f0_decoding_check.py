@@ -20,7 +20,7 @@ import soxr
 import torch
 from compare_f0 import REFERENCES  # bench/ is on sys.path when this script runs
 
-from songcorpus.transforms import f0 as F
+from songcorpus.transforms.stages import f0 as F
 
 DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo"
 

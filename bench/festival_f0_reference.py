@@ -26,7 +26,7 @@ written on that file's grid: frame i centred at i / 100 s, as many frames as ``f
 
 Writes ``<demo>/<song>/f0_vocal_synth_100hz.csv`` (``time_s,f0_hz``; 0 = unvoiced) and prints the
 alignment and checks per song; ``--evaluate`` also scores the score-derived f0 and the project's
-tracker (``transforms.f0.estimate_f0``) against it with mir_eval. Deterministic.
+tracker (``transforms.stages.f0.estimate_f0``) against it with mir_eval. Deterministic.
 """
 
 from __future__ import annotations
@@ -313,8 +313,8 @@ def evaluate(demo: Path, songs: list[str], refs: dict[str, np.ndarray]) -> None:
     import torch
 
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.f0 import MODEL_RATE, estimate_f0, load_f0_model
-    from songcorpus.transforms.vad import detect_vocal_activity, load_vad_model, to_vad_rate
+    from songcorpus.transforms.stages.f0 import MODEL_RATE, estimate_f0, load_f0_model
+    from songcorpus.transforms.stages.vad import detect_vocal_activity, load_vad_model, to_vad_rate
 
     torch.set_num_threads(1)
     config = load_config()

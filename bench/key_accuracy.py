@@ -1,4 +1,4 @@
-"""How well the key stage's estimator (transforms/key.py) reads the demo songs' keys, and what it costs.
+"""How well the key stage's estimator (transforms/stages/key.py) reads the demo songs' keys, and what it costs.
 
 Why: generated captions name the key ("in F major"); a caption a generator conditions on must be right.
 The truth comes from the scores behind the demo (pipelines/demo/metadata.json): the Foster and Berlin lead
@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from songcorpus.transforms.key import KeyEstimate, estimate_key_from_audio  # noqa: E402
+from songcorpus.transforms.stages.key import KeyEstimate, estimate_key_from_audio  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo"
 SCORE_KEY = {"song_00": (5, "major"), "song_01": (5, "major"), "song_03": (3, "major"), "song_05": (5, "major"),

@@ -30,24 +30,21 @@ from songcorpus.io import storage
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.io.fault_points import passing
-from songcorpus.pipelines.corpus import (
-    SHARD_MANIFEST,
-    Decision,
-    ShardPlan,
-    ShardWriter,
-    build_corpus,
-    scores_of,
-)
-from songcorpus.pipelines.executor import build_stages, new_row
-from songcorpus.pipelines.job_temp import job_temp_dir
-from songcorpus.pipelines.output_claim import claim_output
-from songcorpus.pipelines.sources import spool_inputs
-from songcorpus.pipelines.state_rows import (
+from songcorpus.pipelines.build_corpus import build_corpus
+from songcorpus.pipelines.corpus.decide import Decision
+from songcorpus.pipelines.corpus.planned_shards import SHARD_MANIFEST
+from songcorpus.pipelines.corpus.shard_plans import ShardPlan, ShardWriter
+from songcorpus.pipelines.engines.executor import new_row
+from songcorpus.pipelines.job.output_claim import claim_output
+from songcorpus.pipelines.job.state_rows import (
     SpooledRows,
     iter_state_rows,
+    scores_of,
     slim_state_rows,
     write_state_rows,
 )
+from songcorpus.pipelines.job.temp_dir import job_temp_dir
+from songcorpus.pipelines.sources.inputs import spool_inputs
 from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
 from songcorpus.schemas.failures import (
     RESUME_HINT,
@@ -58,6 +55,7 @@ from songcorpus.schemas.failures import (
     find_stage_fault,
 )
 from songcorpus.schemas.row import Row
+from songcorpus.transforms.registry import build_stages
 
 log = logging.getLogger("songcorpus")
 
@@ -96,10 +94,10 @@ def run_engine(rows: Collection[Row], config: PipelineConfig, store: ArtefactSto
     if not rows:
         return iter(())
     if config.engine.name == "ray":
-        from songcorpus.pipelines.ray_runner import run_ray
+        from songcorpus.pipelines.engines.ray_runner import run_ray
 
         return run_ray(rows, config, store.url, progress=progress, phase=phase)
-    from songcorpus.pipelines.beam_runner import run_beam
+    from songcorpus.pipelines.engines.beam_runner import run_beam
 
     return run_beam(rows, config, store.url, progress=progress, phase=phase)
 
@@ -107,8 +105,8 @@ def run_engine(rows: Collection[Row], config: PipelineConfig, store: ArtefactSto
 @contextmanager
 def engine_session(config: PipelineConfig) -> Iterator[None]:
     """One engine start for both phases (local Ray costs seconds to start); stopped at the end if started here.
-    numba's kernel cache is filled here, before any worker exists (transforms/jit_cache.py says why)."""
-    from songcorpus.transforms.jit_cache import warm_jit_cache
+    numba's kernel cache is filled here, before any worker exists (pipelines/engines/jit_cache.py says why)."""
+    from songcorpus.pipelines.engines.jit_cache import warm_jit_cache
 
     warm_jit_cache()
     if config.engine.name != "ray":
@@ -116,7 +114,7 @@ def engine_session(config: PipelineConfig) -> Iterator[None]:
         return
     import ray
 
-    from songcorpus.pipelines.ray_runner import start_ray
+    from songcorpus.pipelines.engines.ray_runner import start_ray
 
     started = start_ray(config)
     try:
@@ -138,10 +136,10 @@ def shard_writer(config: PipelineConfig) -> ShardWriter:
     """Who writes the shards: the engine's workers (Ray tasks, Beam DoFns), never the driver (design.md: the
     driver plans and merges small metadata)."""
     if config.engine.name == "ray":
-        from songcorpus.pipelines.ray_runner import ray_shard_writer
+        from songcorpus.pipelines.engines.ray_runner import ray_shard_writer
 
         return ray_shard_writer(config)
-    from songcorpus.pipelines.beam_runner import beam_shard_writer
+    from songcorpus.pipelines.engines.beam_runner import beam_shard_writer
 
     return beam_shard_writer(config)
 
@@ -167,7 +165,7 @@ def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> Sh
 def preflight(stages: list) -> None:
     """Every stage's model checks before any data is read; all problems in one error, so a user fetches
     every missing model in one go instead of one per attempt."""
-    from songcorpus.transforms.models import ModelError
+    from songcorpus.transforms.models.registry import ModelError
 
     problems: list[str] = []
     for stage in stages:
@@ -210,7 +208,7 @@ def job_fault_message(exc: BaseException) -> str:
 
 def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True) -> CurateResult:
     """Curate ``inputs`` into ``out``, which must be new, empty or songcorpus's own, and is locked for the run
-    (``pipelines/output_claim.py``)."""
+    (``pipelines/job/output_claim.py``)."""
     with claim_output(out, "curate"), job_temp_dir():
         return _curate(inputs, out, config, progress)
 
@@ -309,7 +307,7 @@ def load_state(out: Path | str, slim: bool = False) -> tuple[PipelineConfig, Spo
 def reopen_early_rejections(rows: Iterable[Row], config: PipelineConfig) -> SpooledRows:
     """Rows an early gate rejected were never fully analysed: the new gates re-decide them only while they
     still reject them; one they would now accept needs the missing analysis, so ``curate`` again."""
-    from songcorpus.transforms.gates import apply_gates
+    from songcorpus.transforms.corpus.gates import apply_gates
 
     out, reopened = SpooledRows(), []
     for row in rows:

@@ -51,7 +51,7 @@ class ClassifyConfig(_Section):
 
 
 class FingerprintConfig(_Section):
-    """Chromaprint audio fingerprint of the standardised audio (transforms/fingerprint.py): what near-duplicate
+    """Chromaprint audio fingerprint of the standardised audio (transforms/stages/fingerprint.py): what near-duplicate
     matching compares. An analysis setting: changing it re-runs the stage (``songcorpus curate``)."""
 
     max_length_s: float | None = Field(None, gt=0, description="fingerprint at most this much of each track, from its "
@@ -59,7 +59,7 @@ class FingerprintConfig(_Section):
 
 
 class NearDuplicateConfig(_Section):
-    """Late-binding near-duplicate matching over the stored fingerprints (transforms/near_duplicates.py):
+    """Late-binding near-duplicate matching over the stored fingerprints (transforms/corpus/near_duplicates.py):
     re-encodings, gain changes, resamples, padded or cut copies of one recording. Matching always runs and
     groups copies (``tracks.duplicate_group``, one split per group); ``reject`` keeps one copy per group and
     rejects the others ``near_duplicate``. Re-decided by ``songcorpus rebuild`` without re-fingerprinting."""
@@ -131,7 +131,7 @@ class StemsConfig(_Section):
 
     separator: Literal["repet-sim", "demucs"] = Field(
         "repet-sim", description="separator for tracks without stems: repet-sim (lite, DSP) or demucs (full: the "
-        "separation.model from the model store, transforms/demucs_separator.py)")
+        "separation.model from the model store, transforms/models/demucs_separator.py)")
     evaluate_separator: bool = Field(True, description="with source stems, also run the separator and score it against them")
     n_fft: int = Field(4096, ge=256, description="REPET-SIM STFT size at the standardised rate")
     hop_length: int = Field(1024, ge=64)
@@ -206,7 +206,7 @@ class StructureConfig(_Section):
 
 
 class KeyConfig(_Section):
-    """Musical key and mode (transforms/key.py): Krumhansl-Schmuckler on constant-Q chroma of the accompaniment."""
+    """Musical key and mode (transforms/stages/key.py): Krumhansl-Schmuckler on constant-Q chroma of the accompaniment."""
 
     analysis_rate: int = Field(22050, ge=8000, description="chroma is computed at this rate")
     hop_length: int = Field(2048, ge=64, multiple_of=64, description="chroma hop in samples at analysis_rate")
@@ -214,7 +214,7 @@ class KeyConfig(_Section):
 
 
 class CaptionConfig(_Section):
-    """A caption for tracks whose source gives none (transforms/caption.py); a source caption always wins."""
+    """A caption for tracks whose source gives none (transforms/stages/caption.py); a source caption always wins."""
 
     method: Literal["measured"] = Field("measured", description="measured: a template over what the pipeline "
                                         "measured (tags, tempo, key, vocals); a captioning model can join later")
@@ -293,13 +293,13 @@ class CodecConfig(_Section):
 
 
 class ModelsConfig(_Section):
-    """Where model weights that do not ship in a package live (see transforms/model_store.py)."""
+    """Where model weights that do not ship in a package live (see transforms/models/store.py)."""
 
     store_dir: str | None = Field(None, description="model store; None: $SONGCORPUS_MODELS, else ~/.cache/songcorpus/models")
 
 
 class DeviceConfig(_Section):
-    """Where the full profile's model stages run (transforms/accelerator.py)."""
+    """Where the full profile's model stages run (transforms/models/accelerator.py)."""
 
     name: str = Field("auto", description="auto (CUDA when visible, else CPU), cpu, or cuda[:N]")
     mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA; CPU always runs fp32")
@@ -307,7 +307,7 @@ class DeviceConfig(_Section):
 
 
 class SeparationConfig(_Section):
-    """Full profile: Demucs separation (transforms/demucs_separator.py); given stems still win."""
+    """Full profile: Demucs separation (transforms/models/demucs_separator.py); given stems still win."""
 
     model: str = Field("htdemucs", description="a store model of kind htdemucs (htdemucs, htdemucs_ft, ...)")
     segment_s: float | None = Field(None, gt=0, description="chunk length; None: the model's training segment")
@@ -316,7 +316,7 @@ class SeparationConfig(_Section):
 
 
 class LyricsConfig(_Section):
-    """Full profile: faster-whisper on the vocal stem (transforms/lyrics.py)."""
+    """Full profile: faster-whisper on the vocal stem (transforms/stages/lyrics.py)."""
 
     model: str = Field("faster-whisper-tiny.en", description="a store model of kind ct2-whisper")
     language: str | None = Field(None, description="None: detect (English-only models always say en)")
@@ -328,7 +328,7 @@ class LyricsConfig(_Section):
 
 
 class AestheticsConfig(_Section):
-    """Full profile: SongEval and Audiobox-Aesthetics scores (transforms/aesthetics.py)."""
+    """Full profile: SongEval and Audiobox-Aesthetics scores (transforms/stages/aesthetics.py)."""
 
     songeval_model: str | None = Field("songeval", description="a store model of kind songeval; None: skip")
     audiobox_model: str | None = Field("audiobox-aesthetics", description="a store model of kind audiobox-aesthetics")
@@ -336,7 +336,7 @@ class AestheticsConfig(_Section):
 
 
 class TaggerConfig(_Section):
-    """Full profile: an AudioSet tagger for speech/singing/music (transforms/tagger.py)."""
+    """Full profile: an AudioSet tagger for speech/singing/music (transforms/stages/classify_ast.py)."""
 
     model: str = Field("ast-audioset", description="a store model of kind ast")
     max_analysis_s: float = Field(600.0, gt=0)
@@ -344,7 +344,7 @@ class TaggerConfig(_Section):
 
 
 class CodecModelsConfig(_Section):
-    """Full profile: neural codecs whose tokens/latents go into every sample (transforms/neural_codecs.py)."""
+    """Full profile: neural codecs whose tokens/latents go into every sample (transforms/models/neural_codecs.py)."""
 
     models: list[str] = Field(default_factory=lambda: ["encodec-24khz"],
                               description="store models of kind encodec, dac or oobleck")

@@ -162,7 +162,7 @@ SAMPLE_JSON_FIELDS: list[pa.Field] = [
     _field("embedded_codec", EMBEDDED_CODEC),
     _field("stems_method", pa.string()), _field("fields", pa.list_(pa.string())),
 ]
-# The full profile's additions (transforms/full_samples.py): word timings, neural codecs, units, speaker.
+# The full profile's additions (transforms/stages/samples_full.py): word timings, neural codecs, units, speaker.
 CODEC_ENTRY = pa.struct([
     _field("name", pa.string()), _field("kind", pa.string()), _field("model", pa.string()),
     _field("checksum", pa.string(), True), _field("sample_rate", pa.int64()), _field("frame_rate", pa.float64()),

@@ -13,7 +13,7 @@ SPLITS = ("train", "valid", "test")
 @dataclass(frozen=True)
 class TrackRecord:
     """One input. ``source`` is its name relative to the input it came from (the catalog key; see
-    pipelines/sources.py), so it does not change when the corpus moves; ``path`` is where the bytes are
+    pipelines/sources/inputs.py), so it does not change when the corpus moves; ``path`` is where the bytes are
     read from (the file on this machine, or a cache copy for dataset-embedded audio)."""
 
     source: str

@@ -39,7 +39,7 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def print_funnel(out: Path | str) -> None:
-    from songcorpus.pipelines.catalog import read_funnel
+    from songcorpus.pipelines.sinks.catalog import read_funnel
 
     rows = read_funnel(out)
     total = sum(r[3] for r in rows)
@@ -51,7 +51,7 @@ def print_funnel(out: Path | str) -> None:
     import duckdb
 
     from songcorpus.io.storage import join
-    from songcorpus.pipelines.catalog import local_catalog
+    from songcorpus.pipelines.sinks.catalog import local_catalog
 
     with local_catalog(out) as db:
         con = duckdb.connect(str(db), read_only=True)
@@ -119,10 +119,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    """Render synthetic songs with stems and ground truth (pipelines/synth.py), then a curate-ready manifest."""
+    """Render synthetic songs with stems and ground truth (pipelines/sources/synth.py), then a curate-ready manifest."""
     import time
 
-    from songcorpus.pipelines.synth import SynthError, synthesize
+    from songcorpus.pipelines.sources.synth import SynthError, synthesize
 
     t0 = time.perf_counter()
     try:
@@ -139,7 +139,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from songcorpus.pipelines.inspect_sample import SampleNotFound, inspect_sample
+    from songcorpus.pipelines.readers.inspect_sample import SampleNotFound, inspect_sample
 
     try:
         meta = inspect_sample(Path(args.dir), args.key, Path(args.png) if args.png else None,
@@ -157,7 +157,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from songcorpus.transforms import model_store as ms
+    from songcorpus.transforms.models import store as ms
 
     root = ms.store_root(args.store)
     if args.action in ("list", "verify"):
@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - top level: one clear line, not a traceback wall
         from songcorpus.io.storage import StorageError
         from songcorpus.schemas.failures import SourceError
-        from songcorpus.transforms.models import ModelError
+        from songcorpus.transforms.models.registry import ModelError
 
         if isinstance(exc, SourceError | ModelError | StorageError):  # a bad input location: its one line
             print(f"songcorpus: {exc}", file=sys.stderr)

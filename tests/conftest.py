@@ -29,7 +29,8 @@ MUSIC_CLIP = DEMO_DIR / "song_00" / "mix.flac"  # a song: its windows need vocal
 # fixture is left out. The whole default suite is what CI runs.
 FAST_MODULES = {
     "test_accelerator", "test_augment", "test_caption", "test_config", "test_content_alignment", "test_environment",
-    "test_import_graph", "test_jit_cache", "test_key", "test_lint", "test_models", "test_optim", "test_shard_families",
+    "test_import_graph",
+    "test_stage_contract", "test_jit_cache", "test_key", "test_lint", "test_models", "test_optim", "test_shard_families",
     "test_sources", "test_splits", "test_state_rows", "test_storage", "test_windows", "test_stems", "test_stages",
     "test_bounded_driver", "test_eval_metrics", "test_near_duplicates",
 }
@@ -104,8 +105,8 @@ def demo_beam(tmp_path_factory) -> Path:
 def shard_plans(store) -> list:
     """Seven samples of two members in content-addressed files of ``store``, packed three to a shard: three
     shard plans, for the tests of the engines' shard writers."""
-    from songcorpus.pipelines.corpus import ShardPlan, plan_digest, plan_shards
-    from songcorpus.pipelines.shard_writer import Sample
+    from songcorpus.pipelines.corpus.shard_plans import ShardPlan, plan_digest, plan_shards
+    from songcorpus.pipelines.sinks.shard_writer import Sample
 
     config = load_config(overrides={"shards": {"max_samples": 3}})
     samples, meta = [], {}
@@ -125,7 +126,7 @@ def forbid_analysis_stages(monkeypatch) -> None:
     """Make any analysis stage that runs in this process fail the test; the samples phase (which reads its cached
     samples through ``run_stage``) still runs. Engines whose workers run in this process (one Beam worker, in
     memory) are then checked stage by stage."""
-    from songcorpus.pipelines import executor
+    from songcorpus.pipelines.engines import executor
 
     real_run_stage = executor.run_stage
 
@@ -140,7 +141,7 @@ def forbid_analysis_stages(monkeypatch) -> None:
 def ingested_excerpt(store, folder: Path, clip: str, start_s: float, end_s: float) -> dict:
     """A row whose input is ``start_s``-``end_s`` of the demo file ``clip`` (e.g. "song_00/mix.flac"),
     written to ``folder`` and ingested into ``store``: the input of a stage test that needs a short clip."""
-    from songcorpus.transforms.ingest import IngestStage
+    from songcorpus.transforms.stages.ingest import IngestStage
 
     x, rate = sf.read(DEMO_DIR / clip, dtype="float32")
     path = folder / (clip.replace("/", "_"))

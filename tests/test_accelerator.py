@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from songcorpus.io.artefacts import ArtefactStore
-from songcorpus.pipelines.executor import group_stages, stage_resources
+from songcorpus.pipelines.engines.executor import group_stages, stage_resources
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.accelerator import chunks, duration_buckets, pick_device, run_batched
+from songcorpus.transforms.models.accelerator import chunks, duration_buckets, pick_device, run_batched
 
 
 def test_buckets_group_similar_lengths_and_respect_both_limits() -> None:
@@ -54,9 +54,9 @@ def test_chunks_cover_the_signal_with_overlap() -> None:
 
 
 def test_model_stages_declare_a_gpu_share_only_when_they_will_run_on_cuda(tmp_path) -> None:
-    from songcorpus.transforms.ingest import IngestStage
-    from songcorpus.transforms.stems import StemStage
-    from songcorpus.transforms.tagger import AstContentClassifier
+    from songcorpus.transforms.stages.classify_ast import AstContentClassifier
+    from songcorpus.transforms.stages.ingest import IngestStage
+    from songcorpus.transforms.stages.stems import StemStage
 
     store = ArtefactStore(tmp_path)
     cpu = load_config("full", overrides={"device": {"name": "cpu"}})

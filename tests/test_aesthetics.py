@@ -23,7 +23,9 @@ from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.row import canonical_json
-from songcorpus.transforms.aesthetics import (
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.store import load_registry, register_model
+from songcorpus.transforms.stages.aesthetics import (
     AUDIOBOX_AXES,
     FIELDS,
     AestheticsStage,
@@ -38,8 +40,6 @@ from songcorpus.transforms.aesthetics import (
     middle_excerpt,
     to_rate,
 )
-from songcorpus.transforms.model_store import load_registry, register_model
-from songcorpus.transforms.models import ModelError
 
 from conftest import ingested_excerpt
 

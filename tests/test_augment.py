@@ -10,7 +10,7 @@ import pytest
 from scipy import signal
 
 from songcorpus.schemas.config import AugmentConfig
-from songcorpus.transforms.augment import (
+from songcorpus.transforms.dsp.augment import (
     Biquad,
     EqParams,
     SongAugmentation,
@@ -125,7 +125,7 @@ def test_rubberband_keeps_the_level_of_loud_and_quiet_signals(amp):
 
 
 def test_missing_rubberband_names_the_fix(monkeypatch):
-    import songcorpus.transforms.augment as augment
+    import songcorpus.transforms.dsp.augment as augment
 
     augment.rubberband_version.cache_clear()
     monkeypatch.setenv("PATH", "/nonexistent")
@@ -236,11 +236,11 @@ def test_song_augmentation_keeps_labels_consistent():
 
 
 def test_preflight_names_a_missing_rubberband_before_any_input_is_read(monkeypatch, tmp_path):
-    import songcorpus.transforms.augment as augment
+    import songcorpus.transforms.dsp.augment as augment
     from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.models import ModelError
-    from songcorpus.transforms.samples import SampleStage
+    from songcorpus.transforms.models.registry import ModelError
+    from songcorpus.transforms.stages.samples_lite import SampleStage
 
     config = load_config()
     stage = SampleStage(config, ArtefactStore(tmp_path))

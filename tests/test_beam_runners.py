@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from songcorpus.io.artefacts import ArtefactStore
-from songcorpus.pipelines.beam_runner import DASK_RUNNER, beam_shard_writer, pipeline_flags
-from songcorpus.pipelines.beam_services import portable_services
-from songcorpus.pipelines.corpus import write_shards_here
+from songcorpus.pipelines.corpus.planned_shards import write_shards_here
 from songcorpus.pipelines.curate import curate
+from songcorpus.pipelines.engines.beam_runner import DASK_RUNNER, beam_shard_writer, pipeline_flags
+from songcorpus.pipelines.engines.beam_services import portable_services
 from songcorpus.schemas.config import load_config
 
 from conftest import DEMO_DIR, output_files, shard_plans

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from songcorpus.io.disk_map import DiskMap
-from songcorpus.pipelines.corpus import Decision, decision_map, split_groups, split_key
-from songcorpus.pipelines.job_folder import JobFolder, part_count, read_part
-from songcorpus.pipelines.state_rows import SortedSpool, SpooledRows
-from songcorpus.transforms.near_duplicates import components, exact_duplicates
+from songcorpus.pipelines.corpus.decide import Decision, decision_map
+from songcorpus.pipelines.corpus.splits import split_groups, split_key
+from songcorpus.pipelines.job.exchange_folder import JobFolder, part_count, read_part
+from songcorpus.pipelines.job.state_rows import SortedSpool, SpooledRows
+from songcorpus.transforms.corpus.near_duplicates import components, exact_duplicates
 
 
 def test_disk_map_matches_a_dict_under_random_operations() -> None:
@@ -143,8 +144,8 @@ def test_codebook_fit_reads_only_the_rows_the_subsample_keeps(tmp_path: Path, ma
     import numpy as np
 
     from songcorpus.io.artefacts import ArtefactStore
-    from songcorpus.pipelines.corpus import gather_rows
-    from songcorpus.transforms.kmeans import subsample_rows
+    from songcorpus.pipelines.corpus.codebooks import gather_rows
+    from songcorpus.transforms.dsp.kmeans import subsample_rows
 
     store = ArtefactStore(tmp_path / "cache")
     rng = np.random.default_rng(3)

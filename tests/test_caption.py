@@ -10,9 +10,16 @@ from pathlib import Path
 
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.caption import GENERATED, CaptionStage, effective_caption, measured_facts, render, sample_caption
-from songcorpus.transforms.classify import YamnetContentClassifier
-from songcorpus.transforms.key import transpose_key
+from songcorpus.transforms.stages.caption import (
+    GENERATED,
+    CaptionStage,
+    effective_caption,
+    measured_facts,
+    render,
+    sample_caption,
+)
+from songcorpus.transforms.stages.classify_yamnet import YamnetContentClassifier
+from songcorpus.transforms.stages.key import transpose_key
 
 from conftest import ingested_excerpt, tracks
 

@@ -57,13 +57,13 @@ def test_inspect_an_unknown_key_is_a_clear_error(demo_ray, capsys):
 
 
 def test_the_picture_title_names_the_augmentation_briefly():
-    from songcorpus.pipelines.inspect_sample import describe_augmentation
+    from songcorpus.pipelines.readers.inspect_sample import describe_augmentation
 
     eq = {name: {"gain_db": g, "freq_hz": f, "q": 0.8} for name, g, f in
           (("bass", -3.84, 147.2), ("mid", 2.04, 1369.4), ("treble", 2.57, 3751.4))}
     from songcorpus.schemas.config import AugmentConfig
-    from songcorpus.transforms.augment import Biquad, EqParams, SongAugmentation, stretcher_id
-    from songcorpus.transforms.samples import augmentation_record
+    from songcorpus.transforms.dsp.augment import Biquad, EqParams, SongAugmentation, stretcher_id
+    from songcorpus.transforms.stages.samples_lite import augmentation_record
 
     eq = EqParams(bass=Biquad(-3.84, 147.2, 0.8), mid=Biquad(2.04, 1369.4, 0.8), treble=Biquad(2.57, 3751.4, 0.8))
     cfg = AugmentConfig()

@@ -12,7 +12,7 @@ import soxr
 from scipy.spatial.distance import cdist
 
 from songcorpus.schemas.config import CodecConfig
-from songcorpus.transforms.codec import (
+from songcorpus.transforms.models.embedded_codec import (
     EmbeddedCodec,
     encode_tokens,
     fit_codebook,
@@ -223,7 +223,7 @@ def test_a_mel_bank_the_decoder_cannot_invert_is_refused():
     bad = CodecConfig(n_mels=160, fmax_hz=11025.0)
     with pytest.raises(ValueError, match="160 mel bands over 0-11025 Hz are narrower than the FFT"):
         EmbeddedCodec(bad, SR)
-    from songcorpus.transforms.codec import decode_latents
+    from songcorpus.transforms.models.embedded_codec import decode_latents
 
     with pytest.raises(ValueError, match="codec.n_mels"):
         decode_latents(np.zeros((10, 160), np.float32), 4410, SR, bad)

@@ -120,7 +120,7 @@ def test_redact_url_keeps_the_name_and_drops_every_credential(given, name):
 def test_sources_name_and_store_urls_without_credentials(tmp_path, server):
     """The records a manifest and a command-line URL give name their URLs without credentials, and reading those
     names through storage reads the URL as given (the server refuses the bare name)."""
-    from songcorpus.pipelines.sources import expand_inputs
+    from songcorpus.pipelines.sources.inputs import expand_inputs
 
     authed = server.replace("://", f"://{USER}:{PASSWORD}@")
     manifest = tmp_path / "m.jsonl"

@@ -21,10 +21,10 @@ from demucs.states import get_state, serialize_model
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.demucs_separator import DemucsSeparator, load_demucs
-from songcorpus.transforms.model_store import STORE_MODELS, load_registry, register_model
-from songcorpus.transforms.models import ModelError
-from songcorpus.transforms.stems import StemStage
+from songcorpus.transforms.models.demucs_separator import DemucsSeparator, load_demucs
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.store import STORE_MODELS, load_registry, register_model
+from songcorpus.transforms.stages.stems import StemStage
 
 from conftest import ingested_excerpt
 
@@ -132,7 +132,7 @@ def test_stem_stage_separates_with_a_store_demucs(store_root: Path, song: tuple[
     assert out["stems_method"] == "demucs:tiny-htdemucs"
     spec = load_registry(store_root)["tiny-htdemucs"]
     assert stage.lineage()["model"] == "tiny-htdemucs@seed0" and stage.lineage()["checksum"] == spec.sha256
-    assert stage.uses_gpu and stage.uses_actor
+    assert stage.uses_gpu
 
     mix = mix_of(store, row)
     voc, _ = read_standard_audio(store.root / out["vocals_file"])

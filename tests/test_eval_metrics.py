@@ -23,8 +23,8 @@ import torch
 from songcorpus.train.eval import distribution as dist
 from songcorpus.train.eval import harmony, melody, rhythm, speed, text
 from songcorpus.train.eval.common import MetricResult, MetricUnavailable, measure
-from songcorpus.transforms.model_store import STORE_MODELS, register_model
-from songcorpus.transforms.models import ModelError
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.store import STORE_MODELS, register_model
 
 from conftest import DEMO_DIR
 
@@ -119,7 +119,7 @@ def sung(f0_100hz: np.ndarray, rate: int = 16000) -> np.ndarray:
 
 def test_f0_of_generated_vocals_by_the_curation_tracker() -> None:
     from songcorpus.schemas.config import F0Config
-    from songcorpus.transforms.f0 import estimate_f0, load_f0_model
+    from songcorpus.transforms.stages.f0 import estimate_f0, load_f0_model
 
     f0 = contour(200)
     model = load_f0_model()
@@ -293,7 +293,7 @@ def test_yamnet_embedding_and_class_distribution(yamnet, tmp_path: Path) -> None
     from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.schemas.config import load_config
     from songcorpus.train.eval.common import resample
-    from songcorpus.transforms.classify import YamnetContentClassifier
+    from songcorpus.transforms.stages.classify_yamnet import YamnetContentClassifier
 
     song, rate = demo_audio("song_00/mix.flac", 10.0, 4.0)
     speech, srate = demo_audio("speech_00/mix.flac", 0.0, 4.0)
@@ -467,7 +467,7 @@ def test_aesthetic_scores_through_the_full_profile_adapters(tmp_path: Path) -> N
     from test_aesthetics import make_audiobox_folder, make_songeval_folder
 
     from songcorpus.train.eval.aesthetics import aesthetic_scores, load_aesthetic_scorers
-    from songcorpus.transforms.aesthetics import FIELDS, to_rate
+    from songcorpus.transforms.stages.aesthetics import FIELDS, to_rate
 
     root = tmp_path / "store"
     register_model("tiny-songeval", make_songeval_folder(tmp_path / "songeval"), root, kind="songeval", version="t1")

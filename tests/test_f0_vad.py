@@ -26,9 +26,9 @@ import soundfile as sf
 
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.f0 import VocalF0Stage, estimate_f0, load_f0_model, n_f0_frames
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.vad import SileroVadStage
+from songcorpus.transforms.stages.f0 import VocalF0Stage, estimate_f0, load_f0_model, n_f0_frames
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.vad import SileroVadStage
 
 from conftest import DEMO_DIR
 

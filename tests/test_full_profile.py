@@ -27,8 +27,8 @@ from test_tagger import save_tiny_ast
 
 from songcorpus.cli import main
 from songcorpus.schemas.sample import conform_sample_json, sample_json_schema
-from songcorpus.transforms.lyrics import random_ct2_whisper
-from songcorpus.transforms.model_store import register_model
+from songcorpus.transforms.models.store import register_model
+from songcorpus.transforms.stages.lyrics import random_ct2_whisper
 
 from conftest import DEMO_DIR, output_files, tracks
 

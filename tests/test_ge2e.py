@@ -1,4 +1,4 @@
-"""The GE2E speaker encoder (transforms/ge2e.py) from a random checkpoint in Resemblyzer's published layout
+"""The GE2E speaker encoder (train/eval/ge2e.py) from a random checkpoint in Resemblyzer's published layout
 (``pretrained.pt``: ``{"step", "model_state", "optimizer_state"}``, the real architecture's shapes), through the
 store and the evaluator's loader; its partial-utterance arithmetic against Resemblyzer's formula; the
 refusals. The real weights give the same embeddings as Resemblyzer itself to 1.5e-8
@@ -14,9 +14,9 @@ import soundfile as sf
 import torch
 
 from songcorpus.cli import demo_manifest
-from songcorpus.transforms.ge2e import Ge2eNet, Ge2eSpeakerEncoder, partial_slices, raise_level
-from songcorpus.transforms.model_store import register_model
-from songcorpus.transforms.models import ModelError
+from songcorpus.train.eval.ge2e import Ge2eNet, Ge2eSpeakerEncoder, partial_slices, raise_level
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.store import register_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DEMO_DIR = Path(demo_manifest()).parent

@@ -152,7 +152,7 @@ def test_generate_memory_does_not_grow_with_the_input_length(runs, demo_ray, tmp
     window's latents were joined and decoded at once: about +0.3 GB here for one more minute (7 GB in all for a
     20-minute input)."""
     from songcorpus.train.generate import Request, generate
-    from songcorpus.transforms.ingest import IngestStage
+    from songcorpus.transforms.stages.ingest import IngestStage
 
     rate = corpus_rate(demo_ray)
     ingest = IngestStage.process_one
@@ -184,7 +184,7 @@ def test_generate_scratch_lives_beside_the_output_and_is_removed(runs, clips, tm
     temp folder for good."""
     import tempfile
 
-    from songcorpus.transforms import codec
+    from songcorpus.transforms.models import embedded_codec as codec
 
     system_tmp = tmp_path / "system-tmp"
     system_tmp.mkdir()

@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from songcorpus.io import storage
-from songcorpus.pipelines.sources import expand_inputs
+from songcorpus.pipelines.sources.inputs import expand_inputs
 from songcorpus.schemas.failures import SourceError
 
 from conftest import DEMO_DIR, curate_with, tracks
@@ -91,7 +91,7 @@ def test_rerun_with_the_output_inside_the_input_folder_gives_the_same_corpus(tmp
 
 
 def test_printable_names_are_valid_text_and_reversible():
-    from songcorpus.pipelines.sources import name_bytes, printable_name
+    from songcorpus.pipelines.sources.inputs import name_bytes, printable_name
 
     names = [b"plain.flac", "caf\u00e9 \u2018\u540d\u2019.flac".encode(), ODD, b"a\\xff.flac", b"a\\x5c\xff.flac",
              b"\\", b"\\x", b"back\\slash\x80.wav", b"\xc3\x28.mp3", b"x\\xAB\\xz.flac"]
@@ -113,7 +113,7 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_is_curated(tmp_path):
     rows = {r["source"]: r for r in tracks(curate_with("beam", [str(root)], tmp_path / "out", workers=1))}
     odd = "\\xff\\xfe song.flac"
     assert sorted(rows) == sorted(["plain.flac", odd, "\\xfa broken.flac"])
-    from songcorpus.pipelines.sources import name_bytes
+    from songcorpus.pipelines.sources.inputs import name_bytes
 
     assert name_bytes(odd) == ODD
     for source, clip in (("plain.flac", CLIP), (odd, OTHER_CLIP)):  # read, decoded and decided like any other

@@ -15,9 +15,9 @@ from conftest import DEMO_DIR
 WORKER = f"""
 import numpy as np, soundfile as sf
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.augment import pitch_shift, time_stretch
-from songcorpus.transforms.stems import repet_sim
-from songcorpus.transforms.structure import analyse
+from songcorpus.transforms.dsp.augment import pitch_shift, time_stretch
+from songcorpus.transforms.stages.stems import repet_sim
+from songcorpus.transforms.stages.structure import analyse
 cfg = load_config()
 x, rate = sf.read({str(DEMO_DIR / "song_00" / "mix.flac")!r}, dtype="float32")
 x = (x.mean(axis=1) if x.ndim == 2 else x)[: 15 * rate]
@@ -32,7 +32,7 @@ pitch_shift(x[:rate], rate, -2.0, "librosa")
 @pytest.mark.slow  # compiles every kernel into an empty cache (about a minute); every curate runs the warm-up
 def test_workers_find_a_complete_cache_after_the_warm_up(tmp_path: Path) -> None:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
-    warm = "from songcorpus.transforms.jit_cache import warm_jit_cache; warm_jit_cache()"
+    warm = "from songcorpus.pipelines.engines.jit_cache import warm_jit_cache; warm_jit_cache()"
     subprocess.run([sys.executable, "-c", warm], env=env, check=True, timeout=600)
     files = {p: p.stat().st_mtime_ns for p in (tmp_path / "numba").rglob("*") if p.is_file()}
     assert any(p.suffix == ".nbi" for p in files)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from songcorpus.cli import main as cli_main
-from songcorpus.pipelines.output_claim import LOCK, MARKER, OutputClaimError, claim_output
+from songcorpus.pipelines.job.output_claim import LOCK, MARKER, OutputClaimError, claim_output
 from songcorpus.schemas.failures import JOB_FAULT_EXIT, RESUME_HINT, JobFault
 
 from conftest import curate_with, output_files, song_folder
@@ -45,7 +45,7 @@ def beam(clip_dir: Path, out: Path, **over) -> Path:
 
 def test_a_fault_in_a_stage_stops_the_job_and_the_same_command_resumes(clip_dir, reference, tmp_path, monkeypatch):
     """A bug in a stage is not the input's fault: no 'failed' row, no corpus published with exit status 0."""
-    from songcorpus.transforms.key import KeyStage
+    from songcorpus.transforms.stages.key import KeyStage
 
     def broken(self, row):
         raise RuntimeError("a bug in the key stage")
@@ -63,7 +63,7 @@ def test_a_fault_in_a_stage_stops_the_job_and_the_same_command_resumes(clip_dir,
 
 
 def test_the_cli_says_a_job_fault_in_one_line_and_exits_3(clip_dir, tmp_path, monkeypatch, capsys):
-    from songcorpus.transforms.key import KeyStage
+    from songcorpus.transforms.stages.key import KeyStage
 
     monkeypatch.setattr(KeyStage, "process_one", lambda self, row: 1 / 0)
     config = tmp_path / "w.yaml"
@@ -235,7 +235,7 @@ def test_a_curate_writes_nothing_outside_its_output_and_cache(engine, clip_dir, 
 
 
 def test_temp_folders_of_killed_jobs_are_removed_by_the_next(tmp_path):
-    from songcorpus.pipelines.job_temp import remove_orphans
+    from songcorpus.pipelines.job.temp_dir import remove_orphans
 
     dead = tmp_path / "songcorpus-999999999-abcdefgh"  # no such process
     live = tmp_path / f"songcorpus-{os.getpid()}-abcdefgh"

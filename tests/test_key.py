@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from songcorpus.transforms.key import (
+from songcorpus.transforms.stages.key import (
     MAJOR_PROFILE,
     MINOR_PROFILE,
     estimate_key,

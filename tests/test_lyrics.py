@@ -18,10 +18,11 @@ import soundfile as sf
 from songcorpus.cli import main
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms import lyrics as lyrics_mod
-from songcorpus.transforms import model_store
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.lyrics import (
+from songcorpus.transforms.models import store as model_store
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.stages import lyrics as lyrics_mod
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.lyrics import (
     LyricsStage,
     character_error_rate,
     guard_segments,
@@ -31,8 +32,7 @@ from songcorpus.transforms.lyrics import (
     repetition_share,
     vocal_share,
 )
-from songcorpus.transforms.models import ModelError
-from songcorpus.transforms.stems import StemStage
+from songcorpus.transforms.stages.stems import StemStage
 
 from conftest import DEMO_DIR
 

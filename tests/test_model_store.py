@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from songcorpus.cli import main
-from songcorpus.transforms.model_store import StoreModelSpec, add_model, list_models, pull_model, store_root
-from songcorpus.transforms.models import ModelError
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.store import StoreModelSpec, add_model, list_models, pull_model, store_root
 
 
 def tiny_registry(tmp_path: Path) -> tuple[dict[str, StoreModelSpec], Path]:
@@ -68,7 +68,7 @@ def test_store_location_and_cli(tmp_path: Path, monkeypatch, capsys) -> None:
 
 
 def test_register_pins_new_weights_and_models_are_immutable(tmp_path: Path) -> None:
-    from songcorpus.transforms.model_store import load_registry, register_model
+    from songcorpus.transforms.models.store import load_registry, register_model
 
     _, src = tiny_registry(tmp_path)
     root = tmp_path / "store"
@@ -86,7 +86,7 @@ def test_register_pins_new_weights_and_models_are_immutable(tmp_path: Path) -> N
 
 
 def test_builtin_without_checksum_is_pinned_on_first_add(tmp_path: Path, monkeypatch) -> None:
-    from songcorpus.transforms import model_store as ms
+    from songcorpus.transforms.models import store as ms
 
     src = tmp_path / "copied-in"
     src.mkdir()
@@ -116,8 +116,8 @@ def test_builtin_without_checksum_is_pinned_on_first_add(tmp_path: Path, monkeyp
 def test_stage_refuses_a_store_model_of_another_kind(tmp_path: Path) -> None:
     from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.model_store import register_model
-    from songcorpus.transforms.stems import StemStage
+    from songcorpus.transforms.models.store import register_model
+    from songcorpus.transforms.stages.stems import StemStage
 
     _, src = tiny_registry(tmp_path)
     root = tmp_path / "store"

@@ -1,7 +1,7 @@
 """Near duplicates: copies of one recording (re-encoded, gain, padded, cut, resampled) are grouped by their
 Chromaprint fingerprints, one copy is kept by the stated rule, and no two different demo songs are grouped.
 
-The variants are made here from the demo songs (transforms/reencode.py) and go through the stages users run
+The variants are made here from the demo songs (songcorpus/testing/reencode.py) and go through the stages users run
 (ingest -> fingerprint, quality for the kept-copy rule), then the corpus-level matcher. The first 24 s of each
 song keep the test in seconds; bench/bench_near_duplicates.py measures the same on the whole songs."""
 
@@ -17,17 +17,17 @@ import pytest
 import soundfile as sf
 
 from songcorpus.io.artefacts import ArtefactStore
-from songcorpus.pipelines.corpus import assign_split, split_groups
+from songcorpus.pipelines.corpus.splits import assign_split, split_groups
 from songcorpus.pipelines.curate import curate, rebuild
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms import fingerprint as fingerprint_module
-from songcorpus.transforms.fingerprint import ITEM_S, FingerprintStage, chromaprint
-from songcorpus.transforms.fingerprint_index import find_matches
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.models import ModelError
-from songcorpus.transforms.near_duplicates import is_lossless, keep_order, near_duplicate_groups
-from songcorpus.transforms.quality import QualityStage
-from songcorpus.transforms.reencode import VARIANTS, write_variant
+from songcorpus.testing.reencode import VARIANTS, write_variant
+from songcorpus.transforms.corpus.fingerprint_index import find_matches
+from songcorpus.transforms.corpus.near_duplicates import is_lossless, keep_order, near_duplicate_groups
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.stages import fingerprint as fingerprint_module
+from songcorpus.transforms.stages.fingerprint import ITEM_S, FingerprintStage, chromaprint
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.quality import QualityStage
 
 from conftest import DEMO_DIR, forbid_analysis_stages, tracks
 
@@ -134,7 +134,7 @@ def test_the_on_disk_join_finds_exactly_the_in_memory_matches(tmp_path):
     """``find_matches_on_disk`` (key buckets on disk, one in memory at a time) against ``find_matches``, on random
     fingerprints with planted copies, a held-chord run, a key shared by too many tracks, empty tracks and
     near misses: the same matches and the same counts, whatever the number of buckets."""
-    from songcorpus.transforms.fingerprint_index import IndexStats, find_matches_on_disk
+    from songcorpus.transforms.corpus.fingerprint_index import IndexStats, find_matches_on_disk
 
     rng = np.random.default_rng(3)
     fps = [rng.integers(0, 2**32, size=int(n), dtype=np.uint32) for n in rng.integers(60, 300, size=300)]

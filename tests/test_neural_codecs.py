@@ -18,9 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.row import canonical_json
-from songcorpus.transforms.model_store import StoreModelSpec, load_registry, register_model
-from songcorpus.transforms.models import ModelError
-from songcorpus.transforms.neural_codecs import (
+from songcorpus.transforms.models.neural_codecs import (
     DacCodec,
     EncodecCodec,
     NeuralCodec,
@@ -30,6 +28,8 @@ from songcorpus.transforms.neural_codecs import (
     load_codec,
     load_codecs,
 )
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.store import StoreModelSpec, load_registry, register_model
 
 from conftest import DEMO_DIR, music
 

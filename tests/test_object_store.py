@@ -140,10 +140,10 @@ def _assert_same_corpus(local_out: Path, out: str) -> None:
         assert data == expected, rel
         assert hashlib.sha256(data).hexdigest() == marker["objects"][rel]["sha256"]
     stored = {storage.relative_to(u, out) for u in storage.list_files(out)}
-    from songcorpus.pipelines.output_claim import OWN_NAMES  # the output's ownership marker (and lease, while held)
+    from songcorpus.pipelines.job.output_claim import OWN_NAMES  # the output's ownership marker (and lease, while held)
 
     assert {s for s in stored if not s.startswith(".cache/") and s not in OWN_NAMES} == {*listed, storage.PUBLISHED}
-    from songcorpus.pipelines.catalog import read_funnel
+    from songcorpus.pipelines.sinks.catalog import read_funnel
 
     assert read_funnel(out) == read_funnel(local_out)
 
@@ -219,7 +219,7 @@ def test_loader_reads_s3_shards_as_local(corpora):
 
 
 def test_s3_inputs_are_named_as_local_ones(tmp_path, s3):
-    from songcorpus.pipelines.sources import expand_inputs
+    from songcorpus.pipelines.sources.inputs import expand_inputs
 
     local = tmp_path / "music"
     for song in SONGS:
@@ -235,7 +235,7 @@ def test_s3_inputs_are_named_as_local_ones(tmp_path, s3):
 
 def test_s3_url_with_a_key_in_it_reads_and_is_named_without_it(tmp_path, s3):
     """``s3://KEY:SECRET@bucket/...`` (a secret may hold a raw "/"): read with that key, named and stored without it."""
-    from songcorpus.pipelines.sources import expand_inputs
+    from songcorpus.pipelines.sources.inputs import expand_inputs
 
     clip = DEMO_DIR / "speech_00" / "mix.flac"
     storage.upload(clip, f"{s3}/music/speech_00.flac")
@@ -264,8 +264,8 @@ def _hf_dataset(clips: list[str]):
 def test_hf_dataset_on_s3_is_read_row_by_row(tmp_path, s3, layout, monkeypatch):
     from songcorpus.io import hf_remote
     from songcorpus.io.artefacts import ArtefactStore
-    from songcorpus.pipelines.sources import expand_inputs
-    from songcorpus.transforms.ingest import IngestStage
+    from songcorpus.pipelines.sources.inputs import expand_inputs
+    from songcorpus.transforms.stages.ingest import IngestStage
 
     clips = ["speech_00", "speech_01", "speech_02"]
     ds, files = _hf_dataset(clips)
@@ -348,7 +348,7 @@ def test_bad_objects_fail_by_their_url(tmp_path, s3):
     local temporary copy ingest decodes)."""
     from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.io.audio import DecodeError
-    from songcorpus.transforms.ingest import IngestStage
+    from songcorpus.transforms.stages.ingest import IngestStage
 
     storage.write_bytes(f"{s3}/empty.wav", b"")
     storage.write_bytes(f"{s3}/text.mp3", b"not audio at all, a text file with an .mp3 name\n" * 40)

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 
 from songcorpus.io import storage
-from songcorpus.pipelines.output_claim import LEASE, OutputClaimError, claim_output
+from songcorpus.pipelines.job.output_claim import LEASE, OutputClaimError, claim_output
 from songcorpus.schemas.failures import JobFault
 
 from conftest import curate_with, song_folder

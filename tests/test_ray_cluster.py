@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from songcorpus.pipelines.ray_runner import driver_node_ip, ray_init_args
+from songcorpus.io.ray_address import driver_node_ip
+from songcorpus.pipelines.engines.ray_runner import ray_init_args
 from songcorpus.schemas.config import load_config
 
 from conftest import DEMO_DIR
@@ -239,9 +240,10 @@ def test_ray_tasks_write_the_shards_the_driver_would(tmp_path, monkeypatch):
     import ray
 
     from songcorpus.io.artefacts import ArtefactStore
-    from songcorpus.pipelines import corpus, ray_runner
-    from songcorpus.pipelines.corpus import write_shards_here
-    from songcorpus.pipelines.ray_runner import ray_shard_writer
+    from songcorpus.pipelines.corpus import planned_shards as corpus
+    from songcorpus.pipelines.corpus.planned_shards import write_shards_here
+    from songcorpus.pipelines.engines import ray_runner
+    from songcorpus.pipelines.engines.ray_runner import ray_shard_writer
     from songcorpus.schemas.config import load_config
 
     from conftest import shard_plans

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from songcorpus.pipelines.hf_features import FEATURES_FILE, write_features
-from songcorpus.pipelines.shard_writer import Sample, write_shard
+from songcorpus.pipelines.sinks.hf_features import FEATURES_FILE, write_features
+from songcorpus.pipelines.sinks.shard_writer import Sample, write_shard
 from songcorpus.schemas.catalog import SCORE_COLUMNS
 from songcorpus.schemas.config import AugmentConfig
 from songcorpus.schemas.sample import (
@@ -32,8 +32,8 @@ from songcorpus.schemas.sample import (
     frames_for,
 )
 from songcorpus.schemas.track import METADATA_FIELDS
-from songcorpus.transforms.augment import Biquad, EqParams, SongAugmentation
-from songcorpus.transforms.samples import augmentation_record, caption_method, clip_sections, clip_segments
+from songcorpus.transforms.dsp.augment import Biquad, EqParams, SongAugmentation
+from songcorpus.transforms.stages.samples_lite import augmentation_record, caption_method, clip_sections, clip_segments
 
 READERS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
 BLOCK_HEAD = 'OUT, split = "songcorpus-demo", "train"'

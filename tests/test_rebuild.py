@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from songcorpus.cli import main
-from songcorpus.pipelines import corpus as corpus_mod
+from songcorpus.pipelines import build_corpus as corpus_mod
 from songcorpus.pipelines.curate import rebuild
 from songcorpus.schemas.config import ConfigError, load_config
 

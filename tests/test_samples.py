@@ -121,7 +121,7 @@ def test_augmented_f0_matches_the_f0_of_the_augmented_audio(augmented: Path) -> 
     """The stored (moved) f0 against f0 re-extracted from the augmented vocals: raw pitch accuracy in the
     MIREX sense (the re-extraction gives a pitch on every frame; scored on frames the label calls voiced)."""
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.f0 import estimate_f0
+    from songcorpus.transforms.stages.f0 import estimate_f0
 
     cfg = load_config().f0.model_copy(update={"only_vocal_activity": False, "voicing_threshold": 0.0})
     rpa, chroma = [], []

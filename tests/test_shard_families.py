@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from songcorpus.pipelines.shard_writer import Sample, describe_shard, write_shard
+from songcorpus.pipelines.sinks.shard_writer import Sample, describe_shard, write_shard
 from songcorpus.schemas.sample import FIELD_GROUPS, field_group, split_group_file
 from songcorpus.train.data import CorpusView, DataError, bytes_per_sample, read_members
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from songcorpus.pipelines.sources import expand_inputs
+from songcorpus.pipelines.sources.inputs import expand_inputs
 from songcorpus.schemas.failures import SourceError
 
 from conftest import DEMO_DIR

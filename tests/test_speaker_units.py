@@ -18,19 +18,19 @@ import torch
 
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.content_units import (
+from songcorpus.transforms.models.content_units import (
     assign_units,
     conv_frames,
     fit_unit_codebook,
     load_content_encoder,
     unit_frames_for,
 )
-from songcorpus.transforms.full_samples import UnitFramesStage
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.model_store import STORE_MODELS, load_registry, register_model
-from songcorpus.transforms.models import ModelError
-from songcorpus.transforms.speaker import load_speaker_encoder, read_hparams
-from songcorpus.transforms.stems import StemStage
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.speaker import load_speaker_encoder, read_hparams
+from songcorpus.transforms.models.store import STORE_MODELS, load_registry, register_model
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.samples_full import UnitFramesStage
+from songcorpus.transforms.stages.stems import StemStage
 
 from conftest import DEMO_DIR
 

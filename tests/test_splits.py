@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 from songcorpus.io.artefacts import ArtefactStore
-from songcorpus.pipelines.corpus import assign_split
+from songcorpus.pipelines.corpus.splits import assign_split
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.ingest import IngestStage
+from songcorpus.transforms.stages.ingest import IngestStage
 
 from conftest import DEMO_DIR
 

@@ -9,11 +9,11 @@ import soxr
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.audio import downmix
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms import models
-from songcorpus.transforms.classify import YamnetContentClassifier
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.quality import effective_bandwidth, silence_ratio
-from songcorpus.transforms.snr import wada_snr
+from songcorpus.transforms.dsp.snr import wada_snr
+from songcorpus.transforms.models import registry as models
+from songcorpus.transforms.stages.classify_yamnet import YamnetContentClassifier
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.quality import effective_bandwidth, silence_ratio
 
 from conftest import DEMO_DIR
 

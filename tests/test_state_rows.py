@@ -1,4 +1,4 @@
-"""The stored scores as a streamed file (pipelines/state_rows.py): rows in any order give one sorted, canonical
+"""The stored scores as a streamed file (pipelines/job/state_rows.py): rows in any order give one sorted, canonical
 file; slim rows keep every score and what decisions read; the driver's engines yield results rather than lists."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from songcorpus.pipelines.corpus import scores_of
-from songcorpus.pipelines.state_rows import (
+from songcorpus.pipelines.job.state_rows import (
     StateRowsWriter,
     chunked,
     iter_state_rows,
+    scores_of,
     slim_row,
     write_state_rows,
 )
@@ -87,7 +87,7 @@ def test_a_streamed_table_holds_the_rows_of_a_listed_one(tmp_path: Path, monkeyp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from songcorpus.pipelines import catalog
+    from songcorpus.pipelines.sinks import catalog
 
     schema = pa.schema([pa.field("key", pa.string()), pa.field("value", pa.float64())])
     rows = [{"key": f"k{i}", "value": i / 3} for i in range(25)]
@@ -103,7 +103,7 @@ def test_a_streamed_table_holds_the_rows_of_a_listed_one(tmp_path: Path, monkeyp
 
 
 def test_packed_rows_read_back_as_given(tmp_path: Path) -> None:
-    from songcorpus.pipelines.state_rows import PackedRows, slim_state_rows
+    from songcorpus.pipelines.job.state_rows import PackedRows, slim_state_rows
 
     rows = [_row(i) for i in range(20)]
     packed = PackedRows(rows)

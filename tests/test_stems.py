@@ -11,8 +11,8 @@ import soundfile as sf
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.audio import DecodeError, read_standard_audio
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.stems import StemStage
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.stems import StemStage
 
 from conftest import DEMO_DIR
 
@@ -69,7 +69,7 @@ def test_separator_scores_do_not_depend_on_the_worker_thread_count() -> None:
     those of a single-threaded solve whatever the thread count."""
     import torch
 
-    from songcorpus.transforms.stems import bss_scores
+    from songcorpus.transforms.stages.stems import bss_scores
 
     song = DEMO_DIR / "song_01"
     vocals, rate = sf.read(song / "vocals.flac", dtype="float32")

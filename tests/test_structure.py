@@ -14,8 +14,8 @@ import soundfile as sf
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.row import canonical_json
-from songcorpus.transforms.ingest import IngestStage
-from songcorpus.transforms.structure import StructureStage, import_madmom
+from songcorpus.transforms.stages.ingest import IngestStage
+from songcorpus.transforms.stages.structure import StructureStage, import_madmom
 
 from conftest import DEMO_DIR
 
@@ -143,7 +143,7 @@ def test_a_few_beats_give_one_section_not_an_error() -> None:
     import soundfile as sf
 
     from songcorpus.schemas.config import load_config
-    from songcorpus.transforms.structure import analyse
+    from songcorpus.transforms.stages.structure import analyse
 
     x, rate = sf.read(DEMO_DIR / "speech_01" / "mix.flac", dtype="float32")
     out = analyse(x, rate, load_config().structure)

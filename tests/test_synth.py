@@ -1,4 +1,4 @@
-"""The synthetic song generator (pipelines/synth.py): files, timing, determinism, harmony, curation.
+"""The synthetic song generator (pipelines/sources/synth.py): files, timing, determinism, harmony, curation.
 
 Renders two songs with Festival and fluidsynth (Debian packages festival, festvox-kallpc16k,
 festvox-kdlpc16k, fluidsynth, musescore-general-soundfont-small); skipped, naming them, where they are
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from songcorpus.pipelines import synth
+from songcorpus.pipelines.sources import synth
 
 from conftest import curate_with, tracks
 

@@ -13,10 +13,10 @@ import pytest
 
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.classify import MUSIC, SINGING, SPEECH, YamnetContentClassifier, content_label_indices
-from songcorpus.transforms.model_store import load_registry, register_model
-from songcorpus.transforms.models import ModelError
-from songcorpus.transforms.tagger import MODEL_FILES, AstContentClassifier, patch_starts
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.store import load_registry, register_model
+from songcorpus.transforms.stages.classify_ast import MODEL_FILES, AstContentClassifier, patch_starts
+from songcorpus.transforms.stages.classify_yamnet import MUSIC, SINGING, SPEECH, YamnetContentClassifier, content_label_indices
 
 from conftest import ingested_excerpt
 

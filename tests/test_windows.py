@@ -6,7 +6,7 @@ import pytest
 
 from songcorpus.schemas.config import WindowConfig
 from songcorpus.schemas.sample import window_key
-from songcorpus.transforms.windows import activity_in, choose_references, plan_windows
+from songcorpus.transforms.dsp.windows import activity_in, choose_references, plan_windows
 
 BEATS = [0.37 + 0.5 * i for i in range(200)]  # 120 BPM from 0.37 s
 
@@ -50,7 +50,7 @@ def test_references_never_overlap_and_lonely_windows_are_dropped() -> None:
 
 
 def test_lyric_words_are_clipped_to_the_window_by_their_middle() -> None:
-    from songcorpus.transforms.samples import clip_words
+    from songcorpus.transforms.stages.samples_lite import clip_words
 
     words = [[0.5, 1.0, "before"], [1.8, 2.4, "edge"], [2.5, 3.0, "inside"], [5.9, 6.5, "after"], [3.7, 4.1, "end"],
              [3.9, 4.3, "next"]]

@@ -8,9 +8,9 @@ Writes: one WAV or FLAC (by suffix) at the corpus sample rate, 16-bit PCM; with 
 ``<out>.vocals<ext>`` / ``<out>.accompaniment<ext>`` for the models that generate both stems.
 
 Inputs go through the corpus's own curation stages with the corpus's config, in a scratch artefact store:
-ingest (decode, downmix, resample: transforms/ingest.py), the stems stage for a mix (a ``vocals`` input is
+ingest (decode, downmix, resample: transforms/stages/ingest.py), the stems stage for a mix (a ``vocals`` input is
 taken as the vocal stem as given; ``inputs_are_stems`` says the melody/reference files are stems too), VAD
-and f0 on the vocal stem (transforms/vad.py, transforms/f0.py), and the embedded codec (latents of each
+and f0 on the vocal stem (transforms/stages/vad.py, transforms/stages/f0.py), and the embedded codec (latents of each
 window's mono stem, tokens = nearest centroid of the corpus codebook). Latents are z-scored with the run's
 ``latent_stats.npz`` and de-normalised before decoding.
 
@@ -156,7 +156,7 @@ def load_run(run: str | Path, checkpoint: str | None = None, device: str = "cpu"
 
     from songcorpus.schemas.config import PipelineConfig
     from songcorpus.train.checkpoint import CheckpointError, load_checkpoint, load_latent_stats
-    from songcorpus.transforms.codec import CODEC_NAME, load_codebook
+    from songcorpus.transforms.models.embedded_codec import CODEC_NAME, load_codebook
 
     run = Path(run)
     if not (run / "config.yaml").exists():
@@ -233,7 +233,7 @@ class Curation:
     def _ingest(self, path: Path, what: str) -> dict[str, Any]:
         from songcorpus.io.audio import DecodeError
         from songcorpus.transforms.base import Rejection
-        from songcorpus.transforms.ingest import IngestStage
+        from songcorpus.transforms.stages.ingest import IngestStage
 
         if not path.is_file():
             raise GenerateError(f"{what} file {path} does not exist")
@@ -245,7 +245,7 @@ class Curation:
     def stems(self, path: Path, what: str, is_stem: str | None) -> dict[str, Any]:
         """A row with ``ingest`` and ``stems`` results: the mix separated by the corpus's stems stage, or,
         with ``is_stem`` ("vocals" / "accompaniment"), the file standardised and taken as that stem."""
-        from songcorpus.transforms.stems import StemStage
+        from songcorpus.transforms.stages.stems import StemStage
 
         ingest = self._ingest(path, what)
         row: dict[str, Any] = {"track": {"path": str(path)}, "results": {"ingest": ingest}, "outcome": None}
@@ -270,8 +270,8 @@ class Curation:
 
     def f0(self, row: dict[str, Any]) -> np.ndarray:
         """f0 at 100 Hz of the row's vocal stem, by the corpus's f0 stage (after its VAD when configured)."""
-        from songcorpus.transforms.f0 import VocalF0Stage
-        from songcorpus.transforms.vad import SileroVadStage
+        from songcorpus.transforms.stages.f0 import VocalF0Stage
+        from songcorpus.transforms.stages.vad import SileroVadStage
 
         if self.config.f0.only_vocal_activity:
             row["results"]["vad"] = SileroVadStage(self.config, self.store).process_one(row)
@@ -297,7 +297,7 @@ class StemReader:
         return (data.astype(np.float32) / 32768.0).mean(axis=1)
 
     def energy_db(self) -> float:
-        """transforms/stems.py ``energy_db`` of the whole stem (every channel), summed a block at a time."""
+        """transforms/stages/stems.py ``energy_db`` of the whole stem (every channel), summed a block at a time."""
         total, count = 0.0, 0
         self._file.seek(0)
         for _ in range(0, self.n_samples, self.BLOCK):
@@ -369,7 +369,7 @@ class Conditions:
     """Condition arrays of one window in the models' batch contract, from prepared audio."""
 
     def __init__(self, run: LoadedRun) -> None:
-        from songcorpus.transforms.codec import EmbeddedCodec
+        from songcorpus.transforms.models.embedded_codec import EmbeddedCodec
 
         self.run = run
         self.codec = EmbeddedCodec(run.pipeline.codec, run.sample_rate, run.codebook)

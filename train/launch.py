@@ -77,7 +77,7 @@ def launch_ray(config: TrainConfig, data: str, run: Path, workers: int, backbone
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from songcorpus.pipelines.ray_runner import driver_node_ip
+    from songcorpus.io.ray_address import driver_node_ip
 
     run = Path(run).resolve()
     write_config(config, run)

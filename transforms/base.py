@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.row import Row
-from songcorpus.transforms.models import MODELS, ModelError, ModelSpec, get_model
+from songcorpus.transforms.models.registry import MODELS, ModelError, ModelSpec, get_model
 
 if TYPE_CHECKING:
-    from songcorpus.transforms.model_store import StoreModelSpec
+    from songcorpus.transforms.models.store import StoreModelSpec
 
 
 
@@ -55,7 +55,6 @@ class Stage(ABC):
     provides: ClassVar[tuple[str, ...]] = ()
     resources: ClassVar[Resources] = Resources()
     batch_size: ClassVar[int] = 1
-    uses_actor: ClassVar[bool] = False  # True: a model loaded once per long-lived worker
     uses_gpu: ClassVar[bool] = False  # True: runs on CUDA when ``device`` allows (declares ``device.gpu_share``)
 
     def __init__(self, config: PipelineConfig, store: ArtefactStore) -> None:
@@ -82,7 +81,7 @@ class Stage(ABC):
     def store_model(self, name: str, kinds: tuple[str, ...] = ()) -> tuple[StoreModelSpec, Path]:
         """A store model's registry entry and verified folder; a model of another kind than ``kinds`` is
         refused, naming what the stage loads (stages with several models call this once per model)."""
-        from songcorpus.transforms.model_store import get_store_model, store_root
+        from songcorpus.transforms.models.store import get_store_model, store_root
 
         spec = get_store_model(name, self.store_registry())
         if kinds and spec.kind not in kinds:
@@ -93,7 +92,7 @@ class Stage(ABC):
     def store_registry(self) -> dict[str, StoreModelSpec]:
         """The built-in registry plus the store's ``registry.json``, read once per stage object."""
         if not hasattr(self, "_store_registry"):
-            from songcorpus.transforms.model_store import load_registry, store_root
+            from songcorpus.transforms.models.store import load_registry, store_root
 
             self._store_registry = load_registry(store_root(self.config.models.store_dir))
         return self._store_registry
@@ -111,8 +110,8 @@ class Stage(ABC):
         """The provided fields for one row. Raise Rejection or any error; the runner records it."""
 
     def model_name(self) -> str | None:
-        """The registry name of the weights this stage loads (transforms/models.py for package-shipped weights,
-        transforms/model_store.py for store models); None: no registered model."""
+        """The registry name of the weights this stage loads (transforms/models/registry.py for package-shipped weights,
+        transforms/models/store.py for store models); None: no registered model."""
         return None
 
     def store_models(self, wanted: list[tuple[str, tuple[str, ...]]]) -> list[tuple[StoreModelSpec, Path]]:
@@ -138,7 +137,7 @@ class Stage(ABC):
             return None
         if name in MODELS:
             return get_model(name)
-        from songcorpus.transforms.model_store import get_store_model
+        from songcorpus.transforms.models.store import get_store_model
 
         return get_store_model(name, self.store_registry())
 

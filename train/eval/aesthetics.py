@@ -1,7 +1,7 @@
 """Aesthetic scores of generated songs: SongEval and Audiobox-Aesthetics through the full profile's adapters.
 
 Reads: one clip as a numpy array with its sample rate.
-Needs: store models of kind ``songeval`` and ``audiobox-aesthetics`` (transforms/aesthetics.py builds and
+Needs: store models of kind ``songeval`` and ``audiobox-aesthetics`` (transforms/stages/aesthetics.py builds and
 loads both; this module only scores with them). Either may be switched off by passing None.
 Provides: the aesthetics stage's fields with the same names and meaning: songeval_coherence,
 songeval_musicality, songeval_memorability, songeval_clarity, songeval_naturalness, songeval_mean,
@@ -23,11 +23,11 @@ from songcorpus.train.eval.common import mono, store_model_folder
 def load_aesthetic_scorers(songeval: str | None = "songeval", audiobox: str | None = "audiobox-aesthetics",
                            store_dir: str | Path | None = None, device: str = "cpu",
                            mixed_precision: bool = False) -> dict[str, Any]:
-    """Kind -> scorer (transforms/aesthetics.py ``SongEvalScorer`` / ``AudioboxAestheticsScorer``) for each
+    """Kind -> scorer (transforms/stages/aesthetics.py ``SongEvalScorer`` / ``AudioboxAestheticsScorer``) for each
     model that is not None, from verified store folders."""
     import torch
 
-    from songcorpus.transforms import aesthetics as aes
+    from songcorpus.transforms.stages import aesthetics as aes
 
     scorers: dict[str, Any] = {}
     if songeval is not None:
@@ -51,7 +51,7 @@ def aesthetic_scores(scorers: dict[str, Any], audio: np.ndarray, rate: int) -> d
     """SongEval's five dimensions and their mean (Yao et al. 2025, ASLP-lab/SongEval; 1-5) and Audiobox
     Aesthetics' PQ/PC/CE/CU (Tjandra et al. 2025; nominally 1-10) of one clip, each model at its own rate
     (the stage's ``to_rate``: soxr HQ, padded to 1 s)."""
-    from songcorpus.transforms import aesthetics as aes
+    from songcorpus.transforms.stages import aesthetics as aes
 
     x = mono(audio)
     out: dict[str, float] = {}

@@ -7,7 +7,7 @@ it never returns a made-up number and never drops the row. Functions with severa
 does not hide the others. :func:`measure` turns any scalar metric call into a :class:`MetricResult`, the
 shape the evaluator writes as one row (value, or None with the reason).
 
-Models that do not ship in a package come from the model store (transforms/model_store.py) through
+Models that do not ship in a package come from the model store (transforms/models/store.py) through
 :func:`store_model_folder`: the registry entry, its kind checked, every file verified by sha256; a
 missing or altered model is a ModelError naming the model and how to get it.
 """
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from songcorpus.transforms.model_store import StoreModelSpec
+    from songcorpus.transforms.models.store import StoreModelSpec
 
 
 class MetricUnavailable(Exception):  # noqa: N818 - an outcome, not a failure: the row records it with its reason
@@ -89,8 +89,8 @@ def store_model_folder(name: str, kinds: tuple[str, ...], store_dir: str | Path 
     """The registry entry and verified folder of store model ``name`` (``store_dir``, else
     ``$SONGCORPUS_MODELS``, else ``~/.cache/songcorpus/models``); a model of another kind than ``kinds``
     is refused, naming what the metric loads."""
-    from songcorpus.transforms.model_store import get_store_model, load_registry, store_root
-    from songcorpus.transforms.models import ModelError
+    from songcorpus.transforms.models.registry import ModelError
+    from songcorpus.transforms.models.store import get_store_model, load_registry, store_root
 
     root = store_root(None if store_dir is None else str(store_dir))
     spec = get_store_model(name, load_registry(root))

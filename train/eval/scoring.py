@@ -114,12 +114,12 @@ class Scorer:
             return self._loaded[what]
         if what in self._load_errors:
             return None
-        from songcorpus.transforms.models import ModelError
+        from songcorpus.transforms.models.registry import ModelError
 
         try:
             if what == "f0":
                 from songcorpus.schemas.config import F0Config
-                from songcorpus.transforms.f0 import load_f0_model
+                from songcorpus.transforms.stages.f0 import load_f0_model
 
                 obj = load_f0_model(F0Config().method)
             elif what == "yamnet":

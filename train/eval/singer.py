@@ -2,8 +2,8 @@
 
 Reads: two vocal clips as numpy arrays with their sample rates.
 Needs: a store model of kind ``ecapa`` (``ecapa-voxceleb``, the default: speechbrain's spkrec-ecapa-voxceleb,
-loaded by transforms/speaker.py without HyperPyYAML) or of kind ``ge2e`` (``ge2e-resemblyzer``: Resemblyzer's
-GE2E voice encoder, transforms/ge2e.py, whose real weights ship in a PyPI wheel); weights through
+loaded by transforms/models/speaker.py without HyperPyYAML) or of kind ``ge2e`` (``ge2e-resemblyzer``: Resemblyzer's
+GE2E voice encoder, train/eval/ge2e.py, whose real weights ship in a PyPI wheel); weights through
 torch.load(weights_only=True). Scores from the two encoders are not comparable: eval.json names the one used.
 Fails: ModelError for a missing, altered or wrong-kind model; ValueError for an empty clip.
 """
@@ -22,9 +22,10 @@ SPEAKER_DEFAULT = "ecapa-voxceleb"
 
 def load_speaker_encoder(name: str | None = None, store_dir: str | Path | None = None, device: str = "cpu") -> Any:
     """Store model ``name`` (default :data:`SPEAKER_DEFAULT`) from a verified folder: an ECAPA model as the full
-    profile loads it (transforms/speaker.py; the published global mean is not subtracted: speechbrain's
-    verification score), or a GE2E one (transforms/ge2e.py)."""
-    from songcorpus.transforms import ge2e, speaker
+    profile loads it (transforms/models/speaker.py; the published global mean is not subtracted: speechbrain's
+    verification score), or a GE2E one (train/eval/ge2e.py)."""
+    from songcorpus.train.eval import ge2e
+    from songcorpus.transforms.models import speaker
 
     spec, folder = store_model_folder(name or SPEAKER_DEFAULT, (speaker.KIND, ge2e.KIND), store_dir)
     if spec.kind == ge2e.KIND:

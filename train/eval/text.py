@@ -48,11 +48,11 @@ def espeak_voice(language: str | None) -> str:
 def phonemes(text: str, language: str | None = "en-us") -> list[str]:
     """The phones of ``text`` by phonemizer's espeak-ng backend (IPA, one token per phone; word boundaries,
     stress marks and punctuation dropped; text normalised as the lyrics stage compares it:
-    transforms/lyrics.py ``normalise_text``)."""
+    transforms/stages/lyrics.py ``normalise_text``)."""
     from phonemizer import phonemize
     from phonemizer.separator import Separator
 
-    from songcorpus.transforms.lyrics import normalise_text
+    from songcorpus.transforms.stages.lyrics import normalise_text
 
     norm = normalise_text(text or "")
     if not norm:
@@ -81,18 +81,18 @@ def phoneme_error_rate(hypothesis: str, reference: str, language: str | None = "
 def load_asr(name: str = ASR_DEFAULT, store_dir: str | Path | None = None, device: str = "cpu",
              compute_type: str = "auto", cpu_threads: int = 1) -> Any:
     """faster-whisper on a verified store model of kind ``ct2-whisper`` (the lyrics stage's loader,
-    transforms/lyrics.py ``load_whisper``: nothing is fetched; int8 on CPU, float16 on CUDA by default)."""
-    from songcorpus.transforms.lyrics import load_whisper
+    transforms/stages/lyrics.py ``load_whisper``: nothing is fetched; int8 on CPU, float16 on CUDA by default)."""
+    from songcorpus.transforms.stages.lyrics import load_whisper
 
     _, folder = store_model_folder(name, (ASR_KIND,), store_dir)
     return load_whisper(folder, device, compute_type, cpu_threads=cpu_threads)
 
 
 def transcribe_vocals(asr: Any, vocals: np.ndarray, rate: int, language: str | None = "en", beam_size: int = 5) -> str:
-    """Whisper's text of a vocal clip, decoded as the lyrics stage decodes (transforms/lyrics.py
+    """Whisper's text of a vocal clip, decoded as the lyrics stage decodes (transforms/stages/lyrics.py
     ``transcribe``: temperature 0, beam search, no conditioning on previous text); segments joined by a space.
     ``language``: an ISO 639-1 code (``en`` for tiny.en), or None to let Whisper detect it."""
-    from songcorpus.transforms.lyrics import WHISPER_RATE, transcribe
+    from songcorpus.transforms.stages.lyrics import WHISPER_RATE, transcribe
 
     audio = resample(vocals, rate, WHISPER_RATE)
     code = language.split("-")[0].lower() if language else None

@@ -8,7 +8,7 @@ Reads (batch keys): stage A ``vocals_latents``, ``accompaniment_latents`` (B, T,
 Generates (B, T, 2C) latents: [vocals; accompaniment] (``base.split_stems`` splits them).
 
 What the model generates, and why [vocals; accompaniment] concatenated: SongEcho/ACE-Step generate the mix
-in a VAE's latent space, but the corpus stores latents per stem only (transforms/samples.py writes
+in a VAE's latent space, but the corpus stores latents per stem only (transforms/stages/samples_lite.py writes
 ``<stem>.embedded_latents.npy`` for vocals and accompaniment, none for the mix). The embedded latents are
 log-mel frames (z-scored by the loader), so their sum is not the mix's latent (log(a + b) != log a + log b);
 concatenating on channels keeps both exactly, lets the mix be rebuilt in the audio domain (decode each stem,

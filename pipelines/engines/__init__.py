@@ -1,0 +1,1 @@
+"""Execution engines: the engine-agnostic executor and the Ray and Beam runners that drive it."""

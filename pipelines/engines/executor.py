@@ -1,0 +1,134 @@
+"""Engine-agnostic execution of stages over rows, shared by the Ray and Beam runners.
+
+Both engines call :class:`StageGroup` on batches of rows, so they run the very same code and produce
+the same results. Each stage result goes through the content-addressed artefact store: a hit skips
+the work (resume, re-runs), a miss computes and stores atomically. The input's fault (an ``InputError``, or a
+:class:`Rejection`) becomes the row's outcome (``failed`` / ``rejected``) and later stages skip that row; any
+other exception is the job's fault and raises :class:`StageFault`, which stops the job (``schemas/failures.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from songcorpus.schemas.config import PipelineConfig
+from songcorpus.schemas.failures import InputError, StageFault
+from songcorpus.schemas.row import Row
+from songcorpus.transforms.base import Rejection, Resources, Stage
+
+
+def stage_resources(stage: Stage) -> Resources:
+    """A model stage declares its GPU share (``device.gpu_share``) when it will run on CUDA, so Ray gives it
+    a GPU actor pool; on a CPU-only run it is a CPU stage like any other."""
+    res = stage.resources
+    if stage.uses_gpu:
+        import torch
+
+        name = stage.config.device.name
+        if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
+            return Resources(num_cpus=res.num_cpus, num_gpus=stage.config.device.gpu_share, memory_mb=res.memory_mb)
+    return res
+
+
+def new_row(track: dict[str, Any]) -> Row:
+    return {"track": track, "results": {}, "outcome": None}
+
+
+def located(reason: str, track: dict[str, Any]) -> str:
+    """A reason names the input by its source, not by where its file sits on this machine (the catalog is the
+    same wherever the corpus is curated from)."""
+    path = track.get("path")
+    return reason.replace(path, track["source"]) if path and path != track["source"] else reason
+
+
+def run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
+    """Apply one stage to one row in place (cache first; setup on the first miss)."""
+    if row["outcome"] is not None:
+        return
+    try:
+        _run_stage(stage, row, ready)
+    finally:
+        if row["outcome"] is not None and row["outcome"].get("reason"):
+            row["outcome"]["reason"] = located(row["outcome"]["reason"], row["track"])
+
+
+def _run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
+    try:
+        key = stage.cache_key(row)
+        result = stage.store.get_result(stage.name, key)
+        if result is None:
+            if not ready[0]:
+                stage.setup()
+                ready[0] = True
+            result = stage.process_one(row)
+            stage.store.put_result(stage.name, key, result)
+        row["results"][stage.name] = result
+    except Rejection as rej:
+        row["outcome"] = {"status": "rejected", "stage": stage.name, "code": rej.code, "reason": rej.reason}
+    except InputError as exc:
+        row["outcome"] = {"status": "failed", "stage": stage.name, "code": exc.code, "reason": str(exc)}
+    except MemoryError:  # one input too large for this worker's memory: the input's row, not the job's end
+        row["outcome"] = {"status": "failed", "stage": stage.name, "code": "out_of_memory",
+                          "reason": "out of memory (lower ingest.max_duration_s or give workers more memory)"}
+    except Exception as exc:  # a bug, a full disk, a lost connection: stop the job (schemas/failures.py)
+        raise StageFault.of(stage.name, row["track"]["source"], exc) from exc
+
+
+@dataclass
+class StageGroup:
+    """Consecutive stages with the same resource shape, run as one engine operator."""
+
+    stages: list[Stage]
+
+    def __post_init__(self) -> None:
+        self._ready = [[False] for _ in self.stages]
+
+    @property
+    def name(self) -> str:
+        return "+".join(s.name for s in self.stages)
+
+    @property
+    def resources(self) -> Resources:
+        res = [stage_resources(s) for s in self.stages]
+        return Resources(num_cpus=max(r.num_cpus for r in res), num_gpus=max(r.num_gpus for r in res),
+                         memory_mb=max(r.memory_mb for r in res))
+
+    @property
+    def batch_size(self) -> int:
+        return min(s.batch_size for s in self.stages)
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        for row in rows:
+            for stage, ready in zip(self.stages, self._ready, strict=True):
+                run_stage(stage, row, ready)
+                if stage.config.early_gates:
+                    early_gate(stage.config, row)
+        return rows
+
+
+def early_gate(config: PipelineConfig, row: Row) -> None:
+    """With ``early_gates``: reject the row as soon as a gate fails on the scores computed so far (scores
+    of stages not run yet are None and pass), so no later stage spends time on it. The decision is the
+    one the late gates would make; ``early`` marks that the row's analysis is incomplete."""
+    from songcorpus.pipelines.job.state_rows import scores_of
+    from songcorpus.transforms.corpus.gates import apply_gates
+
+    if row["outcome"] is not None or "ingest" not in row["results"]:
+        return
+    gate = apply_gates(config.gates, scores_of(row))
+    if gate is not None:
+        row["outcome"] = {"status": "rejected", "stage": gate.stage, "code": gate.code, "reason": gate.reason,
+                          "early": True}
+
+
+def group_stages(stages: list[Stage]) -> list[StageGroup]:
+    """Fuse neighbours that need the same kind of worker (CPU-only vs GPU): a CPU model stage shares
+    the worker with decoding instead of pinning an idle CPU, while a GPU stage gets its own pool."""
+    groups: list[list[Stage]] = []
+    for stage in stages:
+        if groups and (stage_resources(groups[-1][-1]).num_gpus > 0) == (stage_resources(stage).num_gpus > 0):
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return [StageGroup(g) for g in groups]

@@ -1,0 +1,1 @@
+"""Reading a published corpus back: one sample drawn and made audible."""
