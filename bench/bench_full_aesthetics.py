@@ -67,7 +67,7 @@ def write_songeval(folder: Path) -> None:
     from transformers import Wav2Vec2ConformerConfig
     from transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer import Wav2Vec2ConformerEncoder
 
-    from songcorpus.transforms.stages.aesthetics import SongEvalHead, _ConvSubsampling
+    from songcorpus.transforms.models.songeval import SongEvalHead, _ConvSubsampling
 
     cfg = Wav2Vec2ConformerConfig(**MUQ_LARGE_W2V2)
     cfg.hidden_size, cfg.num_hidden_layers = MUQ_LARGE["encoder_dim"], MUQ_LARGE["encoder_depth"]
@@ -87,7 +87,7 @@ def write_songeval(folder: Path) -> None:
 def write_audiobox(folder: Path) -> None:
     import torch
 
-    from songcorpus.transforms.stages.aesthetics import AUDIOBOX_AXES, build_aes_model
+    from songcorpus.transforms.models.audiobox_aesthetics import AUDIOBOX_AXES, build_aes_model
 
     targets = {a: {"mean": 5.5, "std": 1.6} for a in AUDIOBOX_AXES}
     model = build_aes_model(AES_CFG, targets)  # no WavLM settings: the package's base+, as published
@@ -104,7 +104,9 @@ def main() -> int:
 
     from songcorpus.cli import demo_manifest
     from songcorpus.transforms.models.accelerator import pick_device
-    from songcorpus.transforms.stages.aesthetics import AudioboxAestheticsScorer, SongEvalScorer, to_rate
+    from songcorpus.transforms.models.aesthetic_inputs import to_rate
+    from songcorpus.transforms.models.audiobox_aesthetics import AudioboxAestheticsScorer
+    from songcorpus.transforms.models.songeval import SongEvalScorer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -23,23 +23,18 @@ from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.row import canonical_json
-from songcorpus.transforms.models.registry import ModelError
-from songcorpus.transforms.models.store import load_registry, register_model
-from songcorpus.transforms.stages.aesthetics import (
+from songcorpus.transforms.models.aesthetic_inputs import to_rate
+from songcorpus.transforms.models.audiobox_aesthetics import (
     AUDIOBOX_AXES,
-    FIELDS,
-    AestheticsStage,
     AudioboxAestheticsScorer,
-    MuQFeatures,
-    SongEvalHead,
-    SongEvalScorer,
-    _ConvSubsampling,
     _wavlm_overrides,
     build_aes_model,
     load_aes_checkpoint,
-    middle_excerpt,
-    to_rate,
 )
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.songeval import MuQFeatures, SongEvalHead, SongEvalScorer, _ConvSubsampling
+from songcorpus.transforms.models.store import load_registry, register_model
+from songcorpus.transforms.stages.aesthetics import FIELDS, AestheticsStage, middle_excerpt
 
 from conftest import ingested_excerpt
 

@@ -467,7 +467,8 @@ def test_aesthetic_scores_through_the_full_profile_adapters(tmp_path: Path) -> N
     from test_aesthetics import make_audiobox_folder, make_songeval_folder
 
     from songcorpus.train.eval.aesthetics import aesthetic_scores, load_aesthetic_scorers
-    from songcorpus.transforms.stages.aesthetics import FIELDS, to_rate
+    from songcorpus.transforms.models.aesthetic_inputs import to_rate
+    from songcorpus.transforms.stages.aesthetics import FIELDS
 
     root = tmp_path / "store"
     register_model("tiny-songeval", make_songeval_folder(tmp_path / "songeval"), root, kind="songeval", version="t1")
