@@ -25,7 +25,7 @@ import soxr
 import torch
 
 from songcorpus.train.eval.ge2e import TARGET_DBFS, load_ge2e_encoder
-from songcorpus.transforms.models.store import get_store_model, load_registry, store_root
+from songcorpus.transforms.models.store import load_registry, store_model, store_root
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     from resemblyzer.voice_encoder import VoiceEncoder
 
     root = store_root(args.store)
-    spec = get_store_model("ge2e-resemblyzer", load_registry(root))
+    spec = store_model("ge2e-resemblyzer", load_registry(root))
     ours, theirs = load_ge2e_encoder(spec, spec.verified_folder(root)), VoiceEncoder("cpu", verbose=False)
     songs = sorted(d for d in Path(args.synth).iterdir() if (d / "vocals.flac").is_file())[: args.songs]
     embs, voice = {}, {}

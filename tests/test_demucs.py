@@ -22,8 +22,8 @@ from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms.models.demucs_separator import DemucsSeparator, load_demucs
-from songcorpus.transforms.models.registry import ModelError
-from songcorpus.transforms.models.store import STORE_MODELS, load_registry, register_model
+from songcorpus.transforms.models.registry import MODELS, ModelError
+from songcorpus.transforms.models.store import load_registry, register_model
 from songcorpus.transforms.stages.stems import StemStage
 
 from conftest import ingested_excerpt
@@ -311,7 +311,7 @@ def test_missing_or_wrong_kind_models_fail_in_preflight(store_root: Path, tmp_pa
     default = load_config(overrides={"stems": {"separator": "demucs"}, "models": {"store_dir": str(empty)}})
     with pytest.raises(ModelError, match=default.separation.model) as err:
         StemStage(default, ArtefactStore(tmp_path / "c")).preflight()
-    if default.separation.model in STORE_MODELS:  # the published htdemucs, once the registry has it
+    if default.separation.model in MODELS:  # the published htdemucs, once the registry has it
         assert "songcorpus models" in str(err.value)
 
     root = tmp_path / "store"

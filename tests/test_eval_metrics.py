@@ -23,8 +23,8 @@ import torch
 from songcorpus.train.eval import distribution as dist
 from songcorpus.train.eval import harmony, melody, rhythm, speed, text
 from songcorpus.train.eval.common import MetricResult, MetricUnavailable, measure
-from songcorpus.transforms.models.registry import ModelError
-from songcorpus.transforms.models.store import STORE_MODELS, register_model
+from songcorpus.transforms.models.registry import MODELS, ModelError
+from songcorpus.transforms.models.store import register_model
 
 from conftest import DEMO_DIR
 
@@ -368,7 +368,7 @@ def test_clap_from_the_store_and_the_clap_score(tmp_path: Path) -> None:
 
     from songcorpus.train.eval.embeddings import load_clap
 
-    assert STORE_MODELS["clap-larger-music"].kind == "clap"
+    assert MODELS["clap-larger-music"].kind == "clap"
     root = tmp_path / "store"
     register_model("tiny-clap", save_tiny_clap(tmp_path / "clap"), root, kind="clap", version="t1")
     clap = load_clap("tiny-clap", store_dir=root)

@@ -19,7 +19,7 @@ from songcorpus.cli import main
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
 from songcorpus.transforms.models import store as model_store
-from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.registry import MODELS, ModelError
 from songcorpus.transforms.stages import lyrics as lyrics_mod
 from songcorpus.transforms.stages.ingest import IngestStage
 from songcorpus.transforms.stages.lyrics import (
@@ -151,11 +151,11 @@ def test_tiny_random_whisper_through_the_store(tmp_path: Path, tiny_models, monk
     assert lyrics_detail(store, blobbed) == (out["lyrics_segments"], out["lyrics_words"])
 
 
-def with_ct2_kind(monkeypatch) -> model_store.StoreModelSpec:
+def with_ct2_kind(monkeypatch) -> model_store.StoreModel:
     """The built-in tiny.en entry, as a ct2-whisper model (the entry predates the lyrics stage's kind)."""
-    builtin = model_store.STORE_MODELS[REAL]
+    builtin = MODELS[REAL]
     if builtin.kind != "ct2-whisper":
-        monkeypatch.setitem(model_store.STORE_MODELS, REAL, dataclasses.replace(builtin, kind="ct2-whisper"))
+        monkeypatch.setitem(MODELS, REAL, dataclasses.replace(builtin, kind="ct2-whisper"))
     return builtin
 
 

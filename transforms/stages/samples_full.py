@@ -110,9 +110,9 @@ class FullSampleStage(SampleStage):
         self.store_models(self._model_names())
 
     def _specs(self) -> list[Any]:
-        from songcorpus.transforms.models.store import get_store_model
+        from songcorpus.transforms.models.store import store_model
 
-        return [get_store_model(name, self.store_registry()) for name, _ in self._model_names()]
+        return [store_model(name, self.store_registry()) for name, _ in self._model_names()]
 
     def model_id(self) -> str:
         return " + ".join(["embedded-mel-codec", *(f"{s.name}@{s.version}" for s in self._specs())])

@@ -28,7 +28,7 @@ from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import VadConfig
 from songcorpus.schemas.row import Row
 from songcorpus.transforms.base import Resources, Stage
-from songcorpus.transforms.models.registry import ModelSpec, get_model
+from songcorpus.transforms.models.registry import PackageModel, get_model
 from songcorpus.transforms.stages.stems import vocal_stem_identity
 
 VAD_RATE = 16000
@@ -50,7 +50,7 @@ def _keep_torch_threads() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def vad_model_spec() -> ModelSpec:
+def vad_model_spec() -> PackageModel:
     """The registry entry, with ``silero_vad`` imported under the thread guard (locating its data imports it)."""
     with _keep_torch_threads():
         import silero_vad  # noqa: F401
@@ -62,7 +62,7 @@ def load_vad_model() -> Any:
     with _keep_torch_threads():
         from silero_vad.sequence_vad import SileroVADSequence
 
-        return SileroVADSequence(str(vad_model_spec().verified_path()), sampling_rate=VAD_RATE)
+        return SileroVADSequence(str(vad_model_spec().verified()), sampling_rate=VAD_RATE)
 
 
 def to_vad_rate(x: np.ndarray, rate: int) -> np.ndarray:
@@ -173,7 +173,7 @@ class SileroVadStage(Stage):
         return vocal_stem_identity(row)
 
     def preflight(self) -> None:
-        vad_model_spec().verified_path()  # the base preflight, with silero imported under the thread guard
+        vad_model_spec().verified()  # the base preflight, with silero imported under the thread guard
 
     def setup(self) -> None:
         self._model = load_vad_model()
