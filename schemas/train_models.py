@@ -11,17 +11,19 @@ describe the data come from the embedded codec (:class:`CodecConfig`: 128 log-me
 caption embedding), so a corpus made with the lite profile trains without touching these settings.
 Where the paper's value depends on a pretrained model we cannot ship (MuCodec's 16384 codes, CLaMP3's
 768-d embedding, ACE-Step's UMT5 and lyric tokenizer), ``paper()`` states it so the count is the paper's.
+
+Reads and writes nothing. Needs: pydantic. Fails: constructing a config raises pydantic's ValidationError;
+``paper(**overrides)`` goes through the shared loader (``schemas/config_base.py``) and raises its ConfigError.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from songcorpus.schemas.config import CodecConfig, ContentUnitsConfig
+from songcorpus.schemas.config_base import ConfigModel, Layer
 
 _CODEC = CodecConfig()
 LATENT_CHANNELS = _CODEC.n_mels          # embedded codec latents: (T, 128) log-mel at 25 Hz
@@ -33,20 +35,14 @@ SPEAKER_DIM = 192                        # ECAPA-TDNN (speechbrain spkrec-ecapa-
 N_UNITS = ContentUnitsConfig().n_units   # HuBERT k-means units, full profile, 50 Hz
 
 
-class _ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _ModelConfig(ConfigModel):
     _PAPER: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def paper(cls, **overrides: Any) -> Self:
         """The paper's size (same architecture and objective), with ``overrides`` on top."""
-        return cls.model_validate({**cls._PAPER, **overrides})
-
-    def digest(self) -> str:
-        """Stable hash of the settings (checkpoints name the config they were trained with)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return cls.from_layers([Layer(f"{cls.__name__}.paper()", cls._PAPER),
+                                Layer(f"{cls.__name__}.paper() overrides", overrides)])
 
 
 class SamuelConfig(_ModelConfig):

@@ -1,28 +1,26 @@
 """The training run's config: one validated model, YAML on disk, recorded in every run folder.
 
 ``TrainConfig`` = the generator (a :data:`GeneratorConfig`, tagged by ``name``) + data + optimisation +
-checkpointing. Unknown keys anywhere are errors that name the key, like the pipeline's config. Importable
-without torch (the CLI validates a config before any model is built).
+checkpointing. Reads: a YAML file and override mappings on top of a model's defaults (:func:`load_train_config`),
+or a checkpoint's complete dump (:func:`saved_train_config`). Writes: nothing (``config.to_yaml()`` is what the
+run folder records). Needs: pydantic and PyYAML, not torch (the CLI validates a config before any model is built).
+Fails: :class:`~songcorpus.schemas.config_base.ConfigError` naming the file, the key and the problem, like the
+pipeline's config (``schemas/config_base.py``); unknown keys anywhere are errors.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from songcorpus.schemas.config_base import ConfigError, ConfigModel, Layer, read_yaml
 from songcorpus.schemas.train_models import MODEL_CONFIGS, GeneratorConfig
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataConfig(_Section):
+class DataConfig(ConfigModel):
     split: Literal["train", "valid", "test"] = "train"
     codec: str = Field("embedded", description="which codec's latents/tokens to read: 'embedded' (lite) or a full-"
                        "profile codec name from the samples' JSON 'codecs' (sao_vae, encodec, dac)")
@@ -34,7 +32,7 @@ class DataConfig(_Section):
     normalise_latents: bool = Field(True, description="z-score latents per channel and stem with train-split stats")
 
 
-class OptimConfig(_Section):
+class OptimConfig(ConfigModel):
     lr: float = Field(3e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = Field(0.01, ge=0)
@@ -44,12 +42,12 @@ class OptimConfig(_Section):
     ema_decay: float = Field(0.999, ge=0, lt=1)
 
 
-class CheckpointConfig(_Section):
+class CheckpointConfig(ConfigModel):
     every: int = Field(100, ge=1, description="write a checkpoint every N optimiser steps (and at the end)")
     keep: int = Field(3, ge=1, description="keep the last K checkpoints")
 
 
-class TrainConfig(_Section):
+class TrainConfig(ConfigModel):
     model: GeneratorConfig
     steps: int = Field(1000, ge=1, description="optimiser steps in total (a re-run with more continues)")
     global_batch: int = Field(8, ge=1, description="samples per optimiser step, over all ranks and accumulation")
@@ -73,42 +71,22 @@ class TrainConfig(_Section):
                              "model.content_lifter: 0, or model.content_source: units")
         return self
 
-    def digest(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class TrainConfigError(ValueError):
-    """A training config that does not validate, with every problem named by its key."""
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
 
 def load_train_config(model: str, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The defaults for ``model``, then the YAML file, then ``overrides`` (the CLI's flags)."""
+    """The defaults for ``model``, then the YAML file, then ``overrides`` (the CLI's flags); validated once."""
     if model not in MODEL_CONFIGS:
-        raise TrainConfigError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODEL_CONFIGS))}")
-    data: dict[str, Any] = {"model": {"name": model}}
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODEL_CONFIGS))}")
+    layers = [Layer(f"model {model!r} defaults", {"model": {"name": model}})]
     if path is not None:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise TrainConfigError(f"{path}: a training config is a YAML mapping")
-        data = _merge(data, loaded)
-        data["model"] = {**data.get("model", {}), "name": data.get("model", {}).get("name", model)}
-        if data["model"]["name"] != model:
-            raise TrainConfigError(f"{path} configures model {data['model']['name']!r}, the command trains {model!r}")
-    data = _merge(data, overrides or {})
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise TrainConfigError(f"training config {path or '(defaults)'}: {problems}") from None
+        user = read_yaml(path)
+        section = user.data.get("model")
+        named = section.get("name", model) if isinstance(section, dict) else model
+        if named != model:
+            raise ConfigError(f"{user.source}: model.name: configures model {named!r}, the command trains {model!r}")
+        layers.append(user)
+    if overrides:
+        layers.append(Layer("overrides", overrides))
+    return TrainConfig.from_layers(layers)
 
 
 # Fields added to a model's schema after checkpoints were written, whose new default changes the architecture:
@@ -120,16 +98,14 @@ ADDED_ARCHITECTURE_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
 )
 
 
-def saved_train_config(saved: dict[str, Any]) -> TrainConfig:
-    """A config a checkpoint stored (a complete dump), read with the defaults it was written under: each field of
-    :data:`ADDED_ARCHITECTURE_FIELDS` missing from the dump takes the value that reproduces the old model."""
+def saved_train_config(saved: dict[str, Any], source: str = "stored training config") -> TrainConfig:
+    """A config a run folder or checkpoint stored (a complete dump), read with the defaults it was written under:
+    each field of :data:`ADDED_ARCHITECTURE_FIELDS` missing from the dump takes the value that reproduces the old
+    model. ``source`` names it in a ConfigError."""
     data = json.loads(json.dumps(saved))
     model = data.get("model") or {}
     for name, always, field, old in ADDED_ARCHITECTURE_FIELDS:
         if model.get("name") == name and always in model and field not in model:
             model[field] = old
-    return TrainConfig.model_validate(data)
+    return TrainConfig.from_layers([Layer(source, data, is_file=True)])
 
-
-def dump_train_config(config: TrainConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

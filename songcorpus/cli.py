@@ -11,7 +11,8 @@ import traceback
 from importlib import resources
 from pathlib import Path
 
-from songcorpus.schemas.config import ConfigError, load_config
+from songcorpus.schemas.config import load_config
+from songcorpus.schemas.config_base import ConfigError
 from songcorpus.schemas.failures import JOB_FAULT_EXIT, JobFault, describe
 
 DEMO_MANIFEST = "demo/manifest.jsonl"
@@ -190,12 +191,11 @@ MODEL_NAMES = {"samuel": "samuel", "lada-band": "lada_band", "songecho": "songec
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Validate the config and the inputs here, then hand over to a launcher (train/launch.py)."""
+    """Validate the config and the inputs here, then hand over to a launcher (train/launch.py); a config that
+    cannot be read or does not validate is a ConfigError, which main() prints (exit 2)."""
     from pathlib import Path
 
-    import yaml
-
-    from songcorpus.schemas.training import TrainConfigError, load_train_config
+    from songcorpus.schemas.training import load_train_config
     from songcorpus.train import launch
     from songcorpus.train.checkpoint import CheckpointError
     from songcorpus.train.data import DataError
@@ -218,19 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["steps"] = args.steps
     if args.checkpoint_every is not None:
         overrides["checkpoint"] = {"every": args.checkpoint_every}
-    try:
-        config = load_train_config(name, args.config, overrides)
-    except (OSError, yaml.YAMLError) as exc:  # one line: PyYAML's own message spans several
-        mark = getattr(exc, "problem_mark", None)
-        if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
-            why = f"line {mark.line + 1}, column {mark.column + 1}: {f'{exc.context}, ' if exc.context else ''}{exc.problem}"
-        else:
-            why = getattr(exc, "strerror", None) or " ".join(str(exc).split())
-        print(f"songcorpus: cannot read training config {args.config}: {why}", file=sys.stderr)
-        return 2
-    except TrainConfigError as exc:
-        print(f"songcorpus: {exc}", file=sys.stderr)
-        return 2
+    config = load_train_config(name, args.config, overrides)
     try:
         run = Path(args.out)
         if args.launcher == "local":
@@ -241,7 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             result = launch.launch_ray(config, args.data, run, args.workers, backbone=backbone, address=args.address,
                                        node_ip=args.node_ip_address)
-    except (TrainConfigError, DataError, CheckpointError, TrainError) as exc:
+    except (DataError, CheckpointError, TrainError) as exc:
         print(f"songcorpus: {exc}", file=sys.stderr)
         return 2
     print(f"trained {name} to step {result.get('step')} in {args.out} (loss {result.get('loss', float('nan')):.4f})")
@@ -250,7 +238,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Load the run's EMA weights and the corpus codec, prepare the inputs as the corpus was, write audio."""
-    from songcorpus.schemas.training import TrainConfigError
     from songcorpus.train.checkpoint import CheckpointError
     from songcorpus.train.data import DataError
     from songcorpus.train.generate import GenerateError, Request, generate
@@ -273,7 +260,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         info = generate(args.run, req, checkpoint=args.checkpoint, device=device, progress=not args.no_progress)
-    except (GenerateError, CheckpointError, TrainConfigError, DataError) as exc:
+    except (GenerateError, CheckpointError, DataError) as exc:
         print(f"songcorpus: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -299,7 +286,6 @@ def cmd_train_report(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a run on held-out windows (or a folder of outputs) with its reference systems; write the tables."""
-    from songcorpus.schemas.training import TrainConfigError
     from songcorpus.train.checkpoint import CheckpointError
     from songcorpus.train.data import DataError
     from songcorpus.train.eval.evaluate import evaluate_folders, evaluate_run
@@ -324,7 +310,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 raise EvalError("give RUN (a `songcorpus train --out` folder), or --generated DIR --reference DIR")
             info = evaluate_run(args.run, args.out, data=args.data, split=args.split, checkpoint=args.checkpoint,
                                 limit=args.limit, steps=args.steps, task=args.task, **common)
-    except (EvalError, CheckpointError, TrainConfigError, DataError) as exc:
+    except (EvalError, CheckpointError, DataError) as exc:
         print(f"songcorpus: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {info['outputs']['parquet']} and {info['outputs']['duckdb']} ({info['rows']} rows, "

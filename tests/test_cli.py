@@ -35,6 +35,29 @@ def test_bad_config_key_exits_2_with_the_key(tmp_path, capsys):
     assert "shards.max_sample" in capsys.readouterr().err
 
 
+# each command's config: (arguments after the config file's path is known, YAML with a problem, the problem)
+BAD_CONFIGS = {
+    "curate": (lambda d, c: ["curate", str(d), "--out", str(d / "o"), "--config", str(c)], "shards: {max_sample: 3}\n",
+               "shards.max_sample: unknown key (did you mean 'max_samples'?)"),
+    "rebuild": (lambda d, c: ["rebuild", str(d), "--config", str(c)], "splits: {test: -1}\n",
+                "splits.test: Input should be greater than or equal to 0"),
+    "train": (lambda d, c: ["train", "--model", "samuel", "--data", str(d), "--out", str(d / "run"), "--config", str(c)],
+              "model: {base_chanels: 16}\noptim: {lr: 0}\n",
+              "model.base_chanels: unknown key (did you mean 'base_channels'?); {config}: optim.lr: Input should be "
+              "greater than 0"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(BAD_CONFIGS))
+def test_a_bad_config_is_one_line_naming_file_key_and_problem_and_exits_2(command, tmp_path, capsys):
+    args, text, problem = BAD_CONFIGS[command]
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    assert main(args(tmp_path, config)) == 2
+    assert capsys.readouterr().err == f"songcorpus: {config}: {problem.format(config=config)}\n"
+    assert not (tmp_path / "o").exists() and not (tmp_path / "run").exists()
+
+
 def test_inspect_draws_a_sample_and_decodes_the_codec_for_listening(demo_ray, tmp_path, capsys):
     import duckdb
     import soundfile as sf

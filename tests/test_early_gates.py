@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from songcorpus.pipelines.curate import rebuild
-from songcorpus.schemas.config import ConfigError, load_config
+from songcorpus.schemas.config import load_config
+from songcorpus.schemas.config_base import ConfigError
 
 from conftest import DEMO_DIR, curate_with, tracks
 

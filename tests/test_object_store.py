@@ -25,7 +25,8 @@ from s3_server import KEY_ID, SECRET, make_bucket, s3_env
 
 from songcorpus.io import storage
 from songcorpus.pipelines.curate import curate, load_state
-from songcorpus.schemas.config import ConfigError, load_config
+from songcorpus.schemas.config import load_config
+from songcorpus.schemas.config_base import ConfigError
 from songcorpus.schemas.failures import JobFault
 
 from conftest import DEMO_DIR, LogLines

@@ -10,7 +10,8 @@ import yaml
 from songcorpus.cli import main
 from songcorpus.pipelines import build_corpus as corpus_mod
 from songcorpus.pipelines.curate import rebuild
-from songcorpus.schemas.config import ConfigError, load_config
+from songcorpus.schemas.config import load_config
+from songcorpus.schemas.config_base import ConfigError
 
 from conftest import forbid_analysis_stages, output_files, tracks
 

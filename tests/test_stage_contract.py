@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from songcorpus.schemas.config import ConfigError
+from songcorpus.schemas.config_base import ConfigError
 from songcorpus.schemas.row import Row
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.registry import PHASES, PROFILES, STAGES, StageContractError, check_contract, stage_classes

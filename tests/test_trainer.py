@@ -200,7 +200,7 @@ def test_ray_train_two_cpu_workers_train_checkpoint_and_resume(demo_ray, tmp_pat
 def test_bad_inputs_are_refused_by_name(demo_ray, tmp_path):
     import shutil
 
-    from songcorpus.schemas.training import TrainConfigError
+    from songcorpus.schemas.config_base import ConfigError
     from songcorpus.train.checkpoint import load_checkpoint
 
     corpus = tmp_path / "corpus"
@@ -219,7 +219,7 @@ def test_bad_inputs_are_refused_by_name(demo_ray, tmp_path):
     with pytest.raises(DataError, match=r"latent_channels 64, but sample .* n_mels 128; set model.latent_channels: 128"):
         launch_local(narrow, str(demo_ray), tmp_path / "narrow", progress=False)
     lada = load_train_config("lada_band")
-    with pytest.raises((TrainError, TrainConfigError), match="samuel"):
+    with pytest.raises((TrainError, ConfigError), match="samuel"):
         launch_local(lada, str(demo_ray), tmp_path / "run", progress=False)
     step, ckpt = latest_checkpoint(tmp_path / "run")
     with pytest.raises(CheckpointError, match="is of model 'samuel'"):

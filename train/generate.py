@@ -189,7 +189,7 @@ def load_run(run: str | Path, checkpoint: str | None = None, device: str = "cpu"
         raise GenerateError(f"corpus codebook: {exc}") from None
     from songcorpus.train.trainer import build_model
 
-    model_config = saved_train_config(state["config"]) if "config" in state else config
+    model_config = saved_train_config(state["config"], f"checkpoint {ckpt}") if "config" in state else config
     if model_config.model.name == "songecho_melody":  # the EMA state holds the frozen backbone too
         from songcorpus.train.models.songecho import SongEchoMelody
 

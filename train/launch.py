@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from songcorpus.schemas.training import TrainConfig, dump_train_config, load_train_config
+from songcorpus.schemas.training import TrainConfig, load_train_config
 
 
 def write_config(config: TrainConfig, run: Path) -> Path:
     """The run's config as the workers will read it (the loop checks it against an existing run's)."""
     run.mkdir(parents=True, exist_ok=True)
     path = run / "launch-config.yaml"
-    path.write_text(dump_train_config(config))
+    path.write_text(config.to_yaml())
     return path
 
 

@@ -37,7 +37,7 @@ import yaml
 
 from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.io.atomic import sha256_file as artefact_sha256
-from songcorpus.schemas.training import TrainConfig, dump_train_config, load_train_config, saved_train_config
+from songcorpus.schemas.training import TrainConfig, load_train_config, saved_train_config
 from songcorpus.train.checkpoint import (
     CheckpointError,
     begin_checkpoint,
@@ -233,7 +233,7 @@ def prepare_run(run: Path, config: TrainConfig, dist: Dist) -> None:
         # read as the complete dump it is: a field added to the schema since takes the value the run was
         # trained with, not today's default (schemas/training.py ADDED_ARCHITECTURE_FIELDS)
         try:
-            old = saved_train_config(yaml.safe_load(path.read_text()) or {})
+            old = saved_train_config(yaml.safe_load(path.read_text()) or {}, str(path))
         except (yaml.YAMLError, ValueError) as exc:
             raise TrainError(f"{path} is not a readable training config ({exc}); restore it from the run's "
                              f"checkpoint config or choose a new --out") from None
@@ -245,7 +245,7 @@ def prepare_run(run: Path, config: TrainConfig, dist: Dist) -> None:
                              f"the same config (only --steps may change) or choose a new --out")
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, dump_train_config(config))
+        write_atomic(path, config.to_yaml())
     dist.barrier()
 
 

@@ -17,7 +17,8 @@ import importlib
 from dataclasses import fields
 
 from songcorpus.io.artefacts import ArtefactStore
-from songcorpus.schemas.config import ConfigError, PipelineConfig
+from songcorpus.schemas.config import PipelineConfig
+from songcorpus.schemas.config_base import ConfigError
 from songcorpus.schemas.row import ROW_INPUTS, TRACK_PREFIX
 from songcorpus.schemas.track import METADATA_FIELDS, TrackRecord
 from songcorpus.transforms.base import Stage

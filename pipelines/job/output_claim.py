@@ -34,7 +34,7 @@ from typing import Any
 
 from songcorpus.io import storage
 from songcorpus.io.atomic import atomic_write_bytes
-from songcorpus.schemas.config import ConfigError
+from songcorpus.schemas.config_base import ConfigError
 
 MARKER = ".songcorpus-output.json"
 LOCK = ".songcorpus.lock"
