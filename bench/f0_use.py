@@ -79,7 +79,7 @@ def main() -> None:
                 print(f"-- attention to the frame's own content token, step {found.step}\n{found.table()}\n",
                       flush=True)
         if args.explained or args.content:
-            from songcorpus.train.generate import load_run
+            from songcorpus.train.run import load_run
 
             loaded = load_run(run)
         if args.explained:

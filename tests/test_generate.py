@@ -323,7 +323,7 @@ def test_pitch_share_reads_what_voicing_and_pitch_explain(runs):
     voicing plus pitch and far less by voicing alone; one made from voicing gains nothing from pitch; noise is
     explained by neither. Then the corpus path runs on a trained run's stats."""
     from songcorpus.train.eval.f0_use import pitch_share, ridge_r2, voicing_pitch_features
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.run import load_run
 
     rng = np.random.default_rng(0)
     f0 = np.where(rng.random(4000) < 0.7, 110.0 * 2.0 ** rng.uniform(0, 3, 4000), 0.0)
@@ -352,8 +352,8 @@ def test_content_pitch_reads_the_model_s_own_content_frames(runs):
     the same frames, the R² are those of ``ridge_r2`` on ``content_frames`` (checked for voicing, unliftered),
     and the table prints each width."""
     from songcorpus.train.eval.f0_use import content_pitch, ridge_r2, voicing_pitch_features
-    from songcorpus.train.generate import load_run
     from songcorpus.train.models.unisinger import content_frames
+    from songcorpus.train.run import load_run
 
     loaded = load_run(runs["unisinger"])
     assert loaded.model.config.content_lifter == 20  # the default reaches a trained run

@@ -11,7 +11,7 @@ Variants (each applied to the model's vocal key, ``vocals_latents`` or ``vocals_
 - "vocals moved 0.5 s": rolled in time by half a second, wrapping around;
 - "vocals nulled" (SAMUeL only): the zero condition its CFG dropout trains.
 
-Reads: a training run through :func:`songcorpus.train.generate.load_run` (EMA weights, latent stats, its
+Reads: a training run through :func:`songcorpus.train.run.load_run` (EMA weights, latent stats, its
 corpus); held-out windows of ``split`` (``f0_use._held_out``). Writes nothing. Fails with
 :class:`songcorpus.train.eval.f0_use.F0UseError` for a model that reads no vocals.
 """
@@ -45,7 +45,7 @@ def condition_use(run: str | Path, data: str | None = None, split: str = "test",
     increase over the true vocals, per batch)."""
     from songcorpus.schemas.train_models import LATENT_RATE_HZ
     from songcorpus.train.eval.f0_use import _held_out
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.run import load_run
 
     if batch_size < 2:
         raise F0UseError("the vocal-condition probe needs batch_size >= 2 (another song's vocals come from the batch)")

@@ -8,7 +8,7 @@ followed once some head attends from frame i to content token i; until then the 
 and only its voicing and mean survive, which is what ``f0_use`` measured. This probe reads that alignment
 directly, with no sampler or decoder.
 
-Reads: a UniSinger training run through :func:`songcorpus.train.generate.load_run` (EMA weights), held-out
+Reads: a UniSinger training run through :func:`songcorpus.train.run.load_run` (EMA weights), held-out
 windows of its corpus (``f0_use._held_out``). Every sample is put in the SVC task (the task that reads content
 and f0), with the loss's own draws (t, noise, dropout flags). Writes nothing. Fails with
 :class:`songcorpus.train.eval.f0_use.F0UseError` for a run of another model.
@@ -138,7 +138,7 @@ def content_alignment(run: str | Path, data: str | None = None, split: str = "te
                       batches: int = 6, batch_size: int = 8, seed: int = 0, radius: int = 1) -> ContentAlignment:
     """:class:`ContentAlignment` of a UniSinger run on ``batches`` held-out batches of ``split``."""
     from songcorpus.train.eval.f0_use import F0UseError, _held_out
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.run import load_run
 
     loaded = load_run(run, checkpoint)
     if loaded.name != "unisinger":

@@ -90,14 +90,14 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
     from songcorpus.train.eval import heldout as ho
     from songcorpus.train.eval.embeddings import YAMNET_MODEL
     from songcorpus.train.eval.speed import device_description
-    from songcorpus.train.generate import GenerateError, load_run
+    from songcorpus.train.run import RunError, load_run
 
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         raise EvalError(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
     try:
         loaded = load_run(run, checkpoint, device)
-    except GenerateError as exc:
+    except RunError as exc:
         raise EvalError(str(exc)) from None
     if data is None:
         data = str(loaded.corpus)

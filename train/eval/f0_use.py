@@ -7,7 +7,7 @@ one that uses it but samples poorly; the loss difference separates the two, need
 cheap enough to read at every checkpoint.
 
 Reads: a training run of a model that takes ``f0`` (SongEcho stage B, UniSinger), through
-:func:`songcorpus.train.generate.load_run` (EMA weights, latent stats, its corpus); held-out windows of ``split``
+:func:`songcorpus.train.run.load_run` (EMA weights, latent stats, its corpus); held-out windows of ``split``
 of that corpus (or ``data``). Writes nothing. Fails with :class:`F0UseError` for a model that reads no f0.
 """
 
@@ -69,8 +69,7 @@ def _held_out(loaded, data: str | None, split: str, batches: int, batch_size: in
     """``batches`` batches of ``split`` as the run's loss reads them (its latent stats; the reference window's
     latents normalised like the vocals), tensors on the CPU."""
     from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
-    from songcorpus.train.generate import caption_encoder
-    from songcorpus.train.text import PhonemeTokenizer
+    from songcorpus.train.text import PhonemeTokenizer, caption_encoder
     from songcorpus.train.trainer import to_tensors
 
     keys = [k for k in loaded.model.batch_keys if k != "mask"]
@@ -101,7 +100,7 @@ def paired_losses(model: torch.nn.Module, held_out: list[dict], variants: dict[s
 def f0_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
            batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
     """The paired loss of ``run`` on ``batches`` held-out batches with each of :data:`VARIANTS`."""
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.run import load_run
 
     loaded = load_run(run, checkpoint)
     name, model = loaded.name, loaded.model
@@ -121,7 +120,7 @@ def modality_use(run: str | Path, data: str | None = None, split: str = "test", 
     """The paired held-out loss of a UniSinger run in the SVC task with all its conditions ("true") and with each
     of :data:`SVC_CONDITIONS` nulled in every sample by the model's own CFG path (``loss(null=...)``): which
     conditions the model reads. Same batches and draws per variant, as :func:`f0_use`."""
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.run import load_run
 
     loaded = load_run(run, checkpoint)
     if loaded.name != "unisinger":

@@ -101,13 +101,12 @@ def _flac(data: bytes) -> tuple[np.ndarray, int]:
 
 
 class HeldOut:
-    """The held-out windows of one split for a loaded run (train/generate.py ``LoadedRun``)."""
+    """The held-out windows of one split for a loaded run (train/run.py ``LoadedRun``)."""
 
     def __init__(self, run: Any, data: str, split: str, limit: int | None = None, task: str = "svc") -> None:
         from songcorpus.schemas.sample import FIELD_GROUPS
         from songcorpus.train.data import BatchBuilder, CorpusView, DataError
-        from songcorpus.train.generate import caption_encoder
-        from songcorpus.train.text import PhonemeTokenizer
+        from songcorpus.train.text import PhonemeTokenizer, caption_encoder
 
         self.run = run
         self.split = split
