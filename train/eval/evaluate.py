@@ -28,8 +28,8 @@ import numpy as np
 
 from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.train.eval.heldout import SYSTEMS, EvalError, HeldOutWindow, SystemOutput
+from songcorpus.train.eval.metrics.singer import SPEAKER_DEFAULT
 from songcorpus.train.eval.scoring import GROUPS, LOWER_IS_BETTER, Row, Scorer, SetAccumulator, choose_groups
-from songcorpus.train.eval.singer import SPEAKER_DEFAULT
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 STEM_TAGS = ("vocals", "accompaniment")
@@ -88,8 +88,8 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
                  speaker_model: str | None = None) -> dict[str, Any]:
     """Generate and score every held-out window of ``split``; see the module docstring."""
     from songcorpus.train.eval import heldout as ho
-    from songcorpus.train.eval.embeddings import YAMNET_MODEL
-    from songcorpus.train.eval.speed import device_description
+    from songcorpus.train.eval.metrics.embeddings import YAMNET_MODEL
+    from songcorpus.train.eval.metrics.speed import device_description
     from songcorpus.train.run import RunError, load_run
 
     unknown = sorted(set(systems) - set(SYSTEMS))
@@ -205,9 +205,9 @@ def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Pa
     """Score ``generated``'s files against ``reference``'s by name; see the module docstring."""
     import tempfile
 
-    from songcorpus.train.eval.embeddings import YAMNET_MODEL
     from songcorpus.train.eval.heldout import _fit, floor_partner
-    from songcorpus.train.eval.melody import f0_of_vocals
+    from songcorpus.train.eval.metrics.embeddings import YAMNET_MODEL
+    from songcorpus.train.eval.metrics.melody import f0_of_vocals
 
     gen_dir, ref_dir = Path(generated), Path(reference)
     for what, folder in (("--generated", gen_dir), ("--reference", ref_dir)):

