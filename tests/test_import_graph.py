@@ -28,7 +28,7 @@ FLOORS = {"songcorpus": 0, "songcorpus.schemas": 0, "songcorpus.io": 1,
           "songcorpus.pipelines.readers": 3.0, "songcorpus.pipelines.sinks": 3.1, "songcorpus.pipelines.corpus": 3.2,
           "songcorpus.pipelines.engines": 3.3, "songcorpus.pipelines.build_corpus": 3.4,
           "songcorpus.pipelines.curate": 3.5, "songcorpus.train": 3, "songcorpus.train.eval.metrics": 3.1,
-          "songcorpus.train.eval": 3.2, "songcorpus.cli": 4,
+          "songcorpus.train.eval": 3.2, "songcorpus.train.eval.probes": 3.3, "songcorpus.cli": 4,
           "songcorpus.testing": 4}
 
 # (importer, imported) upward edges that later steps of the layout work remove
