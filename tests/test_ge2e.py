@@ -77,7 +77,7 @@ def test_ge2e_encoder_through_the_store_and_the_evaluator(tmp_path: Path):
     register_model("tiny-ge2e-2", make_ge2e(tmp_path / "ge2e2", seed=1), root, kind="ge2e", version="t1")
     assert not np.allclose(load_speaker_encoder("tiny-ge2e-2", store_dir=root).embed(a, rate), ea, atol=1e-3)
     scorer = Scorer("unisinger", ("speaker_similarity",), str(root), speaker_model="tiny-ge2e")
-    assert isinstance(scorer._get("speaker"), Ge2eSpeakerEncoder)
+    assert isinstance(scorer.metric_model("speaker"), Ge2eSpeakerEncoder)
     with pytest.raises(ValueError, match="non-empty"):
         encoder.embed(np.zeros(0, np.float32), rate)
 

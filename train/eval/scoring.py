@@ -109,7 +109,9 @@ class Scorer:
         self._ref_stats_cache: Any = None  # EmbeddingStats of the reference set (set_reference)
 
     # --- models, each loaded once; a failure is remembered as the metric's reason ---------------------
-    def _get(self, what: str) -> Any:
+    def metric_model(self, what: str) -> Any:
+        """The model ``what`` (f0, yamnet, asr, clap, speaker, aesthetics), loaded on first use; None when it could
+        not be loaded (the reason is kept for :meth:`missing_model_rows`)."""
         if what in self._loaded:
             return self._loaded[what]
         if what in self._load_errors:
@@ -156,7 +158,7 @@ class Scorer:
         rows = []
         for group in self.groups:
             what = needs.get(group)
-            if what and self._get(what) is None:
+            if what and self.metric_model(what) is None:
                 rows += [Row(system, None, m, None, self._load_errors[what]) for m in GROUPS[group]]
         return rows
 
@@ -165,7 +167,7 @@ class Scorer:
         if w.key not in self._reference:
             ref: dict[str, Any] = {}
             if {"fad", "kl"} & set(self.groups):
-                yam = self._get("yamnet")
+                yam = self.metric_model("yamnet")
                 logits, emb = yam.run(w.stems[judged_stem(self.model)], w.rate)
                 from songcorpus.train.eval.metrics.distribution import softmax
 
@@ -206,7 +208,7 @@ class Scorer:
             elif group in ("fad", "kl"):
                 add(self._distribution(group, w, gen[judged_stem(self.model)], acc))
             elif group == "per":
-                asr = self._get("asr")
+                asr = self.metric_model("asr")
                 if asr is not None:
                     from songcorpus.train.eval.metrics.text import lyrics_per
 
@@ -216,20 +218,20 @@ class Scorer:
                         lang = (w.language or "en").split("-")[0]
                         add([measure("per", lyrics_per, asr, gen["vocals"], rate, w.lyrics, lang)])
             elif group == "clap_score":
-                clap = self._get("clap")
+                clap = self.metric_model("clap")
                 if clap is not None:
                     from songcorpus.train.eval.metrics.text import clap_score
 
                     add([measure("clap_score", clap_score, clap, gen["mix"], rate, w.caption)])
             elif group == "speaker_similarity":
-                enc = self._get("speaker")
+                enc = self.metric_model("speaker")
                 if enc is not None:
                     from songcorpus.train.eval.metrics.singer import speaker_similarity
 
                     add([measure("speaker_similarity", speaker_similarity, enc, ref_stems["vocals"], rate,
                                  gen["vocals"], rate)])
             elif group == "aesthetics":
-                scorers = self._get("aesthetics")
+                scorers = self.metric_model("aesthetics")
                 if scorers is not None:
                     from songcorpus.train.eval.metrics.aesthetics import aesthetic_scores
 
@@ -247,7 +249,7 @@ class Scorer:
         if not np.any(w.f0 > 0):
             reason = "the window's reference f0 has no voiced frame"
             return [MetricResult.unavailable(m, reason) for m in GROUPS["melody"]]
-        f0 = f0_of_vocals(vocals, w.rate, model=self._get("f0"))
+        f0 = f0_of_vocals(vocals, w.rate, model=self.metric_model("f0"))
         acc = melody_accuracy(w.f0, f0)
         return [*acc.values(), measure("f0_correlation", f0_correlation, w.f0, f0),
                 measure("f0_rmse_cents", f0_rmse_cents, w.f0, f0)]
@@ -260,7 +262,7 @@ class Scorer:
             if group == "fad":
                 return [MetricResult.unavailable("per_song_fad", "the output is silent")]
             return [MetricResult.unavailable(m, "the output is silent") for m in GROUPS["kl"]]
-        logits, emb = self._get("yamnet").run(audio, w.rate)
+        logits, emb = self.metric_model("yamnet").run(audio, w.rate)
         if group == "fad":
             acc.frames[w.key] = emb
             ref_stats = self._ref_stats()
