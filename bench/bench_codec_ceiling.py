@@ -20,9 +20,9 @@ import numpy as np
 import soundfile as sf
 
 from songcorpus.schemas.config import CodecConfig
-from songcorpus.train.eval.harmony import chroma_cosine_similarity
-from songcorpus.train.eval.melody import f0_of_vocals, melody_accuracy
-from songcorpus.train.eval.rhythm import onset_f1_audio
+from songcorpus.train.eval.metrics.harmony import chroma_cosine_similarity
+from songcorpus.train.eval.metrics.melody import f0_of_vocals, melody_accuracy
+from songcorpus.train.eval.metrics.rhythm import onset_f1_audio
 from songcorpus.transforms.models.embedded_codec import EmbeddedCodec
 
 SETTINGS = [  # (label, CodecConfig overrides); the first is the default of codec versions before 2026-12-02

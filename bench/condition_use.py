@@ -1,5 +1,5 @@
 """Does a trained SAMUeL or LaDA-Band run read its vocals, and their timing? Prints the paired held-out loss
-(train/eval/condition_use.py) with the true vocals, another song's vocals, the vocals moved by half a second and
+(train/eval/probes/condition_use.py) with the true vocals, another song's vocals, the vocals moved by half a second and
 (SAMUeL) nulled, for the latest checkpoint of each run or for every kept checkpoint.
 
     .venv/bin/python bench/condition_use.py /work/data/gen7a/samuel /work/data/gen7b/lada_band --threads 1
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from f0_use import probe_parser, probed_checkpoints  # bench/, on the path when this script runs
 
-from songcorpus.train.eval.condition_use import condition_use
-from songcorpus.train.eval.f0_use import F0UseError
+from songcorpus.train.eval.probes.condition_use import condition_use
+from songcorpus.train.eval.probes.paired_loss import ProbeError
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
         for step in steps:
             try:
                 use = condition_use(run, args.data, args.split, step, args.batches, args.batch_size)
-            except F0UseError as exc:
+            except ProbeError as exc:
                 raise SystemExit(str(exc)) from None
             print(f"== {run} step {use.step}\n{use.table().replace('f0 given', 'vocals given')}\n", flush=True)
 

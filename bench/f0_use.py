@@ -1,15 +1,17 @@
 """Does a trained SongEcho stage-B or UniSinger run use the pitch it is given, or only the voicing? Prints the
-paired held-out loss (train/eval/f0_use.py) with the true f0, transposed +4 semitones, voicing only and nulled, for
-the latest checkpoint of each run or for every checkpoint (`--every-checkpoint`: the curve against the step).
+paired held-out loss (train/eval/probes/f0_use.py) with the true f0, transposed +4 semitones, voicing only and
+nulled, for the latest checkpoint of each run or for every checkpoint (`--every-checkpoint`: the curve against the
+step).
 
     .venv/bin/python bench/f0_use.py /work/data/gen4b/songecho_b_ia_eilm --every-checkpoint --threads 1
 
-`--explained` also prints how much of the run's loss target pitch can explain at all (train/eval/f0_use.py
-`pitch_share`: held-out R² of the normalised vocal latents read linearly from voicing, and from voicing plus
-pitch bins), so a small use of pitch can be read against a small available share. `--content` prints how much
-pitch UniSinger's lite SVC content carries, unliftered and liftered (`content_pitch`). `--alignment` prints, per
-MM-DiT block, the attention mass UniSinger's audio frames put on their own content (+ f0) token, against uniform
-attention (train/eval/content_alignment.py): whether a frame-wise pitch can be read at all.
+`--explained` also prints how much of the run's loss target pitch can explain at all
+(train/eval/probes/linear_read.py `pitch_share`: held-out R² of the normalised vocal latents read linearly from
+voicing, and from voicing plus pitch bins), so a small use of pitch can be read against a small available share.
+`--content` prints how much pitch UniSinger's lite SVC content carries, unliftered and liftered (`content_pitch`).
+`--alignment` prints, per MM-DiT block, the attention mass UniSinger's audio frames put on their own content (+ f0)
+token, against uniform attention (train/eval/probes/content_alignment.py): whether a frame-wise pitch can be read
+at all.
 
 Reads the runs and their corpus (or `--data`); writes nothing.
 """
@@ -23,8 +25,10 @@ from pathlib import Path
 import torch
 
 from songcorpus.train.checkpoint import list_checkpoints
-from songcorpus.train.eval.content_alignment import content_alignment
-from songcorpus.train.eval.f0_use import F0UseError, content_pitch, f0_use, modality_use, pitch_share
+from songcorpus.train.eval.probes.content_alignment import content_alignment
+from songcorpus.train.eval.probes.f0_use import f0_use, modality_use
+from songcorpus.train.eval.probes.linear_read import content_pitch, pitch_share
+from songcorpus.train.eval.probes.paired_loss import ProbeError
 
 
 def probe_parser(description: str, runs_help: str = "training run folders") -> argparse.ArgumentParser:
@@ -55,19 +59,19 @@ def main() -> None:
                    help="also print the share of the vocal latents' variance that voicing and pitch explain")
     p.add_argument("--modalities", action="store_true",
                    help="UniSinger runs: also print the paired loss with each SVC condition nulled (content, f0, "
-                        "speaker, text): which conditions the model reads (train/eval/f0_use.py modality_use)")
+                        "speaker, text): which conditions the model reads (train/eval/probes/f0_use.py modality_use)")
     p.add_argument("--content", action="store_true",
                    help="also print how much pitch and voicing a linear read finds in UniSinger's lite SVC content, "
-                        "unliftered and liftered (train/eval/f0_use.py content_pitch)")
+                        "unliftered and liftered (train/eval/probes/linear_read.py content_pitch)")
     p.add_argument("--alignment", action="store_true",
                    help="UniSinger runs: also print the attention mass from each audio frame to its own content "
-                        "token, per block (train/eval/content_alignment.py)")
+                        "token, per block (train/eval/probes/content_alignment.py)")
     args = p.parse_args()
     for run, steps in probed_checkpoints(args):
         for step in steps:
             try:
                 use = f0_use(run, args.data, args.split, step, args.batches, args.batch_size)
-            except F0UseError as exc:
+            except ProbeError as exc:
                 raise SystemExit(str(exc)) from None
             print(f"== {run} step {use.step}\n{use.table()}\n", flush=True)
             if args.modalities:
@@ -79,7 +83,7 @@ def main() -> None:
                 print(f"-- attention to the frame's own content token, step {found.step}\n{found.table()}\n",
                       flush=True)
         if args.explained or args.content:
-            from songcorpus.train.generate import load_run
+            from songcorpus.train.run import load_run
 
             loaded = load_run(run)
         if args.explained:

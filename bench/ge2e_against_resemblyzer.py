@@ -1,4 +1,4 @@
-"""train/eval/ge2e.py against Resemblyzer's own ``VoiceEncoder.embed_utterance``, on the same clips and weights,
+"""train/eval/metrics/ge2e.py against Resemblyzer's own ``VoiceEncoder.embed_utterance``, on the same clips and weights,
 and the speaker similarity it gives same-voice and other-voice pairs of a synthetic corpus.
 
     pip download --no-deps resemblyzer==0.1.4 -d /tmp/rz && (cd /tmp/rz && unzip -q Resemblyzer-0.1.4-*.whl)
@@ -24,7 +24,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from songcorpus.train.eval.ge2e import TARGET_DBFS, load_ge2e_encoder
+from songcorpus.train.eval.metrics.ge2e import TARGET_DBFS, load_ge2e_encoder
 from songcorpus.transforms.models.store import load_registry, store_model, store_root
 
 

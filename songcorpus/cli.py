@@ -241,6 +241,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from songcorpus.train.checkpoint import CheckpointError
     from songcorpus.train.data import DataError
     from songcorpus.train.generate import GenerateError, Request, generate
+    from songcorpus.train.run import RunError
 
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
@@ -260,7 +261,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         info = generate(args.run, req, checkpoint=args.checkpoint, device=device, progress=not args.no_progress)
-    except (GenerateError, CheckpointError, DataError) as exc:
+    except (RunError, GenerateError, CheckpointError, DataError) as exc:
         print(f"songcorpus: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -204,8 +204,8 @@ def test_codec_keeps_the_pitch_of_a_sung_melody():
     """Decoded latents keep the melody: the f0 stage's tracker finds the same pitches (RPA > 0.8, 50 cents) and
     the pitch classes survive (chroma cosine > 0.7). The 64-mel, 20 kHz codec of earlier versions scored about
     RPA 0.5 and chroma 0.2 on sung vocals (bench/RESULTS.md, "The embedded codec's pitch and harmony ceiling")."""
-    from songcorpus.train.eval.harmony import chroma_cosine_similarity
-    from songcorpus.train.eval.melody import f0_of_vocals, melody_accuracy
+    from songcorpus.train.eval.metrics.harmony import chroma_cosine_similarity
+    from songcorpus.train.eval.metrics.melody import f0_of_vocals, melody_accuracy
 
     x, _ = _sung_melody(SR)
     codec = EmbeddedCodec(CodecConfig(), SR)

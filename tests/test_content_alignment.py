@@ -1,4 +1,4 @@
-"""train/eval/content_alignment.py: the attention mass UniSinger's audio frames put on their own content token.
+"""train/eval/probes/content_alignment.py: the attention mass UniSinger's audio frames put on their own content token.
 Known answers on a tiny model: the recomputed weights reproduce each block's attention output; queries of zero
 give exactly the uniform expectation; queries and keys made equal and large put about half of every frame's
 attention on its own content token (RoPE's relative position 0, shared with the audio key of the same frame)."""
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from songcorpus.schemas.train_models import LATENT_CHANNELS, UniSingerConfig
-from songcorpus.train.eval.content_alignment import alignment_of, attention_weights
+from songcorpus.train.eval.probes.content_alignment import alignment_of, attention_weights
 from songcorpus.train.models import build_model
 from songcorpus.train.models.blocks import attend, merge_heads
 

@@ -1,4 +1,4 @@
-"""The evaluator's metric functions (train/eval/) against known answers.
+"""The evaluator's metric functions (train/eval/metrics/) against known answers.
 
 Every metric: identical inputs score perfectly; plus known answers (a one-semitone f0 shift
 gives RPA 0 and an octave RCA 1, onsets moved 30 / 70 ms fall inside / outside the 50 ms window, FAD of
@@ -20,9 +20,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from songcorpus.train.eval import distribution as dist
-from songcorpus.train.eval import harmony, melody, rhythm, speed, text
-from songcorpus.train.eval.common import MetricResult, MetricUnavailable, measure
+from songcorpus.train.eval.metrics import distribution as dist
+from songcorpus.train.eval.metrics import harmony, melody, rhythm, speed, text
+from songcorpus.train.eval.metrics.common import MetricResult, MetricUnavailable, measure
 from songcorpus.transforms.models.registry import MODELS, ModelError
 from songcorpus.transforms.models.store import register_model
 
@@ -281,7 +281,7 @@ def test_tagger_kl_both_directions() -> None:
 
 @pytest.fixture(scope="module")
 def yamnet():
-    from songcorpus.train.eval.embeddings import Yamnet
+    from songcorpus.train.eval.metrics.embeddings import Yamnet
 
     return Yamnet()
 
@@ -292,7 +292,7 @@ def test_yamnet_embedding_and_class_distribution(yamnet, tmp_path: Path) -> None
 
     from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.schemas.config import load_config
-    from songcorpus.train.eval.common import resample
+    from songcorpus.train.eval.metrics.common import resample
     from songcorpus.transforms.stages.classify_yamnet import YamnetContentClassifier
 
     song, rate = demo_audio("song_00/mix.flac", 10.0, 4.0)
@@ -317,7 +317,7 @@ def test_yamnet_embedding_and_class_distribution(yamnet, tmp_path: Path) -> None
 def test_ast_tagger_from_the_store(tmp_path: Path) -> None:
     from test_tagger import save_tiny_ast
 
-    from songcorpus.train.eval.embeddings import AstTagger
+    from songcorpus.train.eval.metrics.embeddings import AstTagger
 
     root = tmp_path / "store"
     register_model("tiny-ast", save_tiny_ast(tmp_path / "ast", {"Music": 5.0}), root, kind="ast", version="1")
@@ -366,7 +366,7 @@ def save_tiny_clap(folder: Path, seed: int = 0) -> Path:
 def test_clap_from_the_store_and_the_clap_score(tmp_path: Path) -> None:
     from transformers import ClapModel, ClapProcessor
 
-    from songcorpus.train.eval.embeddings import load_clap
+    from songcorpus.train.eval.metrics.embeddings import load_clap
 
     assert MODELS["clap-larger-music"].kind == "clap"
     root = tmp_path / "store"
@@ -380,7 +380,7 @@ def test_clap_from_the_store_and_the_clap_score(tmp_path: Path) -> None:
     # the same number from transformers directly, on the same 48 kHz windows
     model = ClapModel.from_pretrained(str(root / "tiny-clap" / "t1")).eval()
     proc = ClapProcessor.from_pretrained(str(root / "tiny-clap" / "t1"))
-    from songcorpus.train.eval.common import resample
+    from songcorpus.train.eval.metrics.common import resample
 
     x = resample(song, rate, 48000)
     feats = proc.feature_extractor([x[:480000], x[480000:]], sampling_rate=48000, truncation="rand_trunc",
@@ -448,7 +448,7 @@ def test_real_tiny_en_per_on_a_demo_speech_clip(tmp_path: Path) -> None:
 def test_speaker_similarity_with_a_tiny_ecapa(tmp_path: Path) -> None:
     from test_speaker_units import make_ecapa
 
-    from songcorpus.train.eval.singer import load_speaker_encoder, speaker_similarity
+    from songcorpus.train.eval.metrics.singer import load_speaker_encoder, speaker_similarity
 
     root = tmp_path / "store"
     register_model("tiny-ecapa", make_ecapa(tmp_path / "ecapa"), root, kind="ecapa", version="t1")
@@ -466,7 +466,7 @@ def test_speaker_similarity_with_a_tiny_ecapa(tmp_path: Path) -> None:
 def test_aesthetic_scores_through_the_full_profile_adapters(tmp_path: Path) -> None:
     from test_aesthetics import make_audiobox_folder, make_songeval_folder
 
-    from songcorpus.train.eval.aesthetics import aesthetic_scores, load_aesthetic_scorers
+    from songcorpus.train.eval.metrics.aesthetics import aesthetic_scores, load_aesthetic_scorers
     from songcorpus.transforms.models.aesthetic_inputs import to_rate
     from songcorpus.transforms.stages.aesthetics import FIELDS
 

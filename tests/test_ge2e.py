@@ -1,4 +1,4 @@
-"""The GE2E speaker encoder (train/eval/ge2e.py) from a random checkpoint in Resemblyzer's published layout
+"""The GE2E speaker encoder (train/eval/metrics/ge2e.py) from a random checkpoint in Resemblyzer's published layout
 (``pretrained.pt``: ``{"step", "model_state", "optimizer_state"}``, the real architecture's shapes), through the
 store and the evaluator's loader; its partial-utterance arithmetic against Resemblyzer's formula; the
 refusals. The real weights give the same embeddings as Resemblyzer itself to 1.5e-8
@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from songcorpus.cli import demo_manifest
-from songcorpus.train.eval.ge2e import Ge2eNet, Ge2eSpeakerEncoder, partial_slices, raise_level
+from songcorpus.train.eval.metrics.ge2e import Ge2eNet, Ge2eSpeakerEncoder, partial_slices, raise_level
 from songcorpus.transforms.models.registry import ModelError
 from songcorpus.transforms.models.store import register_model
 
@@ -56,8 +56,8 @@ def test_level_is_raised_to_minus_30_dbfs_never_lowered():
 
 
 def test_ge2e_encoder_through_the_store_and_the_evaluator(tmp_path: Path):
+    from songcorpus.train.eval.metrics.singer import load_speaker_encoder, speaker_similarity
     from songcorpus.train.eval.scoring import Scorer
-    from songcorpus.train.eval.singer import load_speaker_encoder, speaker_similarity
 
     root = tmp_path / "store"
     register_model("tiny-ge2e", make_ge2e(tmp_path / "ge2e"), root, kind="ge2e", version="t1")
@@ -77,13 +77,13 @@ def test_ge2e_encoder_through_the_store_and_the_evaluator(tmp_path: Path):
     register_model("tiny-ge2e-2", make_ge2e(tmp_path / "ge2e2", seed=1), root, kind="ge2e", version="t1")
     assert not np.allclose(load_speaker_encoder("tiny-ge2e-2", store_dir=root).embed(a, rate), ea, atol=1e-3)
     scorer = Scorer("unisinger", ("speaker_similarity",), str(root), speaker_model="tiny-ge2e")
-    assert isinstance(scorer._get("speaker"), Ge2eSpeakerEncoder)
+    assert isinstance(scorer.metric_model("speaker"), Ge2eSpeakerEncoder)
     with pytest.raises(ValueError, match="non-empty"):
         encoder.embed(np.zeros(0, np.float32), rate)
 
 
 def test_ge2e_refusals_name_the_file(tmp_path: Path):
-    from songcorpus.train.eval.singer import load_speaker_encoder
+    from songcorpus.train.eval.metrics.singer import load_speaker_encoder
 
     root = tmp_path / "store"
     bad = Ge2eNet().state_dict()

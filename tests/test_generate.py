@@ -248,12 +248,13 @@ def zeroed_copy(run: Path, dest: Path, select) -> Path:
 
 
 def test_f0_use_reads_whether_a_model_follows_its_f0(runs, tmp_path):
-    """The paired held-out loss of train/eval/f0_use.py. Known answer: stage B with its zero-initialised
+    """The paired held-out loss of train/eval/probes/f0_use.py. Known answer: stage B with its zero-initialised
     injections is its backbone bit for bit, so no altered f0 changes its loss; once the injections (or
     UniSinger's f0 encoder) are trained, removing the f0 does. Same call, same numbers; a model without f0 is
     refused by name."""
 
-    from songcorpus.train.eval.f0_use import VARIANTS, F0UseError, f0_use
+    from songcorpus.train.eval.probes.f0_use import VARIANTS, f0_use
+    from songcorpus.train.eval.probes.paired_loss import ProbeError
 
     probe = {"split": "train", "batches": 2, "batch_size": 2}
     identity = zeroed_copy(runs["songecho_melody"], tmp_path / "stage_b_identity",
@@ -268,16 +269,16 @@ def test_f0_use_reads_whether_a_model_follows_its_f0(runs, tmp_path):
         assert np.abs(use.delta("nulled")).max() > 0, (name, use.table())
         again = f0_use(runs[name], **probe)
         assert all(np.array_equal(use.losses[v], again.losses[v]) for v in VARIANTS)
-    with pytest.raises(F0UseError, match="reads no f0"):
+    with pytest.raises(ProbeError, match="reads no f0"):
         f0_use(runs["samuel"], **probe)
 
 
 def test_content_alignment_reads_a_unisinger_run(runs):
-    """train/eval/content_alignment.py on the tiny trained UniSinger run: one row per block and one column per
+    """train/eval/probes/content_alignment.py on the tiny trained UniSinger run: one row per block and one column per
     head, masses between 0 and 1 with the aligned share inside the content share; same call, same numbers; a
     run of another model is refused by name."""
-    from songcorpus.train.eval.content_alignment import content_alignment
-    from songcorpus.train.eval.f0_use import F0UseError
+    from songcorpus.train.eval.probes.content_alignment import content_alignment
+    from songcorpus.train.eval.probes.paired_loss import ProbeError
 
     probe = {"split": "train", "batches": 2, "batch_size": 2}
     found = content_alignment(runs["unisinger"], **probe)
@@ -287,17 +288,17 @@ def test_content_alignment_reads_a_unisinger_run(runs):
     assert 0 < found.uniform < 1 and found.step == 2 and "best / uniform" in found.table()
     again = content_alignment(runs["unisinger"], **probe)
     assert np.array_equal(found.aligned, again.aligned)
-    with pytest.raises(F0UseError, match="UniSinger"):
+    with pytest.raises(ProbeError, match="UniSinger"):
         content_alignment(runs["samuel"], **probe)
 
 
 def test_condition_use_reads_whether_an_accompaniment_model_follows_its_vocals(runs, tmp_path):
-    """train/eval/condition_use.py. Known answer: a SAMUeL whose vocal input is cut (the first layer that reads
+    """train/eval/probes/condition_use.py. Known answer: a SAMUeL whose vocal input is cut (the first layer that reads
     the condition zeroed) loses nothing from any alteration; the tiny trained SAMUeL and LaDA-Band runs give
     finite, repeatable paired losses; a model without vocals, and a batch of one, are refused by name."""
 
-    from songcorpus.train.eval.condition_use import condition_use, variants
-    from songcorpus.train.eval.f0_use import F0UseError
+    from songcorpus.train.eval.probes.condition_use import condition_use, variants
+    from songcorpus.train.eval.probes.paired_loss import ProbeError
 
     probe = {"split": "train", "batches": 2, "batch_size": 2}
     cut = zeroed_copy(runs["samuel"], tmp_path / "samuel_cut",
@@ -312,18 +313,18 @@ def test_condition_use_reads_whether_an_accompaniment_model_follows_its_vocals(r
         assert np.abs(use.delta("another song's vocals")).max() > 0, (name, use.table())
         again = condition_use(runs[name], **probe)
         assert all(np.array_equal(use.losses[v], again.losses[v]) for v in use.losses)
-    with pytest.raises(F0UseError, match="reads samuel or lada_band"):
+    with pytest.raises(ProbeError, match="reads samuel or lada_band"):
         condition_use(runs["unisinger"], **probe)
-    with pytest.raises(F0UseError, match="batch_size >= 2"):
+    with pytest.raises(ProbeError, match="batch_size >= 2"):
         condition_use(runs["samuel"], split="train", batches=1, batch_size=1)
 
 
 def test_pitch_share_reads_what_voicing_and_pitch_explain(runs):
-    """train/eval/f0_use.py's linear read. Known answers: a target made from the pitch bins is explained by
+    """train/eval/probes/linear_read.py ``pitch_share``. Known answers: a target made from the pitch bins is explained by
     voicing plus pitch and far less by voicing alone; one made from voicing gains nothing from pitch; noise is
     explained by neither. Then the corpus path runs on a trained run's stats."""
-    from songcorpus.train.eval.f0_use import pitch_share, ridge_r2, voicing_pitch_features
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.eval.probes.linear_read import pitch_share, ridge_r2, voicing_pitch_features
+    from songcorpus.train.run import load_run
 
     rng = np.random.default_rng(0)
     f0 = np.where(rng.random(4000) < 0.7, 110.0 * 2.0 ** rng.uniform(0, 3, 4000), 0.0)
@@ -348,12 +349,12 @@ def test_pitch_share_reads_what_voicing_and_pitch_explain(runs):
 
 
 def test_content_pitch_reads_the_model_s_own_content_frames(runs):
-    """train/eval/f0_use.py ``content_pitch`` on the tiny UniSinger run's corpus: every lifter width is read on
+    """train/eval/probes/linear_read.py ``content_pitch`` on the tiny UniSinger run's corpus: every lifter width is read on
     the same frames, the R² are those of ``ridge_r2`` on ``content_frames`` (checked for voicing, unliftered),
     and the table prints each width."""
-    from songcorpus.train.eval.f0_use import content_pitch, ridge_r2, voicing_pitch_features
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.eval.probes.linear_read import content_pitch, ridge_r2, voicing_pitch_features
     from songcorpus.train.models.unisinger import content_frames
+    from songcorpus.train.run import load_run
 
     loaded = load_run(runs["unisinger"])
     assert loaded.model.config.content_lifter == 20  # the default reaches a trained run
@@ -382,14 +383,15 @@ def test_content_pitch_reads_the_model_s_own_content_frames(runs):
 
 
 def test_modality_use_nulls_each_svc_condition(runs):
-    """train/eval/f0_use.py ``modality_use``: the baseline and one variant per SVC condition, paired (the
+    """train/eval/probes/f0_use.py ``modality_use``: the baseline and one variant per SVC condition, paired (the
     baseline's delta is 0), repeatable, and refused for a model without those conditions."""
-    from songcorpus.train.eval.f0_use import SVC_CONDITIONS, F0UseError, modality_use
+    from songcorpus.train.eval.probes.f0_use import SVC_CONDITIONS, modality_use
+    from songcorpus.train.eval.probes.paired_loss import ProbeError
 
     used = modality_use(runs["unisinger"], split="train", batches=1, batch_size=2)
     assert set(used.losses) == {"true"} | {f"no {m}" for m in SVC_CONDITIONS}
     assert used.delta("true").tolist() == [0.0]
     again = modality_use(runs["unisinger"], split="train", batches=1, batch_size=2)
     assert all(np.array_equal(used.losses[k], again.losses[k]) for k in used.losses)
-    with pytest.raises(F0UseError, match="UniSinger"):
+    with pytest.raises(ProbeError, match="UniSinger"):
         modality_use(runs["samuel"], split="train", batches=1, batch_size=2)

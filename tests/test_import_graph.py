@@ -18,7 +18,8 @@ PACKAGE_DIRS = {"songcorpus.schemas": "schemas", "songcorpus.transforms": "trans
 # Inside a floor, its rooms stand in order too: in transforms, signal helpers and model adapters under the stage
 # contract (base), stages on it, then the registry that composes them and the driver-side corpus decisions; in
 # pipelines, the job's own files, sources and sinks under the corpus decisions, then the engines, then the builder
-# and the job that drive them.
+# and the job that drive them; in train, the trainer, its models and a loaded run under the evaluator's metric
+# functions, those under the evaluator itself, and the research probes on top (the evaluator never runs them).
 FLOORS = {"songcorpus": 0, "songcorpus.schemas": 0, "songcorpus.io": 1,
           "songcorpus.transforms": 2.2, "songcorpus.transforms.dsp": 2.0, "songcorpus.transforms.models": 2.1,
           "songcorpus.transforms.base": 2.2, "songcorpus.transforms.stages": 2.3,
@@ -26,7 +27,8 @@ FLOORS = {"songcorpus": 0, "songcorpus.schemas": 0, "songcorpus.io": 1,
           "songcorpus.pipelines": 3.0, "songcorpus.pipelines.job": 3.0, "songcorpus.pipelines.sources": 3.0,
           "songcorpus.pipelines.readers": 3.0, "songcorpus.pipelines.sinks": 3.1, "songcorpus.pipelines.corpus": 3.2,
           "songcorpus.pipelines.engines": 3.3, "songcorpus.pipelines.build_corpus": 3.4,
-          "songcorpus.pipelines.curate": 3.5, "songcorpus.train": 3, "songcorpus.cli": 4,
+          "songcorpus.pipelines.curate": 3.5, "songcorpus.train": 3, "songcorpus.train.eval.metrics": 3.1,
+          "songcorpus.train.eval": 3.2, "songcorpus.train.eval.probes": 3.3, "songcorpus.cli": 4,
           "songcorpus.testing": 4}
 
 # (importer, imported) upward edges that later steps of the layout work remove

@@ -496,7 +496,7 @@ def test_unisinger_checkpoints_from_before_the_lifter_still_load():
 
 def test_unisinger_loss_can_null_a_modality_for_probes():
     """``loss(null=...)``: the same draws, with the named modalities nulled in every sample, so the loss no
-    longer depends on their inputs (the probe of train/eval/f0_use.py modality_use)."""
+    longer depends on their inputs (the probe of train/eval/probes/f0_use.py modality_use)."""
     model = tiny_model("unisinger")
     with torch.no_grad():  # leave the zero initialisation, so the output depends on every input
         for p in model.parameters():

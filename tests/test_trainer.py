@@ -264,8 +264,7 @@ def paired_loss(cfg, data: Path, run: Path, backbone: Path | None = None, n_batc
     from songcorpus.train import trainer
     from songcorpus.train.checkpoint import load_checkpoint
     from songcorpus.train.data import BatchBuilder, ShardStream
-    from songcorpus.train.generate import caption_encoder
-    from songcorpus.train.text import PhonemeTokenizer
+    from songcorpus.train.text import PhonemeTokenizer, caption_encoder
 
     init, trained = trainer.build_model(cfg, backbone), trainer.build_model(cfg, backbone)
     state, _ = load_checkpoint(latest_checkpoint(run)[1], cfg.model.name, 0)

@@ -1,9 +1,7 @@
 """``songcorpus generate``: audio from a trained run, with inputs prepared exactly as the corpus was.
 
-Reads: a run folder (``config.yaml``, ``provenance.json``, ``latent_stats.npz``, ``checkpoints/step-N/``; see
-train/trainer.py), the corpus it names (``provenance.json`` lists the shard paths; the corpus folder is the
-one above ``shards/``: its ``config.yaml`` is the pipeline config, ``codec/codebook.npy`` the codebook, whose
-sha256 must equal ``embedded_codec.codebook_sha256`` of the corpus's samples), and raw audio files.
+Reads: a run, loaded and checked by train/run.py ``load_run`` (its config, EMA weights, latent statistics, and
+the corpus it trained on with that corpus's pipeline config and codebook), and raw audio files.
 Writes: one WAV or FLAC (by suffix) at the corpus sample rate, 16-bit PCM; with ``stems=True`` also
 ``<out>.vocals<ext>`` / ``<out>.accompaniment<ext>`` for the models that generate both stems.
 
@@ -38,29 +36,29 @@ What each model reads (the rest of its conditions are as the loader gives them):
 Output: the generated accompaniment (SAMUeL, LaDA-Band) or the mix of both generated stems.
 
 Uses the EMA weights of the latest checkpoint (or ``checkpoint``: a step number or a step folder).
-Fails with :class:`GenerateError` (the CLI exits 2) naming the problem: a missing run, config or checkpoint,
-a checkpoint of another model or a corrupt one (train/checkpoint.py's CheckpointError), a missing or
-unusable input, an input the model does not take, a codebook whose sha256 differs from the corpus's.
+Fails (the CLI exits 2) naming the problem: train/run.py's :class:`~songcorpus.train.run.RunError` for a run
+that cannot be loaded (a missing run, config or checkpoint, a checkpoint of another model or a corrupt one, a
+codebook whose sha256 differs from the corpus's); :class:`GenerateError` for a request that cannot be served (a
+missing or unusable input, an input the model does not take, a full-profile run, an output suffix).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from songcorpus.schemas.training import TrainConfig, load_train_config, saved_train_config
+from songcorpus.train.run import LoadedRun, load_run
+from songcorpus.train.text import caption_encoder
 
 DEFAULT_STEPS = {"samuel": 50, "lada_band": 36, "songecho": 60, "songecho_melody": 60, "unisinger": 32}
 WINDOW_BATCH = 8  # windows generated per model call
@@ -68,153 +66,6 @@ WINDOW_BATCH = 8  # windows generated per model call
 
 class GenerateError(ValueError):
     """A generation request that cannot be served, with what to do."""
-
-
-# ---------------------------------------------------------------------------------------------
-# the run: config, checkpoint (EMA weights), latent stats, and the corpus's codec
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class LoadedRun:
-    path: Path
-    config: TrainConfig
-    model: torch.nn.Module
-    step: int
-    checkpoint: Path
-    corpus: Path
-    pipeline: Any  # PipelineConfig of the corpus
-    sample_meta: dict[str, Any]
-    codebook: np.ndarray
-    stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.config.model.name
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.sample_meta["sample_rate"])
-
-    @property
-    def window_s(self) -> float:
-        return float(self.config.data.window_s or self.sample_meta["duration_s"])
-
-    @property
-    def latent_rate(self) -> float:
-        return float(self.sample_meta["embedded_codec"]["latent_rate_hz"])
-
-    @property
-    def token_rate(self) -> float:
-        return float(self.sample_meta["embedded_codec"]["token_rate_hz"])
-
-
-def find_checkpoint(run: Path, checkpoint: str | None) -> tuple[int, Path]:
-    """The step folder to load: the latest, ``checkpoint`` as a step number, or as a folder path."""
-    from songcorpus.train.checkpoint import STEP_DIR, list_checkpoints
-
-    found = list_checkpoints(run)
-    if checkpoint is None:
-        if not found:
-            raise GenerateError(f"run {run} has no checkpoint (no {run / 'checkpoints'}/step-N); train it first "
-                                f"with `songcorpus train ... --out {run}`")
-        return found[-1]
-    if checkpoint.isdigit():
-        for step, path in found:
-            if step == int(checkpoint):
-                return step, path
-        have = ", ".join(str(s) for s, _ in found) or "none"
-        raise GenerateError(f"run {run} has no checkpoint at step {int(checkpoint)} (it has: {have})")
-    path = Path(checkpoint)
-    m = STEP_DIR.match(path.name)
-    if not path.is_dir() or m is None:
-        raise GenerateError(f"--checkpoint {checkpoint}: neither a step number of {run} nor a step-NNNNNNNN folder")
-    return int(m.group(1)), path
-
-
-def corpus_of(run: Path) -> tuple[Path, dict[str, Any]]:
-    """The corpus folder a run trained on (from provenance.json) and its first sample's JSON."""
-    from songcorpus.train.data import ShardIndex, read_members
-
-    prov_path = run / "provenance.json"
-    if not prov_path.exists():
-        raise GenerateError(f"run {run} has no provenance.json: it does not name its corpus (was it trained?)")
-    shards = [Path(p) for p in json.loads(prov_path.read_text()).get("shard_paths", [])]
-    present = [p for p in shards if p.is_file()]
-    if not present:
-        raise GenerateError(f"the corpus run {run} trained on is gone: none of its shards exists "
-                            f"({', '.join(map(str, shards[:2])) or 'none listed'}); generation needs its codec")
-    corpus = present[0].parent.parent if present[0].parent.name == "shards" else present[0].parent
-    index = ShardIndex.scan([str(present[0])])
-    if not index.samples or "json" not in index.samples[0].members:
-        raise GenerateError(f"shard {present[0]} holds no songcorpus sample")
-    return corpus, json.loads(read_members(index.samples[0], ["json"])["json"])
-
-
-def load_run(run: str | Path, checkpoint: str | None = None, device: str = "cpu") -> LoadedRun:
-    """Everything generation needs from a run, checked: EMA weights, stats, the corpus codec and codebook."""
-    import yaml
-
-    from songcorpus.schemas.config import PipelineConfig
-    from songcorpus.train.checkpoint import CheckpointError, load_checkpoint, load_latent_stats
-    from songcorpus.transforms.models.embedded_codec import CODEC_NAME, load_codebook
-
-    run = Path(run)
-    if not (run / "config.yaml").exists():
-        raise GenerateError(f"{run} is not a training run folder (no config.yaml); give the --out of "
-                            f"`songcorpus train`")
-    text = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    name = (text.get("model") or {}).get("name")
-    config = load_train_config(name, run / "config.yaml")
-    step, ckpt = find_checkpoint(run, checkpoint)
-    try:
-        state, _ = load_checkpoint(ckpt, config.model.name, 0)
-    except CheckpointError as exc:  # corrupt, not a checkpoint, or another model's
-        raise GenerateError(f"cannot generate with run {run} ({config.model.name}): {exc}") from None
-    if config.data.codec != "embedded":
-        raise GenerateError(f"run {run} trained on codec {config.data.codec!r}; generation decodes the embedded "
-                            f"codec only (a full-profile codec decoder needs its weights)")
-    corpus, meta = corpus_of(run)
-    pipeline = PipelineConfig.model_validate(yaml.safe_load((corpus / "config.yaml").read_text()))
-    emb = meta.get("embedded_codec")
-    if emb is None:
-        raise GenerateError(f"corpus {corpus}: its samples (spec {meta.get('spec_version')}) do not name their "
-                            f"embedded codec; re-curate it with this version")
-    if emb.get("codec") != CODEC_NAME or emb.get("config_hash") != pipeline.codec.digest():
-        raise GenerateError(f"corpus {corpus}: its samples' codec ({emb.get('codec')}, config "
-                            f"{emb.get('config_hash')}) is not the one its config.yaml describes "
-                            f"({CODEC_NAME}, {pipeline.codec.digest()}); the corpus folder was altered")
-    try:
-        codebook = load_codebook(corpus / "codec" / "codebook.npy", emb["codebook_sha256"])
-    except (OSError, ValueError) as exc:
-        raise GenerateError(f"corpus codebook: {exc}") from None
-    from songcorpus.train.trainer import build_model
-
-    model_config = saved_train_config(state["config"], f"checkpoint {ckpt}") if "config" in state else config
-    if model_config.model.name == "songecho_melody":  # the EMA state holds the frozen backbone too
-        from songcorpus.train.models.songecho import SongEchoMelody
-
-        model = SongEchoMelody(model_config.model)
-    else:
-        model = build_model(model_config)
-    try:
-        model.load_state_dict(state["ema"])
-    except (KeyError, RuntimeError) as exc:
-        raise GenerateError(f"checkpoint {ckpt}: its EMA weights do not fit the model its config describes "
-                            f"({str(exc)[:200]})") from None
-    model.to(device).eval()
-    stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    latent_keys = [k for k in ("vocals_latents", "accompaniment_latents") if k in model.batch_keys]
-    if config.data.normalise_latents and latent_keys:
-        stats_path = run / "latent_stats.npz"
-        if not stats_path.exists():
-            raise GenerateError(f"run {run} has no latent_stats.npz: its latents cannot be normalised")
-        try:  # every key the model reads, checked: a missing one would decode unscaled latents without a word
-            stats = load_latent_stats(stats_path, latent_keys, channels=pipeline.codec.n_mels,
-                                      fix="restore it, or remove it and re-run the run's `songcorpus train` "
-                                          "command, which recomputes it from the corpus")
-        except CheckpointError as exc:
-            raise GenerateError(f"cannot generate with run {run}: {exc}") from None
-    return LoadedRun(run, model_config, model, step, ckpt, corpus, pipeline, meta, codebook, stats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,14 +206,6 @@ def pad_to(x: np.ndarray, n: int) -> np.ndarray:
     if x.shape[0] >= n:
         return x[:n]
     return np.concatenate([x, np.zeros((n - x.shape[0], *x.shape[1:]), dtype=x.dtype)])
-
-
-@lru_cache(maxsize=1)
-def caption_encoder() -> Any:
-    """The loader's caption encoder (MiniLM, sha256-checked), loaded once per process."""
-    from songcorpus.train.text import CaptionEncoder
-
-    return CaptionEncoder()
 
 
 class Conditions:

@@ -6,7 +6,8 @@ loaded. Another sentence-transformers folder (CLaMP3's or T5's text side exporte
 with ``path``; it is checked against ``sha256`` when given.
 ``PhonemeTokenizer`` turns lyrics into IPA with phonemizer's espeak backend (Debian's ``espeak-ng``) and maps
 every symbol to a fixed id (0 = pad, 1 = unknown), so ids never depend on which songs a corpus holds.
-Both cache by text: a corpus repeats one caption and one lyric sheet across all windows of a song.
+Both cache by text: a corpus repeats one caption and one lyric sheet across all windows of a song;
+:func:`caption_encoder` is the one bundled encoder of a process.
 
 Fails: a missing or altered model folder, or a missing espeak-ng, raises :class:`TextModelError` naming
 the file and the fix.
@@ -74,6 +75,13 @@ class CaptionEncoder:
             for t, e in zip(todo, emb, strict=True):
                 self._cache[t] = e.astype(np.float32)
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+
+@lru_cache(maxsize=1)
+def caption_encoder() -> CaptionEncoder:
+    """The bundled caption encoder (MiniLM, sha256-checked), loaded once per process: generation, evaluation and
+    the probes encode captions as the loader does, without loading the model again for each call."""
+    return CaptionEncoder()
 
 
 # Every symbol espeak-ng writes for the languages it phonemises in IPA mode, in a fixed order: ids are

@@ -1,9 +1,7 @@
-"""songcorpus.train.eval: the evaluator's metric functions, one module per metric family.
+"""songcorpus.train.eval: ``songcorpus evaluate`` and what it is made of.
 
-melody (RPA/RCA/OA, voicing, f0 correlation and RMSE), rhythm (onset F1), harmony (chroma cosine, HPCP),
-distribution (Frechet distance, per-song FAD, FAD-inf, tagger KL), text (CLAP score, phoneme error
-rate), singer (speaker similarity), aesthetics (SongEval, Audiobox-Aesthetics), speed (real-time
-factor); embeddings holds the pluggable audio embedders and taggers. Every metric takes numpy arrays
-and sample rates (no file reading) and raises common.MetricUnavailable with a reason when it is
-undefined for its input.
+The evaluator's core: evaluate (the command's two modes), heldout (the held-out windows and the systems that
+answer them), scoring (which metrics judge a generator, one system's outputs scored), tables (the metrics tables
+and the printed summary). Under it, metrics/ (the metric functions, one module per family, and the models they
+embed with); beside it, probes/ (research probes of what a trained model reads, which the evaluator never runs).
 """

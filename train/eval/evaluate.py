@@ -28,8 +28,8 @@ import numpy as np
 
 from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.train.eval.heldout import SYSTEMS, EvalError, HeldOutWindow, SystemOutput
+from songcorpus.train.eval.metrics.singer import SPEAKER_DEFAULT
 from songcorpus.train.eval.scoring import GROUPS, LOWER_IS_BETTER, Row, Scorer, SetAccumulator, choose_groups
-from songcorpus.train.eval.singer import SPEAKER_DEFAULT
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 STEM_TAGS = ("vocals", "accompaniment")
@@ -88,16 +88,16 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
                  speaker_model: str | None = None) -> dict[str, Any]:
     """Generate and score every held-out window of ``split``; see the module docstring."""
     from songcorpus.train.eval import heldout as ho
-    from songcorpus.train.eval.embeddings import YAMNET_MODEL
-    from songcorpus.train.eval.speed import device_description
-    from songcorpus.train.generate import GenerateError, load_run
+    from songcorpus.train.eval.metrics.embeddings import YAMNET_MODEL
+    from songcorpus.train.eval.metrics.speed import device_description
+    from songcorpus.train.run import RunError, load_run
 
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         raise EvalError(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
     try:
         loaded = load_run(run, checkpoint, device)
-    except GenerateError as exc:
+    except RunError as exc:
         raise EvalError(str(exc)) from None
     if data is None:
         data = str(loaded.corpus)
@@ -205,9 +205,9 @@ def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Pa
     """Score ``generated``'s files against ``reference``'s by name; see the module docstring."""
     import tempfile
 
-    from songcorpus.train.eval.embeddings import YAMNET_MODEL
-    from songcorpus.train.eval.heldout import _fit, floor_partner
-    from songcorpus.train.eval.melody import f0_of_vocals
+    from songcorpus.train.eval.heldout import fit_length, floor_partner
+    from songcorpus.train.eval.metrics.embeddings import YAMNET_MODEL
+    from songcorpus.train.eval.metrics.melody import f0_of_vocals
 
     gen_dir, ref_dir = Path(generated), Path(reference)
     for what, folder in (("--generated", gen_dir), ("--reference", ref_dir)):
@@ -233,15 +233,15 @@ def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Pa
         for key in _progress(names, len(names), "decode", progress):
             stems = audio.stems(refs[key], f"reference {key}")
             n = stems["mix"].size
-            stems = {k: _fit(v, n) for k, v in stems.items()}
+            stems = {k: fit_length(v, n) for k, v in stems.items()}
             text = {t: (ref_dir / f"{key}.{t}.txt").read_text().strip() if (ref_dir / f"{key}.{t}.txt").exists()
                     else "" for t in ("lyrics", "caption")}
-            f0 = f0_of_vocals(stems["vocals"], audio.rate, model=scorer._get("f0")) if "melody" in groups else \
+            f0 = f0_of_vocals(stems["vocals"], audio.rate, model=scorer.metric_model("f0")) if "melody" in groups else \
                 np.zeros(0, np.float32)
             windows.append(HeldOutWindow(key, key, audio.rate, n, stems, f0, text["caption"], text["lyrics"], None))
             if key in gens:
                 g = audio.stems(gens[key], f"generated {key}")
-                outputs[key] = SystemOutput({k: _fit(v, n) for k, v in g.items()})
+                outputs[key] = SystemOutput({k: fit_length(v, n) for k, v in g.items()})
         for key in names:
             if key not in gens:
                 rows += [Row(name, key, m, None, f"no generated file {key}.* in {gen_dir}")
@@ -262,7 +262,7 @@ def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Pa
         if all(p is None for p in partners.values()):
             _unavailable_system(scorer, "floor", "the floor (another reference file) needs two reference files", rows)
         else:
-            floor = ((w, SystemOutput({k: _fit(v, w.n_samples) for k, v in partners[w.key].stems.items()}))
+            floor = ((w, SystemOutput({k: fit_length(v, w.n_samples) for k, v in partners[w.key].stems.items()}))
                      for w in windows)
             _score_system(scorer, "floor", windows, floor, rows, set_intervals, set_resamples, seed, progress)
         for ref_system in ("untrained", "codec_ceiling"):

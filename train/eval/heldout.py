@@ -86,7 +86,9 @@ class SystemOutput:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` as float32 of exactly ``n`` values (samples, or f0 frames): cut, or zero-padded at the end, so every
+    system's stems and the folder mode's files are scored at the window's length."""
     x = np.asarray(x, dtype=np.float32)
     return x[:n] if x.size >= n else np.concatenate([x, np.zeros(n - x.size, np.float32)])
 
@@ -101,13 +103,12 @@ def _flac(data: bytes) -> tuple[np.ndarray, int]:
 
 
 class HeldOut:
-    """The held-out windows of one split for a loaded run (train/generate.py ``LoadedRun``)."""
+    """The held-out windows of one split for a loaded run (train/run.py ``LoadedRun``)."""
 
     def __init__(self, run: Any, data: str, split: str, limit: int | None = None, task: str = "svc") -> None:
         from songcorpus.schemas.sample import FIELD_GROUPS
         from songcorpus.train.data import BatchBuilder, CorpusView, DataError
-        from songcorpus.train.generate import caption_encoder
-        from songcorpus.train.text import PhonemeTokenizer
+        from songcorpus.train.text import PhonemeTokenizer, caption_encoder
 
         self.run = run
         self.split = split
@@ -160,12 +161,12 @@ class HeldOut:
                 if rate != self.run.sample_rate:
                     raise EvalError(f"sample {ref.key}: {stem}.flac is at {rate} Hz, the corpus at "
                                     f"{self.run.sample_rate} Hz")
-                stems[stem] = _fit(x, n)
+                stems[stem] = fit_length(x, n)
             from songcorpus.train.data import npy
 
             f0 = npy(raw["f0.npy"], ref, "f0.npy").astype(np.float32) if "f0.npy" in raw else np.zeros(0, np.float32)
             f0_frames = math.ceil(self.run.window_s * 100 - 1e-9)
-            f0 = _fit(f0, f0_frames)
+            f0 = fit_length(f0, f0_frames)
             valid = min(n, round(float(meta["duration_s"]) * self.run.sample_rate))
             metadata = meta.get("metadata") or {}
             caption = ", ".join(t for t in (metadata.get("caption"), metadata.get("tags")) if t) or ""
@@ -231,12 +232,12 @@ class Decoder:
         if normalised and key in self.run.stats:
             mean, std = self.run.stats[key]
             x = x * std + mean
-        return _fit(self.codec.decode_latents(np.ascontiguousarray(x, dtype=np.float32), n), n)
+        return fit_length(self.codec.decode_latents(np.ascontiguousarray(x, dtype=np.float32), n), n)
 
     def tokens(self, ids: np.ndarray, n: int) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         ids = np.where((ids >= 0) & (ids < self.run.codebook.shape[0]), ids, 0)  # pad ids past the valid frames
-        return _fit(self.codec.decode_tokens(ids, n), n)
+        return fit_length(self.codec.decode_tokens(ids, n), n)
 
 
 def untrained_model(run: Any) -> torch.nn.Module:
@@ -267,7 +268,7 @@ class Generator:
         self.seed, self.steps, self.device, self.batch = seed, steps, device, batch
 
     def outputs(self, windows: list[HeldOutWindow]) -> Iterator[tuple[HeldOutWindow, SystemOutput]]:
-        from songcorpus.train.eval.speed import GenerationTimer
+        from songcorpus.train.eval.metrics.speed import GenerationTimer
         from songcorpus.train.generate import DEFAULT_STEPS
         from songcorpus.train.models.base import split_stems
 
@@ -373,7 +374,7 @@ def floor_output(run_name: str, w: HeldOutWindow, partner: HeldOutWindow | None)
     """Another song's stems on this window (its length); an accompaniment model keeps the real vocals."""
     if partner is None:
         return None
-    other = {k: _fit(v, w.n_samples) for k, v in partner.stems.items()}
+    other = {k: fit_length(v, w.n_samples) for k, v in partner.stems.items()}
     if run_name in ACCOMPANIMENT_MODELS:
         return SystemOutput(stems_of(run_name, other["accompaniment"], None, w.stems["vocals"]))
     return SystemOutput(other)

@@ -1,7 +1,7 @@
 """Which metrics a generator is judged by, and scoring one system's outputs on the held-out windows.
 
 Reads: :class:`~songcorpus.train.eval.heldout.HeldOutWindow` (real stems, f0, caption, lyrics) and a system's
-:class:`~songcorpus.train.eval.heldout.SystemOutput` per window; models from train/eval/ (the f0 tracker,
+:class:`~songcorpus.train.eval.heldout.SystemOutput` per window; models from train/eval/metrics/ (the f0 tracker,
 YAMNet, and from the model store Whisper, CLAP, ECAPA, SongEval / Audiobox-Aesthetics).
 Writes: rows ``{system, key, metric, value, reason}``; ``key`` None for a metric of the whole set (FAD).
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from songcorpus.train.eval.common import MetricResult, MetricUnavailable, measure
+from songcorpus.train.eval.metrics.common import MetricResult, MetricUnavailable, measure
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "melody": ("rpa", "rca", "oa", "voicing_recall", "voicing_false_alarm", "f0_correlation", "f0_rmse_cents"),
@@ -109,7 +109,9 @@ class Scorer:
         self._ref_stats_cache: Any = None  # EmbeddingStats of the reference set (set_reference)
 
     # --- models, each loaded once; a failure is remembered as the metric's reason ---------------------
-    def _get(self, what: str) -> Any:
+    def metric_model(self, what: str) -> Any:
+        """The model ``what`` (f0, yamnet, asr, clap, speaker, aesthetics), loaded on first use; None when it could
+        not be loaded (the reason is kept for :meth:`missing_model_rows`)."""
         if what in self._loaded:
             return self._loaded[what]
         if what in self._load_errors:
@@ -123,23 +125,23 @@ class Scorer:
 
                 obj = load_f0_model(F0Config().method)
             elif what == "yamnet":
-                from songcorpus.train.eval.embeddings import Yamnet
+                from songcorpus.train.eval.metrics.embeddings import Yamnet
 
                 obj = Yamnet()
             elif what == "asr":
-                from songcorpus.train.eval.text import load_asr
+                from songcorpus.train.eval.metrics.text import load_asr
 
                 obj = load_asr(store_dir=self.store_dir, device=self.device)
             elif what == "clap":
-                from songcorpus.train.eval.embeddings import load_clap
+                from songcorpus.train.eval.metrics.embeddings import load_clap
 
                 obj = load_clap(store_dir=self.store_dir, device=self.device)
             elif what == "speaker":
-                from songcorpus.train.eval.singer import load_speaker_encoder
+                from songcorpus.train.eval.metrics.singer import load_speaker_encoder
 
                 obj = load_speaker_encoder(self.speaker_model, store_dir=self.store_dir, device=self.device)
             elif what == "aesthetics":
-                from songcorpus.train.eval.aesthetics import load_aesthetic_scorers
+                from songcorpus.train.eval.metrics.aesthetics import load_aesthetic_scorers
 
                 obj = load_aesthetic_scorers(store_dir=self.store_dir, device=self.device)
             else:
@@ -156,7 +158,7 @@ class Scorer:
         rows = []
         for group in self.groups:
             what = needs.get(group)
-            if what and self._get(what) is None:
+            if what and self.metric_model(what) is None:
                 rows += [Row(system, None, m, None, self._load_errors[what]) for m in GROUPS[group]]
         return rows
 
@@ -165,9 +167,9 @@ class Scorer:
         if w.key not in self._reference:
             ref: dict[str, Any] = {}
             if {"fad", "kl"} & set(self.groups):
-                yam = self._get("yamnet")
+                yam = self.metric_model("yamnet")
                 logits, emb = yam.run(w.stems[judged_stem(self.model)], w.rate)
-                from songcorpus.train.eval.distribution import softmax
+                from songcorpus.train.eval.metrics.distribution import softmax
 
                 ref["frames"] = emb
                 ref["probs"] = softmax(logits).mean(axis=0)
@@ -190,25 +192,25 @@ class Scorer:
             if group == "melody":
                 add(self._melody(w, gen["vocals"]))
             elif group == "onset_f1":
-                from songcorpus.train.eval.rhythm import onset_f1_audio
+                from songcorpus.train.eval.metrics.rhythm import onset_f1_audio
 
                 add([measure("onset_f1", onset_f1_audio, ref_stems["accompaniment"], rate, gen["accompaniment"], rate)])
             elif group == "chroma_cosine":
-                from songcorpus.train.eval.harmony import chroma_cosine_similarity
+                from songcorpus.train.eval.metrics.harmony import chroma_cosine_similarity
 
                 add([measure("chroma_cosine", _silent_guard(chroma_cosine_similarity, "chroma_cosine"),
                              ref_stems["accompaniment"], rate, gen["accompaniment"], rate)])
             elif group == "hpcp_similarity":
-                from songcorpus.train.eval.harmony import hpcp_similarity
+                from songcorpus.train.eval.metrics.harmony import hpcp_similarity
 
                 add([measure("hpcp_similarity", hpcp_similarity, ref_stems["accompaniment"], rate,
                              gen["accompaniment"], rate)])
             elif group in ("fad", "kl"):
                 add(self._distribution(group, w, gen[judged_stem(self.model)], acc))
             elif group == "per":
-                asr = self._get("asr")
+                asr = self.metric_model("asr")
                 if asr is not None:
-                    from songcorpus.train.eval.text import lyrics_per
+                    from songcorpus.train.eval.metrics.text import lyrics_per
 
                     if not w.lyrics.strip():
                         add([MetricResult.unavailable("per", "the window has no lyrics")])
@@ -216,22 +218,22 @@ class Scorer:
                         lang = (w.language or "en").split("-")[0]
                         add([measure("per", lyrics_per, asr, gen["vocals"], rate, w.lyrics, lang)])
             elif group == "clap_score":
-                clap = self._get("clap")
+                clap = self.metric_model("clap")
                 if clap is not None:
-                    from songcorpus.train.eval.text import clap_score
+                    from songcorpus.train.eval.metrics.text import clap_score
 
                     add([measure("clap_score", clap_score, clap, gen["mix"], rate, w.caption)])
             elif group == "speaker_similarity":
-                enc = self._get("speaker")
+                enc = self.metric_model("speaker")
                 if enc is not None:
-                    from songcorpus.train.eval.singer import speaker_similarity
+                    from songcorpus.train.eval.metrics.singer import speaker_similarity
 
                     add([measure("speaker_similarity", speaker_similarity, enc, ref_stems["vocals"], rate,
                                  gen["vocals"], rate)])
             elif group == "aesthetics":
-                scorers = self._get("aesthetics")
+                scorers = self.metric_model("aesthetics")
                 if scorers is not None:
-                    from songcorpus.train.eval.aesthetics import aesthetic_scores
+                    from songcorpus.train.eval.metrics.aesthetics import aesthetic_scores
 
                     scores = aesthetic_scores(scorers, gen["mix"], rate)
                     add([MetricResult.of(m, scores[m]) if m in scores else
@@ -242,25 +244,25 @@ class Scorer:
         return rows
 
     def _melody(self, w: Any, vocals: np.ndarray) -> list[MetricResult]:
-        from songcorpus.train.eval.melody import f0_correlation, f0_of_vocals, f0_rmse_cents, melody_accuracy
+        from songcorpus.train.eval.metrics.melody import f0_correlation, f0_of_vocals, f0_rmse_cents, melody_accuracy
 
         if not np.any(w.f0 > 0):
             reason = "the window's reference f0 has no voiced frame"
             return [MetricResult.unavailable(m, reason) for m in GROUPS["melody"]]
-        f0 = f0_of_vocals(vocals, w.rate, model=self._get("f0"))
+        f0 = f0_of_vocals(vocals, w.rate, model=self.metric_model("f0"))
         acc = melody_accuracy(w.f0, f0)
         return [*acc.values(), measure("f0_correlation", f0_correlation, w.f0, f0),
                 measure("f0_rmse_cents", f0_rmse_cents, w.f0, f0)]
 
     def _distribution(self, group: str, w: Any, audio: np.ndarray, acc: SetAccumulator) -> list[MetricResult]:
-        from songcorpus.train.eval.distribution import kl_divergence, per_song_fad, softmax
+        from songcorpus.train.eval.metrics.distribution import kl_divergence, per_song_fad, softmax
 
         ref = self.reference(w)
         if not np.any(audio):
             if group == "fad":
                 return [MetricResult.unavailable("per_song_fad", "the output is silent")]
             return [MetricResult.unavailable(m, "the output is silent") for m in GROUPS["kl"]]
-        logits, emb = self._get("yamnet").run(audio, w.rate)
+        logits, emb = self.metric_model("yamnet").run(audio, w.rate)
         if group == "fad":
             acc.frames[w.key] = emb
             ref_stats = self._ref_stats()
@@ -273,7 +275,7 @@ class Scorer:
 
     def set_reference(self, keys: list[str]) -> None:
         """Fix the reference set (every evaluated window's real stem) before any per-song FAD."""
-        from songcorpus.train.eval.distribution import embedding_stats
+        from songcorpus.train.eval.metrics.distribution import embedding_stats
 
         for k in keys:
             if k not in self._reference:
@@ -292,7 +294,7 @@ class Scorer:
                  ) -> tuple[list[Row], dict[str, tuple[float, float]]]:
         """FAD and FAD-inf of the system's frames against the reference set, and a bootstrap interval of FAD
         over windows (``resamples`` draws of the windows with replacement, seeded)."""
-        from songcorpus.train.eval.distribution import embedding_stats, fad_inf, frechet_distance
+        from songcorpus.train.eval.metrics.distribution import embedding_stats, fad_inf, frechet_distance
 
         if "fad" not in self.groups:
             return [], {}

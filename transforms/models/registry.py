@@ -231,7 +231,7 @@ STORE_MODELS: tuple[StoreModel, ...] = (
         files={"pretrained.pt": "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"},
         licence="Apache-2.0 (Resemblyzer by Resemble AI; GE2E voice encoder, Wan et al. 2018)",
         url_base=None,  # inside a PyPI wheel, not a file URL
-        notes="GE2E speaker verification (256-d), train/eval/ge2e.py. Offline copy: pip download --no-deps "
+        notes="GE2E speaker verification (256-d), train/eval/metrics/ge2e.py. Offline copy: pip download --no-deps "
               "resemblyzer==0.1.4, unzip the wheel and add its resemblyzer/ folder (pretrained.pt)",
         tags=("speaker",),
         kind="ge2e",

@@ -1,7 +1,7 @@
 """Distribution metrics: Frechet distance on a pluggable embedding (FAD, per-song FAD, FAD-inf) and the
 KL divergence of tagger class distributions.
 
-Reads: embedding frames as numpy arrays, (frames, dim), from any embedder in train/eval/embeddings.py
+Reads: embedding frames as numpy arrays, (frames, dim), from any embedder in train/eval/metrics/embeddings.py
 (YAMNet by default, CLAP from the model store); class-probability vectors, (clips, classes), from any
 tagger there (YAMNet's 521 AudioSet classes by default, AST from the store).
 Needs: numpy and scipy only; the embedders and taggers are the caller's choice (FAD numbers are only
@@ -17,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from songcorpus.train.eval.common import MetricUnavailable
+from songcorpus.train.eval.metrics.common import MetricUnavailable
 
 FAD_INF_MIN_N = 500
 FAD_INF_STEPS = 25

@@ -8,10 +8,10 @@ followed once some head attends from frame i to content token i; until then the 
 and only its voicing and mean survive, which is what ``f0_use`` measured. This probe reads that alignment
 directly, with no sampler or decoder.
 
-Reads: a UniSinger training run through :func:`songcorpus.train.generate.load_run` (EMA weights), held-out
-windows of its corpus (``f0_use._held_out``). Every sample is put in the SVC task (the task that reads content
-and f0), with the loss's own draws (t, noise, dropout flags). Writes nothing. Fails with
-:class:`songcorpus.train.eval.f0_use.F0UseError` for a run of another model.
+Reads: a UniSinger training run through :func:`songcorpus.train.run.load_run` (EMA weights), held-out
+batches of its corpus (``paired_loss.held_out_batches``). Every sample is put in the SVC task (the task that reads
+content and f0), with the loss's own draws (t, noise, dropout flags: ``paired_loss.batch_draws``). Writes nothing.
+Fails with :class:`~songcorpus.train.eval.probes.paired_loss.ProbeError` for a run of another model.
 
 The attention weights are recomputed from each block's own ``pre`` (adaLN, QKV, QK-norm, RoPE) in a forward
 pre-hook and the same key mask as :func:`songcorpus.train.models.blocks.attend`; the test checks that they
@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from songcorpus.train.eval.probes.f0_use import condition_on_f0
+from songcorpus.train.eval.probes.paired_loss import ProbeError, batch_draws, held_out_batches
 
 
 @dataclass(frozen=True)
@@ -117,16 +120,13 @@ class _Recorder:
 def alignment_of(model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], total_steps: int,
                  radius: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     """(aligned, content, uniform) of a UniSinger ``model`` over ``batches``, every sample in SVC, with the loss's
-    draws seeded per batch as ``f0_use`` seeds them."""
-    from songcorpus.train.eval.f0_use import _probe_config
-
-    _probe_config(model, "unisinger")
+    draws seeded per batch as the paired loss seeds them (``paired_loss.batch_draws``)."""
+    condition_on_f0(model, "unisinger")
     rec = _Recorder(list(model.net.blocks), radius)
     try:
         with torch.no_grad():
             for i, batch in enumerate(batches):
-                draws = torch.Generator().manual_seed(seed * 1000 + i)
-                model.loss(batch, generator=draws, step=total_steps - 1, total_steps=total_steps)
+                model.loss(batch, generator=batch_draws(seed, i), step=total_steps - 1, total_steps=total_steps)
     finally:
         rec.close()
     if rec.frames == 0:
@@ -137,12 +137,11 @@ def alignment_of(model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Te
 def content_alignment(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
                       batches: int = 6, batch_size: int = 8, seed: int = 0, radius: int = 1) -> ContentAlignment:
     """:class:`ContentAlignment` of a UniSinger run on ``batches`` held-out batches of ``split``."""
-    from songcorpus.train.eval.f0_use import F0UseError, _held_out
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.run import load_run
 
     loaded = load_run(run, checkpoint)
     if loaded.name != "unisinger":
-        raise F0UseError(f"run {run} trains {loaded.name}; the content-alignment probe reads UniSinger runs")
-    held_out = _held_out(loaded, data, split, batches, batch_size, seed)
+        raise ProbeError(f"run {run} trains {loaded.name}; the content-alignment probe reads UniSinger runs")
+    held_out = held_out_batches(loaded, data, split, batches, batch_size, seed)
     aligned, content, uniform = alignment_of(loaded.model, held_out, loaded.config.steps, radius, seed)
     return ContentAlignment(str(run), loaded.step, radius, aligned, content, uniform)

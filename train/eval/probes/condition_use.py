@@ -1,6 +1,6 @@
 """Does an accompaniment model (SAMUeL, LaDA-Band) read the vocals it is given, and their timing? A paired held-out
-loss, as ``f0_use`` does for f0: the same batches and random draws, scored with the true vocals and with the vocals
-altered.
+loss (probes/paired_loss.py), as ``f0_use`` does for f0: the same batches and random draws, scored with the true
+vocals and with the vocals altered.
 
 Why this exists next to onset F1 and chroma: those stay near their floor both for a model that ignores its
 vocals and for one that reads them but samples poorly. A model that follows the vocals loses when they are
@@ -11,9 +11,9 @@ Variants (each applied to the model's vocal key, ``vocals_latents`` or ``vocals_
 - "vocals moved 0.5 s": rolled in time by half a second, wrapping around;
 - "vocals nulled" (SAMUeL only): the zero condition its CFG dropout trains.
 
-Reads: a training run through :func:`songcorpus.train.generate.load_run` (EMA weights, latent stats, its
-corpus); held-out windows of ``split`` (``f0_use._held_out``). Writes nothing. Fails with
-:class:`songcorpus.train.eval.f0_use.F0UseError` for a model that reads no vocals.
+Reads: a training run through :func:`songcorpus.train.run.load_run` (EMA weights, latent stats, its
+corpus); held-out batches of ``split`` (``paired_loss.held_out_batches``). Writes nothing. Fails with
+:class:`~songcorpus.train.eval.probes.paired_loss.ProbeError` for a model that reads no vocals.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from songcorpus.train.eval.f0_use import F0Use, F0UseError, paired_losses
+from songcorpus.train.eval.probes.paired_loss import PairedLoss, ProbeError, held_out_batches, paired_losses
 
 VOCAL_KEYS = {"samuel": "vocals_latents", "lada_band": "vocals_tokens"}
 MOVE_S = 0.5
@@ -40,20 +40,19 @@ def variants(name: str, frames_per_s: float) -> dict[str, object]:
 
 
 def condition_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
-                  batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
-    """The paired held-out loss of a SAMUeL or LaDA-Band run with each of :func:`variants` (``F0Use.delta``: the
-    increase over the true vocals, per batch)."""
+                  batches: int = 6, batch_size: int = 8, seed: int = 0) -> PairedLoss:
+    """The paired held-out loss of a SAMUeL or LaDA-Band run with each of :func:`variants` (``PairedLoss.delta``:
+    the increase over the true vocals, per batch)."""
     from songcorpus.schemas.train_models import LATENT_RATE_HZ
-    from songcorpus.train.eval.f0_use import _held_out
-    from songcorpus.train.generate import load_run
+    from songcorpus.train.run import load_run
 
     if batch_size < 2:
-        raise F0UseError("the vocal-condition probe needs batch_size >= 2 (another song's vocals come from the batch)")
+        raise ProbeError("the vocal-condition probe needs batch_size >= 2 (another song's vocals come from the batch)")
     loaded = load_run(run, checkpoint)
     key = VOCAL_KEYS.get(loaded.name)
     if key is None:
-        raise F0UseError(f"run {run} trains {loaded.name}; the vocal-condition probe reads "
+        raise ProbeError(f"run {run} trains {loaded.name}; the vocal-condition probe reads "
                          f"{' or '.join(VOCAL_KEYS)} runs")
-    held_out = _held_out(loaded, data, split, batches, batch_size, seed)
+    held_out = held_out_batches(loaded, data, split, batches, batch_size, seed)
     alter = {v: (lambda b, f=fn: ({**b, key: f(b[key])}, {})) for v, fn in variants(loaded.name, LATENT_RATE_HZ).items()}
-    return F0Use(str(run), loaded.step, paired_losses(loaded.model, held_out, alter, loaded.config.steps, seed))
+    return PairedLoss(str(run), loaded.step, paired_losses(loaded.model, held_out, alter, loaded.config.steps, seed))

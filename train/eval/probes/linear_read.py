@@ -1,142 +1,21 @@
-"""Does a trained model use the f0 it is given? A paired held-out loss: the same batches and the same random draws
-(timesteps, noise, dropout flags), scored once with the true f0 and once with each altered f0. A model that follows
-the pitch loses when the melody is transposed; one that only learned voicing loses nothing until the voicing goes.
+"""How much of a model's target the pitch can explain at all, and how much pitch UniSinger's content input already
+carries: linear reads of the corpus, no model. A small use of pitch by a trained model (probes/f0_use.py) reads
+differently against a small available share than against a large one, and content that explains the pitch makes
+the f0 modality redundant.
 
-Why this exists next to RPA: RPA of generated audio stays at its floor both for a model that ignores pitch and for
-one that uses it but samples poorly; the loss difference separates the two, needs no sampler or decoder, and is
-cheap enough to read at every checkpoint.
-
-Reads: a training run of a model that takes ``f0`` (SongEcho stage B, UniSinger), through
-:func:`songcorpus.train.generate.load_run` (EMA weights, latent stats, its corpus); held-out windows of ``split``
-of that corpus (or ``data``). Writes nothing. Fails with :class:`F0UseError` for a model that reads no f0.
+Reads: one or two splits of a corpus through the training loader (train/data.py): the f0 and the vocal latents,
+normalised with a run's latent statistics (``load_run(run).stats``); UniSinger's content frames by the model's own
+:func:`songcorpus.train.models.unisinger.content_frames`. Writes nothing. Fails: the loader's DataError for a split
+or field the corpus lacks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-
-F0Variant = Callable[[torch.Tensor], torch.Tensor]
-
-SEMITONES = 4.0
-VOICING_HZ = 200.0
-VARIANTS: dict[str, F0Variant] = {
-    "true": lambda f0: f0,
-    f"+{SEMITONES:g} semitones": lambda f0: f0 * 2.0 ** (SEMITONES / 12.0),
-    "voicing only": lambda f0: (f0 > 0).to(f0.dtype) * VOICING_HZ,  # a constant pitch where voiced
-    "nulled": lambda f0: torch.zeros_like(f0),  # every frame unvoiced
-}
-
-
-class F0UseError(ValueError):
-    """The run cannot be probed (its model reads no f0), with what to do."""
-
-
-@dataclass(frozen=True)
-class F0Use:
-    """Held-out loss per batch for each f0 variant; ``delta(v)`` is the paired increase over the true f0."""
-
-    run: str
-    step: int
-    losses: dict[str, np.ndarray]
-
-    def delta(self, variant: str) -> np.ndarray:
-        return self.losses[variant] - self.losses["true"]
-
-    def table(self) -> str:
-        w = max(16, *(len(n) for n in self.losses))
-        lines = [f"{'f0 given':{w}s} {'loss':>8s} {'minus true':>11s} {'batch min':>10s} {'batch max':>10s}"]
-        for name, loss in self.losses.items():
-            d = self.delta(name)
-            lines.append(f"{name:{w}s} {loss.mean():8.4f} {d.mean():+11.4f} {d.min():+10.4f} {d.max():+10.4f}")
-        return "\n".join(lines)
-
-
-def _probe_config(model: torch.nn.Module, name: str) -> None:
-    """Condition every sample on f0: no melody dropout (stage B), every sample in the SVC task (UniSinger)."""
-    if name == "songecho_melody":
-        model.config = model.config.model_copy(update={"melody_dropout": 0.0})
-    elif name == "unisinger":
-        model.config = model.config.model_copy(update={"curriculum_song_only": 0.0, "curriculum_ramp_end": 0.0,
-                                                       "svc_max_share": 1.0})
-
-
-def _held_out(loaded, data: str | None, split: str, batches: int, batch_size: int, seed: int) -> list[dict]:
-    """``batches`` batches of ``split`` as the run's loss reads them (its latent stats; the reference window's
-    latents normalised like the vocals), tensors on the CPU."""
-    from songcorpus.train.data import BatchBuilder, CorpusView, ShardStream, StepOrder
-    from songcorpus.train.generate import caption_encoder
-    from songcorpus.train.text import PhonemeTokenizer
-    from songcorpus.train.trainer import to_tensors
-
-    keys = [k for k in loaded.model.batch_keys if k != "mask"]
-    view = CorpusView(data or str(loaded.corpus), split, keys, window_s=loaded.window_s)
-    stats = dict(loaded.stats)
-    if "reference_vocals_latents" in keys:
-        stats["reference_vocals_latents"] = stats["vocals_latents"]
-    stream = ShardStream(BatchBuilder(view, caption_encoder(), PhonemeTokenizer(), stats),
-                         StepOrder(len(view), seed, batch_size))
-    return [to_tensors(stream.batch(i), "cpu") for i in range(batches)]
-
-
-def paired_losses(model: torch.nn.Module, held_out: list[dict], variants: dict[str, Callable[[dict], tuple[dict, dict]]],
-                  total_steps: int, seed: int) -> dict[str, np.ndarray]:
-    """The held-out loss per batch under each variant (batch -> (the batch to score, extra ``loss`` keywords)),
-    every variant of a batch with the same draws (seeded per batch), at the run's last step."""
-    losses: dict[str, list[float]] = {v: [] for v in variants}
-    with torch.no_grad():
-        for i, batch in enumerate(held_out):
-            for variant, alter in variants.items():
-                scored, extra = alter(batch)
-                draws = torch.Generator().manual_seed(seed * 1000 + i)
-                loss, _ = model.loss(scored, generator=draws, step=total_steps - 1, total_steps=total_steps, **extra)
-                losses[variant].append(float(loss))
-    return {k: np.asarray(v) for k, v in losses.items()}
-
-
-def f0_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
-           batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
-    """The paired loss of ``run`` on ``batches`` held-out batches with each of :data:`VARIANTS`."""
-    from songcorpus.train.generate import load_run
-
-    loaded = load_run(run, checkpoint)
-    name, model = loaded.name, loaded.model
-    if "f0" not in model.batch_keys:
-        raise F0UseError(f"run {run} trains {name}, which reads no f0; probe a SongEcho stage-B or UniSinger run")
-    held_out = _held_out(loaded, data, split, batches, batch_size, seed)
-    _probe_config(model, name)
-    variants = {v: (lambda b, a=alter: ({**b, "f0": a(b["f0"].float())}, {})) for v, alter in VARIANTS.items()}
-    return F0Use(str(run), loaded.step, paired_losses(model, held_out, variants, loaded.config.steps, seed))
-
-
-SVC_CONDITIONS = ("content", "f0", "speaker", "text")
-
-
-def modality_use(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str | None = None,
-                 batches: int = 6, batch_size: int = 8, seed: int = 0) -> F0Use:
-    """The paired held-out loss of a UniSinger run in the SVC task with all its conditions ("true") and with each
-    of :data:`SVC_CONDITIONS` nulled in every sample by the model's own CFG path (``loss(null=...)``): which
-    conditions the model reads. Same batches and draws per variant, as :func:`f0_use`."""
-    from songcorpus.train.generate import load_run
-
-    loaded = load_run(run, checkpoint)
-    if loaded.name != "unisinger":
-        raise F0UseError(f"run {run} trains {loaded.name}; the modality probe reads UniSinger runs")
-    model = loaded.model
-    held_out = _held_out(loaded, data, split, batches, batch_size, seed)
-    _probe_config(model, "unisinger")
-    nulls = {"true": (), **{f"no {m}": (m,) for m in SVC_CONDITIONS}}
-    variants = {v: (lambda b, n=null: (b, {"null": n})) for v, null in nulls.items()}
-    return F0Use(str(run), loaded.step, paired_losses(model, held_out, variants, loaded.config.steps, seed))
-
-
-# ---------------------------------------------------------------------------------------------
-# how much of the target the pitch can explain at all: a linear read of the corpus, no model
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

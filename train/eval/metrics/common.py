@@ -1,4 +1,5 @@
-"""What every metric module shares: the typed "metric unavailable" outcome and model-store access.
+"""What every metric module shares: the typed "metric unavailable" outcome, audio to mono at a rate, the cosine
+of two embeddings, and model-store access.
 
 A metric that cannot be computed for an input (no voiced reference frames, too few embedding frames for a
 covariance, no reference onsets...) raises :class:`MetricUnavailable` with the metric's name and a reason;
@@ -82,6 +83,12 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     if int(rate) != int(target) and x.size:
         x = soxr.resample(x, int(rate), int(target), quality="HQ").astype(np.float32, copy=False)
     return x
+
+
+def cosine(a: np.ndarray, b: np.ndarray, eps: float) -> float:
+    """Cosine similarity of two embedding vectors, ``<a, b> / max(|a| |b|, eps)``: speaker similarity and the CLAP
+    score both read two embeddings this way (each with the eps its reference implementation uses)."""
+    return float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), eps))
 
 
 def store_model_folder(name: str, kinds: tuple[str, ...], store_dir: str | Path | None = None

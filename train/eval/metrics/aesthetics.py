@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from songcorpus.train.eval.common import mono, store_model_folder
+from songcorpus.train.eval.metrics.common import mono, store_model_folder
 
 
 def load_aesthetic_scorers(songeval: str | None = "songeval", audiobox: str | None = "audiobox-aesthetics",

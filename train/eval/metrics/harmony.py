@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from songcorpus.train.eval.common import MetricUnavailable, resample
+from songcorpus.train.eval.metrics.common import MetricUnavailable, resample
 
 # audiocraft config/solver/musicgen/default.yaml, metrics.chroma_cosine.chroma_base
 CHROMA_RATE = 32000  # MusicGen's sample rate (the metric runs at the model's rate)

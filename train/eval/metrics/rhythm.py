@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from songcorpus.train.eval.common import MetricUnavailable, resample
+from songcorpus.train.eval.metrics.common import MetricUnavailable, resample
 
 ONSET_RATE = 22050  # librosa's default analysis rate: the detector's parameters below are stated at it
 ONSET_HOP = 256  # 11.6 ms frames at 22.05 kHz

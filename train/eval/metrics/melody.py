@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from songcorpus.train.eval.common import MetricResult, MetricUnavailable, mono
+from songcorpus.train.eval.metrics.common import MetricResult, MetricUnavailable, mono
 
 F0_RATE_HZ = 100
 CENT_TOLERANCE = 50.0

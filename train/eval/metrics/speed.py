@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from songcorpus.train.eval.common import MetricUnavailable
+from songcorpus.train.eval.metrics.common import MetricUnavailable
 
 
 def cpu_model() -> str:
