@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from songcorpus.io.audio import read_standard_audio
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models.registry import ModelError
 
@@ -525,7 +525,7 @@ class AestheticsStage(Stage):
         return self.config.aesthetics.digest() + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        return row["results"]["ingest"]["audio_sha256"]
+        return audio_sha256(row)
 
     def setup(self) -> None:
         from songcorpus.transforms.models.accelerator import pick_device
@@ -545,7 +545,7 @@ class AestheticsStage(Stage):
         out: dict[str, Any] = dict.fromkeys(FIELDS)
         if not self._scorers:
             return out
-        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
+        x, rate = read_standard_audio(self.store.path(audio_file(row)))
         mono = middle_excerpt(x, rate, self.config.aesthetics.max_analysis_s).mean(axis=1)
         songeval = self._scorers.get(SONGEVAL_KIND)
         if songeval is not None:
