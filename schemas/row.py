@@ -369,7 +369,10 @@ def accompaniment_sha256(row: Row) -> str:
 def has_vocals(row: Row) -> bool:
     """Whether the stems stage found a vocal stem that is not silent (a result from before it recorded this: yes);
     the stems stage must have run."""
-    return result(row, "stems").get("has_vocals", True)
+    found = row["results"].get("stems")
+    if found is None:
+        raise MissingResult("stems", "has_vocals", _source_or_none(row))
+    return found.get("has_vocals", True)
 
 
 def canonical_json(obj: Any) -> str:

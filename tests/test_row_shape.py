@@ -106,7 +106,7 @@ def test_tolerant_accessors_keep_their_defaults():
     assert source_sha256(row) is None  # a row ingest never read keeps the source-derived track id
     set_result(row, "ingest", {"audio_sha256": "1" * 64})  # state from before ingest recorded source_sha256
     assert source_sha256(row) is None
-    with pytest.raises(MissingResult, match="stage stems has not run"):
+    with pytest.raises(MissingResult, match="no stems field 'has_vocals': stage stems has not run"):
         has_vocals(row)
     set_result(row, "stems", {"vocals_sha256": "2" * 64})  # a result from before has_vocals was recorded
     assert has_vocals(row) is True
