@@ -59,10 +59,10 @@ from songcorpus.io.audio import DecodeError  # noqa: E402
 from songcorpus.pipelines import curate as curate_mod  # noqa: E402
 from songcorpus.pipelines.build_corpus import build_corpus  # noqa: E402
 from songcorpus.pipelines.corpus.decide import Decision  # noqa: E402
-from songcorpus.pipelines.engines.executor import new_row, run_stage  # noqa: E402
+from songcorpus.pipelines.engines.executor import run_stage  # noqa: E402
 from songcorpus.pipelines.sources.inputs import expand_inputs  # noqa: E402
 from songcorpus.schemas.config import PipelineConfig, load_config  # noqa: E402
-from songcorpus.schemas.row import Row  # noqa: E402
+from songcorpus.schemas.row import Row, new_row, outcome_of, results_of, set_outcome, set_result, source_of  # noqa: E402
 from songcorpus.transforms.base import Rejection, Stage  # noqa: E402
 from songcorpus.transforms.registry import build_stages  # noqa: E402
 
@@ -326,15 +326,15 @@ def run_plain_loop(corpus: Path, out: Path) -> LoopResult:
         rows = [new_row(rec.to_dict()) for rec in expand_inputs([str(corpus)], store.root / "inputs")]
         for row in rows:
             for stage in stages:
-                if row["outcome"] is not None:
+                if outcome_of(row) is not None:
                     break
                 with timed(res.stages[stage.name]):
                     try:
-                        row["results"][stage.name] = stage.process_one(row)
+                        set_result(row, stage.name, stage.process_one(row))
                     except Rejection as rej:
-                        row["outcome"] = {"status": "rejected", "stage": stage.name, "code": rej.code, "reason": rej.reason}
+                        set_outcome(row, "rejected", stage.name, rej.code, rej.reason)
                     except DecodeError as exc:
-                        row["outcome"] = {"status": "failed", "stage": stage.name, "code": exc.code, "reason": str(exc)}
+                        set_outcome(row, "failed", stage.name, exc.code, str(exc))
         lineages = {s.name: s.lineage() for s in stages}
         (sampler,) = build_stages(config, store, "samples")
         res.stages["samples"] = Timing()
@@ -435,14 +435,14 @@ def run_curate(corpus: Path, out: Path, engine: str, workers: int, loop: LoopRes
 def compare_rows(rows_jsonl: Path, loop_rows: list[Row]) -> int:
     """Sources whose stored stage results or outcome differ from the plain loop's."""
     with open(rows_jsonl, encoding="utf-8") as fh:
-        stored = {r["track"]["source"]: r for r in map(json.loads, fh) if r}
+        stored = {source_of(r): r for r in map(json.loads, fh) if r}
     mismatches = 0
     for row in loop_rows:
-        other = stored.get(row["track"]["source"])
-        ours = json.loads(json.dumps({"results": row["results"], "outcome": row["outcome"]}))
-        if other is None or {"results": other["results"], "outcome": other["outcome"]} != ours:
+        other = stored.get(source_of(row))
+        ours = json.loads(json.dumps({"results": results_of(row), "outcome": outcome_of(row)}))
+        if other is None or {"results": results_of(other), "outcome": outcome_of(other)} != ours:
             mismatches += 1
-    return mismatches + len(set(stored) - {r["track"]["source"] for r in loop_rows})
+    return mismatches + len(set(stored) - {source_of(r) for r in loop_rows})
 
 
 # --------------------------------------------------------------------------------------------------

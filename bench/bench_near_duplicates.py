@@ -45,6 +45,7 @@ import soundfile as sf
 from songcorpus.cli import demo_manifest
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
+from songcorpus.schemas.row import new_row, result_field, set_result, source_of
 from songcorpus.testing.reencode import VARIANTS, write_variant
 from songcorpus.transforms.corpus.fingerprint_index import IndexStats, auto_key_bits, bit_error, find_matches, index_terms
 from songcorpus.transforms.corpus.near_duplicates import near_duplicate_groups
@@ -58,9 +59,9 @@ OTHERS = ("instr_fof_00", "instr_fof_01", "instr_midi_00", "speech_00", "speech_
 
 
 def analysed(path: Path, source: str, stages: list) -> dict[str, Any]:
-    row = {"track": {"path": str(path), "source": source, "metadata": {}}, "results": {}, "outcome": None}
+    row = new_row({"path": str(path), "source": source, "metadata": {}})
     for stage in stages:
-        row["results"][stage.name] = stage.process_one(row)
+        set_result(row, stage.name, stage.process_one(row))
     return row
 
 
@@ -88,8 +89,8 @@ def accuracy(workdir: Path) -> dict[str, Any]:
             for name in VARIANTS:
                 rows.append(analysed(write_variant(name, x, rate, workdir / f"{clip}_{name}"), f"{clip}/{name}", stages))
     prepare_s = time.process_time() - t0
-    srcs = [r["track"]["source"] for r in rows]
-    fps = [store.get_array(r["results"]["fingerprint"]["fingerprint_file"]) for r in rows]
+    srcs = [source_of(r) for r in rows]
+    fps = [store.get_array(result_field(r, "fingerprint", "fingerprint_file")) for r in rows]
     min_items = math.ceil(cfg.min_overlap_s / ITEM_S)
     t0 = time.process_time()
     found = {(srcs[m.a], srcs[m.b]): m for m in find_matches(fps, cfg.max_bit_error, min_items, cfg.key_bits,

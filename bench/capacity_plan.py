@@ -38,9 +38,10 @@ import soundfile as sf  # noqa: E402
 
 from songcorpus.io.artefacts import ArtefactStore  # noqa: E402
 from songcorpus.pipelines.build_corpus import build_corpus  # noqa: E402
-from songcorpus.pipelines.engines.executor import new_row, run_stage  # noqa: E402
+from songcorpus.pipelines.engines.executor import run_stage  # noqa: E402
 from songcorpus.pipelines.sources.inputs import expand_inputs  # noqa: E402
 from songcorpus.schemas.config import load_config  # noqa: E402
+from songcorpus.schemas.row import new_row, track_of  # noqa: E402
 from songcorpus.transforms.registry import build_stages  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -69,7 +70,7 @@ def measure_lite(inputs: Path, work: Path) -> dict[str, Any]:
     store = ArtefactStore(work / ".cache")
     stages = build_stages(config, store, "analysis")
     rows = [new_row(r.to_dict()) for r in expand_inputs([str(inputs)], store.root / "inputs")]
-    input_s = sum(sf.info(r["track"]["path"]).duration for r in rows)
+    input_s = sum(sf.info(track_of(r)["path"]).duration for r in rows)
     stage_cpu = {s.name: 0.0 for s in stages}
     for stage in stages:  # setup is once per worker, not per input: timed apart
         stage.setup()

@@ -35,7 +35,7 @@ from songcorpus.pipelines.corpus.splits import assign_split, split_groups
 from songcorpus.pipelines.job.state_rows import PackedRows, SortedSpool, SpooledRows, chunked
 from songcorpus.pipelines.sinks.hf_features import write_features
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json, outcome_of, samples_result, source_of
 from songcorpus.schemas.sample import sample_json_schema
 from songcorpus.schemas.track import track_id_of
 from songcorpus.transforms.corpus.near_duplicates import near_duplicate_groups
@@ -60,7 +60,7 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
     in memory does not grow with the tracks, only with the copies ``near`` finds and the shards' small parts. The
     decisions come back as a :class:`DiskMap`."""
     if not isinstance(rows, (PackedRows, SpooledRows)):  # these come from a state file, in source order already
-        rows = sorted(rows, key=lambda r: r["track"]["source"])
+        rows = sorted(rows, key=source_of)
     if full_rows is None:
         def full_rows() -> Iterable[Row]:
             return rows
@@ -71,10 +71,9 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
     manifest_path = shard_dir / SHARD_MANIFEST
     old_manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
 
-    accepted = SpooledRows(r for r in rows if decisions[r["track"]["source"]].status == "accepted")
+    accepted = SpooledRows(r for r in rows if decisions[source_of(r)].status == "accepted")
     groups = split_groups(rows, near)
-    splits: DiskMap[str] = DiskMap((row["track"]["source"], assign_split(row, config, groups[row["track"]["source"]]))
-                                   for row in accepted)
+    splits: DiskMap[str] = DiskMap((source_of(row), assign_split(row, config, groups[source_of(row)])) for row in accepted)
     groups.close()
     codebook = fit_corpus_codebook(accepted, splits, config, store) if accepted else None
     units = fit_corpus_units(accepted, splits, config, store) if accepted and config.profile == "full" else None
@@ -128,7 +127,7 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
                     stale.unlink()
             pending.clear()
             write_shard_indexes(shard_dir, parts)
-            track_ids = {r["track"]["source"]: track_id_of(r) for r in rows if r["track"]["source"] in near.kept_of}
+            track_ids = {source_of(r): track_id_of(r) for r in rows if source_of(r) in near.kept_of}
             write_catalog_tables(out, config, store, lineages, full_rows, decisions, splits, n_windows, track_ids,
                                  near, parts, windows)
         finally:
@@ -148,21 +147,20 @@ def run_samples_phase(full_rows: Callable[[], Iterable[Row]], splits: MutableMap
     """The samples phase over the accepted songs' full rows, :data:`SAMPLES_CHUNK` at a time; each window's plan
     entry goes to ``spool`` (keyed by split and key: the packing order); a song the phase rejects gets its
     decision and leaves ``splits``."""
-    for chunk in chunked((r for r in full_rows() if r["track"]["source"] in splits), SAMPLES_CHUNK):
+    for chunk in chunked((r for r in full_rows() if source_of(r) in splits), SAMPLES_CHUNK):
         todo = sample_rows(chunk, splits, codebook, lineages)
         del chunk
         if units is not None:
             for r in todo:
                 r["unit_codebook"] = {"file": units["file"], "sha256": units["sha256"]}
         for row in run_samples(todo):
-            src = row["track"]["source"]
-            if row["outcome"] is not None:
-                o = row["outcome"]
+            src, o = source_of(row), outcome_of(row)
+            if o is not None:
                 decisions[src] = Decision(o["status"], o["stage"], o["code"], o["reason"])
                 splits.pop(src, None)
                 continue
             split, track_id = splits[src], track_id_of(row)
-            for entry in row["results"]["samples"]["samples"]:
+            for entry in samples_result(row)["samples"]:
                 meta = {"key": entry["key"], "members": entry["members"], "source": src, "track_id": track_id,
                         "split": split, **{k: entry[k] for k in WINDOW_META_KEYS}}
                 spool.add(f"{split}\x1f{entry['key']}", (canonical_json(meta) + "\n").encode())

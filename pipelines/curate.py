@@ -34,7 +34,6 @@ from songcorpus.pipelines.build_corpus import build_corpus
 from songcorpus.pipelines.corpus.decide import Decision
 from songcorpus.pipelines.corpus.planned_shards import SHARD_MANIFEST
 from songcorpus.pipelines.corpus.shard_plans import ShardPlan, ShardWriter
-from songcorpus.pipelines.engines.executor import new_row
 from songcorpus.pipelines.job.output_claim import claim_output
 from songcorpus.pipelines.job.state_rows import (
     SpooledRows,
@@ -55,7 +54,7 @@ from songcorpus.schemas.failures import (
     exception_chain,
     find_stage_fault,
 )
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, new_row, rejected_early, set_outcome, source_of
 from songcorpus.transforms.registry import build_stages
 
 log = logging.getLogger("songcorpus")
@@ -312,13 +311,13 @@ def reopen_early_rejections(rows: Iterable[Row], config: PipelineConfig) -> Spoo
 
     out, reopened = SpooledRows(), []
     for row in rows:
-        if (row.get("outcome") or {}).get("early"):
+        if rejected_early(row):
             gate = apply_gates(config.gates, scores_of(row))
             if gate is None:
-                reopened.append(row["track"]["source"])
+                reopened.append(source_of(row))
             else:
-                row = {**row, "outcome": {"status": "rejected", "stage": gate.stage, "code": gate.code,
-                                          "reason": gate.reason, "early": True}}
+                row = {**row}  # the new gate's outcome on a copy
+                set_outcome(row, "rejected", gate.stage, gate.code, gate.reason, early=True)
         out.append(row)
     if reopened:
         raise ConfigError(f"the new gates would accept {len(reopened)} input(s) that an early gate rejected before "

@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from songcorpus.schemas.row import Row, source_of, source_sha256
+
 METADATA_FIELDS = ("title", "artist", "caption", "tags", "lyrics", "language", "license", "split")
 SPLITS = ("train", "valid", "test")
 
@@ -42,10 +44,10 @@ def track_id_for(source: str, source_sha256: str | None = None) -> str:
     return "t" + hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
-def track_id_of(row: dict[str, Any]) -> str:
+def track_id_of(row: Row) -> str:
     """:func:`track_id_for` of an analysed row (its ingest result holds ``source_sha256``; state from before
     ingest version 3 has none and keeps the source-derived id)."""
-    return track_id_for(row["track"]["source"], row["results"].get("ingest", {}).get("source_sha256"))
+    return track_id_for(source_of(row), source_sha256(row))
 
 
 def clean_meta(value: Any) -> Any:

@@ -7,9 +7,9 @@ row to the fields this stage provides. A stage raises :class:`Rejection` to reje
 ``InputError`` (``schemas/failures.py``) when the input cannot be used; the runner records either on the row and
 goes on. Any other exception is the job's fault and stops it.
 
-Rows are plain dicts so every engine can carry them::
-
-    {"track": TrackRecord.to_dict(), "results": {stage_name: {field: value}}, "outcome": None | {...}}
+The row's shape (a plain dict every engine carries: the input's record, the earlier stages' results, the outcome)
+is defined in ``schemas/row.py``, with the accessors stages read it through and a typed view of each result other
+stages read, whose keys are exactly the providing stage's ``provides``.
 """
 
 from __future__ import annotations

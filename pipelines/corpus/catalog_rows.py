@@ -15,7 +15,17 @@ from songcorpus.pipelines.job.state_rows import SortedSpool, scores_of
 from songcorpus.pipelines.sinks.catalog import write_catalog
 from songcorpus.schemas.catalog import METHOD_COLUMNS
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import (
+    Row,
+    canonical_json,
+    has_result,
+    optional_field,
+    optional_result,
+    result,
+    results_of,
+    source_of,
+    track_of,
+)
 from songcorpus.schemas.track import METADATA_FIELDS, track_id_of
 from songcorpus.transforms.corpus.near_duplicates import NearDuplicates
 from songcorpus.transforms.registry import PHASES, build_stages
@@ -30,7 +40,7 @@ def write_catalog_tables(out: Path, config: PipelineConfig, store: ArtefactStore
 
     def tracks_rows() -> Iterator[dict[str, Any]]:
         for r in full_rows():
-            src = r["track"]["source"]
+            src = source_of(r)
             t = track_row(r, decisions[src], splits.get(src), n_windows.get(src, 0), lineages)
             # a group is named by its kept copy's id (null for a track with no copy)
             t["duplicate_group"] = track_ids[near.kept_of[src]] if src in near.kept_of else None
@@ -62,9 +72,9 @@ def field_rows(config: PipelineConfig, store: ArtefactStore, lineages: dict[str,
 
 def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
               lineages: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    track = row["track"]
+    track = track_of(row)
     meta = track["metadata"]
-    ingest = row["results"].get("ingest", {})
+    ingest = optional_result(row, "ingest") or {}
     return {
         "track_id": track_id_of(row),
         "source": track["source"],
@@ -80,12 +90,12 @@ def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
         **scores_of(row),
         **{k: (str(meta[k]) if meta.get(k) is not None else None) for k in METADATA_FIELDS if k != "split"},
         "has_stems": bool(track.get("vocals") or track.get("accompaniment")),
-        **{m: next((res[m] for res in row["results"].values() if m in res), None) for m in METHOD_COLUMNS},
+        **{m: next((res[m] for res in results_of(row).values() if m in res), None) for m in METHOD_COLUMNS},
         **({"classify_method": lineages["classify"]["model"]}  # the lite classifier names its model in lineage only
-           if "classify" in row["results"] and "classify_method" not in row["results"]["classify"]
+           if has_result(row, "classify") and "classify_method" not in result(row, "classify")
            and "classify" in lineages else {}),
         **dict(zip(("caption", "caption_method"), effective_caption(row), strict=True)),  # the source's, else generated
-        "key": row["results"].get("key", {}).get("key"), "mode": row["results"].get("key", {}).get("mode"),
+        "key": optional_field(row, "key", "key"), "mode": optional_field(row, "key", "mode"),
         "extra_json": canonical_json(track.get("extra") or {}),
         "lineage_json": canonical_json(lineage_of(row, lineages)),
         "n_windows": n_windows,

@@ -11,7 +11,7 @@ from typing import Any
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.pipelines.corpus.splits import train_pool
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, has_result, result_field
 
 
 def fit_cached_centroids(store: ArtefactStore, name: str, settings_digest: str, files: list[str],
@@ -60,7 +60,7 @@ def fit_corpus_codebook(accepted: Iterable[Row], splits: Mapping[str, str], conf
     """The embedded codec's codebook, fit on the train split's sampled frames (stage ``codec_frames``)."""
     from songcorpus.transforms.models.embedded_codec import fit_codebook
 
-    files = [r["results"]["codec_frames"]["codec_frames_file"] for r in train_pool(accepted, splits)]
+    files = [result_field(r, "codec_frames", "codec_frames_file") for r in train_pool(accepted, splits)]
     return fit_cached_centroids(store, "codebook", config.codec.digest(), files,
                                 lambda frames: fit_codebook(frames, config.codec), config.codec.fit_max_frames,
                                 config.codec.seed)
@@ -73,7 +73,7 @@ def fit_corpus_units(accepted: Iterable[Row], splits: Mapping[str, str], config:
     from songcorpus.transforms.models.content_units import FIT_MAX_FRAMES, fit_unit_codebook
 
     cfg = config.content_units
-    files = [r["results"]["unit_frames"]["unit_frames_file"] for r in train_pool(accepted, splits)
-             if "unit_frames" in r["results"]]
+    files = [result_field(r, "unit_frames", "unit_frames_file") for r in train_pool(accepted, splits)
+             if has_result(r, "unit_frames")]
     return fit_cached_centroids(store, "unit_codebook", cfg.digest(), files,
                                 lambda frames: fit_unit_codebook([frames], cfg.n_units, seed=0), FIT_MAX_FRAMES, 0)

@@ -14,7 +14,7 @@ from typing import Any
 from songcorpus.io.disk_map import DiskMap
 from songcorpus.pipelines.job.state_rows import scores_of
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, outcome_of, results_of, source_of
 from songcorpus.transforms.corpus.gates import apply_gates, check_gate_scores
 from songcorpus.transforms.corpus.near_duplicates import NearDuplicates, exact_duplicates
 
@@ -42,7 +42,7 @@ def decide(rows: Iterable[Row], config: PipelineConfig, near: NearDuplicates | N
 
     def decided() -> Iterator[tuple[str, Decision]]:
         for row in rows:
-            src, outcome = row["track"]["source"], row["outcome"]
+            src, outcome = source_of(row), outcome_of(row)
             if outcome is not None:
                 yield src, Decision(outcome["status"], outcome["stage"], outcome["code"], outcome["reason"])
                 continue
@@ -61,4 +61,4 @@ def decide(rows: Iterable[Row], config: PipelineConfig, near: NearDuplicates | N
 
 
 def lineage_of(row: Row, lineages: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {name: lineages[name] for name in row["results"] if name in lineages}
+    return {name: lineages[name] for name in results_of(row) if name in lineages}

@@ -17,7 +17,7 @@ from songcorpus.pipelines.corpus.decide import lineage_of
 from songcorpus.pipelines.job.state_rows import SortedSpool, scores_of
 from songcorpus.pipelines.sinks.shard_writer import Sample
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json, results_of, source_of, track_of
 from songcorpus.schemas.sample import group_suffixes
 
 
@@ -25,7 +25,7 @@ def sample_rows(accepted: list[Row], splits: Mapping[str, str], codebook: dict[s
                 lineages: dict[str, dict[str, Any]]) -> list[Row]:
     """Rows for the samples phase: what SampleStage reads besides the analysis results (a copy of the results
     dict, so an in-process runner never writes samples into the analysis rows that state/rows.jsonl records)."""
-    return [{"track": r["track"], "results": dict(r["results"]), "outcome": None, "split": splits[r["track"]["source"]],
+    return [{"track": track_of(r), "results": dict(results_of(r)), "outcome": None, "split": splits[source_of(r)],
              "codebook": {"file": codebook["file"], "sha256": codebook["sha256"]}, "scores": scores_of(r),
              "lineage": lineage_of(r, lineages)} for r in accepted]
 

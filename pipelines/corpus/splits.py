@@ -8,15 +8,15 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from songcorpus.io.disk_map import DiskMap
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, source_of, source_sha256, track_of
 from songcorpus.schemas.track import SPLITS, track_id_for
 from songcorpus.transforms.corpus.near_duplicates import NearDuplicates, components
 
 
 def split_key(row: Row) -> str:
     """What one track's split hashes on by itself: the artist, else the input file's bytes."""
-    track = row["track"]
-    song = row["results"].get("ingest", {}).get("source_sha256")
+    track = track_of(row)
+    song = source_sha256(row)
     return track["metadata"].get("artist") or (f"file:{song}" if song else track_id_for(track["source"]))
 
 
@@ -32,12 +32,12 @@ def split_groups(rows: Iterable[Row], near: NearDuplicates | None) -> DiskMap[st
     key_of_copy: dict[str, str] = {}
     if kept_of:
         for r in rows:
-            if r["track"]["source"] in kept_of:
-                key_of_copy[r["track"]["source"]] = split_key(r)
+            if source_of(r) in kept_of:
+                key_of_copy[source_of(r)] = split_key(r)
     edges = [(key_of_copy[s], key_of_copy[kept]) for s, kept in kept_of.items()
              if s in key_of_copy and kept in key_of_copy]
     merged = components(sorted({k for e in edges for k in e}), edges)  # key -> smallest key of its component
-    return DiskMap((r["track"]["source"], merged.get(k := split_key(r), k)) for r in rows)
+    return DiskMap((source_of(r), merged.get(k := split_key(r), k)) for r in rows)
 
 
 def assign_split(row: Row, config: PipelineConfig, group: str | None = None) -> str:
@@ -45,7 +45,7 @@ def assign_split(row: Row, config: PipelineConfig, group: str | None = None) -> 
     all copies of a recording and all songs of an artist), by default the artist, or when it is unknown the
     input file's bytes (``ingest.source_sha256``), so every window of a song, and every song of an
     artist, lands in one split on every run, wherever the files are moved or however they are renamed."""
-    track = row["track"]
+    track = track_of(row)
     given = track["metadata"].get("split")
     if given in SPLITS:
         return given
@@ -58,5 +58,5 @@ def assign_split(row: Row, config: PipelineConfig, group: str | None = None) -> 
 
 def train_pool(accepted: Iterable[Row], splits: Mapping[str, str]) -> Iterator[Row]:
     """What corpus-level models are fit on: the train split's songs (all accepted songs when none is in train)."""
-    in_train = any(splits[r["track"]["source"]] == "train" for r in accepted)
-    return (r for r in accepted if not in_train or splits[r["track"]["source"]] == "train")
+    in_train = any(splits[source_of(r)] == "train" for r in accepted)
+    return (r for r in accepted if not in_train or splits[source_of(r)] == "train")

@@ -46,7 +46,7 @@ from songcorpus.pipelines.corpus.shard_plans import ShardPlan, ShardWriter
 from songcorpus.pipelines.engines.executor import StageGroup, group_stages
 from songcorpus.pipelines.job.exchange_folder import JobFolder, part_count, read_part
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json, source_of
 from songcorpus.transforms.base import Resources
 from songcorpus.transforms.registry import build_stages
 
@@ -216,10 +216,10 @@ def run_beam(rows: Collection[Row], config: PipelineConfig, store_root: str, pro
         for path in job.result_files("part-*.jsonl"):
             for line in read_part(path):
                 row = json.loads(line)
-                if row["track"]["source"] not in seen:  # a retried bundle may have written a row twice
-                    seen[row["track"]["source"]] = 1
+                if source_of(row) not in seen:  # a retried bundle may have written a row twice
+                    seen[source_of(row)] = 1
                     yield row
-    missing = sorted(src for src in (r["track"]["source"] for r in rows) if src not in seen)
+    missing = sorted(src for src in map(source_of, rows) if src not in seen)
     seen.close()
     if missing:
         raise RuntimeError(f"the Beam job returned no result for {len(missing)} of {len(rows)} rows "

@@ -10,11 +10,10 @@ other exception is the job's fault and raises :class:`StageFault`, which stops t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.failures import InputError, StageFault
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, TrackDict, has_result, outcome_of, set_outcome, set_result, source_of, track_of
 from songcorpus.transforms.base import Rejection, Resources, Stage
 
 
@@ -31,11 +30,7 @@ def stage_resources(stage: Stage) -> Resources:
     return res
 
 
-def new_row(track: dict[str, Any]) -> Row:
-    return {"track": track, "results": {}, "outcome": None}
-
-
-def located(reason: str, track: dict[str, Any]) -> str:
+def located(reason: str, track: TrackDict) -> str:
     """A reason names the input by its source, not by where its file sits on this machine (the catalog is the
     same wherever the corpus is curated from)."""
     path = track.get("path")
@@ -44,13 +39,14 @@ def located(reason: str, track: dict[str, Any]) -> str:
 
 def run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
     """Apply one stage to one row in place (cache first; setup on the first miss)."""
-    if row["outcome"] is not None:
+    if outcome_of(row) is not None:
         return
     try:
         _run_stage(stage, row, ready)
     finally:
-        if row["outcome"] is not None and row["outcome"].get("reason"):
-            row["outcome"]["reason"] = located(row["outcome"]["reason"], row["track"])
+        outcome = outcome_of(row)
+        if outcome is not None and outcome.get("reason"):
+            outcome["reason"] = located(outcome["reason"], track_of(row))
 
 
 def _run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
@@ -63,16 +59,16 @@ def _run_stage(stage: Stage, row: Row, ready: list[bool]) -> None:
                 ready[0] = True
             result = stage.process_one(row)
             stage.store.put_result(stage.name, key, result)
-        row["results"][stage.name] = result
+        set_result(row, stage.name, result)
     except Rejection as rej:
-        row["outcome"] = {"status": "rejected", "stage": stage.name, "code": rej.code, "reason": rej.reason}
+        set_outcome(row, "rejected", stage.name, rej.code, rej.reason)
     except InputError as exc:
-        row["outcome"] = {"status": "failed", "stage": stage.name, "code": exc.code, "reason": str(exc)}
+        set_outcome(row, "failed", stage.name, exc.code, str(exc))
     except MemoryError:  # one input too large for this worker's memory: the input's row, not the job's end
-        row["outcome"] = {"status": "failed", "stage": stage.name, "code": "out_of_memory",
-                          "reason": "out of memory (lower ingest.max_duration_s or give workers more memory)"}
+        set_outcome(row, "failed", stage.name, "out_of_memory",
+                    "out of memory (lower ingest.max_duration_s or give workers more memory)")
     except Exception as exc:  # a bug, a full disk, a lost connection: stop the job (schemas/failures.py)
-        raise StageFault.of(stage.name, row["track"]["source"], exc) from exc
+        raise StageFault.of(stage.name, source_of(row), exc) from exc
 
 
 @dataclass
@@ -114,12 +110,11 @@ def early_gate(config: PipelineConfig, row: Row) -> None:
     from songcorpus.pipelines.job.state_rows import scores_of
     from songcorpus.transforms.corpus.gates import apply_gates
 
-    if row["outcome"] is not None or "ingest" not in row["results"]:
+    if outcome_of(row) is not None or not has_result(row, "ingest"):
         return
     gate = apply_gates(config.gates, scores_of(row))
     if gate is not None:
-        row["outcome"] = {"status": "rejected", "stage": gate.stage, "code": gate.code, "reason": gate.reason,
-                          "early": True}
+        set_outcome(row, "rejected", gate.stage, gate.code, gate.reason, early=True)
 
 
 def group_stages(stages: list[Stage]) -> list[StageGroup]:

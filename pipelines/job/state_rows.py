@@ -31,7 +31,7 @@ from typing import Any, overload
 from songcorpus.io.atomic import commit_file
 from songcorpus.io.disk_map import scratch_db
 from songcorpus.schemas.catalog import SCORE_COLUMNS
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json, outcome_of, results_of, source_of, track_of
 
 # What decisions (transforms/corpus/gates, near_duplicates, corpus.decide/split_groups/assign_split) and the corpus
 # codebook fits read of a row's results, besides the scores.
@@ -46,7 +46,7 @@ DECISION_KEYS = frozenset(SCORE_COLUMNS) | {
 def scores_of(row: Row) -> dict[str, Any]:
     """Every score column of a row: its stage results merged in order (a later stage's value wins)."""
     merged: dict[str, Any] = {}
-    for result in row["results"].values():
+    for result in results_of(row).values():
         merged.update(result)
     return {k: merged.get(k) for k in SCORE_COLUMNS}
 
@@ -55,13 +55,14 @@ def slim_row(row: Row) -> Row:
     """The row with each stage result cut to :data:`DECISION_KEYS` (result names kept: lineage reads them). A row
     a stage already decided (``outcome`` set) takes no part in copies or splits: it keeps its source, its outcome
     and its scores (an early gate's rejection is re-decided from them by ``rebuild``)."""
-    if row["outcome"] is not None:
+    outcome = outcome_of(row)
+    if outcome is not None:
         scores = {k: v for k, v in scores_of(row).items() if v is not None}
-        return {"track": {"source": row["track"]["source"], "metadata": {}}, "outcome": row["outcome"],
+        return {"track": {"source": source_of(row), "metadata": {}}, "outcome": outcome,
                 "results": {"scores": scores} if scores else {}}
-    return {"track": row["track"], "outcome": row["outcome"],
+    return {"track": track_of(row), "outcome": outcome,
             "results": {name: {k: v for k, v in res.items() if k in DECISION_KEYS}
-                        for name, res in row["results"].items()}}
+                        for name, res in results_of(row).items()}}
 
 
 class PackedRows(Sequence[Row]):
@@ -192,7 +193,7 @@ class StateRowsWriter:
         self._spool = SortedSpool(path.with_name(path.name + ".unsorted"))
 
     def add(self, row: Row) -> None:
-        self._spool.add(row["track"]["source"], (canonical_json(row) + "\n").encode())
+        self._spool.add(source_of(row), (canonical_json(row) + "\n").encode())
 
     def __len__(self) -> int:
         return len(self._spool)

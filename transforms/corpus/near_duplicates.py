@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import PipelineConfig
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_sha256, ingest_result, optional_field, optional_result, outcome_of, source_of
 from songcorpus.transforms.corpus.fingerprint_index import IndexStats, find_matches_on_disk
 from songcorpus.transforms.stages.fingerprint import ITEM_S
 
@@ -61,8 +61,7 @@ def exact_duplicates(rows: Iterable[Row]) -> dict[str, str]:
         try:
             db.execute("CREATE TABLE a (sha TEXT, src TEXT)")
             db.executemany("INSERT INTO a VALUES (?, ?)",
-                           ((row["results"]["ingest"]["audio_sha256"], row["track"]["source"])
-                            for row in rows if row["outcome"] is None))
+                           ((audio_sha256(row), source_of(row)) for row in rows if outcome_of(row) is None))
             db.execute("CREATE INDEX a_sha ON a (sha)")
             pairs = db.execute("SELECT a.src, d.kept FROM a JOIN (SELECT sha, MIN(src) AS kept FROM a GROUP BY sha "
                                "HAVING COUNT(*) > 1) AS d ON a.sha = d.sha").fetchall()
@@ -116,18 +115,18 @@ class NearDuplicates:
 def keep_order(rows: list[Row]) -> list[Row]:
     """A group's rows, the kept copy first (module docstring: the rule)."""
     def bandwidth(r: Row) -> float | None:
-        return r["results"].get("quality", {}).get("bandwidth_hz")
+        return optional_field(r, "quality", "bandwidth_hz")
 
     widest = max((bandwidth(r) or 0.0 for r in rows), default=0.0)
 
     def key(r: Row) -> tuple:
-        ingest = r["results"]["ingest"]
+        ingest = ingest_result(r)
         bw = bandwidth(r)
         steps = math.floor(math.log(widest / bw) / math.log(1.1) + 1e-9) if bw and widest > 0 else 10**6
-        silence = r["results"].get("quality", {}).get("silence_ratio") or 0.0
+        silence = optional_field(r, "quality", "silence_ratio") or 0.0
         audible = round(float(ingest["duration_s"]) * (1.0 - silence), 1)
         return (not is_lossless(ingest.get("source_format")), steps, -audible, round(float(ingest["duration_s"]), 1),
-                r["track"]["source"])
+                source_of(r))
 
     return sorted(rows, key=key)
 
@@ -147,8 +146,8 @@ def near_duplicate_groups(rows: Iterable[Row], config: PipelineConfig, store: Ar
     def listed() -> Iterable[tuple[str, list[str]]]:
         nonlocal n_tracks, n_items
         for r in rows:
-            src = r["track"]["source"]
-            fp = r["results"].get("fingerprint", {}) if r["outcome"] is None else {}
+            src = source_of(r)
+            fp = (optional_result(r, "fingerprint") or {}) if outcome_of(r) is None else {}
             if fp.get("fingerprint_items") and exact.get(src, src) == src:
                 yield f"{n_tracks:09d}", [src, fp["fingerprint_file"]]
                 n_tracks, n_items = n_tracks + 1, n_items + int(fp["fingerprint_items"])
@@ -177,13 +176,13 @@ def near_duplicate_groups(rows: Iterable[Row], config: PipelineConfig, store: Ar
     members: dict[str, list[Row]] = defaultdict(list)
     if comp:
         for r in rows:  # the rows of the matched copies only
-            if r["outcome"] is None and r["track"]["source"] in comp:
-                members[comp[r["track"]["source"]]].append(r)
+            if outcome_of(r) is None and source_of(r) in comp:
+                members[comp[source_of(r)]].append(r)
     kept_of: dict[str, str] = {}
     for group in members.values():
         if len(group) > 1:
-            kept = keep_order(group)[0]["track"]["source"]
-            kept_of.update({r["track"]["source"]: kept for r in group})
+            kept = source_of(keep_order(group)[0])
+            kept_of.update({source_of(r): kept for r in group})
     for src, exact_kept in exact.items():  # exact copies follow the copy they duplicate
         if src != exact_kept:
             kept_of[src] = kept_of.get(exact_kept, exact_kept)

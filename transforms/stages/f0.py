@@ -28,7 +28,7 @@ import soxr
 
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import F0Config
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, has_vocals, optional_result, vocals_file
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models.registry import get_model
 from songcorpus.transforms.stages.stems import vocal_stem_identity
@@ -212,16 +212,15 @@ class VocalF0Stage(Stage):
 
     def process_one(self, row: Row) -> dict[str, Any]:
         cfg = self.config.f0
-        stems = row["results"]["stems"]
         segments = None
-        if not stems.get("has_vocals", True):
+        if not has_vocals(row):
             segments = []
         elif cfg.only_vocal_activity:
-            vad = row["results"].get("vad")
+            vad = optional_result(row, "vad")
             if vad is None:
                 raise RuntimeError("f0.only_vocal_activity is set but the row has no 'vad' results (run the vad stage first)")
             segments = vad["vad_segments"]
-        x, rate = read_standard_audio(self.store.path(stems["vocals_file"]))
+        x, rate = read_standard_audio(self.store.path(vocals_file(row)))
         if self._model is None:
             self.setup()
         f0, periodicity = estimate_f0(x, rate, cfg, self._model, segments)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models.registry import ModelError
 
@@ -96,11 +96,10 @@ class FingerprintStage(Stage):
         return None  # a program, not weights: its version line (with FFmpeg's) is in model_id and the cache key
 
     def input_identity(self, row: Row) -> str:
-        return row["results"]["ingest"]["audio_sha256"]
+        return audio_sha256(row)
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        ingest = row["results"]["ingest"]
-        path = self.store.path(ingest["audio_file"])
+        path = self.store.path(audio_file(row))
         limit = self.config.fingerprint.max_length_s
         with sf.SoundFile(str(path)) as fh:
             frames = fh.frames if limit is None else min(fh.frames, int(limit * fh.samplerate))

@@ -34,7 +34,7 @@ from songcorpus.io.audio import AudioStream, DecodeError, downmix, to_int16
 from songcorpus.io.hf_remote import is_row_ref
 from songcorpus.io.storage import is_url
 from songcorpus.schemas.failures import is_machine_error
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, track_of
 from songcorpus.transforms.base import Rejection, Resources, Stage
 
 
@@ -53,7 +53,7 @@ class IngestStage(Stage):
         return self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        track = row["track"]
+        track = track_of(row)
         if track.get("scan_error"):
             raise DecodeError(track["scan_error"], "not_a_file")
         if is_url(track["path"]) or is_row_ref(track["path"]):
@@ -120,7 +120,7 @@ class IngestStage(Stage):
         return local, digest
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        src = row["track"]["path"]
+        src = track_of(row)["path"]
         if not (is_url(src) or is_row_ref(src)):
             return self._process_file(Path(src))
         local, digest = self._fetched_input(src)

@@ -29,7 +29,7 @@ import soxr
 
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import KeyConfig
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, accompaniment_file, accompaniment_sha256, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
 
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first (C major / C minor).
@@ -152,14 +152,12 @@ class KeyStage(Stage):
         return f"librosa-{importlib.metadata.version('librosa')}"
 
     def input_identity(self, row: Row) -> str:
-        res = row["results"]
-        return f"{res['ingest']['audio_sha256']}:{res['stems']['accompaniment_sha256']}"
+        return f"{audio_sha256(row)}:{accompaniment_sha256(row)}"
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        res = row["results"]
         estimate, signal = None, None
         for signal in ("accompaniment", "mix"):
-            rel = res["stems"]["accompaniment_file"] if signal == "accompaniment" else res["ingest"]["audio_file"]
+            rel = accompaniment_file(row) if signal == "accompaniment" else audio_file(row)
             x, rate = read_standard_audio(self.store.path(rel))
             mono = _evenly_spread(x.mean(axis=1), rate, self.cfg.max_analysis_s)
             if signal == "accompaniment" and np.sqrt(np.mean(np.square(mono, dtype=np.float64))) < SILENT_STEM_RMS:

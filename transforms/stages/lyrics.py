@@ -34,7 +34,7 @@ import numpy as np
 
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.audio import read_standard_audio
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json, has_vocals, optional_field, track_of, vocals_file
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models.registry import ModelError
 from songcorpus.transforms.stages.stems import vocal_stem_identity
@@ -48,7 +48,7 @@ MIN_AUDIO_S = 0.1
 
 def source_lyrics_of(row: Row) -> str | None:
     """The source's lyrics: the track's metadata (TrackRecord), or a plain ``lyrics`` key (hand-built rows)."""
-    track = row["track"]
+    track = track_of(row)
     return (track.get("metadata") or {}).get("lyrics") or track.get("lyrics")
 
 
@@ -213,7 +213,7 @@ class LyricsStage(Stage):
 
     def input_identity(self, row: Row) -> str:
         """The vocal stem, the VAD segments the guard reads, and the source lyrics the CER reads."""
-        vad = row["results"].get("vad", {}).get("vad_segments")
+        vad = optional_field(row, "vad", "vad_segments")
         parts = [vocal_stem_identity(row), canonical_json(vad), source_lyrics_of(row) or ""]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
@@ -226,15 +226,14 @@ class LyricsStage(Stage):
 
     def process_one(self, row: Row) -> dict[str, Any]:
         cfg = self.config.lyrics
-        stems = row["results"]["stems"]
         source_lyrics = source_lyrics_of(row)
-        if not stems.get("has_vocals", True):
+        if not has_vocals(row):
             return self._result([], None, None, [], source_lyrics)
         if self._model is None:
             self.setup()
-        x, rate = read_standard_audio(self.store.path(stems["vocals_file"]))
+        x, rate = read_standard_audio(self.store.path(vocals_file(row)))
         segments, language, probability = transcribe(self._model, to_whisper_rate(x, rate), cfg.language, cfg.beam_size)
-        vad = row["results"].get("vad", {}).get("vad_segments")
+        vad = optional_field(row, "vad", "vad_segments")
         kept, flags = guard_segments(segments, vad, cfg.max_repetition, cfg.min_vocal_activity)
         if probability is not None and probability < cfg.min_language_probability:
             flags = sorted({*flags, "low_language_probability"})

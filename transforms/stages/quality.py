@@ -16,7 +16,7 @@ import numpy as np
 from scipy import signal
 
 from songcorpus.io.audio import read_standard_audio
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.dsp.snr import wada_snr
 
@@ -63,11 +63,11 @@ class QualityStage(Stage):
         return self.config.quality.digest() + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        return row["results"]["ingest"]["audio_sha256"]
+        return audio_sha256(row)
 
     def process_one(self, row: Row) -> dict[str, Any]:
         cfg = self.config.quality
-        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
+        x, rate = read_standard_audio(self.store.path(audio_file(row)))
         part = excerpts(x, rate, cfg.analysis_excerpt_s).mean(axis=1)
         bw = effective_bandwidth(part, rate, cfg.bandwidth_floor_db)
         snr = wada_snr(part)

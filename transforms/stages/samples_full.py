@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from songcorpus.io.audio import read_standard_audio
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import Row, canonical_json, optional_result, vocals_file, vocals_sha256
 from songcorpus.schemas.sample import MisalignedSample, sample_json_schema
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.dsp.augment import SongAugmentation
@@ -73,7 +73,7 @@ class UnitFramesStage(Stage):
         return cfg.model_copy(update={"n_units": 0}).digest() + self.config.ingest.digest()
 
     def input_identity(self, row: Row) -> str:
-        return row["results"]["stems"]["vocals_sha256"]
+        return vocals_sha256(row)
 
     def setup(self) -> None:
         from songcorpus.transforms.models.accelerator import pick_device
@@ -84,14 +84,13 @@ class UnitFramesStage(Stage):
                                              self.config.content_units.layer)
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        stems = row["results"]["stems"]
-        x, rate = read_standard_audio(self.store.path(stems["vocals_file"]))
+        x, rate = read_standard_audio(self.store.path(vocals_file(row)))
         vocals = x.mean(axis=1)
         step = int(UNIT_CHUNK_S * rate)
         feats = [self._encoder.features(vocals[i:i + step], rate) for i in range(0, max(1, vocals.size), step)
                  if vocals[i:i + step].size >= rate // 10]
         frames = np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
-        frames = subsample_rows(frames, self.config.content_units.fit_frames_per_track, int(stems["vocals_sha256"][:16], 16))
+        frames = subsample_rows(frames, self.config.content_units.fit_frames_per_track, int(vocals_sha256(row)[:16], 16))
         return {"unit_frames_file": self.store.put_array(frames.astype(np.float32)), "unit_frames": int(frames.shape[0])}
 
 
@@ -126,7 +125,7 @@ class FullSampleStage(SampleStage):
         return super().config_digest() + "".join(s.digest() for s in (codecs, c.content_units, c.speaker))
 
     def input_identity(self, row: Row) -> str:
-        extra = canonical_json({"unit_codebook": row["unit_codebook"], "lyrics": row["results"].get("lyrics")})
+        extra = canonical_json({"unit_codebook": row["unit_codebook"], "lyrics": optional_result(row, "lyrics")})
         return hashlib.sha256((super().input_identity(row) + extra).encode()).hexdigest()
 
     def setup(self) -> None:

@@ -32,7 +32,22 @@ import soundfile as sf
 from songcorpus.io.audio import read_standard_audio, to_int16
 from songcorpus.schemas.catalog import SCORE_COLUMNS
 from songcorpus.schemas.config import AugmentConfig
-from songcorpus.schemas.row import Row, canonical_json
+from songcorpus.schemas.row import (
+    Row,
+    accompaniment_file,
+    audio_file,
+    audio_sha256,
+    canonical_json,
+    caption_result,
+    has_result,
+    lyrics_result,
+    optional_result,
+    result_field,
+    structure_result,
+    track_of,
+    vad_result,
+    vocals_file,
+)
 from songcorpus.schemas.sample import (
     F0_RATE_HZ,
     SAMPLE_SPEC_VERSION,
@@ -164,10 +179,10 @@ class SampleStage(Stage):
 
     def input_identity(self, row: Row) -> str:
         """Everything a sample is made of: analysis results, metadata, split, codebook, and lineage."""
-        track = row["track"]
+        track = track_of(row)
         used = {"source": track["source"], "metadata": track["metadata"], "split": row["split"],
                 "codebook": row["codebook"], "lineage": row.get("lineage", {}),
-                "results": {k: row["results"].get(k) for k in ANALYSIS_STAGES}}
+                "results": {k: optional_result(row, k) for k in ANALYSIS_STAGES}}
         return hashlib.sha256(canonical_json(used).encode()).hexdigest()
 
     def model_id(self) -> str:
@@ -177,13 +192,12 @@ class SampleStage(Stage):
         return None  # the codebook's checksum is part of the input identity and of every sample's lineage
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        res = row["results"]
         path = self.store.path
-        mix, rate = read_standard_audio(path(res["ingest"]["audio_file"]))
+        mix, rate = read_standard_audio(path(audio_file(row)))
         audio = {"mix": mix.mean(axis=1),
-                 "vocals": read_standard_audio(path(res["stems"]["vocals_file"]))[0].mean(axis=1),
-                 "accompaniment": read_standard_audio(path(res["stems"]["accompaniment_file"]))[0].mean(axis=1)}
-        f0 = self.store.get_array(res["f0"]["f0_file"]).astype(np.float32)
+                 "vocals": read_standard_audio(path(vocals_file(row)))[0].mean(axis=1),
+                 "accompaniment": read_standard_audio(path(accompaniment_file(row)))[0].mean(axis=1)}
+        f0 = self.store.get_array(result_field(row, "f0", "f0_file")).astype(np.float32)
         codec = EmbeddedCodec(self.config.codec, rate)
         codebook = load_codebook(path(row["codebook"]["file"]), row["codebook"]["sha256"])
         track_id = track_id_of(row)  # from the file's bytes: same keys and augmentation wherever the corpus lives
@@ -202,32 +216,32 @@ class SampleStage(Stage):
             raise Rejection("no_windows", f"no {w.length_s:g} s window with vocal activity >= {w.min_vocal_activity:g}"
                             + (" and a non-overlapping reference window" if w.require_reference else "")
                             + f" (track {audio['mix'].shape[0] / rate:.1f} s, vocal activity "
-                            f"{row['results']['vad'].get('vocal_activity', 0.0):.2f}; {n_candidates} candidate windows)")
+                            f"{vad_result(row).get('vocal_activity', 0.0):.2f}; {n_candidates} candidate windows)")
         return {"samples": samples, "n_candidate_windows": n_candidates}
 
     def _variant(self, row: Row, aug: SongAugmentation | None, audio: dict[str, np.ndarray], f0: np.ndarray,
                  rate: int, codec: EmbeddedCodec, codebook: np.ndarray, track_id: str) -> tuple[list[dict[str, Any]], int]:
-        res = row["results"]
+        structure, vad_segments = structure_result(row), vad_result(row)["vad_segments"]
         speed = aug.speed if aug else 1.0
         duration = audio["mix"].shape[0] / rate / speed
 
         def moved(times: list[float] | np.ndarray) -> np.ndarray:
             return np.asarray(aug.times(times) if aug else times, dtype=np.float64)
 
-        beats = moved(res["structure"]["beats"])
-        downbeats = moved(res["structure"].get("downbeats") or [])
-        given = res["structure"]["sections"]
+        beats = moved(structure["beats"])
+        downbeats = moved(structure.get("downbeats") or [])
+        given = structure["sections"]
         sections = [[float(a), float(b), sec[2]] for a, b, sec in
                     zip(moved([x[0] for x in given]), moved([x[1] for x in given]), given, strict=True)]
-        vad = moved(res["vad"]["vad_segments"]).reshape(-1, 2).tolist() if res["vad"]["vad_segments"] else []
+        vad = moved(vad_segments).reshape(-1, 2).tolist() if vad_segments else []
         words: list[list[Any]] | None = None
-        if "lyrics" in res:  # full profile: word timings move with the song's op like every other label
+        if has_result(row, "lyrics"):  # full profile: word timings move with the song's op like every other label
             from songcorpus.transforms.stages.lyrics import lyrics_detail
 
-            found = lyrics_detail(self.store, res["lyrics"])[1]
+            found = lyrics_detail(self.store, lyrics_result(row))[1]
             times = moved([t for w in found for t in (w["start"], w["end"])]).reshape(-1, 2)
             words = [[float(a), float(b), w["word"]] for (a, b), w in zip(times, found, strict=True)]
-        tempo = res["structure"].get("tempo_bpm")
+        tempo = structure.get("tempo_bpm")
         cfg = self.config.windows
         windows = plan_windows(duration, beats.tolist(), [s[0] for s in sections], vad, cfg)
         tag = aug.tag if aug else None
@@ -317,7 +331,7 @@ class SampleStage(Stage):
         extra_arrays, extra_meta = self.extra_fields(row, key, w, ref_window, aug, audio, cut, rate)
         for name, array in sorted(extra_arrays.items()):
             members[f"{name}.npy"] = self.store.put_array(array)
-        track = row["track"]
+        track = track_of(row)
         start_in_source = round(w.start_s * (aug.speed if aug else 1.0), 6)
         span = (start_in_source, round(start_in_source + w.duration_s * (aug.speed if aug else 1.0), 6))
         augmentation = None  # the catalog's compact form (windows.augmentation_json): null when nothing was applied
@@ -328,8 +342,8 @@ class SampleStage(Stage):
         metadata = {k: (None if track["metadata"].get(k) is None else str(track["metadata"][k]))
                     for k in METADATA_FIELDS if k != "split"}
         caption_from = caption_method(metadata)
-        if "caption" in row["results"]:  # the caption stage's: the source's own, else generated (this copy's tempo, key)
-            metadata["caption"], caption_from = sample_caption(row["results"]["caption"], aug.speed if aug else 1.0,
+        if has_result(row, "caption"):  # the caption stage's: the source's own, else generated (this copy's tempo, key)
+            metadata["caption"], caption_from = sample_caption(caption_result(row), aug.speed if aug else 1.0,
                                                                aug.semitones if aug else 0.0)
         lineage = {**row.get("lineage", {}), "samples": self.lineage()}
         meta = {
@@ -342,7 +356,7 @@ class SampleStage(Stage):
             "duration_s": w.duration_s,
             "sample_rate": rate,
             "channels": 1,
-            "audio_sha256": row["results"]["ingest"]["audio_sha256"],
+            "audio_sha256": audio_sha256(row),
             "reference_key": ref_key,
             "augmentation": augmentation_record(aug, eq, acfg, span),
             "labels": labels,
@@ -354,7 +368,7 @@ class SampleStage(Stage):
                         for name, entry in sorted(lineage.items())],
             "embedded_codec": {**codec.lineage(), "codebook_size": int(codebook.shape[0]),
                                "codebook_sha256": row["codebook"]["sha256"]},
-            "stems_method": row["results"]["stems"]["stems_method"],
+            "stems_method": result_field(row, "stems", "stems_method"),
             "fields": sorted(["json", *members]),
             **extra_meta,
         }

@@ -34,7 +34,7 @@ from songcorpus.io.atomic import sha256_file
 from songcorpus.io.audio import DecodeError, read_standard_audio, to_int16
 from songcorpus.io.storage import is_url, sha256_of
 from songcorpus.schemas.failures import is_machine_error
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_file, audio_sha256, has_vocals, track_of, vocals_sha256
 from songcorpus.transforms.base import Rejection, Resources, Stage
 from songcorpus.transforms.stages.ingest import IngestStage
 
@@ -95,8 +95,7 @@ def repet_sim(mix: np.ndarray, rate: int, n_fft: int, hop: int, width_s: float, 
 def vocal_stem_identity(row: Row) -> str:
     """Content identity of a row's vocal stem, for the stages that read it (VAD, f0): a stem the stems
     stage found silent is marked, since those stages skip the model on it."""
-    stems = row["results"]["stems"]
-    return stems["vocals_sha256"] + ("" if stems.get("has_vocals", True) else ":no-vocals")
+    return vocals_sha256(row) + ("" if has_vocals(row) else ":no-vocals")
 
 
 def energy_db(x: np.ndarray) -> float:
@@ -174,9 +173,9 @@ class StemStage(Stage):
 
     def input_identity(self, row: Row) -> str:
         """The mix plus the given stems' bytes: a changed stem file changes the result."""
-        parts = [row["results"]["ingest"]["audio_sha256"]]
+        parts = [audio_sha256(row)]
         for which in ("vocals", "accompaniment"):
-            given = row["track"].get(which)
+            given = track_of(row).get(which)
             if given:
                 try:
                     digest = sha256_of(given)[0] if is_url(given) else sha256_file(Path(given))[0]
@@ -188,9 +187,9 @@ class StemStage(Stage):
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
+        x, rate = read_standard_audio(self.store.path(audio_file(row)))
         mix = x.mean(axis=1)
-        track = row["track"]
+        track = track_of(row)
         given = {w: track.get(w) for w in ("vocals", "accompaniment") if track.get(w)}
         cfg = self.config.stems
         out: dict[str, Any] = {"stem_length_fixed_frames": 0, "separator_sdr_vocals": None,

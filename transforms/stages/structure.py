@@ -29,7 +29,7 @@ import soxr
 
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import StructureConfig
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
 
 MIN_BEATS = 8  # fewer beats than this is no meter and no structure to speak of
@@ -319,8 +319,8 @@ class StructureStage(Stage):
         return self._checksum
 
     def input_identity(self, row: Row) -> str:
-        return row["results"]["ingest"]["audio_sha256"]
+        return audio_sha256(row)
 
     def process_one(self, row: Row) -> dict[str, Any]:
-        x, rate = read_standard_audio(self.store.path(row["results"]["ingest"]["audio_file"]))
+        x, rate = read_standard_audio(self.store.path(audio_file(row)))
         return analyse(x.mean(axis=1), rate, self.config.structure)

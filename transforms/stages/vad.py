@@ -26,7 +26,7 @@ import soxr
 
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import VadConfig
-from songcorpus.schemas.row import Row
+from songcorpus.schemas.row import Row, has_vocals, vocals_file
 from songcorpus.transforms.base import Resources, Stage
 from songcorpus.transforms.models.registry import PackageModel, get_model
 from songcorpus.transforms.stages.stems import vocal_stem_identity
@@ -181,12 +181,11 @@ class SileroVadStage(Stage):
     def process_one(self, row: Row) -> dict[str, Any]:
         cfg = self.config.vad
         method = f"silero{'+singing-gate' if cfg.singing_gate else ''}"
-        stems = row["results"]["stems"]
-        if not stems.get("has_vocals", True):
+        if not has_vocals(row):
             return {"vad_segments": [], "vocal_activity": 0.0, "speech_activity": 0.0, "vad_method": method}
         if self._model is None:
             self.setup()
-        x, rate = read_standard_audio(self.store.path(stems["vocals_file"]))
+        x, rate = read_standard_audio(self.store.path(vocals_file(row)))
         duration = x.shape[0] / rate
         audio = to_vad_rate(x, rate)
         probs = speech_probabilities(audio, self._model)
