@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from songcorpus.cli import demo_manifest
+from songcorpus.cli.corpus import demo_manifest
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.row import new_row, result_field, set_result, source_of

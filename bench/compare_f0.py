@@ -50,7 +50,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from songcorpus.cli import demo_manifest
+from songcorpus.cli.corpus import demo_manifest
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.schemas.config import F0Config, load_config
 from songcorpus.transforms.models.registry import get_model

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from songcorpus.cli import demo_manifest
+from songcorpus.cli.corpus import demo_manifest
 from songcorpus.pipelines.curate import curate
 from songcorpus.schemas.config import load_config
 

@@ -15,7 +15,8 @@ import soundfile as sf
 import yaml
 from test_trainer import tiny_generator
 
-from songcorpus.cli import demo_manifest, main
+from songcorpus.cli import main
+from songcorpus.cli.corpus import demo_manifest
 from songcorpus.train.launch import launch_local
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -19,7 +19,9 @@ PACKAGE_DIRS = {"songcorpus.schemas": "schemas", "songcorpus.transforms": "trans
 # contract (base), stages on it, then the registry that composes them and the driver-side corpus decisions; in
 # pipelines, the job's own files, sources and sinks under the corpus decisions, then the engines, then the builder
 # and the job that drive them; in train, the trainer, its models and a loaded run under the evaluator's metric
-# functions, those under the evaluator itself, and the research probes on top (the evaluator never runs them).
+# functions, those under the evaluator itself, and the research probes on top (the evaluator never runs them);
+# in the command line, the error-to-exit-code mapping under the command families and the parser that gathers
+# them, all above the test infrastructure (which never imports the command line).
 FLOORS = {"songcorpus": 0, "songcorpus.schemas": 0, "songcorpus.io": 1,
           "songcorpus.transforms": 2.2, "songcorpus.transforms.dsp": 2.0, "songcorpus.transforms.models": 2.1,
           "songcorpus.transforms.base": 2.2, "songcorpus.transforms.stages": 2.3,
@@ -28,8 +30,8 @@ FLOORS = {"songcorpus": 0, "songcorpus.schemas": 0, "songcorpus.io": 1,
           "songcorpus.pipelines.readers": 3.0, "songcorpus.pipelines.sinks": 3.1, "songcorpus.pipelines.corpus": 3.2,
           "songcorpus.pipelines.engines": 3.3, "songcorpus.pipelines.build_corpus": 3.4,
           "songcorpus.pipelines.curate": 3.5, "songcorpus.train": 3, "songcorpus.train.eval.metrics": 3.1,
-          "songcorpus.train.eval": 3.2, "songcorpus.train.eval.probes": 3.3, "songcorpus.cli": 4,
-          "songcorpus.testing": 4}
+          "songcorpus.train.eval": 3.2, "songcorpus.train.eval.probes": 3.3, "songcorpus.testing": 4,
+          "songcorpus.cli.exit_codes": 4.1, "songcorpus.cli": 4.2}
 
 # (importer, imported) upward edges that later steps of the layout work remove
 KNOWN_UPWARD: set[tuple[str, str]] = set()
@@ -147,6 +149,8 @@ def test_the_graph_reader_sees_what_it_must():
     assert ("songcorpus.io.artefacts", "songcorpus.io.storage") in edges  # from songcorpus.io import storage
     assert ("songcorpus.transforms.base", "songcorpus.schemas.row") in edges
     assert floor("songcorpus.cli") > floor("songcorpus.pipelines.curate") > floor("songcorpus.io.storage")
+    assert ("songcorpus.cli", "songcorpus.cli.training") in edges  # from songcorpus.cli import ..., training
+    assert floor("songcorpus.cli.exit_codes") > floor("songcorpus.testing.ray_cluster")
     assert cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c"]]
 
 
