@@ -13,22 +13,28 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from songcorpus.io.storage import StorageError
 from songcorpus.schemas.config_base import ConfigError
 from songcorpus.schemas.failures import JOB_FAULT_EXIT, JobFault, SourceError, describe
-from songcorpus.transforms.models.registry import ModelError
 
-COMMAND_FAULT_EXIT = 2
+COMMAND_FAULT_EXIT = 2  # JOB_FAULT_EXIT (3) is the job's fault; 1 is Python's own crash
 
 Handler = Callable[[argparse.Namespace], int]
 # A command's own input errors, imported only when an error reaches the top: their modules may import torch
 InputErrors = Callable[[], tuple[type[Exception], ...]]
 
-# a bad command line, config, input location or model: the message says what to fix, no traceback
-COMMAND_FAULTS: tuple[type[Exception], ...] = (ConfigError, FileNotFoundError, SourceError, ModelError, StorageError)
+
+def command_faults() -> tuple[type[Exception], ...]:
+    """A bad command line, config, input location or model: the message says what to fix, no traceback. The store
+    and model errors are imported only here: their packages import numpy, which ``songcorpus --help`` need not wait
+    for."""
+    from songcorpus.io.storage import StorageError
+    from songcorpus.transforms.models.registry import ModelError
+
+    return ConfigError, FileNotFoundError, SourceError, ModelError, StorageError
 
 
 def no_input_errors() -> tuple[type[Exception], ...]:
+    """For a command whose errors are all the shared ones above."""
     return ()
 
 
@@ -43,7 +49,7 @@ def declared(input_errors: InputErrors) -> tuple[type[Exception], ...]:
 def exit_code(exc: Exception, input_errors: InputErrors, verbose: bool) -> int | None:
     """Print ``exc`` as one line (and its traceback under ``verbose`` for a job fault) and return the exit code;
     ``None`` for an error that is a bug, left to propagate."""
-    if isinstance(exc, COMMAND_FAULTS) or isinstance(exc, declared(input_errors)):
+    if isinstance(exc, command_faults()) or isinstance(exc, declared(input_errors)):
         print(f"songcorpus: {exc}", file=sys.stderr)
         return COMMAND_FAULT_EXIT
     if isinstance(exc, JobFault):  # the machine or our code, not the input: one message, nothing published
