@@ -102,7 +102,7 @@ def main() -> int:
     import soundfile as sf
     import torch
 
-    from songcorpus.cli.corpus import demo_manifest
+    from songcorpus.pipelines.sources.demo import demo_manifest
     from songcorpus.transforms.models.accelerator import pick_device
     from songcorpus.transforms.models.aesthetic_inputs import to_rate
     from songcorpus.transforms.models.audiobox_aesthetics import AudioboxAestheticsScorer

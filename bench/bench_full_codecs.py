@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from songcorpus.cli.corpus import demo_manifest  # noqa: E402
+from songcorpus.pipelines.sources.demo import demo_manifest  # noqa: E402
 from songcorpus.transforms.models.neural_codecs import DacCodec, EncodecCodec, NeuralCodec, OobleckVae  # noqa: E402
 
 # Stable Audio Open 1.0 vae/config.json (without the _class_name / _diffusers_version keys)

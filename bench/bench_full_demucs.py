@@ -42,7 +42,7 @@ def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
     from demucs.htdemucs import HTDemucs
     from demucs.states import get_state
 
-    from songcorpus.cli.corpus import demo_manifest
+    from songcorpus.pipelines.sources.demo import demo_manifest
     from songcorpus.schemas.config import load_config
     from songcorpus.transforms.models.demucs_separator import DemucsSeparator, load_demucs
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from songcorpus.cli.corpus import demo_manifest
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.transforms.stages.lyrics import WHISPER_RATE, load_whisper, random_ct2_whisper, to_whisper_rate, transcribe
 
 OUT = Path(__file__).parent / "out"

@@ -55,7 +55,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(args.threads)
 
-from songcorpus.cli.corpus import demo_manifest  # noqa: E402
+from songcorpus.pipelines.sources.demo import demo_manifest  # noqa: E402
 from songcorpus.transforms.models.content_units import assign_units, fit_unit_codebook, load_content_encoder  # noqa: E402
 from songcorpus.transforms.models.speaker import load_speaker_encoder  # noqa: E402
 from songcorpus.transforms.models.store import load_registry, register_model  # noqa: E402

@@ -51,7 +51,7 @@ def main() -> int:
     import torch
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-    from songcorpus.cli.corpus import demo_manifest
+    from songcorpus.pipelines.sources.demo import demo_manifest
     from songcorpus.transforms.models.accelerator import pick_device, run_batched
     from songcorpus.transforms.stages.classify_ast import MODEL_RATE, AstTagger
     from songcorpus.transforms.stages.classify_yamnet import content_label_indices

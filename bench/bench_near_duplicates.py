@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from songcorpus.cli.corpus import demo_manifest
 from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.row import new_row, result_field, set_result, source_of
 from songcorpus.testing.reencode import VARIANTS, write_variant

@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from s3_server import make_bucket, s3_env, s3_server  # noqa: E402
 
-from songcorpus.cli.corpus import demo_manifest  # noqa: E402
 from songcorpus.io import storage  # noqa: E402
 from songcorpus.pipelines.curate import curate  # noqa: E402
+from songcorpus.pipelines.sources.demo import demo_manifest  # noqa: E402
 from songcorpus.schemas.config import load_config  # noqa: E402
 
 

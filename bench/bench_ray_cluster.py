@@ -27,7 +27,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from songcorpus.cli.corpus import demo_manifest
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.testing.ray_cluster import LocalCluster
 
 DEMO = Path(demo_manifest()).parent

@@ -50,8 +50,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from songcorpus.cli.corpus import demo_manifest
 from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.schemas.config import F0Config, load_config
 from songcorpus.transforms.models.registry import get_model
 from songcorpus.transforms.stages.f0 import MODEL_RATE, VocalF0Stage, estimate_f0, load_f0_model, n_f0_frames

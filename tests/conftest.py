@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from songcorpus.cli.corpus import demo_manifest
 from songcorpus.pipelines.curate import curate
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.schemas.config import load_config
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -16,7 +16,7 @@ import soundfile as sf
 from test_trainer import tiny_generator
 
 from songcorpus.cli import main
-from songcorpus.cli.corpus import demo_manifest
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.train.eval.heldout import SYSTEMS, spread_over_songs
 from songcorpus.train.eval.scoring import GROUPS
 from songcorpus.train.launch import launch_local

@@ -205,7 +205,7 @@ def test_a_missing_or_altered_model_fails_before_any_data_is_read(full_store: Pa
 @pytest.mark.slow
 def test_full_profile_on_the_whole_demo_corpus(full_store: Path, tmp_path: Path, capsys) -> None:
     """The bundled demo corpus (11 inputs), full profile, tiny models, both engines (about 10 min on 2 cores)."""
-    from songcorpus.cli.corpus import demo_manifest
+    from songcorpus.pipelines.sources.demo import demo_manifest
 
     config = full_config(tmp_path / "full.yaml", full_store)
     for engine in ("ray", "beam"):

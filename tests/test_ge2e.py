@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from songcorpus.cli.corpus import demo_manifest
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.train.eval.metrics.ge2e import Ge2eNet, Ge2eSpeakerEncoder, partial_slices, raise_level
 from songcorpus.transforms.models.registry import ModelError
 from songcorpus.transforms.models.store import register_model

@@ -16,7 +16,7 @@ import yaml
 from test_trainer import tiny_generator
 
 from songcorpus.cli import main
-from songcorpus.cli.corpus import demo_manifest
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.train.launch import launch_local
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,18 +10,11 @@ with ``ConfigError`` for a bad config or a folder that holds no corpus (exit 2),
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 from pathlib import Path
 
+from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.config_base import ConfigError
-
-DEMO_MANIFEST = "demo/manifest.jsonl"
-
-
-def demo_manifest() -> str:
-    """The bundled demo corpus's manifest (installed with songcorpus.pipelines)."""
-    return str(resources.files("songcorpus.pipelines").joinpath(DEMO_MANIFEST))
 
 
 def _config_from_args(args: argparse.Namespace):
