@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -227,3 +228,22 @@ def test_an_unreachable_store_is_one_line_and_exit_status_2(tmp_path, monkeypatc
                          f"(connection refused): check AWS_ENDPOINT_URL / network"], captured.err
         _no_secret(captured.out + captured.err, "the CLI's output")
 
+
+
+def test_a_store_with_no_credentials_is_one_line_saying_how_to_give_them(tmp_path, monkeypatch, capsys):
+    """No key in the environment, no profile, no instance metadata: one line naming the URL and the variables to
+    set, exit 2 (it was botocore's traceback and exit 1)."""
+    from songcorpus.cli import main
+    from songcorpus.io import storage
+
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(storage, "_FILESYSTEMS", {})
+    assert main(["report", "s3://some-bucket/corpus"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["songcorpus: no credentials for s3://some-bucket/corpus/published.json: set AWS_ACCESS_KEY_ID "
+                     "and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or give s3://KEY:SECRET@bucket/..."], lines

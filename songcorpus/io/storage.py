@@ -321,6 +321,25 @@ def _scrubbed(exc: BaseException, url: str) -> BaseException | None:
     return StorageError(f"{type(exc).__name__}: {' '.join(clean.split())}")
 
 
+# Backends' "no identity found" errors, by class name (so neither botocore nor google-auth is imported here).
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError")
+_CREDENTIAL_HINT = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or give s3://KEY:SECRET@bucket/...",
+    "gs": "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run gcloud auth "
+          "application-default login",
+}
+
+
+def _no_credentials(exc: BaseException, url: str) -> StorageError | None:
+    """A :class:`StorageError` saying how to give the store an identity, when the backend found none."""
+    names = {c.__name__ for e in _chain(exc) for c in type(e).__mro__}
+    if not names & set(_NO_CREDENTIALS):
+        return None
+    scheme = str(url).split("://", 1)[0]
+    hint = _CREDENTIAL_HINT.get("gs" if scheme == "gcs" else scheme, "give the store's credentials in the environment")
+    return StorageError(f"no credentials for {redact_url(url)}: {hint}")
+
+
 @contextmanager
 def _remote(url: str | Path) -> Iterator[None]:
     """Around every call into a store's backend: an unreachable store becomes one :class:`StorageError` line, and
@@ -328,7 +347,7 @@ def _remote(url: str | Path) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        translated = _unreachable(exc, str(url)) or _scrubbed(exc, str(url))
+        translated = _unreachable(exc, str(url)) or _no_credentials(exc, str(url)) or _scrubbed(exc, str(url))
         if translated is None:
             raise
         raise translated from None
