@@ -98,3 +98,24 @@ def test_the_picture_title_names_the_augmentation_briefly():
     described = describe_augmentation(augmentation_record(speed, None, cfg, (0.0, 12.288)))
     assert described == f"speed x1.2 ({stretcher_id('librosa')})"
     assert describe_augmentation(augmentation_record(None, None, cfg, (0.0, 10.24))) == "none"
+
+
+def test_an_input_error_from_a_dataloader_worker_is_one_line(capsys):
+    """PyTorch re-raises a worker's error as the same class with the worker's traceback as its message; the CLI
+    prints the original message and the worker, not the traceback."""
+    from torch._utils import ExceptionWrapper
+
+    from songcorpus.cli.exit_codes import exit_code
+    from songcorpus.train.data import DataError
+
+    try:
+        try:
+            raise DataError("shard shard-train-000001.latents.tar: member x.npy is truncated")
+        except DataError:
+            ExceptionWrapper(where="in DataLoader worker process 1").reraise()
+    except DataError as exc:
+        assert "Original Traceback" in str(exc)  # what torch hands back
+        assert exit_code(exc, lambda: (DataError,), verbose=False) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["songcorpus: shard shard-train-000001.latents.tar: member x.npy is truncated "
+                     "(in DataLoader worker process 1)"], lines

@@ -46,11 +46,23 @@ def declared(input_errors: InputErrors) -> tuple[type[Exception], ...]:
         return ()
 
 
+def one_line(exc: Exception) -> str:
+    """The error's own message. An error raised in a PyTorch DataLoader worker comes back as the same class with the
+    worker's whole traceback as its message ("Caught DataError in DataLoader worker process 0. Original Traceback
+    ..."); the user gets the original message and which worker, not the traceback."""
+    text = str(exc)
+    marker = f"{type(exc).__name__}: "
+    if text.startswith(f"Caught {type(exc).__name__} ") and "Original Traceback" in text and marker in text:
+        where = text.split("\n", 1)[0].removeprefix(f"Caught {type(exc).__name__} ").rstrip(".")
+        return f"{text.rsplit(marker, 1)[1].strip()} ({where})"
+    return text
+
+
 def exit_code(exc: Exception, input_errors: InputErrors, verbose: bool) -> int | None:
     """Print ``exc`` as one line (and its traceback under ``verbose`` for a job fault) and return the exit code;
     ``None`` for an error that is a bug, left to propagate."""
     if isinstance(exc, command_faults()) or isinstance(exc, declared(input_errors)):
-        print(f"songcorpus: {exc}", file=sys.stderr)
+        print(f"songcorpus: {one_line(exc)}", file=sys.stderr)
         return COMMAND_FAULT_EXIT
     if isinstance(exc, JobFault):  # the machine or our code, not the input: one message, nothing published
         if verbose:
