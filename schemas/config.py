@@ -126,6 +126,9 @@ class StemsConfig(ConfigModel):
         "repet-sim", description="separator for tracks without stems: repet-sim (lite, DSP) or demucs (full: the "
         "separation.model from the model store, transforms/models/demucs_separator.py)")
     evaluate_separator: bool = Field(True, description="with source stems, also run the separator and score it against them")
+    evaluate_separator_share: float = Field(
+        1.0, gt=0, le=1, description="the share of songs with source stems on which the separator is scored (chosen "
+        "by the mix's sha256, so the same songs every run): scoring costs about 15x the rest of the stems stage")
     n_fft: int = Field(4096, ge=256, description="REPET-SIM STFT size at the standardised rate")
     hop_length: int = Field(1024, ge=64)
     similarity_width_s: float = Field(2.0, gt=0, description="REPET-SIM: similar frames must be at least this far apart")

@@ -44,11 +44,12 @@ def test_section_digests_change_only_with_their_section():
     assert a.shards.digest() != b.shards.digest()
 
 
-# Digests and YAML dumps of the default configs, computed before the config models shared one base class. Cache
+# Digests and YAML dumps of the default configs, computed before the config models shared one base class (the stems
+# section, and so the whole config's, again when it gained ``evaluate_separator_share``). Cache
 # keys, lineage, run folders and checkpoints name configs by these: a change here invalidates every cache and
 # refuses every resumed run, so it must be deliberate.
-PIPELINE_DIGESTS = {"lite": "d345034a45f7d574", "full": "dd9d4870ff6913ae"}
-PIPELINE_DUMP_SHA = {"lite": "54c5711180141be9", "full": "c0709de21b6643cf"}
+PIPELINE_DIGESTS = {"lite": "4e07bb587b892cf7", "full": "d030770106a5c44f"}
+PIPELINE_DUMP_SHA = {"lite": "bb703ae58143bcd3", "full": "adf3df1a8eab4c3a"}
 SECTION_DIGESTS = {  # section: (lite, full)
     "ingest": ("bb05e70438931a90", "bb05e70438931a90"),
     "quality": ("5eca01da9219dc96", "5eca01da9219dc96"),
@@ -58,7 +59,7 @@ SECTION_DIGESTS = {  # section: (lite, full)
     "shards": ("7da1e510e705cc87", "7da1e510e705cc87"),
     "splits": ("a3a074e3c65d6e4b", "a3a074e3c65d6e4b"),
     "engine": ("9d6f1f7fda7efd6f", "9d6f1f7fda7efd6f"),
-    "stems": ("7100c5a5a5904f8d", "2a05e9aa7ab13f52"),
+    "stems": ("2b4e23235b903261", "65ca4e2e88aa33b2"),
     "vad": ("e9a60b95ff1e2ec5", "e9a60b95ff1e2ec5"),
     "f0": ("11b39209ea626f38", "11b39209ea626f38"),
     "structure": ("e8b9ef6b0f64331f", "e8b9ef6b0f64331f"),

@@ -86,3 +86,27 @@ def test_separator_scores_do_not_depend_on_the_worker_thread_count() -> None:
         torch.set_num_threads(before)
     assert threaded == single
     assert single["separator_sdr_vocals"] > 15 and single["separator_sdr_accompaniment"] > 10
+
+
+def test_the_separator_is_scored_on_a_fixed_share_of_songs_with_stems(tmp_path: Path) -> None:
+    """``stems.evaluate_separator_share``: a sample chosen by the mix's sha256 (the same songs on every run, growing
+    by inclusion), the others' scores None and their stems exactly as with full scoring."""
+    from songcorpus.transforms.stages.stems import in_share
+
+    hashes = [f"{i:016x}" + "0" * 48 for i in range(0, 2**64, 2**58)]  # 64 spread over the hash space
+    assert [in_share(h, 1.0) for h in hashes] == [True] * len(hashes)
+    quarter = {h for h in hashes if in_share(h, 0.25)}
+    half = {h for h in hashes if in_share(h, 0.5)}
+    assert quarter < half and len(quarter) == 16 and len(half) == 32  # a growing share keeps its earlier songs
+
+    store = ArtefactStore(tmp_path)
+    song = DEMO_DIR / "song_01"
+    row = _row(store, song / "mix.flac", vocals=str(song / "vocals.flac"), accompaniment=str(song / "accompaniment.flac"))
+    sha = row["results"]["ingest"]["audio_sha256"]
+    share = (int(sha[:16], 16) / 16**16) * 0.5  # a share this song falls just outside of
+    assert not in_share(sha, share)
+    skipped = StemStage(load_config(overrides={"stems": {"evaluate_separator_share": share}}), store).process_one(row)
+    scored = StemStage(load_config(), store).process_one(row)
+    assert skipped["separator_sdr_vocals"] is None and scored["separator_sdr_vocals"] is not None
+    same = {k: v for k, v in skipped.items() if not k.startswith("separator_")}
+    assert same == {k: v for k, v in scored.items() if not k.startswith("separator_")}
