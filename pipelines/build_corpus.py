@@ -47,7 +47,8 @@ SAMPLES_CHUNK = 2048
 def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: ArtefactStore,
                  lineages: dict[str, dict[str, Any]], run_samples: Callable[[list[Row]], Iterable[Row]],
                  progress: bool = True, write_shards: ShardWriter | None = None,
-                 full_rows: Callable[[], Iterable[Row]] | None = None) -> DiskMap[Decision]:
+                 full_rows: Callable[[], Iterable[Row]] | None = None,
+                 on_phase: Callable[[str, int | None], None] | None = None) -> DiskMap[Decision]:
     """Decide, fit the codebook, run the samples phase (``run_samples``: the engine), write shards (``write_shards``:
     the engine's workers, else :func:`write_shards_here`) and the catalog from their parts.
 
@@ -58,7 +59,10 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
     table streams from the parts the writers return. Per-track state (slim rows, decisions, splits, window counts)
     and the window spools are on local disk (``SpooledRows``, ``DiskMap``, ``SortedSpool``): what the driver holds
     in memory does not grow with the tracks, only with the copies ``near`` finds and the shards' small parts. The
-    decisions come back as a :class:`DiskMap`."""
+    decisions come back as a :class:`DiskMap`. ``on_phase(name, rows)`` is told each phase as it starts (decide,
+    samples with its songs, shards, catalog: ``schemas/progress.py``), for the job's progress figures."""
+    phase = on_phase or (lambda name, total: None)
+    phase("decide", None)
     if not isinstance(rows, (PackedRows, SpooledRows)):  # these come from a state file, in source order already
         rows = sorted(rows, key=source_of)
     if full_rows is None:
@@ -93,10 +97,12 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
         windows = SortedSpool(Path(tmp) / "windows.unsorted")  # shard -> its catalog windows rows
         try:
             if codebook is not None:
+                phase("samples", len(splits))
                 run_samples_phase(full_rows, splits, decisions, codebook, units, lineages, run_samples, samples)
             planned: list[str] = []
             first: dict[tuple[str, ...], dict[str, Any]] = {}  # member set -> its key-first window (write_features)
             writer = write_shards or write_shards_here
+            phase("shards", None)
             for plan_chunk in chunked(stream_plans(samples, config, store, old_manifest), PLANS_CHUNK):
                 planned += [p.name for p in plan_chunk]
                 pending.note(p.name for p in plan_chunk)
@@ -110,6 +116,7 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
                         for src, n in sorted(Counter(w["source"] for w in rows_of_part).items()):
                             n_windows[src] = n_windows.get(src, 0) + n
                     parts[part["shard"]] = part
+            phase("catalog", None)
             if sorted(parts) != sorted(planned):
                 raise RuntimeError(f"the shard writer returned {len(parts)} catalog parts for {len(planned)} planned "
                                    f"shards")

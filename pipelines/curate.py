@@ -6,6 +6,8 @@ State kept in OUT so the job can resume and be re-decided:
   OUT/state/lineage.json     stage, version, model, checksum and config hash of each stage
   OUT/shards/, OUT/catalog/, OUT/catalog.duckdb
   OUT/published.json         written last: every object above with its size and sha256 (songcorpus/io/storage.py)
+  OUT/progress.json          the running job's figures, rewritten every few seconds and last with done: true
+                             (pipelines/job/progress.py; not part of the corpus)
 The content-addressed cache (default OUT/.cache) holds per-stage results and standardised audio;
 re-running the same command after a crash reuses every finished stage result.
 
@@ -24,6 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from songcorpus.io import storage
@@ -35,6 +38,7 @@ from songcorpus.pipelines.corpus.decide import Decision
 from songcorpus.pipelines.corpus.planned_shards import SHARD_MANIFEST
 from songcorpus.pipelines.corpus.shard_plans import ShardPlan, ShardWriter
 from songcorpus.pipelines.job.output_claim import claim_output
+from songcorpus.pipelines.job.progress import JobProgress, QueueProbe, Watcher
 from songcorpus.pipelines.job.state_rows import (
     SpooledRows,
     iter_state_rows,
@@ -43,6 +47,7 @@ from songcorpus.pipelines.job.state_rows import (
     write_state_rows,
 )
 from songcorpus.pipelines.job.temp_dir import job_temp_dir
+from songcorpus.pipelines.sinks.catalog import read_funnel
 from songcorpus.pipelines.sources.inputs import spool_inputs
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.config_base import ConfigError
@@ -54,7 +59,8 @@ from songcorpus.schemas.failures import (
     exception_chain,
     find_stage_fault,
 )
-from songcorpus.schemas.row import Row, new_row, rejected_early, set_outcome, source_of
+from songcorpus.schemas.progress import Progress
+from songcorpus.schemas.row import Row, new_row, rejected_early, set_outcome, source_of, take_stage_seconds
 from songcorpus.transforms.registry import build_stages
 
 log = logging.getLogger("songcorpus")
@@ -76,6 +82,7 @@ class CurateResult:
     out: Path | str  # a local folder, or the URL it was published to
     decisions: dict[str, Decision]
     seconds: float
+    progress: Progress | None = None  # the job's final figures, as OUT/progress.json holds them
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -89,17 +96,44 @@ def store_for(config: PipelineConfig, out: Path | str) -> ArtefactStore:
 
 
 def run_engine(rows: Collection[Row], config: PipelineConfig, store: ArtefactStore, progress: bool,
-               phase: str = "analysis") -> Iterator[Row]:
-    """The phase's results as the engine yields them (any order): the caller streams them, never a list."""
+               phase: str = "analysis", tracker: JobProgress | None = None) -> Iterator[Row]:
+    """The phase's results as the engine yields them (any order): the caller streams them, never a list. Each row's
+    stage timings are taken off it here (and counted by ``tracker``), so no row the job keeps holds them."""
     if not rows:
         return iter(())
     if config.engine.name == "ray":
-        from songcorpus.pipelines.engines.ray_runner import run_ray
+        from songcorpus.pipelines.engines.ray_runner import ray_queues, run_ray
 
-        return run_ray(rows, config, store.url, progress=progress, phase=phase)
-    from songcorpus.pipelines.engines.beam_runner import run_beam
+        return _timings_taken(run_ray(rows, config, store.url, progress=progress, phase=phase), len(rows), tracker,
+                              ray_queues)
+    run_beam = beam_runner().run_beam
+    return _timings_taken(run_beam(rows, config, store.url, progress=progress, phase=phase), len(rows), tracker, None)
 
-    return run_beam(rows, config, store.url, progress=progress, phase=phase)
+
+def beam_runner() -> ModuleType:
+    """The Beam runner module, imported without the warnings Beam logs on import unless the engines' logs are
+    wanted (``pipelines/engines/engine_logs.py``)."""
+    from songcorpus.pipelines.engines.engine_logs import quiet_engine_import
+
+    with quiet_engine_import():
+        from songcorpus.pipelines.engines import beam_runner as module
+    return module
+
+
+def _timings_taken(results: Iterator[Row], n: int, tracker: JobProgress | None,
+                   queues: QueueProbe | None) -> Iterator[Row]:
+    if tracker is not None:
+        tracker.handed(n)
+        tracker.watch_queues(queues)
+    try:
+        for row in results:
+            spent = take_stage_seconds(row)
+            if tracker is not None:
+                tracker.row_back(row, spent)
+            yield row
+    finally:
+        if tracker is not None:
+            tracker.watch_queues(None)
 
 
 @contextmanager
@@ -124,10 +158,10 @@ def engine_session(config: PipelineConfig) -> Iterator[None]:
             ray.shutdown()
 
 
-def samples_runner(config: PipelineConfig, store: ArtefactStore,
-                   progress: bool) -> Callable[[list[Row]], Iterator[Row]]:
+def samples_runner(config: PipelineConfig, store: ArtefactStore, progress: bool,
+                   tracker: JobProgress | None = None) -> Callable[[list[Row]], Iterator[Row]]:
     def run(rows: list[Row]) -> Iterator[Row]:
-        return run_engine(rows, config, store, progress, phase="samples")
+        return run_engine(rows, config, store, progress, phase="samples", tracker=tracker)
 
     return run
 
@@ -139,9 +173,7 @@ def shard_writer(config: PipelineConfig) -> ShardWriter:
         from songcorpus.pipelines.engines.ray_runner import ray_shard_writer
 
         return ray_shard_writer(config)
-    from songcorpus.pipelines.engines.beam_runner import beam_shard_writer
-
-    return beam_shard_writer(config)
+    return beam_runner().beam_shard_writer(config)
 
 
 def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> ShardWriter:
@@ -157,6 +189,19 @@ def output_shard_writer(target: storage.OutputDir, config: PipelineConfig) -> Sh
         for part in parts:
             for f in part["files"]:
                 target.keep(f"shards/{f['file']}", f["sha256"], f["bytes"])
+        return parts
+
+    return write
+
+
+def counted_shards(writer: ShardWriter, tracker: JobProgress) -> ShardWriter:
+    """``writer``, with the plans it is handed and the catalog parts it returns counted by ``tracker``."""
+
+    def write(plans: list[ShardPlan], shard_dir: Path, store: ArtefactStore, progress: bool) -> list[dict[str, Any]]:
+        tracker.handed(len(plans))
+        parts = writer(plans, shard_dir, store, progress)
+        for _ in parts:
+            tracker.part_back()
         return parts
 
     return write
@@ -206,44 +251,54 @@ def job_fault_message(exc: BaseException) -> str:
     return f"the job stopped: {describe(exc)}; {RESUME_HINT} (--verbose prints the traceback)"
 
 
-def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True) -> CurateResult:
+def curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool = True,
+           watcher: Watcher | None = None) -> CurateResult:
     """Curate ``inputs`` into ``out``, which must be new, empty or songcorpus's own, and is locked for the run
-    (``pipelines/job/output_claim.py``)."""
+    (``pipelines/job/output_claim.py``). ``progress``: the engine's own progress bars; ``watcher`` gets the job's
+    figures every few seconds and at each phase change (``OUT/progress.json`` holds the same)."""
     with claim_output(out, "curate"), job_temp_dir():
-        return _curate(inputs, out, config, progress)
+        return _curate(inputs, out, config, progress, watcher)
 
 
-def _curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool) -> CurateResult:
+def _curate(inputs: list[str], out: str | Path, config: PipelineConfig, progress: bool,
+            watcher: Watcher | None) -> CurateResult:
     start = time.monotonic()
     target = storage.OutputDir(out)
     try:
-        out = target.local  # the output folder itself, or the staging folder of a URL
-        store = store_for(config, target.url)
-        stages = build_stages(config, store)
-        preflight([*stages, *build_stages(config, store, "samples")])
-        records = spool_inputs(inputs, storage.join(store.url, "inputs"),  # on local disk, in source order
-                               exclude=(target.url, store.url))  # no scan enters what this curate writes
-        n_inputs = len(records)
-        log.info("%d inputs", n_inputs)
-        rows = SpooledRows(new_row(r.to_dict()) for r in records.iter_values())  # the engine streams them to parts
-        records.close()
-        with job_faults():
-            target.begin()
-            stage_prior_manifest(target)
-            with engine_session(config):
-                lineages = {s.name: s.lineage() for s in stages}
-                slim = analyse_into_state(rows, out, config, store, lineages, progress)
-                rows.close()
-                if len(slim) != n_inputs:
-                    raise RuntimeError(f"engine returned {len(slim)} rows for {n_inputs} inputs")
-                decisions = build_corpus(slim, config, out, store, lineages,
-                                         samples_runner(config, store, progress), progress=progress,
-                                         write_shards=output_shard_writer(target, config),
-                                         full_rows=lambda: iter_state_rows(out / STATE_ROWS))
-            publish(target)
+        with JobProgress(target.url, "curate", config, watcher) as tracker:
+            out = target.local  # the output folder itself, or the staging folder of a URL
+            store = store_for(config, target.url)
+            stages = build_stages(config, store)
+            preflight([*stages, *build_stages(config, store, "samples")])
+            records = spool_inputs(inputs, storage.join(store.url, "inputs"),  # on local disk, in source order
+                                   exclude=(target.url, store.url))  # no scan enters what this curate writes
+            n_inputs = len(records)
+            log.info("%d inputs", n_inputs)
+            tracker.inputs(n_inputs)
+            rows = SpooledRows(new_row(r.to_dict()) for r in records.iter_values())  # the engine streams them to parts
+            records.close()
+            with job_faults():
+                target.begin()
+                stage_prior_manifest(target)
+                tracker.phase("start")
+                with engine_session(config):
+                    lineages = {s.name: s.lineage() for s in stages}
+                    tracker.phase("analysis", n_inputs)
+                    slim = analyse_into_state(rows, out, config, store, lineages, progress, tracker)
+                    rows.close()
+                    if len(slim) != n_inputs:
+                        raise RuntimeError(f"engine returned {len(slim)} rows for {n_inputs} inputs")
+                    decisions = build_corpus(slim, config, out, store, lineages,
+                                             samples_runner(config, store, progress, tracker), progress=progress,
+                                             write_shards=counted_shards(output_shard_writer(target, config), tracker),
+                                             full_rows=lambda: iter_state_rows(out / STATE_ROWS), on_phase=tracker.phase)
+                funnel = read_funnel(out)  # the catalog just written (staged, for an object store)
+                tracker.phase("publish")
+                publish(target)
+            figures = tracker.finish(funnel)
     finally:
         target.close()
-    return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start)
+    return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start, figures)
 
 
 def stage_prior_manifest(target: storage.OutputDir) -> None:
@@ -262,10 +317,11 @@ def publish(target: storage.OutputDir) -> None:
 
 
 def analyse_into_state(rows: Collection[Row], out: Path, config: PipelineConfig, store: ArtefactStore,
-                       lineages: dict, progress: bool) -> SpooledRows:
+                       lineages: dict, progress: bool, tracker: JobProgress | None = None) -> SpooledRows:
     """Run the analysis phase, streaming every result into ``state/rows.jsonl`` (sorted by source) as it comes
     back; return the rows slimmed to what decisions read (``state_rows.slim_row``), sorted by source."""
-    write_state_rows(out / STATE_ROWS, passing(run_engine(rows, config, store, progress), "analysis-row"))
+    write_state_rows(out / STATE_ROWS, passing(run_engine(rows, config, store, progress, tracker=tracker),
+                                               "analysis-row"))
     save_state(out, config, lineages)
     return slim_state_rows(out / STATE_ROWS)
 
@@ -326,20 +382,23 @@ def reopen_early_rejections(rows: Iterable[Row], config: PipelineConfig) -> Spoo
     return out
 
 
-def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True) -> CurateResult:
+def rebuild(out: str | Path, new_config: PipelineConfig, progress: bool = True,
+            watcher: Watcher | None = None) -> CurateResult:
     """Re-decide and rewrite shards and catalog from stored scores; no analysis stage runs (the samples
-    phase does, for songs whose samples are not in the cache yet)."""
+    phase does, for songs whose samples are not in the cache yet). ``progress`` and ``watcher``: as for
+    :func:`curate` (the rebuild rewrites ``OUT/progress.json`` too)."""
     start = time.monotonic()
     with claim_output(out, "rebuild"), job_temp_dir():
         target = storage.OutputDir(out)
         try:
-            with job_faults():
-                return _rebuild(target, new_config, progress, start)
+            with JobProgress(target.url, "rebuild", new_config, watcher) as tracker, job_faults():
+                return _rebuild(target, new_config, progress, start, tracker)
         finally:
             target.close()
 
 
-def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bool, start: float) -> CurateResult:
+def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bool, start: float,
+             tracker: JobProgress) -> CurateResult:
     out = target.local
     if target.remote:  # stage the published state (checked), so the new marker lists it again
         try:
@@ -355,14 +414,20 @@ def _rebuild(target: storage.OutputDir, new_config: PipelineConfig, progress: bo
         raise ConfigError(f"rebuild only re-applies {', '.join(LATE_BINDING_SECTIONS)}; the new config also "
                           f"changes {', '.join(changed)}, which needs `songcorpus curate` (it reuses the cache)")
     rows = reopen_early_rejections(rows, new_config)
+    tracker.count_decided(rows)
     store = store_for(old_config, target.url)
     target.begin()
     stage_prior_manifest(target)
     merged = new_config.model_copy(update={"cache_dir": old_config.cache_dir})
     atomic_write_bytes(out / "config.yaml", merged.to_yaml().encode())
+    tracker.phase("start")
     with engine_session(merged):
-        decisions = build_corpus(rows, merged, out, store, lineages, samples_runner(merged, store, progress),
-                                 progress=progress, write_shards=output_shard_writer(target, merged),
-                                 full_rows=lambda: iter_state_rows(out / STATE_ROWS))
+        decisions = build_corpus(rows, merged, out, store, lineages, samples_runner(merged, store, progress, tracker),
+                                 progress=progress, write_shards=counted_shards(output_shard_writer(target, merged),
+                                                                                tracker),
+                                 full_rows=lambda: iter_state_rows(out / STATE_ROWS), on_phase=tracker.phase)
+    funnel = read_funnel(out)
+    tracker.phase("publish")
     publish(target)
-    return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start)
+    return CurateResult(target.url if target.remote else target.local, decisions, time.monotonic() - start,
+                        tracker.finish(funnel))

@@ -6,7 +6,10 @@ A row stays a plain dict so every engine can carry it (Ray and Beam move it as J
 record (``track``: :class:`TrackDict`, ``TrackRecord.to_dict()``), the results of the stages run so far
 (``results``: stage name -> the fields that stage ``provides``; :data:`RESULT_TYPES` types the ones other stages
 and the driver read) and the ``outcome`` (None while the row is in play, else :class:`Outcome`: why a stage rejected
-or failed it). The samples phase adds the driver's inputs (:data:`ROW_INPUTS`).
+or failed it). The samples phase adds the driver's inputs (:data:`ROW_INPUTS`). On its way back from the workers a row
+also carries ``stage_seconds`` (the seconds each stage spent on it in this phase: :func:`add_stage_seconds`), which the
+driver takes off (:func:`take_stage_seconds`) for its progress figures before the row is kept anywhere, so it never
+reaches the state file, a cache entry or the catalog.
 
 Stages and the driver read each other's results through the accessors here (:func:`result`, :func:`audio_file`,
 :func:`vocals_file`, :func:`source_of`...), not through string paths, so a reader finds the shape with
@@ -58,7 +61,7 @@ class CodebookRef(TypedDict):
 class Row(TypedDict):
     """The in-flight row. ``results`` maps a stage name to the fields it provided (:data:`RESULT_TYPES`); the
     samples phase's rows also carry :data:`ROW_INPUTS` (the track's split, the corpus codebooks, its scores and
-    its fields' lineage)."""
+    its fields' lineage); ``stage_seconds`` is the timing a row carries back to the driver only (module docstring)."""
 
     track: TrackDict
     results: dict[str, dict[str, Any]]
@@ -68,6 +71,7 @@ class Row(TypedDict):
     unit_codebook: NotRequired[CodebookRef]
     scores: NotRequired[dict[str, Any]]
     lineage: NotRequired[dict[str, dict[str, Any]]]
+    stage_seconds: NotRequired[dict[str, float]]
 
 
 # The results other stages and the driver read, one TypedDict per stage: keys are exactly the providing stage's
@@ -279,6 +283,18 @@ def set_result(row: Row, stage: str, fields: dict[str, Any]) -> None:
     row["results"][stage] = fields
 
 
+def add_stage_seconds(row: Row, stage: str, seconds: float) -> None:
+    """Add the seconds ``stage`` spent on the row (a worker's measure, carried back to the driver)."""
+    spent = row.setdefault("stage_seconds", {})
+    spent[stage] = spent.get(stage, 0.0) + seconds
+
+
+def take_stage_seconds(row: Row) -> dict[str, float]:
+    """Remove and return the row's stage timings (empty when it carries none): what the row holds afterwards is the
+    same whatever the timings were, so stored rows stay byte-identical from run to run."""
+    return row.pop("stage_seconds", None) or {}
+
+
 def _source_or_none(row: Row) -> str | None:
     return (row.get("track") or {}).get("source")
 
@@ -384,9 +400,9 @@ __all__ = [
     "RESULT_TYPES", "ROW_INPUTS", "TRACK_PREFIX", "CaptionResult", "ClassifyResult", "CodebookRef", "CodecFramesResult",
     "F0Result", "FingerprintResult", "IngestResult", "KeyResult", "LyricsResult", "MissingResult", "Outcome",
     "QualityResult", "Row", "SamplesResult", "StemsResult", "StructureResult", "TrackDict", "UnitFramesResult",
-    "VadResult", "accompaniment_file", "accompaniment_sha256", "audio_file", "audio_sha256", "canonical_json",
-    "caption_result", "has_result", "has_vocals", "ingest_result", "lyrics_result", "new_row",
+    "VadResult", "accompaniment_file", "accompaniment_sha256", "add_stage_seconds", "audio_file", "audio_sha256",
+    "canonical_json", "caption_result", "has_result", "has_vocals", "ingest_result", "lyrics_result", "new_row",
     "optional_field", "optional_result", "outcome_of", "rejected_early", "result", "result_field", "results_of", "samples_result",
-    "set_outcome", "set_result", "source_of", "source_sha256", "structure_result", "track_of",
+    "set_outcome", "set_result", "source_of", "source_sha256", "structure_result", "take_stage_seconds", "track_of",
     "vad_result", "vocals_file", "vocals_sha256",
 ]

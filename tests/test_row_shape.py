@@ -19,6 +19,7 @@ from songcorpus.schemas.row import (
     Outcome,
     Row,
     TrackDict,
+    add_stage_seconds,
     audio_file,
     canonical_json,
     has_vocals,
@@ -31,6 +32,7 @@ from songcorpus.schemas.row import (
     set_outcome,
     set_result,
     source_sha256,
+    take_stage_seconds,
     vad_result,
 )
 from songcorpus.schemas.track import TrackRecord
@@ -64,8 +66,20 @@ def test_the_track_view_is_the_track_record_and_the_row_inputs_are_the_samples_p
     assert set(TrackDict.__annotations__) == {f.name for f in fields(TrackRecord)}
     assert TrackDict.__required_keys__ == {"source"}  # a slim row of a decided input keeps source and metadata
     assert Row.__required_keys__ == {"track", "results", "outcome"}
-    assert Row.__optional_keys__ == set(ROW_INPUTS["samples"]) and ROW_INPUTS["analysis"] == ()
+    # besides the samples phase's inputs, only the timings a row carries back to the driver (never stored)
+    assert Row.__optional_keys__ == {*ROW_INPUTS["samples"], "stage_seconds"} and ROW_INPUTS["analysis"] == ()
     assert Outcome.__optional_keys__ == {"early"}
+
+
+def test_stage_timings_ride_on_the_row_and_leave_it_as_it_was():
+    row = new_row({"source": "a.wav", "path": "/in/a.wav"})
+    before = canonical_json(row)
+    add_stage_seconds(row, "ingest", 1.5)
+    add_stage_seconds(row, "ingest", 0.5)
+    add_stage_seconds(row, "quality", 0.25)
+    assert take_stage_seconds(row) == {"ingest": 2.0, "quality": 0.25}
+    assert canonical_json(row) == before
+    assert take_stage_seconds(row) == {}
 
 
 def test_outcomes_are_written_as_before():

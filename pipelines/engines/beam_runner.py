@@ -43,6 +43,7 @@ from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.disk_map import DiskMap
 from songcorpus.pipelines.corpus.planned_shards import write_planned_shard
 from songcorpus.pipelines.corpus.shard_plans import ShardPlan, ShardWriter
+from songcorpus.pipelines.engines.engine_logs import quiet_beam_workers, quiet_engine_loggers
 from songcorpus.pipelines.engines.executor import StageGroup, group_stages
 from songcorpus.pipelines.job.exchange_folder import JobFolder, part_count, read_part
 from songcorpus.schemas.config import PipelineConfig
@@ -165,6 +166,7 @@ class WriteShardDoFn(beam.DoFn):
 def run_pipeline(flags: list[str], parts: list[str], build: Callable[[beam.PCollection], object]) -> None:
     """Run ``Create(part names) | read | Reshuffle | build(...)`` to the end; a failed job raises."""
     runner = runner_of(flags)
+    quiet_engine_loggers()  # Beam's runner logs only under --verbose (pipelines/engines/engine_logs.py)
     if runner == DASK_RUNNER:
         logging.getLogger("distributed").setLevel(logging.WARNING)
     pipeline = beam.Pipeline(options=PipelineOptions(flags))
@@ -173,13 +175,15 @@ def run_pipeline(flags: list[str], parts: list[str], build: Callable[[beam.PColl
              | "Read" >> beam.FlatMap(read_part)
              | "Spread" >> beam.Reshuffle())
     build(lines)
-    result = pipeline.run()
-    try:
-        state = result.wait_until_finish()
-    finally:
-        client = getattr(result, "client", None)  # the Dask runner leaves its client open
-        if client is not None:
-            client.close()
+    # the local runner's worker processes share the job's stderr: their logs only under --verbose
+    with quiet_beam_workers(f"--runner={LOCAL_RUNNER}" in flags and "--direct_running_mode=multi_processing" in flags):
+        result = pipeline.run()
+        try:
+            state = result.wait_until_finish()
+        finally:
+            client = getattr(result, "client", None)  # the Dask runner leaves its client open
+            if client is not None:
+                client.close()
     if state != "DONE":
         raise RuntimeError(f"the Beam job ended {state} (runner {runner or LOCAL_RUNNER})")
 

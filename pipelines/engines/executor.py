@@ -5,15 +5,29 @@ the same results. Each stage result goes through the content-addressed artefact 
 the work (resume, re-runs), a miss computes and stores atomically. The input's fault (an ``InputError``, or a
 :class:`Rejection`) becomes the row's outcome (``failed`` / ``rejected``) and later stages skip that row; any
 other exception is the job's fault and raises :class:`StageFault`, which stops the job (``schemas/failures.py``).
+Each row comes back carrying the seconds each stage spent on it (``stage_seconds``, which the driver takes off for
+its progress figures: ``schemas/row.py``); stages never see it, so it cannot reach a result or a cache key.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.failures import InputError, StageFault
-from songcorpus.schemas.row import Row, TrackDict, has_result, outcome_of, set_outcome, set_result, source_of, track_of
+from songcorpus.schemas.row import (
+    Row,
+    TrackDict,
+    add_stage_seconds,
+    has_result,
+    outcome_of,
+    set_outcome,
+    set_result,
+    source_of,
+    take_stage_seconds,
+    track_of,
+)
 from songcorpus.transforms.base import Rejection, Resources, Stage
 
 
@@ -96,10 +110,17 @@ class StageGroup:
 
     def __call__(self, rows: list[Row]) -> list[Row]:
         for row in rows:
+            spent = take_stage_seconds(row)  # earlier groups' timings: off the row while its stages run
             for stage, ready in zip(self.stages, self._ready, strict=True):
+                if outcome_of(row) is not None:  # decided: no later stage (nor gate) runs on it
+                    continue
+                start = time.perf_counter()
                 run_stage(stage, row, ready)
                 if stage.config.early_gates:
                     early_gate(stage.config, row)
+                spent[stage.name] = spent.get(stage.name, 0.0) + time.perf_counter() - start
+            for name, seconds in spent.items():
+                add_stage_seconds(row, name, seconds)
         return rows
 
 

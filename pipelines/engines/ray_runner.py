@@ -11,6 +11,11 @@ node address (``engine.ray_node_ip``; 127.0.0.1 when the head is dialled on the 
 to Ray's guess was measured to hang against nodes started on 127.0.0.1). Without one, it always starts a private
 instance (``address="local"``): never ``$RAY_ADDRESS``, nor the cluster named in ``/tmp/ray/ray_current_cluster``,
 which a killed ``ray start`` leaves behind and which made a plain local run join a dead or foreign cluster.
+
+What the driver sees of a running phase: each result block as the last operator yields it (a few rows: the driver's
+progress figures move as songs finish), and, through a Ray Data execution callback (:func:`queue_probe_class`), the rows
+queued in front of each stage group. Ray's own logs, progress bars and workers' prints show only under ``--verbose``
+(``pipelines/engines/engine_logs.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,7 @@ from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.ray_address import driver_node_ip
 from songcorpus.pipelines.corpus.planned_shards import write_planned_shard
 from songcorpus.pipelines.corpus.shard_plans import ShardPlan, ShardWriter
+from songcorpus.pipelines.engines.engine_logs import engine_logs_wanted, quiet_engine_loggers, quiet_ray_core
 from songcorpus.pipelines.engines.executor import StageGroup, group_stages
 from songcorpus.pipelines.job.exchange_folder import JobFolder, part_count, read_part
 from songcorpus.schemas.config import PipelineConfig
@@ -54,10 +61,13 @@ class _GroupActor:
 
 
 def ray_init_args(config: PipelineConfig) -> dict[str, Any]:
-    """``ray.init`` arguments: join ``engine.ray_address``, else start a private local instance."""
+    """``ray.init`` arguments: join ``engine.ray_address``, else start a private local instance. Workers' output
+    reaches the driver only when the engines' logs are wanted (``--verbose``)."""
     engine = config.engine
-    init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
-                                 "logging_level": logging.WARNING, "configure_logging": True}
+    verbose = engine_logs_wanted()
+    init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
+                                 "logging_level": logging.INFO if verbose else logging.WARNING,
+                                 "configure_logging": True}
     if engine.ray_address:
         init_args["address"] = engine.ray_address
         node_ip = driver_node_ip(engine.ray_address, engine.ray_node_ip)
@@ -85,12 +95,10 @@ def start_ray(config: PipelineConfig) -> bool:
         # Local Ray on a laptop: no metrics export or usage reporting eating the cores the workers need.
         os.environ.setdefault("RAY_enable_metrics_collection", "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(**init_args)
+        with quiet_ray_core():
+            ray.init(**init_args)
+        quiet_engine_loggers()  # ray.init configured Ray's logger for itself
     return started
-
-
-# Rows per batch the driver pulls from the last operator: what it holds of the results at once.
-RESULT_BATCH_ROWS = 256
 
 
 # The most input blocks (parts) of one phase: a block is the unit an actor takes, so one row per block balances
@@ -98,21 +106,81 @@ RESULT_BATCH_ROWS = 256
 MAX_BLOCKS = 4096
 
 
+def queue_probe_class() -> type:
+    """A Ray Data execution callback class (Ray builds it, without arguments) that keeps, for the driver's progress
+    figures, the rows waiting in front of each stage group's operator and its tasks in flight, at most twice a second.
+    It reads the streaming executor's operator states, which are Ray internals: whatever it cannot read leaves the
+    queues unknown (None), never the job stopped. One dataset runs at a time on the driver; :func:`_drain` sets the
+    groups it watches in :data:`_watched`. Built on first use: its base class lives in ``ray.data``, whose import
+    costs seconds."""
+    global _probe_class
+    if _probe_class is None:
+        from ray.data._internal.execution.execution_callback import ExecutionCallback
+
+        class QueueProbe(ExecutionCallback):
+            last = 0.0
+
+            def on_execution_step(self, executor: Any) -> None:
+                watched = _watched.get("groups")
+                now = time.monotonic()
+                if watched is None or now - self.last < 0.5:
+                    return
+                self.last = now
+                try:
+                    states = [s for s in executor._topology.values() if s.op.name.startswith("MapBatches(_GroupActor")]
+                    if len(states) != len(watched):  # another dataset (the shard writer's), or fused operators
+                        return
+                    _watched["queues"] = {name: {"waiting": _waiting_rows(state),
+                                                 "running": int(state.op.num_active_tasks())}
+                                          for name, state in zip(watched, states, strict=True)}
+                except Exception:  # noqa: BLE001 - Ray's internals moved: the queues stay unknown
+                    _watched["queues"] = None
+
+        _probe_class = QueueProbe
+    return _probe_class
+
+
+_probe_class: type | None = None
+
+
+def _waiting_rows(state: Any) -> int:
+    """Rows in the operator's input queues (the bundles' row counts; a block's count when a bundle has none)."""
+    rows = 0
+    for queue in state.input_queues:
+        for inner in queue._queues:
+            rows += int(inner.num_rows() or 0) or int(inner.num_blocks())
+    return rows
+
+
+# What the queue probe watches (``groups``: the running phase's stage group names) and saw last (``queues``).
+_watched: dict[str, Any] = {}
+
+
+def ray_queues() -> dict[str, dict[str, int]] | None:
+    """The rows waiting and tasks in flight per stage group of the running phase, as last seen; None when unknown."""
+    queues = _watched.get("queues")
+    return dict(queues) if queues is not None else None
+
+
 def run_ray(rows: Collection[Row], config: PipelineConfig, store_root: str, progress: bool = True,
             phase: str = "analysis") -> Iterator[Row]:
     """Run one phase's stage groups over the rows, yielding results as they come (any order; the driver holds
-    one batch of them at a time); shuts down a Ray it had to start itself once the results are drained.
+    one result block, a few rows, at a time); shuts down a Ray it had to start itself once the results are drained.
 
     Rows in a list (which the caller holds anyway: a samples-phase chunk) are handed to Ray as they are; any other
     collection (file-backed: the analysis phase's ``SpooledRows``) is streamed into part files in the artefact
     store (``JobFolder``) that the workers read, so the driver never lists them and Ray's object store holds only
     the part names."""
     import ray
+    import ray.data
 
     engine = config.engine
     started = start_ray(config)
+    quiet_engine_loggers()  # importing ray.data configured its loggers for itself
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
+    if queue_probe_class() not in ctx.custom_execution_callback_classes:
+        ctx.custom_execution_callback_classes.append(queue_probe_class())
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     ctx.enable_auto_log_stats = False
@@ -148,17 +216,21 @@ def run_ray(rows: Collection[Row], config: PipelineConfig, store_root: str, prog
             num_gpus=res.num_gpus or None,
             memory=res.memory_mb * 1024 * 1024,
         )
-    return _drain(ds, started, job)
+    return _drain(ds, started, job, [g.name for g in groups])
 
 
-def _drain(ds: Any, started: bool, job: JobFolder | None) -> Iterator[Row]:
+def _drain(ds: Any, started: bool, job: JobFolder | None, group_names: list[str]) -> Iterator[Row]:
     import ray
 
+    _watched.update(groups=group_names, queues=None)
     try:
-        for batch in ds.iter_batches(batch_size=RESULT_BATCH_ROWS, batch_format="numpy"):
+        # batch_size None: each block as the last operator yields it (one batch of the last group), not gathered
+        # into larger batches first, so results reach the driver (and its progress figures) as songs finish
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for payload in batch["payload"]:
                 yield json.loads(payload)
     finally:
+        _watched.update(groups=None, queues=None)
         if job is not None:
             job.__exit__()
         if started:

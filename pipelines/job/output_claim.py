@@ -6,13 +6,16 @@ Reads and writes (both hidden, so neither is part of the published corpus):
                                 (host, pid, command, start time) written inside for the next run's message;
   OUT/.songcorpus.lease         on an object store (no locks there): the holder and an expiry, renewed by a
                                 background thread while the run lives and deleted at its end.
+(``OUT/progress.json``, the running job's figures, ``pipelines/job/progress.py``, is the output's own file too.)
+:func:`output_holder` tells a reader (``songcorpus report --follow``) whether a run holds the folder now.
 
 Rules:
 - A folder that is neither empty nor marked (nor a corpus an earlier songcorpus published: ``published.json``) is
   refused, naming a few of its files: curate never deletes or overwrites a file it did not write.
-- A second run while the first holds the lock is refused, naming the holder. A local lock dies with its process
-  (even under kill -9), so the same command resumes at once. An object-store lease of a dead run expires after
-  :data:`LEASE_TTL_S`; one held by a process of this machine that no longer exists is taken over at once.
+- A second run while the first holds the lock is refused, naming the holder (after :data:`LOCK_WAIT_S`). A local
+  lock dies with its process (even under kill -9), so the same command resumes at once. An object-store lease of a
+  dead run expires after :data:`LEASE_TTL_S`; one held by a process of this machine that no longer exists is taken
+  over at once.
 Fails: :class:`OutputClaimError` (a ``ConfigError``: the command line's fault, exit 2) for both refusals; an OSError
 (a read-only or full disk) as it is, which the job's fault handling reports.
 """
@@ -35,13 +38,14 @@ from typing import Any
 from songcorpus.io import storage
 from songcorpus.io.atomic import atomic_write_bytes
 from songcorpus.schemas.config_base import ConfigError
+from songcorpus.schemas.progress import PROGRESS_FILE
 
 MARKER = ".songcorpus-output.json"
 LOCK = ".songcorpus.lock"
 LEASE = ".songcorpus.lease"
 LEASE_TTL_S = 120.0
 MARKER_BYTES = (json.dumps({"format": "songcorpus-output", "version": 1}, sort_keys=True) + "\n").encode()
-OWN_NAMES = {MARKER, LOCK, LEASE}
+OWN_NAMES = {MARKER, LOCK, LEASE, PROGRESS_FILE}  # the output's own files, none of them part of the corpus
 
 
 class OutputClaimError(ConfigError):
@@ -71,11 +75,9 @@ def claim_output(out: str | Path, command: str = "curate") -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_exclusive(fd):
             raise OutputClaimError(f"{root} is being written by another run: {describe_holder(_read_holder(fd))}; "
-                                   f"wait for it to finish, or choose another --out") from None
+                                   f"wait for it to finish, or choose another --out")
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder_info(command), sort_keys=True) + "\n").encode(), 0)
         _check_ours_local(root)  # again, under the lock: a run that started beside this one may have written
@@ -85,6 +87,45 @@ def claim_output(out: str | Path, command: str = "curate") -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# How long a run waits for the lock before it is refused: a reader (:func:`output_holder`) holds it shared for an
+# instant, which must not refuse a run that starts in that instant.
+LOCK_WAIT_S = 0.5
+
+
+def _lock_exclusive(fd: int) -> bool:
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def output_holder(out: str | Path) -> dict[str, Any] | None:
+    """The run holding ``out`` now (its host, pid, command and start, as far as it wrote them), or None when no run
+    does. Locally it asks the lock itself (a shared lock tried and dropped at once: a holder's exclusive lock refuses
+    it); on an object store, the lease (live, and not of a dead process of this machine)."""
+    if storage.is_url(out):
+        lease = _read_lease(storage.join(storage.remember_url(str(out)).rstrip("/"), LEASE))
+        return lease if lease and lease.get("expires", 0) > time.time() and _holder_alive(lease) else None
+    try:
+        fd = os.open(Path(out) / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
         os.close(fd)
 
 
@@ -203,4 +244,4 @@ def _renew(lease_url: str, token: str, command: str, stop: threading.Event) -> N
             continue
 
 
-__all__ = ["LEASE", "LOCK", "MARKER", "OutputClaimError", "claim_output"]
+__all__ = ["LEASE", "LOCK", "MARKER", "OutputClaimError", "claim_output", "output_holder"]

@@ -1,10 +1,12 @@
 """The corpus commands: ``curate`` (inputs into shards and a catalog), ``demo`` (the same on the bundled demo corpus),
-``rebuild`` (re-decide a curated folder from its stored scores) and ``report`` (print a curated folder's funnel).
+``rebuild`` (re-decide a curated folder from its stored scores) and ``report`` (print a curated folder's funnel, or
+follow a running job's figures with ``--follow``).
 
 Reads the inputs, the config and a curated folder (local or an object-store URL); writes the folder through
-pipelines/curate.py and prints the funnel from its catalog. Needs the curation extras of the chosen engine. Fails
+pipelines/curate.py, shows the job's progress while it runs and prints the closing summary and the funnel from its
+catalog (songcorpus/cli/progress_view.py draws the figures). Needs the curation extras of the chosen engine. Fails
 with ``ConfigError`` for a bad config or a folder that holds no corpus (exit 2), and with the job's own errors
-(songcorpus/cli/exit_codes.py maps them).
+(songcorpus/cli/exit_codes.py maps them); ``report --follow`` exits 3 when the job it follows stopped unfinished.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from songcorpus.cli.progress_view import follow, live_view, read_progress, summary_lines
 from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.config_base import ConfigError
+from songcorpus.schemas.failures import JOB_FAULT_EXIT
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -72,20 +76,36 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam-option", action="append", metavar="FLAG",
                    help="Beam pipeline option, repeatable, e.g. --beam-option=--runner=FlinkRunner")
     p.add_argument("--cache-dir", help="content-addressed cache (default OUT/.cache); share it between runs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+
+
+NO_PROGRESS_HELP = "plain progress lines instead of the live display, as when the output is not a terminal (for logs)"
 
 
 def _print_result(headline: str, result) -> None:
     counts = result.counts()
     print(f"{headline}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("accepted", "rejected", "failed")))
+    if result.progress is not None:
+        print("\n".join(summary_lines(result.progress)))
     print_funnel(result.out)
+
+
+def _watching(args: argparse.Namespace, out: str, run):
+    """Run ``run(progress, watcher)`` with this command's display: the engines' own progress bars only under
+    ``--verbose``, the job's figures in a live line on a terminal, in plain lines elsewhere."""
+    view = live_view(out, verbose=args.verbose, no_progress=args.no_progress)
+    try:
+        return run(args.verbose and not args.no_progress, view)
+    finally:
+        view.close()
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
     from songcorpus.pipelines.curate import curate
 
     config = _config_from_args(args)
-    result = curate(args.inputs, args.out, config, progress=not args.no_progress)
+    result = _watching(args, str(args.out), lambda progress, view: curate(args.inputs, args.out, config,
+                                                                         progress=progress, watcher=view))
     _print_result(f"curated {len(result.decisions)} inputs in {result.seconds:.1f} s", result)
     return 0
 
@@ -102,21 +122,39 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         config, _, _ = load_state(args.dir)
     else:
         config = load_config(args.profile, args.config)
-    result = rebuild(args.dir, config, progress=not args.no_progress)
+    result = _watching(args, str(args.dir), lambda progress, view: rebuild(args.dir, config, progress=progress,
+                                                                          watcher=view))
     _print_result(f"rebuilt {args.dir} in {result.seconds:.1f} s without re-running any stage", result)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from songcorpus.io.storage import PUBLISHED, is_url, read_published
+    from songcorpus.io.storage import PUBLISHED, is_url, read_published, redact_url
 
     out = args.dir if is_url(args.dir) else Path(args.dir)
+    last = None
+    if args.follow:
+        last = follow(out)
+        if last is not None and not last["done"]:
+            why = last["stopped"] or "no reason recorded (killed?)"
+            print(f"the {last['command']} of {redact_url(out)} stopped before it finished ({last['phase']}): {why}; "
+                  f"nothing new was published, and the same command resumes it")
+            return JOB_FAULT_EXIT
     if is_url(out) and read_published(out) is None:
         raise ConfigError(f"{out} holds no published corpus (no {PUBLISHED}: not curated, or a curate there is "
-                          f"running or crashed); run `songcorpus curate ... --out {out}` to finish it")
+                          f"running or crashed); run `songcorpus curate ... --out {out}` to finish it, or follow a "
+                          f"running one with --follow")
     if not is_url(out) and not (out / "catalog.duckdb").exists():
-        raise ConfigError(f"{out} has no catalog.duckdb; run `songcorpus curate ... --out {out}` first")
+        raise ConfigError(f"{out} has no catalog.duckdb; run `songcorpus curate ... --out {out}` first, or follow "
+                          f"a running one with --follow")
     print_funnel(out)
+    last = last or read_progress(out)
+    if last is not None and last["done"]:
+        print(f"last run: {last['command']}, finished {last['updated']}")
+        print("\n".join(summary_lines(last)))
+    elif last is not None:
+        print(f"a {last['command']} of {redact_url(out)} has not finished ({last['phase']}, last figures "
+              f"{last['updated']}); `songcorpus report {redact_url(out)} --follow` follows it")
     return 0
 
 
@@ -141,17 +179,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", metavar="DIR", help="a folder written by `songcorpus curate --out DIR`")
     p.add_argument("--profile", default="lite", help="profile the new config starts from (default: lite)")
     p.add_argument("--config", help="YAML with the new thresholds (default: the folder's own config)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(func=cmd_rebuild)
 
-    p = sub.add_parser("report", help="print the funnel of a curated folder",
+    p = sub.add_parser("report", help="print the funnel of a curated folder (--follow: a running job's figures)",
                        description="Print the funnel of a curated folder: how many inputs, and how many hours of "
                                    "audio, were accepted, rejected (by which stage and gate) or failed (by which "
-                                   "error), from DIR/catalog.duckdb.",
+                                   "error), from DIR/catalog.duckdb, and the last run's timing from "
+                                   "DIR/progress.json. With --follow, first print a running job's figures as they "
+                                   "change.",
                        epilog="The same table is the DuckDB view `funnel`: "
                               "python -c \"import duckdb; print(duckdb.connect('DIR/catalog.duckdb').sql("
                               "'SELECT * FROM funnel'))\"; every input's row is in the table `tracks`.")
     p.add_argument("dir", metavar="DIR", help="a folder written by `songcorpus curate --out DIR`")
+    p.add_argument("--follow", action="store_true",
+                   help="print a running job's figures (DIR/progress.json, read every 2 s) as it moves, until it "
+                        "is done (then the funnel) or stops unfinished (exit 3)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="curate the bundled demo corpus",
