@@ -13,7 +13,8 @@
 # the augmentation's time stretch and pitch shift); libchromaprint-tools (fpcalc, the near-duplicate
 # stage's audio fingerprint); espeak-ng (phonemizer's backend for lyric phonemes); ffmpeg (the libraries
 # torchcodec decodes with, for Hugging Face datasets' Audio feature); festival with two diphone voices,
-# fluidsynth and a GM soundfont (songcorpus synth's singing and accompaniment). All run as separate
+# fluidsynth and a GM soundfont (songcorpus synth's singing and accompaniment); chromium with its chromedriver
+# (the browser the tests of songcorpus view's pages drive). All run as separate
 # programs or libraries loaded at run time, so their GPL stays apart from this package.
 # Audio decoding uses the FFmpeg and libsndfile libraries inside the PyAV and soundfile wheels.
 set -euo pipefail
@@ -60,6 +61,8 @@ command -v rubberband >/dev/null 2>&1 || apt_install "augmentation's time stretc
 command -v fpcalc >/dev/null 2>&1 || apt_install "Chromaprint fingerprints for near-duplicate detection" libchromaprint-tools
 command -v espeak-ng >/dev/null 2>&1 || apt_install "phonemizer's backend: lyric phonemes for training and PER" espeak-ng
 command -v ffmpeg >/dev/null 2>&1 || apt_install "FFmpeg libraries for torchcodec: Hugging Face datasets' Audio feature" ffmpeg
+{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } ||
+  apt_install "a headless browser for the tests of songcorpus view's pages" chromium chromium-driver
 SYNTH_PACKAGES=(festival festvox-kallpc16k festvox-kdlpc16k fluidsynth musescore-general-soundfont-small)
 dpkg -s "${SYNTH_PACKAGES[@]}" >/dev/null 2>&1 ||
   apt_install "songcorpus synth: Festival's singing voices, fluidsynth and a General MIDI soundfont" "${SYNTH_PACKAGES[@]}"
