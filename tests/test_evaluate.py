@@ -1,7 +1,8 @@
 """`songcorpus evaluate` end to end: a tiny trained run scored on demo windows with every reference system
 (ground truth, codec ceiling, floor, untrained) and every requested metric, or the recorded reason; the
 DuckDB tables and view, joinable with the corpus catalog; the same rows again for the same command; a
-folder of another system's files scored by name; and the refusals (exit 2, naming the problem)."""
+folder of another system's files scored by name; the refusals (exit 2, naming the problem); and the evaluation
+notebook on it, as a script and executed in a kernel."""
 
 from __future__ import annotations
 
@@ -225,3 +226,23 @@ def test_eval_notebook_runs_on_an_evaluation(samuel_eval, demo_ray, tmp_path):
     assert any(r[1] == "fad_inf" for r in report["failures"])  # the reasons are listed
     for png in ("metrics_by_step.png", "per_song.png", "systems.png"):
         assert (tmp_path / png).stat().st_size > 5000
+
+
+def test_eval_notebook_executes_on_an_evaluation(samuel_eval, demo_ray, tmp_path):
+    from notebook_outputs import PNG_MAGIC, errors, executed, images, table_with
+
+    nb = executed("eval_overview", {"EVAL": str(samuel_eval), "CORPUS": str(demo_ray), "FIGURES": str(tmp_path)})
+    assert errors(nb) == []
+    steps = {(r["metric"], r["system"]): r["checkpoint_step"] for r in table_with(nb, "metric", "system", "n")}
+    assert steps[("onset_f1", "model")] == "2" and ("fad", "ground_truth") in steps
+    table = pq.read_table(samuel_eval / "metrics.parquet").to_pylist()
+    assert set(steps) == {(r["metric"], r["system"]) for r in table if r["value"] is not None}  # every scored pair
+    songs = {r["song"] for r in table_with(nb, "metric", "song") if r["metric"] == "onset_f1" and r["model"] != "NaN"}
+    assert len(songs) >= 2  # grouped by the catalog's track ids
+    side_by_side = table_with(nb, "metric", "model", "floor", "ground_truth")
+    assert {r["metric"] for r in side_by_side} == {m for m, _ in steps}
+    missing = table_with(nb, "system", "metric", "reason", "rows")
+    assert any(r["metric"] == "fad_inf" and r["reason"] for r in missing)  # the reasons are listed
+    assert sum(int(r["rows"]) for r in missing) == sum(r["value"] is None for r in table)
+    assert len(images(nb)) == 3 and all(png.startswith(PNG_MAGIC) for png in images(nb))
+    assert {p.name for p in tmp_path.iterdir()} == {"metrics_by_step.png", "per_song.png", "systems.png"}
