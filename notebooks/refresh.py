@@ -27,7 +27,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -38,7 +38,7 @@ KERNEL = "python3"  # an ipykernel name, so nbclient keeps the kernel's IPython 
 INJECTED = "injected-parameters"
 
 
-def kernel_manager(workdir: Path) -> AsyncKernelManager:
+def kernel_manager(workdir: Path) -> KernelManager:
     """A manager for this Python's ipykernel; its kernelspec, sockets, connection file and IPython folder in
     ``workdir``."""
     spec_dir = workdir / "kernels" / KERNEL
@@ -50,7 +50,7 @@ def kernel_manager(workdir: Path) -> AsyncKernelManager:
     (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     specs = KernelSpecManager(kernel_dirs=[str(workdir / "kernels")], ensure_native_kernel=False)
     # IPC sockets in workdir: no TCP port is opened, so nothing else on the machine can reach the kernel
-    return AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=specs, transport="ipc",
+    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs, transport="ipc",
                               ip=str(workdir / "kernel"), connection_file=str(workdir / "connection.json"))
 
 
@@ -72,9 +72,14 @@ def execute(nb: nbformat.NotebookNode, parameters: dict | None = None, timeout: 
     failing cell. The injected cell stays in the returned notebook."""
     nb = with_parameters(nb, parameters or {})
     with tempfile.TemporaryDirectory(prefix="songcorpus-kernel-") as tmp:
-        client = NotebookClient(nb, km=kernel_manager(Path(tmp)), timeout=timeout, record_timing=False,
-                                resources={"metadata": {"path": str(NOTEBOOKS)}})
-        client.execute()
+        km = kernel_manager(Path(tmp))
+        try:
+            # cleanup_kc: nbclient leaves a kernel it was handed running unless told to stop it
+            NotebookClient(nb, km=km, timeout=timeout, record_timing=False,
+                           resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(cleanup_kc=True)
+        finally:  # stopped in any case before its folder goes (a kernel that failed to start, an interrupt)
+            if km.has_kernel:
+                km.shutdown_kernel()
     return nb
 
 
