@@ -13,7 +13,8 @@ content, so a re-run rewrites only what changed.
 The kernel is this Python's ipykernel, described by a kernelspec in a temporary folder (with IPython's folder and
 Jupyter's runtime files there too): nothing in the user's Jupyter or IPython folders is read or written, and no
 network is used. Needs the dev extra (jupytext, nbclient, nbformat, ipykernel). A cell that fails stops it with one
-line naming the notebook, the cell and the error (exit 2), and the saved notebook is left as it was.
+line naming the notebook and the cell's error (exit 2), and the saved notebook is left as it was; an unknown
+notebook name is refused the same way.
 """
 
 import argparse
@@ -51,7 +52,7 @@ def kernel_manager(workdir: Path) -> KernelManager:
     specs = KernelSpecManager(kernel_dirs=[str(workdir / "kernels")], ensure_native_kernel=False)
     # IPC sockets in workdir: no TCP port is opened, so nothing else on the machine can reach the kernel
     return KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs, transport="ipc",
-                              ip=str(workdir / "kernel"), connection_file=str(workdir / "connection.json"))
+                         ip=str(workdir / "kernel"), connection_file=str(workdir / "connection.json"))
 
 
 def with_parameters(nb: nbformat.NotebookNode, parameters: dict) -> nbformat.NotebookNode:

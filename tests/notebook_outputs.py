@@ -73,8 +73,8 @@ def tables(nb: nbformat.NotebookNode) -> list[list[dict]]:
     return found
 
 
-def table_with(nb: nbformat.NotebookNode, *columns: str) -> list[dict]:
-    """The one table shown with all of ``columns``."""
-    hits = [t for t in tables(nb) if t and set(columns) <= set(t[0])]
+def table_with(nb: nbformat.NotebookNode, *columns: str, exact: bool = False) -> list[dict]:
+    """The one table shown with all of ``columns`` (``exact``: with those columns and no other)."""
+    hits = [t for t in tables(nb) if t and (set(columns) == set(t[0]) if exact else set(columns) <= set(t[0]))]
     assert len(hits) == 1, f"{len(hits)} tables with columns {columns}"
     return hits[0]
