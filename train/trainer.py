@@ -206,6 +206,43 @@ def all_reduce_mean(params: list[torch.nn.Parameter], world: int) -> None:
         offset += n
 
 
+def uses_bf16(config: TrainConfig, device: str) -> bool:
+    """Whether the loss runs under bf16 autocast: ``precision`` bf16, or auto on CUDA."""
+    return config.precision == "bf16" or (config.precision == "auto" and device.startswith("cuda"))
+
+
+def optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, params: list[torch.nn.Parameter],
+                   tensors: dict[str, Any], config: TrainConfig, step: int, dist: Dist,
+                   autocast: bool) -> tuple[dict[str, float], float, float]:
+    """One optimiser step of this rank's share of the global batch: the step's LR, its micro-batches' losses
+    (each with the generator seeded by (seed, step, micro-batch), under bf16 autocast when ``autocast``) and
+    gradients, their all-reduce across ranks, clipping, AdamW and the EMA. Returns the loss terms (averaged over
+    micro-batches and ranks), the LR and the gradient norm before clipping. The loop calls it once per step;
+    bench/gpu_check.py times it on synthetic batches."""
+    lr = learning_rate(step, config.steps, config.optim)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    micro = config.grad_accum
+    terms_sum: dict[str, float] = {}
+    for a, part in enumerate(micro_batches(tensors, micro)):
+        g = torch.Generator(device=dist.device).manual_seed(step_seed(config.seed, step, dist.rank * micro + a))
+        with torch.autocast(device_type=dist.device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
+            loss, terms = model.loss(part, generator=g, step=step, total_steps=config.steps)
+        (loss / micro).backward()
+        for k, v in terms.items():
+            terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / micro
+    if dist.world_size > 1:
+        all_reduce_mean(params, dist.world_size)
+        reduced = torch.tensor([terms_sum[k] for k in sorted(terms_sum)], dtype=torch.float64)
+        torch.distributed.all_reduce(reduced)
+        terms_sum = {k: float(v) / dist.world_size for k, v in zip(sorted(terms_sum), reduced, strict=True)}
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    ema.update(model, step)
+    return terms_sum, lr, grad_norm
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` whole: a kill while writing leaves the old file, never a truncated one (a resume reads
     provenance.json, and log.jsonl holds the run's history)."""
@@ -336,8 +373,7 @@ def train(config: TrainConfig, data: Any, run: str | Path, dist: Dist | None = N
         from tqdm import tqdm
 
         bar = tqdm(total=config.steps, initial=start, desc=f"train {config.model.name}", unit="step")
-    autocast = config.precision == "bf16" or (config.precision == "auto" and dist.device.startswith("cuda"))
-    micro = config.grad_accum
+    autocast = uses_bf16(config, dist.device)
     per_rank = config.global_batch // dist.world_size
     last: dict[str, float] = {}
     done = 0
@@ -351,27 +387,8 @@ def train(config: TrainConfig, data: Any, run: str | Path, dist: Dist | None = N
                              f"train/data.py ShardStream.steps)")
         t_data = time.perf_counter() - wait_start
         t0 = time.perf_counter()
-        lr = learning_rate(step, config.steps, config.optim)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         tensors = to_tensors(batch, dist.device)
-        terms_sum: dict[str, float] = {}
-        for a, part in enumerate(micro_batches(tensors, micro)):
-            g = torch.Generator(device=dist.device).manual_seed(step_seed(config.seed, step, dist.rank * micro + a))
-            with torch.autocast(device_type=dist.device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
-                loss, terms = model.loss(part, generator=g, step=step, total_steps=config.steps)
-            (loss / micro).backward()
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / micro
-        if dist.world_size > 1:
-            all_reduce_mean(params, dist.world_size)
-            reduced = torch.tensor([terms_sum[k] for k in sorted(terms_sum)], dtype=torch.float64)
-            torch.distributed.all_reduce(reduced)
-            terms_sum = {k: float(v) / dist.world_size for k, v in zip(sorted(terms_sum), reduced, strict=True)}
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update(model, step)
+        terms_sum, lr, grad_norm = optimiser_step(model, optimizer, ema, params, tensors, config, step, dist, autocast)
         t_step = time.perf_counter() - t0
         last = {**terms_sum, "lr": lr, "grad_norm": grad_norm,
                 "samples_per_s": per_rank * dist.world_size / max(t_step + t_data, 1e-9),
@@ -413,4 +430,5 @@ def save_checkpoint(run: Path, step: int, model: torch.nn.Module, ema: EMA, opti
     dist.barrier()
 
 
-__all__ = ["CheckpointError", "DataError", "Dist", "TrainError", "build_model", "init_distributed", "rng_state", "train"]
+__all__ = ["CheckpointError", "DataError", "Dist", "TrainError", "build_model", "init_distributed", "optimiser_step", "rng_state",
+           "train", "uses_bf16"]
