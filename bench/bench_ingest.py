@@ -271,6 +271,52 @@ def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.3, window_s: fl
 # --------------------------------------------------------------------------------------------------
 
 
+def build_synth_corpus(dest: Path, hours: float, synth: Path, mixes_only: bool) -> tuple[Path, list[Path], float]:
+    """Distinct ``songcorpus synth`` songs (mix plus stems, or the mix alone with ``mixes_only``) up to ``hours``,
+    plus every demo clip that is not a song (instrumentals, speech) once, listed in ``dest/manifest.jsonl`` with
+    their metadata: every stage sees distinct songs, so the near-duplicate stage rejects none of them and the samples
+    stage sees them all.
+
+    Returns the manifest, the written mixes and their total duration in seconds."""
+    listed = synth / "manifest.jsonl"
+    if not listed.is_file():
+        raise SystemExit(f"--synth {synth}: no manifest.jsonl (a folder written by `songcorpus synth N --out DIR`)")
+    songs = [json.loads(line) for line in listed.read_text().splitlines() if line.strip()]
+    demo = [json.loads(line) for line in (DEMO / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    if dest.exists():
+        shutil.rmtree(dest)
+    records: list[dict[str, Any]] = []
+    total_s = 0.0
+
+    def take(record: dict[str, Any], root: Path, prefix: str) -> None:
+        nonlocal total_s
+        record = dict(record)
+        if mixes_only or record.get("kind") != "song":
+            record.pop("vocals", None)
+            record.pop("accompaniment", None)
+        for key in ("path", "vocals", "accompaniment"):
+            if record.get(key):
+                (dest / prefix / record[key]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(root / record[key], dest / prefix / record[key])
+                record[key] = f"{prefix}/{record[key]}"
+        records.append(record)
+        total_s += sf.info(str(root / record["path"].split("/", 1)[1])).duration
+
+    for record in demo:
+        if record.get("kind") != "song":
+            take(record, DEMO, "demo")
+    for record in songs:
+        if total_s >= hours * 3600.0:
+            break
+        take(record, synth, "synth")
+    if total_s < hours * 3600.0:
+        raise SystemExit(f"--synth {synth}: its {len(songs)} songs make {total_s / 3600:.3f} h, under --hours "
+                         f"{hours:g}; make more with `songcorpus synth N --out {synth}` or lower --hours")
+    manifest = dest / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return manifest, [dest / r["path"] for r in records], total_s
+
+
 def build_input_corpus(dest: Path, hours: float) -> tuple[list[Path], float]:
     """Write enough whole copies of the demo mixes to reach ``hours``; copy k has k leading zero samples.
 
@@ -312,11 +358,11 @@ class LoopResult:
     decisions: dict[str, Decision] = field(default_factory=dict)
 
 
-def run_plain_loop(corpus: Path, out: Path) -> LoopResult:
+def run_plain_loop(corpus: Path, out: Path, overrides: dict[str, Any] | None = None) -> LoopResult:
     """What a user would write: build the stages, set them up once, call process_one file by file."""
     res = LoopResult()
     with timed(res.total):
-        config = load_config()
+        config = load_config(overrides=overrides or None)
         store = ArtefactStore(out / ".cache")
         stages: list[Stage] = build_stages(config, store, "analysis")
         for stage in stages:
@@ -497,6 +543,25 @@ def stage_table(audio_s: float, loop: LoopResult) -> tuple[str, list[dict[str, A
     return "\n".join(out), records
 
 
+def side_by_side(audio_s: float, before: LoopResult, after: LoopResult) -> str:
+    """x real time per core per stage, before and after, and the ratio (one run, so the same machine load)."""
+    out = ["| stage | before: x real time per core | after | after / before |", "|---|---:|---:|---:|"]
+    names = list(dict.fromkeys([*before.stages, *after.stages]))
+    pairs = [(n, before.stages.get(n), after.stages.get(n)) for n in names]
+    pairs.append(("shard write", before.shard_write, after.shard_write))
+    whole = [sum(t.cpu_s for t in r.stages.values()) + r.shard_write.cpu_s for r in (before, after)]
+    for name, b, a in pairs:
+        if b is None or a is None:
+            continue
+        ratio = b.cpu_s / max(a.cpu_s, 1e-9)
+        out.append(f"| {name} | {fmt(rt(audio_s, b.cpu_s))} | {fmt(rt(audio_s, a.cpu_s))} | {ratio:.2f}x |")
+    out.append(f"| **whole lite profile** | {fmt(rt(audio_s, whole[0]))} | {fmt(rt(audio_s, whole[1]))} "
+               f"| {whole[0] / max(whole[1], 1e-9):.2f}x |")
+    counts = [counts_str(loop_counts(r)) for r in (before, after)]
+    out.append(f"\nOutcomes before: {counts[0]}; after: {counts[1]}.")
+    return "\n".join(out)
+
+
 def e2e_table(audio_s: float, loop: LoopResult, runs: list[E2EResult]) -> tuple[str, list[dict[str, Any]]]:
     by_key = {(r.engine, r.workers): r for r in runs}
     ray1 = by_key.get(("ray", 1))
@@ -575,6 +640,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--hours", type=float, default=1.0,
                    help="hours of input audio to build from the demo corpus (default: 1.0)")
+    p.add_argument("--synth", type=Path, default=None, metavar="DIR",
+                   help="build the input from distinct `songcorpus synth` songs in DIR (with their stems) plus the demo's "
+                        "instrumentals and speech clips, instead of repeating the demo clips")
+    p.add_argument("--after", type=json.loads, default=None, metavar="JSON",
+                   help="config overrides for the main plain loop (default: none, the shipped defaults); to try a "
+                        "setting before making it the default")
+    p.add_argument("--mixes-only", action="store_true", help="with --synth: give the songs as mixes only (no stems)")
+    p.add_argument("--before", type=json.loads, default=None, metavar="JSON",
+                   help="config overrides of a 'before' configuration, run in the same plain loop first, e.g. "
+                        "'{\"f0\": {\"without_stems\": \"separated\"}}': the stage table then shows both, side by side")
     p.add_argument("--scratch", type=Path, default=None,
                    help="scratch folder; its corpus/ and runs/ subfolders are replaced (default: a temp dir, removed after)")
     p.add_argument("--keep", action="store_true", help="keep the default temp scratch folder")
@@ -588,6 +663,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.hours <= 0:
         p.error("--hours must be > 0")
+    if args.mixes_only and args.synth is None:
+        p.error("--mixes-only needs --synth")
     return args
 
 
@@ -604,13 +681,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"# building >= {args.hours:g} h of input under {scratch / 'corpus'}", file=sys.stderr)
         t0 = time.perf_counter()
-        paths, audio_s = build_input_corpus(scratch / "corpus", args.hours)
+        if args.synth:
+            corpus_input, paths, audio_s = build_synth_corpus(scratch / "corpus", args.hours, args.synth, args.mixes_only)
+        else:
+            paths, audio_s = build_input_corpus(scratch / "corpus", args.hours)
+            corpus_input = scratch / "corpus"
         print(f"#   {len(paths)} files, {audio_s / 3600:.3f} h, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         waited: dict[str, float] = {}
+        before = None
+        if args.before is not None:
+            print(f"# plain single-process loop, before: {json.dumps(args.before)}", file=sys.stderr)
+            before = run_plain_loop(corpus_input, runs_dir / "loop-before", args.before)
+            print(f"#   {before.total.wall_s:.1f} s", file=sys.stderr)
         print("# plain single-process loop", file=sys.stderr)
         waited["plain loop"] = wait_for_quiet(args.wait_quiet)
-        loop = run_plain_loop(scratch / "corpus", runs_dir / "loop")
+        loop = run_plain_loop(corpus_input, runs_dir / "loop", args.after)
         print(f"#   {loop.total.wall_s:.1f} s", file=sys.stderr)
 
         runs: list[E2EResult] = []
@@ -619,12 +705,18 @@ def main(argv: list[str] | None = None) -> int:
             for engine, workers in plan:
                 print(f"# curate engine={engine} workers={workers}", file=sys.stderr)
                 quiet_s = wait_for_quiet(args.wait_quiet)
-                r = run_curate(scratch / "corpus", runs_dir / f"{engine}-w{workers}", engine, workers, loop)
+                r = run_curate(corpus_input, runs_dir / f"{engine}-w{workers}", engine, workers, loop)
                 r.waited_for_quiet_s = waited[r.name] = quiet_s
                 print(f"#   {r.total.wall_s:.1f} s, {r.counts}", file=sys.stderr)
                 runs.append(r)
 
         stages_md, stage_records = stage_table(audio_s, loop)
+        if before is not None:
+            before_md, before_records = stage_table(audio_s, before)
+            after_label = f"After ({json.dumps(args.after)})" if args.after else "After (the defaults)"
+            stages_md = "\n\n".join([f"Before ({json.dumps(args.before)}):", before_md, f"{after_label}:", stages_md,
+                                      side_by_side(audio_s, before, loop)])
+            stage_records = {"before": before_records, "after": stage_records}
         e2e_md, e2e_records = e2e_table(audio_s, loop, runs)
         verdict = verdicts(audio_s, loop, runs)
         command = " ".join([sys.executable, *sys.argv])

@@ -92,13 +92,14 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
     pending = PendingShards(shard_dir)  # shard families this run may write, kept across a crash
     parts: dict[str, dict[str, Any]] = {}  # shard -> its part without its windows (small: files and checksums)
     n_windows: DiskMap[int] = DiskMap()  # source -> its windows in the shards
+    n_gated: DiskMap[int] = DiskMap()  # source -> candidate windows the f0 confidence gate dropped
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as tmp:
         samples = SortedSpool(Path(tmp) / "samples.unsorted")  # "<split>\x1f<key>" -> the window's plan entry
         windows = SortedSpool(Path(tmp) / "windows.unsorted")  # shard -> its catalog windows rows
         try:
             if codebook is not None:
                 phase("samples", len(splits))
-                run_samples_phase(full_rows, splits, decisions, codebook, units, lineages, run_samples, samples)
+                run_samples_phase(full_rows, splits, decisions, codebook, units, lineages, run_samples, samples, n_gated)
             planned: list[str] = []
             first: dict[tuple[str, ...], dict[str, Any]] = {}  # member set -> its key-first window (write_features)
             writer = write_shards or write_shards_here
@@ -135,7 +136,7 @@ def build_corpus(rows: Iterable[Row], config: PipelineConfig, out: Path, store: 
             pending.clear()
             write_shard_indexes(shard_dir, parts)
             track_ids = {source_of(r): track_id_of(r) for r in rows if source_of(r) in near.kept_of}
-            write_catalog_tables(out, config, store, lineages, full_rows, decisions, splits, n_windows, track_ids,
+            write_catalog_tables(out, config, store, lineages, full_rows, decisions, splits, n_windows, n_gated, track_ids,
                                  near, parts, windows)
         finally:
             samples.close()
@@ -150,10 +151,11 @@ PLANS_CHUNK = 256
 def run_samples_phase(full_rows: Callable[[], Iterable[Row]], splits: MutableMapping[str, str],
                       decisions: MutableMapping[str, Decision],
                       codebook: dict[str, Any], units: dict[str, Any] | None, lineages: dict[str, dict[str, Any]],
-                      run_samples: Callable[[list[Row]], Iterable[Row]], spool: SortedSpool) -> None:
+                      run_samples: Callable[[list[Row]], Iterable[Row]], spool: SortedSpool,
+                      n_gated: MutableMapping[str, int]) -> None:
     """The samples phase over the accepted songs' full rows, :data:`SAMPLES_CHUNK` at a time; each window's plan
     entry goes to ``spool`` (keyed by split and key: the packing order); a song the phase rejects gets its
-    decision and leaves ``splits``."""
+    decision and leaves ``splits``; ``n_gated`` gets each song's count of windows the f0 confidence gate dropped."""
     for chunk in chunked((r for r in full_rows() if source_of(r) in splits), SAMPLES_CHUNK):
         todo = sample_rows(chunk, splits, codebook, lineages)
         del chunk
@@ -167,6 +169,7 @@ def run_samples_phase(full_rows: Callable[[], Iterable[Row]], splits: MutableMap
                 splits.pop(src, None)
                 continue
             split, track_id = splits[src], track_id_of(row)
+            n_gated[src] = samples_result(row).get("n_f0_gated_windows", 0)
             for entry in samples_result(row)["samples"]:
                 meta = {"key": entry["key"], "members": entry["members"], "source": src, "track_id": track_id,
                         "split": split, **{k: entry[k] for k in WINDOW_META_KEYS}}

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-CATALOG_VERSION = 5  # 2: tracks.source_sha256
+CATALOG_VERSION = 6  # 2: tracks.source_sha256
 # 4: tracks.duplicate_group (the kept copy's track_id for every copy of one recording; null for a track with none)
 # 5: tracks.key, mode, key_strength, key_margin, key_method, caption_method; tracks.caption is the effective caption
 #    (the source's, else the caption stage's: caption_method says which)
+# 6: tracks.f0_confidence and n_f0_gated_windows (windows the f0 confidence gate dropped); windows.f0_confidence
 
 STATUSES = ("accepted", "rejected", "failed")
 
@@ -43,6 +44,7 @@ SCORE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "speech_activity": (pa.float64(), "vad", "fraction of the track inside Silero VAD's own speech segments"),
     "f0_voiced_fraction": (pa.float64(), "f0", "fraction of 10 ms frames with a voiced vocal f0"),
     "f0_median_hz": (pa.float64(), "f0", "median voiced vocal f0 (Hz)"),
+    "f0_confidence": (pa.float64(), "f0", "mean f0 confidence (the model's activation at the chosen pitch) over voiced frames"),
     "tempo_bpm": (pa.float64(), "structure", "global tempo estimate (BPM)"),
     "key_strength": (pa.float64(), "key", "correlation of the pitch-class profile with its key's Krumhansl-Kessler profile"),
     "key_margin": (pa.float64(), "key", "key_strength minus the best other key's correlation (small: ambiguous key)"),
@@ -94,6 +96,7 @@ TRACKS_SCHEMA = pa.schema(
         pa.field("lineage_json", pa.string()),
         *[pa.field(name, pa.string()) for name in METHOD_COLUMNS],
         pa.field("n_windows", pa.int64()),
+        pa.field("n_f0_gated_windows", pa.int64()),  # candidate windows dropped by windows.min_f0_confidence
     ]
 )
 
@@ -112,6 +115,7 @@ WINDOWS_SCHEMA = pa.schema(
         pa.field("offsets_json", pa.string(), nullable=False),  # {suffix: [file, data offset, size]}: file is the group tar
         pa.field("reference_key", pa.string()),  # a non-overlapping window of the same song
         pa.field("augmentation_json", pa.string()),  # null, or the song op / EQ parameters
+        pa.field("f0_confidence", pa.float64()),  # share of the window's vocal frames with a trusted f0 (null: none)
     ]
 )
 

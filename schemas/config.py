@@ -178,11 +178,26 @@ class F0Config(ConfigModel):
     vad_pad_ms: int = Field(50, ge=0, description="with only_vocal_activity: frames this close to a segment are run too")
     model_stride: int = Field(1, ge=1, le=4, description="run the model on every k-th frame and interpolate (log f0, "
                               "periodicity) between; 2 halves the cost (see bench/RESULTS.md, Vocal f0 and VAD)")
+    without_stems: Literal["mix", "separated"] = Field(
+        "mix", description="what f0 reads when the vocal stem is the lite separator's estimate (no stems given, lite "
+        "profile): the mix itself, Viterbi-decoded in the vocal band (raw pitch accuracy 0.81 on held-out songs), or "
+        "that estimate (0.60: REPET-SIM removes part of the voice); bench/results/melody-on-mixes.md")
+    mix_model_stride: int = Field(2, ge=1, le=4, description="model_stride on the mix (activations interpolated before "
+                                  "decoding; 2 reads the same accuracy as 1 at half the cost)")
+    mix_band_hz: tuple[float, float] = Field((80.0, 1000.0), description="on the mix: the vocal register the Viterbi "
+                                             "path is searched in")
+    viterbi_width_bins: int = Field(12, ge=1, le=60, description="on the mix: the Viterbi transition prior's width in "
+                                    "20-cent bins (torchcrepe's)")
+    mix_candidates: Literal["none", "melodia"] = Field(
+        "none", description="on the mix: 'melodia' adds essentia's PredominantPitchMelodia as a pitch candidate in the "
+        "Viterbi (+3.3 points held out, at half the speed; needs essentia, Python 3.11)")
 
     @model_validator(mode="after")
     def _range(self) -> F0Config:
         if self.fmin_hz >= self.fmax_hz:
             raise ValueError("f0.fmin_hz must be below f0.fmax_hz")
+        if not 0 < self.mix_band_hz[0] < self.mix_band_hz[1]:
+            raise ValueError("f0.mix_band_hz must be [low, high] with 0 < low < high")
         return self
 
 
@@ -235,6 +250,9 @@ class WindowConfig(ConfigModel):
     min_vocal_activity: float = Field(0.3, ge=0, le=1, description="windows with less VAD-active time are skipped")
     max_per_track: int = Field(64, ge=1)
     require_reference: bool = Field(True, description="skip windows that have no non-overlapping reference window in their song")
+    min_f0_confidence: float = Field(
+        0.0, ge=0, le=1, description="drop windows whose f0 cannot be trusted: the share of their vocal frames with a "
+        "confident f0 (labels.f0_confidence) below this; 0 keeps every window (bench/results/melody-on-mixes.md)")
 
 
 class EqBand(ConfigModel):

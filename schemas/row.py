@@ -144,6 +144,7 @@ class F0Result(TypedDict):
     f0_median_hz: float | None
     f0_method: str
     f0_model_fraction: float
+    f0_confidence: float | None  # mean confidence (activation at the chosen bin) over voiced frames
 
 
 class StructureResult(TypedDict):
@@ -194,6 +195,7 @@ class UnitFramesResult(TypedDict):
 class SamplesResult(TypedDict):
     samples: list[dict[str, Any]]  # per window: key, start_s, duration_s, reference_key, augmentation, members
     n_candidate_windows: int
+    n_f0_gated_windows: int  # candidate windows the f0 confidence gate dropped
 
 
 # stage name -> the typed view of its result

@@ -48,8 +48,8 @@ def test_section_digests_change_only_with_their_section():
 # section, and so the whole config's, again when it gained ``evaluate_separator_share``). Cache
 # keys, lineage, run folders and checkpoints name configs by these: a change here invalidates every cache and
 # refuses every resumed run, so it must be deliberate.
-PIPELINE_DIGESTS = {"lite": "4e07bb587b892cf7", "full": "d030770106a5c44f"}
-PIPELINE_DUMP_SHA = {"lite": "bb703ae58143bcd3", "full": "adf3df1a8eab4c3a"}
+PIPELINE_DIGESTS = {"lite": "f7d39e7d1773eef1", "full": "57ea8466f37ef460"}
+PIPELINE_DUMP_SHA = {"lite": "5a9d697b0cba87e7", "full": "1df70c24d1eb5d16"}
 SECTION_DIGESTS = {  # section: (lite, full)
     "ingest": ("bb05e70438931a90", "bb05e70438931a90"),
     "quality": ("5eca01da9219dc96", "5eca01da9219dc96"),
@@ -61,11 +61,11 @@ SECTION_DIGESTS = {  # section: (lite, full)
     "engine": ("9d6f1f7fda7efd6f", "9d6f1f7fda7efd6f"),
     "stems": ("2b4e23235b903261", "65ca4e2e88aa33b2"),
     "vad": ("e9a60b95ff1e2ec5", "e9a60b95ff1e2ec5"),
-    "f0": ("11b39209ea626f38", "11b39209ea626f38"),
+    "f0": ("8fa5b68270049101", "8fa5b68270049101"),
     "structure": ("e8b9ef6b0f64331f", "e8b9ef6b0f64331f"),
     "key": ("246ddabb94eccd83", "246ddabb94eccd83"),
     "caption": ("e1c2f079a37ca561", "e1c2f079a37ca561"),
-    "windows": ("bbfbd07264f7c701", "bbfbd07264f7c701"),
+    "windows": ("e68137444049cf3d", "e68137444049cf3d"),
     "augment": ("2f7f14f233ec8996", "2f7f14f233ec8996"),
     "codec": ("6ad1496b767a5811", "6ad1496b767a5811"),
     "models": ("375762b6f1a11d1e", "375762b6f1a11d1e"),

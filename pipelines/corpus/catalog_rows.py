@@ -34,14 +34,17 @@ from songcorpus.transforms.stages.caption import effective_caption
 
 def write_catalog_tables(out: Path, config: PipelineConfig, store: ArtefactStore, lineages: dict[str, dict[str, Any]],
                          full_rows: Callable[[], Iterable[Row]], decisions: Mapping[str, Decision],
-                         splits: Mapping[str, str], n_windows: Mapping[str, int], track_ids: dict[str, str],
-                         near: NearDuplicates, parts: dict[str, dict[str, Any]], windows: SortedSpool) -> None:
-    """The catalog, its two big tables streamed: tracks from the full rows, windows from the shards' parts."""
+                         splits: Mapping[str, str], n_windows: Mapping[str, int], n_gated: Mapping[str, int],
+                         track_ids: dict[str, str], near: NearDuplicates, parts: dict[str, dict[str, Any]],
+                         windows: SortedSpool) -> None:
+    """The catalog, its two big tables streamed: tracks from the full rows, windows from the shards' parts;
+    ``n_gated``: per source that made samples, the candidate windows the f0 confidence gate dropped."""
 
     def tracks_rows() -> Iterator[dict[str, Any]]:
         for r in full_rows():
             src = source_of(r)
             t = track_row(r, decisions[src], splits.get(src), n_windows.get(src, 0), lineages)
+            t["n_f0_gated_windows"] = n_gated.get(src)
             # a group is named by its kept copy's id (null for a track with no copy)
             t["duplicate_group"] = track_ids[near.kept_of[src]] if src in near.kept_of else None
             yield t
@@ -99,4 +102,5 @@ def track_row(row: Row, decision: Decision, split: str | None, n_windows: int,
         "extra_json": canonical_json(track.get("extra") or {}),
         "lineage_json": canonical_json(lineage_of(row, lineages)),
         "n_windows": n_windows,
+        "n_f0_gated_windows": None,  # set by the caller, from the samples phase
     }

