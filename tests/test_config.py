@@ -48,8 +48,8 @@ def test_section_digests_change_only_with_their_section():
 # section, and so the whole config's, again when it gained ``evaluate_separator_share``). Cache
 # keys, lineage, run folders and checkpoints name configs by these: a change here invalidates every cache and
 # refuses every resumed run, so it must be deliberate.
-PIPELINE_DIGESTS = {"lite": "f7d39e7d1773eef1", "full": "57ea8466f37ef460"}
-PIPELINE_DUMP_SHA = {"lite": "5a9d697b0cba87e7", "full": "1df70c24d1eb5d16"}
+PIPELINE_DIGESTS = {"lite": "dfe875557803b965", "full": "57ea8466f37ef460"}
+PIPELINE_DUMP_SHA = {"lite": "e55ab7e9234b9f12", "full": "1df70c24d1eb5d16"}
 SECTION_DIGESTS = {  # section: (lite, full)
     "ingest": ("bb05e70438931a90", "bb05e70438931a90"),
     "quality": ("5eca01da9219dc96", "5eca01da9219dc96"),
@@ -59,9 +59,9 @@ SECTION_DIGESTS = {  # section: (lite, full)
     "shards": ("7da1e510e705cc87", "7da1e510e705cc87"),
     "splits": ("a3a074e3c65d6e4b", "a3a074e3c65d6e4b"),
     "engine": ("9d6f1f7fda7efd6f", "9d6f1f7fda7efd6f"),
-    "stems": ("2b4e23235b903261", "65ca4e2e88aa33b2"),
+    "stems": ("48c874845cb1617d", "65ca4e2e88aa33b2"),
     "vad": ("e9a60b95ff1e2ec5", "e9a60b95ff1e2ec5"),
-    "f0": ("8fa5b68270049101", "8fa5b68270049101"),
+    "f0": ("c37d384497228a0f", "8fa5b68270049101"),
     "structure": ("e8b9ef6b0f64331f", "e8b9ef6b0f64331f"),
     "key": ("246ddabb94eccd83", "246ddabb94eccd83"),
     "caption": ("e1c2f079a37ca561", "e1c2f079a37ca561"),

@@ -28,7 +28,7 @@ def test_given_stems_are_used_as_given_and_scored(tmp_path: Path) -> None:
     store = ArtefactStore(tmp_path)
     song = DEMO_DIR / "song_01"
     row = _row(store, song / "mix.flac", vocals=str(song / "vocals.flac"), accompaniment=str(song / "accompaniment.flac"))
-    out = StemStage(load_config(), store).process_one(row)
+    out = StemStage(load_config(overrides={"stems": {"evaluate_separator_share": 1.0}}), store).process_one(row)
     assert out["stems_method"] == "source"
     for stem in ("vocals", "accompaniment"):
         given, _ = sf.read(song / f"{stem}.flac", dtype="int16")
@@ -106,7 +106,7 @@ def test_the_separator_is_scored_on_a_fixed_share_of_songs_with_stems(tmp_path: 
     share = (int(sha[:16], 16) / 16**16) * 0.5  # a share this song falls just outside of
     assert not in_share(sha, share)
     skipped = StemStage(load_config(overrides={"stems": {"evaluate_separator_share": share}}), store).process_one(row)
-    scored = StemStage(load_config(), store).process_one(row)
+    scored = StemStage(load_config(overrides={"stems": {"evaluate_separator_share": 1.0}}), store).process_one(row)
     assert skipped["separator_sdr_vocals"] is None and scored["separator_sdr_vocals"] is not None
     same = {k: v for k, v in skipped.items() if not k.startswith("separator_")}
     assert same == {k: v for k, v in scored.items() if not k.startswith("separator_")}
