@@ -108,22 +108,23 @@ def _where(query: TableQuery, corpus: Corpus, alias: str, track_alias: str | Non
             if bound is not None:
                 clauses.append(f'{owner}."{col}" {op} ?')
                 args.append(bound)
-    if query.q:
-        like = "%" + query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        have = corpus.columns["tracks"]
-        fields = [f'{track_alias or alias}."{c}"' for c in TEXT_COLUMNS if c in have]
-        if windows:
-            fields.append(f"{alias}.key")
-        clauses.append("(" + " OR ".join(f"{f} ILIKE ? ESCAPE '\\'" for f in fields) + ")")
-        args += [like] * len(fields)
+    if query.q:  # a literal, case-insensitive substring (no LIKE pattern: % and _ are characters here)
+        fields = [c for c in TEXT_COLUMNS if c in corpus.columns["tracks"]]
+        if windows:  # matched once per track, not once per window
+            text = " OR ".join(f'contains(lower(tq."{c}"), ?)' for c in fields)
+            clauses.append(f"({alias}.track_id IN (SELECT tq.track_id FROM tracks tq WHERE {text}) "
+                           f"OR contains(lower({alias}.key), ?))")
+            args += [query.q.lower()] * (len(fields) + 1)
+        else:
+            clauses.append("(" + " OR ".join(f'contains(lower({alias}."{c}"), ?)' for c in fields) + ")")
+            args += [query.q.lower()] * len(fields)
     return clauses, args
 
 
 def _needs_tracks(query: TableQuery) -> bool:
-    """A windows page needs the tracks table only for a text search or a track score."""
+    """A windows page joins the tracks table only to filter or sort by a track's score."""
     own = {"key", "source", "split", "start_s", "duration_s", "bytes", "shard"}
-    return bool(query.q) or query.sort_column not in own or any(c not in ("start_s", "duration_s")
-                                                                 for c, _, _ in query.ranges)
+    return query.sort_column not in own or any(c not in ("start_s", "duration_s") for c, _, _ in query.ranges)
 
 
 def table_page(corpus: Corpus, query: TableQuery) -> Page:
@@ -153,11 +154,13 @@ def table_page(corpus: Corpus, query: TableQuery) -> Page:
     direction = "DESC" if query.desc else "ASC"
     order = f'{order_owner}."{query.sort_column}" {direction} NULLS LAST, {tiebreak}'
     offset = (query.page - 1) * query.per
+    row_id = "w.rowid" if windows else "t.rowid"
     cur = corpus.cursor()
     try:
         total = cur.execute(f"SELECT count(*) FROM {source}{where}", args).fetchone()[0]
-        result = cur.execute(f"SELECT {select} FROM {source}{where} ORDER BY {order} LIMIT ? OFFSET ?",
-                             [*args, query.per, offset])
+        # the sort carries row ids only, then the page's rows are read: a deep page does not sort every column
+        result = cur.execute(f"SELECT {select} FROM {source} WHERE {row_id} IN (SELECT {row_id} FROM {source}{where} "
+                             f"ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}", [*args, query.per, offset])
         names = [d[0] for d in result.description]
         rows = [dict(zip(names, r, strict=True)) for r in result.fetchall()]
     finally:
