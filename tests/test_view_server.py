@@ -185,3 +185,19 @@ def test_static_export_refuses_a_folder_it_did_not_write_and_replaces_its_own(sy
                 assert (page.parent / target).resolve().is_file(), (page, target)
     finally:
         corpus.close()
+
+
+@pytest.mark.parametrize("header, size, span", [
+    (None, 100, None), ("bytes=0-9", 100, (0, 9)), ("bytes=90-", 100, (90, 99)), ("bytes=-10", 100, (90, 99)),
+    ("bytes=50-500", 100, (50, 99)), ("bytes=0-9,20-29", 100, (0, 9)), ("items=0-9", 100, None),
+    ("bytes=100-", 100, "416"), ("bytes=9-3", 100, "416"), ("bytes=-0", 100, "416"), ("bytes=-", 100, "416"),
+    ("bytes=abc", 100, "416"),
+])
+def test_byte_ranges(header, size, span):
+    from songcorpus.view.media import RangeNotSatisfiable, parse_range
+
+    if span == "416":
+        with pytest.raises(RangeNotSatisfiable):
+            parse_range(header, size)
+    else:
+        assert parse_range(header, size) == span

@@ -1,7 +1,7 @@
 """Numbers for the eye: hours, durations as m:ss, byte sizes, scores to a few significant digits.
 
 Pure functions (Jinja2 filters, registered by pages.py); read and write nothing; never fail on a missing value
-(``None`` and NaN show as an en dash).
+(``None``, NaN, a template's undefined or a non-number show as an en dash).
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ MISSING = "\u2013"
 
 
 def _missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and not math.isfinite(x))
+    """Nothing to show: None, NaN or infinity, a template's undefined, anything that is not a number."""
+    if isinstance(x, bool):
+        return False
+    try:
+        return not math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return True
 
 
 def hours(h: Any) -> str:

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import ChainableUndefined, Environment, FileSystemLoader, select_autoescape
 
 from songcorpus.schemas.catalog import METHOD_COLUMNS, SCORE_COLUMNS
 from songcorpus.view import charts, corpus_queries, formatting
@@ -32,8 +32,9 @@ COLUMN_LABELS = {"reason_code": "reason", "duration_s": "duration", "n_windows":
 
 @cache
 def environment() -> Environment:
+    # a column an older catalog lacks renders as nothing (ChainableUndefined), not as an error page
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                      undefined=ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
     for name in ("hours", "duration", "seconds", "size", "number", "count", "interval", "signed"):
         env.filters[name] = getattr(formatting, name)
     env.filters["percent"] = formatting.percent
