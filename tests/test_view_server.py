@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import duckdb
 import pytest
 
+from songcorpus.cli import main
 from songcorpus.testing.synthetic_catalog import write_synthetic_catalog
 from songcorpus.view.corpus import Corpus
 from songcorpus.view.errors import ViewError
@@ -141,9 +143,6 @@ def test_the_command_prints_its_url_binds_loopback_and_stops_on_ctrl_c(synthetic
         assert status == 200 and "Funnel" in body
         with pytest.raises(ViewError, match=f"port {m.group(3)} on 127.0.0.1 is in use"):
             bind("127.0.0.1", int(m.group(3)))
-        busy = subprocess.run([sys.executable, "-m", "songcorpus.cli", "view", str(synthetic), "--port", m.group(3)],
-                              capture_output=True, text=True, env=env, timeout=300)
-        assert busy.returncode == 2 and busy.stderr.count("\n") == 1 and "is in use" in busy.stderr
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
@@ -153,12 +152,21 @@ def test_the_command_prints_its_url_binds_loopback_and_stops_on_ctrl_c(synthetic
             proc.kill()
 
 
-def test_command_line_errors_are_one_line(tmp_path):
-    for args, says in ((["view", str(tmp_path / "missing")], "is not a folder"),
-                       (["view", str(tmp_path)], "has no catalog.duckdb"),
-                       (["view", str(tmp_path), "--eval", str(tmp_path)], "has no catalog.duckdb")):
-        run = subprocess.run([sys.executable, "-m", "songcorpus.cli", *args], capture_output=True, text=True, timeout=300)
-        assert run.returncode == 2 and says in run.stderr and run.stderr.count("\n") == 1, run.stderr
+def test_command_line_errors_are_one_line(synthetic, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not an export")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        for args, says in ((["view", str(tmp_path / "missing")], "is not a folder"),
+                           (["view", str(tmp_path)], "has no catalog.duckdb"),
+                           (["view", str(synthetic), "--eval", str(tmp_path)], "no metrics.duckdb there"),
+                           (["view", str(synthetic), "--port", port], f"port {port} on 127.0.0.1 is in use"),
+                           (["view", str(synthetic), "--static", str(synthetic / "share")], "inside the corpus"),
+                           (["view", str(synthetic), "--static", str(tmp_path)], "did not write")):
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            assert says in err and err.count("\n") == 1, err
 
 
 def test_static_export_refuses_a_folder_it_did_not_write_and_replaces_its_own(synthetic, tmp_path):

@@ -48,7 +48,7 @@ def view_input_errors() -> tuple[type[Exception], ...]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add view to the command's subparsers."""
-    from songcorpus.view.server import DEFAULT_HOST, DEFAULT_PORT
+    from songcorpus.view import DEFAULT_HOST, DEFAULT_PORT  # the package's __init__: constants only, nothing heavy
 
     p = sub.add_parser("view", help="see and hear a corpus (and its evaluations) in a browser",
                        description="Serve a read-only web view of a curated corpus on this machine: the funnel, score "

@@ -10,3 +10,6 @@ charts.py (server-side SVG), media.py (byte ranges of shard members and evaluati
 of the server and relative file names of the export), app.py (the Starlette routes and their guards), server.py
 (binding and running it) and static_export.py (the same pages as files).
 """
+
+DEFAULT_HOST = "127.0.0.1"  # this machine only; another address is the user's explicit choice
+DEFAULT_PORT = 8765

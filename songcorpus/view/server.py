@@ -16,13 +16,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from songcorpus.view import DEFAULT_HOST, DEFAULT_PORT
 from songcorpus.view.app import create_app
 from songcorpus.view.corpus import Corpus
 from songcorpus.view.errors import ViewError
 from songcorpus.view.evaluations import Evaluation
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
 
 
 def is_loopback(host: str) -> bool:

@@ -7,8 +7,8 @@ Reads the corpus and evaluations as the server does; writes only under DIR: the 
 members as they are stored (FLAC), their drawings (PNG), the kept evaluation audio of those samples, and
 ``.songcorpus-view-export.json`` (the marker: every file written). Links are relative and point only at what was
 written. DIR must be new, empty, or an export this command wrote before (its marker present); then the files that
-marker lists are removed first and nothing else is touched. Fails with :class:`ViewError` for any other DIR, or a DIR
-on an object store.
+marker lists are removed first and nothing else is touched. Fails with :class:`ViewError` for any other DIR, a DIR
+inside the corpus, or a DIR on an object store.
 """
 
 from __future__ import annotations
@@ -125,6 +125,11 @@ def _plan_tables(corpus: Corpus, plan: StaticPlan, specs: dict[str, Any], funnel
 def export(corpus: Corpus, evals: list[Evaluation], out_dir: str | Path, clips: int = CLIPS) -> dict[str, Any]:
     """Write the static export; returns what it wrote (counts and the folder)."""
     out = Path(out_dir)
+    if not corpus.is_remote:
+        root, target = os.path.realpath(corpus.location), os.path.realpath(out)
+        if os.path.commonpath([root, target]) == root:
+            raise ViewError(f"--static {out_dir} is inside the corpus {corpus.name}; give a folder outside it (the "
+                            f"corpus folder holds only what curate wrote)")
     prepare(out)
     writer = _Writer(out)
     plan = StaticPlan()
