@@ -34,6 +34,7 @@ FAST_MODULES = {
     "test_sources", "test_splits", "test_state_rows", "test_storage", "test_windows", "test_stems", "test_stages",
     "test_bounded_driver", "test_eval_metrics", "test_near_duplicates", "test_row_shape", "test_progress",
     "test_notebooks", "test_f0_on_mix",
+    "test_view_queries", "test_view_server",
 }
 CURATED_FIXTURES = {"demo_ray", "demo_beam", "demo_elsewhere", "ray_two_nodes"}
 

@@ -9,7 +9,7 @@ import pytest
 from songcorpus.cli import main
 
 
-@pytest.mark.parametrize("command", ["curate", "rebuild", "report", "demo", "generate", "train-report"])
+@pytest.mark.parametrize("command", ["curate", "rebuild", "report", "demo", "generate", "train-report", "view"])
 def test_help_explains_each_command(command):
     out = subprocess.run([sys.executable, "-m", "songcorpus.cli", command, "--help"],
                          capture_output=True, text=True, check=True).stdout

@@ -6,6 +6,7 @@ notebook on it, as a script and executed in a kernel."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -175,7 +176,12 @@ def test_folder_mode_scores_files_by_name(tmp_path):
     out = tmp_path / "eval"
     assert main(["evaluate", "--generated", str(gen), "--reference", str(ref), "--out", str(out),
                  "--metrics", "onset_f1,chroma_cosine,fad", "--bootstrap", "50", "--fad-bootstrap", "3",
-                 "--no-progress"]) == 0
+                 "--keep-audio", "1", "--no-progress"]) == 0
+    kept = json.loads((out / "eval.json").read_text())["audio"]
+    assert kept["keys"] == {"other-system": ["song_00"], "ground_truth": ["song_00"]}  # for listening: the first window
+    for system in kept["keys"]:
+        for stem in ("mix", "vocals", "accompaniment"):
+            assert sf.info(out / "audio" / system / f"song_00.{stem}.flac").duration == pytest.approx(6.0, abs=0.01)
     table = pq.read_table(out / "metrics.parquet").to_pylist()
     by = {(r["system"], r["key"], r["metric"]): r for r in table}
     assert by[("other-system", "song_00", "onset_f1")]["value"] == pytest.approx(1.0)

@@ -126,12 +126,18 @@ def local_catalog(out: Path | str) -> Iterator[Path]:
         yield storage.fetch_published(out, ["catalog.duckdb"], Path(tmp))["catalog.duckdb"]
 
 
+def funnel_rows(con: Any) -> list[tuple[Any, ...]]:
+    """(status, stage, reason_code, tracks, hours) per funnel row, from an open connection to ``catalog.duckdb``:
+    the ``funnel`` view, read the same way by ``songcorpus report`` and ``songcorpus view``."""
+    return con.execute("SELECT status, stage, reason_code, tracks, hours FROM funnel").fetchall()
+
+
 def read_funnel(out: Path | str) -> list[tuple[Any, ...]]:
     import duckdb
 
     with local_catalog(out) as db:
         con = duckdb.connect(str(db), read_only=True)
         try:
-            return con.execute("SELECT status, stage, reason_code, tracks, hours FROM funnel").fetchall()
+            return funnel_rows(con)
         finally:
             con.close()

@@ -1,10 +1,10 @@
 """The ``songcorpus`` command: its parser, gathered from one module per command family, and its entry point.
 
-The families: corpus.py (curate, rebuild, report, demo), synth.py, inspect.py, models.py (the model store) and
-training.py (train, generate, train-report, evaluate); each adds its subparsers and names its handler, and
-exit_codes.py turns what a handler raises into one line and an exit code. Reads the command line and sets the
-logging levels and two environment defaults; everything else is the commands'. Fails as the command does: exit 2
-for the command's fault, 3 for the job's, 1 (a traceback) for a bug.
+The families: corpus.py (curate, rebuild, report, demo), synth.py, inspect.py, models.py (the model store),
+training.py (train, generate, train-report, evaluate) and view.py (the corpus viewer); each adds its subparsers and
+names its handler, and exit_codes.py turns what a handler raises into one line and an exit code. Reads the command
+line and sets the logging levels and two environment defaults; everything else is the commands'. Fails as the
+command does: exit 2 for the command's fault, 3 for the job's, 1 (a traceback) for a bug.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import argparse
 import logging
 import os
 
-from songcorpus.cli import corpus, inspect, models, synth, training
+from songcorpus.cli import corpus, inspect, models, synth, training, view
 from songcorpus.cli.exit_codes import no_input_errors, run_command
 
-FAMILIES = (corpus, synth, inspect, models, training)
+FAMILIES = (corpus, synth, inspect, models, training, view)
 
 
 def build_parser() -> argparse.ArgumentParser:

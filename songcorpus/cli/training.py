@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     common = {"metrics": metrics, "store_dir": args.models_dir, "seed": args.seed, "resamples": args.bootstrap,
               "set_resamples": args.fad_bootstrap, "device": device, "progress": not args.no_progress,
-              "speaker_model": args.speaker_model}
+              "speaker_model": args.speaker_model, "keep_audio": args.keep_audio}
     if args.generated:
         if args.run or not args.reference:
             raise EvalError("--generated DIR scores a folder against --reference DIR: give both, and no RUN")
@@ -257,5 +257,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fad-bootstrap", type=int, default=50, metavar="N", help="bootstrap draws of FAD (each recomputes "
                                                                               "it; default 50)")
     p.add_argument("--device", default="auto", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--keep-audio", type=int, default=16, metavar="N",
+                   help="keep the evaluated system's stems of the first N windows as FLAC under OUT/audio, to listen "
+                        "to with `songcorpus view CORPUS --eval OUT` (default 16, about 1.5 MB per 10 s window; 0: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.set_defaults(func=cmd_evaluate, input_errors=evaluate_input_errors)

@@ -10,8 +10,11 @@ Two modes:
   profile's stems stage; ``NAME.lyrics.txt`` and ``NAME.caption.txt`` in REFERENCE give the texts) and scores
   the generated files against the references, with ``ground_truth`` and ``floor`` (another reference file);
   ``untrained`` and ``codec_ceiling`` have no meaning there and are recorded with that reason.
-Writes EVAL/metrics.parquet, EVAL/metrics.duckdb (train/eval/tables.py) and EVAL/eval.json (what was
-evaluated: run, checkpoint, corpus, split, device, embedding and speaker models, seeds, metric groups, counts).
+Writes EVAL/metrics.parquet, EVAL/metrics.duckdb (train/eval/tables.py), EVAL/eval.json (what was
+evaluated: run, checkpoint, corpus, split, device, embedding and speaker models, seeds, metric groups, counts) and,
+for listening (``songcorpus view --eval``), the stems the evaluated system made for its first ``keep_audio`` windows
+as 16-bit FLAC, ``EVAL/audio/<system>/<key>.<stem>.flac`` (in folder mode the references too, as ``ground_truth``:
+no corpus holds them).
 Deterministic: the same run, data and options give the same rows (seeded generation and bootstrap),
 except ``rtf``, which is a wall-clock measurement.
 Fails: :class:`~songcorpus.train.eval.heldout.EvalError` (the CLI exits 2) naming the problem.
@@ -19,6 +22,7 @@ Fails: :class:`~songcorpus.train.eval.heldout.EvalError` (the CLI exits 2) namin
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +37,8 @@ from songcorpus.train.eval.scoring import GROUPS, LOWER_IS_BETTER, Row, Scorer, 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 STEM_TAGS = ("vocals", "accompaniment")
+KEEP_AUDIO = 16  # windows whose generated stems are kept for listening (about 1.5 MB per window of 10 s)
+AUDIO_DIR = "audio"  # EVAL/audio/<system>/<key>.<stem>.flac
 
 
 def _progress(it: Any, total: int, desc: str, enabled: bool) -> Any:
@@ -54,6 +60,28 @@ def _score_system(scorer: Scorer, system: str, windows: list[HeldOutWindow], out
     set_rows, intervals = scorer.set_rows(system, acc, [w.key for w in windows], set_resamples, seed)
     rows += set_rows
     set_intervals.update({(system, m): v for m, v in intervals.items()})
+
+
+def _write_stems(out: Path, system: str, w: HeldOutWindow, stems: dict[str, np.ndarray]) -> None:
+    """One window's stems as 16-bit FLAC under ``EVAL/audio/<system>/`` (written whole or not at all)."""
+    import soundfile as sf
+
+    folder = out / AUDIO_DIR / system
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, x in sorted(stems.items()):
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(np.asarray(x, np.float32), -1.0, 1.0), w.rate, format="FLAC", subtype="PCM_16")
+        atomic_write_bytes(folder / f"{w.key}.{stem}.flac", buf.getvalue())
+
+
+def _keeping(outputs: Any, out: Path, system: str, n: int, kept: dict[str, list[str]]) -> Any:
+    """``outputs`` passed through unchanged, the stems of the first ``n`` windows written on the way
+    (``kept[system]``: their keys), so ``songcorpus view`` can play what was scored."""
+    for w, o in outputs:
+        if o is not None and len(kept.setdefault(system, [])) < n:
+            _write_stems(out, system, w, o.stems)
+            kept[system].append(w.key)
+        yield w, o
 
 
 def _unavailable_system(scorer: Scorer, system: str, reason: str, rows: list[Row]) -> None:
@@ -85,7 +113,7 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
                  store_dir: str | None = None, seed: int = 0, steps: int | None = None, device: str = "cpu",
                  resamples: int = 1000, set_resamples: int = 50, task: str = "svc",
                  systems: Sequence[str] = SYSTEMS, progress: bool = True, quiet: bool = False,
-                 speaker_model: str | None = None) -> dict[str, Any]:
+                 speaker_model: str | None = None, keep_audio: int = KEEP_AUDIO) -> dict[str, Any]:
     """Generate and score every held-out window of ``split``; see the module docstring."""
     from songcorpus.train.eval import heldout as ho
     from songcorpus.train.eval.metrics.embeddings import YAMNET_MODEL
@@ -118,10 +146,13 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
     partners = ho.floor_partner(windows)
     rows: list[Row] = []
     set_intervals: dict[tuple[str, str], tuple[float, float]] = {}
+    kept: dict[str, list[str]] = {}
     for system in systems:
         if system in ("model", "untrained"):
             model = loaded.model if system == "model" else ho.untrained_model(loaded)
             outputs: Any = ho.Generator(loaded, model, heldout, decoder, seed, steps, device).outputs(windows)
+            if system == "model":
+                outputs = _keeping(outputs, Path(out), system, keep_audio, kept)
         elif system == "ground_truth":
             outputs = ((w, ho.ground_truth(w)) for w in windows)
         elif system == "codec_ceiling":
@@ -140,7 +171,8 @@ def evaluate_run(run: str | Path, out: str | Path, data: str | None = None, spli
             "device": device_description(device), "embedding": YAMNET_MODEL,
             "speaker_model": speaker_model or SPEAKER_DEFAULT,
             "floor": "the same window position of the next held-out song (track-id order, cyclic)",
-            "bootstrap": {"per_window_resamples": resamples, "fad_resamples": set_resamples}}
+            "bootstrap": {"per_window_resamples": resamples, "fad_resamples": set_resamples},
+            "audio": {"folder": AUDIO_DIR, "keys": kept}}
     return _finish(Path(out), rows, identity, set_intervals, resamples, seed, info, quiet)
 
 
@@ -201,7 +233,8 @@ class _FolderAudio:
 def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Path, system: str | None = None,
                      metrics: Sequence[str] | None = None, store_dir: str | None = None, seed: int = 0,
                      resamples: int = 1000, set_resamples: int = 50, device: str = "cpu", progress: bool = True,
-                     quiet: bool = False, scratch: Path | None = None, speaker_model: str | None = None) -> dict[str, Any]:
+                     quiet: bool = False, scratch: Path | None = None, speaker_model: str | None = None,
+                     keep_audio: int = KEEP_AUDIO) -> dict[str, Any]:
     """Score ``generated``'s files against ``reference``'s by name; see the module docstring."""
     import tempfile
 
@@ -254,8 +287,13 @@ def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Pa
             scorer.set_reference([w.key for w in windows])
         set_intervals: dict[tuple[str, str], tuple[float, float]] = {}
         present = [w for w in windows if w.key in outputs]
-        _score_system(scorer, name, present, ((w, outputs[w.key]) for w in present), rows, set_intervals,
-                      set_resamples, seed, progress)
+        kept: dict[str, list[str]] = {}
+        _score_system(scorer, name, present, _keeping(((w, outputs[w.key]) for w in present), Path(out), name,
+                                                      keep_audio, kept), rows, set_intervals, set_resamples, seed,
+                      progress)
+        for w in present[:keep_audio]:  # the references of the kept windows: no corpus holds them
+            _write_stems(Path(out), "ground_truth", w, w.stems)
+            kept.setdefault("ground_truth", []).append(w.key)
         _score_system(scorer, "ground_truth", windows, ((w, SystemOutput(dict(w.stems))) for w in windows), rows,
                       set_intervals, set_resamples, seed, progress)
         partners = floor_partner(windows)
@@ -273,5 +311,6 @@ def evaluate_folders(generated: str | Path, reference: str | Path, out: str | Pa
             "matched": len(outputs), "references": len(refs), "groups": list(groups), "seed": seed,
             "embedding": YAMNET_MODEL, "speaker_model": speaker_model or SPEAKER_DEFAULT,
             "floor": "another reference file (name order, cyclic)",
-            "bootstrap": {"per_window_resamples": resamples, "fad_resamples": set_resamples}}
+            "bootstrap": {"per_window_resamples": resamples, "fad_resamples": set_resamples},
+            "audio": {"folder": AUDIO_DIR, "keys": kept}}
     return _finish(Path(out), rows, identity, set_intervals, resamples, seed, info, quiet)
