@@ -49,7 +49,7 @@ import compare_melody_on_mixes as study  # noqa: E402
 
 from songcorpus.schemas.config import load_config  # noqa: E402
 from songcorpus.transforms.dsp.windows import plan_windows  # noqa: E402
-from songcorpus.transforms.stages.f0 import estimate_f0_on_mix, load_f0_model, melodia_pitch  # noqa: E402
+from songcorpus.transforms.stages.f0 import estimate_f0_on_mix, load_f0_model, melodia_pitch, n_f0_frames  # noqa: E402
 from songcorpus.transforms.stages.stems import repet_sim  # noqa: E402
 from songcorpus.transforms.stages.vad import detect_vocal_activity, load_vad_model, to_vad_rate  # noqa: E402
 
@@ -74,7 +74,8 @@ def song_windows(song: study.Song, group: str, cfg: Any, model: Any, vad_model: 
     stem = repet_sim(song.mix, song.rate, s.n_fft, s.hop_length, s.similarity_width_s, s.n_neighbours, s.margin)
     segments = detect_vocal_activity(to_vad_rate(stem, song.rate), cfg.vad, vad_model)
     t1 = time.process_time()
-    candidates = melodia_pitch(song.mix, song.rate, song.n, cfg.f0.mix_band_hz) if melodia and segments else None
+    n = n_f0_frames(song.mix.size, song.rate)
+    candidates = melodia_pitch(song.mix, song.rate, n, cfg.f0.mix_band_hz) if melodia and segments else None
     f0, conf = estimate_f0_on_mix(song.mix, song.rate, cfg.f0, model, segments, candidates)
     f0_cpu = time.process_time() - t1
     f0, conf = study.fit(f0, song.n), study.fit(conf, song.n)
