@@ -48,8 +48,8 @@ def test_section_digests_change_only_with_their_section():
 # section, and so the whole config's, again when it gained ``evaluate_separator_share``). Cache
 # keys, lineage, run folders and checkpoints name configs by these: a change here invalidates every cache and
 # refuses every resumed run, so it must be deliberate.
-PIPELINE_DIGESTS = {"lite": "dfe875557803b965", "full": "57ea8466f37ef460"}
-PIPELINE_DUMP_SHA = {"lite": "e55ab7e9234b9f12", "full": "1df70c24d1eb5d16"}
+PIPELINE_DIGESTS = {"lite": "7c8050bc6bf909bd", "full": "5c64e52473f48cd6"}
+PIPELINE_DUMP_SHA = {"lite": "04f015d61ebd9ae6", "full": "90db8d5cd64658a2"}
 SECTION_DIGESTS = {  # section: (lite, full)
     "ingest": ("bb05e70438931a90", "bb05e70438931a90"),
     "quality": ("5eca01da9219dc96", "5eca01da9219dc96"),
@@ -61,7 +61,7 @@ SECTION_DIGESTS = {  # section: (lite, full)
     "engine": ("9d6f1f7fda7efd6f", "9d6f1f7fda7efd6f"),
     "stems": ("48c874845cb1617d", "65ca4e2e88aa33b2"),
     "vad": ("e9a60b95ff1e2ec5", "e9a60b95ff1e2ec5"),
-    "f0": ("c37d384497228a0f", "8fa5b68270049101"),
+    "f0": ("c0c70006207e6185", "3df34910ba225ba4"),
     "structure": ("e8b9ef6b0f64331f", "e8b9ef6b0f64331f"),
     "key": ("246ddabb94eccd83", "246ddabb94eccd83"),
     "caption": ("e1c2f079a37ca561", "e1c2f079a37ca561"),

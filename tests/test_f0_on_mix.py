@@ -98,7 +98,7 @@ def test_the_stage_reads_the_mix_only_past_the_lite_separator(tmp_path, method, 
     out = stage.process_one(row)
     expected = 330.0 if reads == "mix" else 220.0
     assert abs(1200 * np.log2(out["f0_median_hz"] / expected)) < 30
-    assert out["f0_method"] == ("torchcrepe-tiny:mix-viterbi" if reads == "mix" else "torchcrepe-tiny")
+    assert out["f0_method"] == ("torchcrepe-tiny:mix-viterbi+melodia" if reads == "mix" else "torchcrepe-tiny")
     assert 0.5 < out["f0_confidence"] <= 1.0
     separated = stage.input_identity(row)
     assert (separated != stage.input_identity(stage_row(mix.name, vocals.name, "source"))) == (reads == "mix")

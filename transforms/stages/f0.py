@@ -216,6 +216,8 @@ def estimate_f0(vocals: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Mode
     return f0, periodicity
 
 
+ESSENTIA_MISSING = ("f0.mix_candidates: melodia needs essentia (installed by setup.sh; its Linux wheels exist for "
+                    "Python 3.11 only): install it, or set f0.mix_candidates: none (raw pitch accuracy about 3 points lower)")
 MELODIA_HOP = 128  # essentia's default hop; Melodia frame j is centred at sample j * hop
 MELODIA_WEIGHT = 0.3  # a Melodia candidate's height against CREPE's activations (chosen on the demo songs)
 MELODIA_SIGMA_BINS = 2.5
@@ -225,10 +227,12 @@ def melodia_pitch(mix: np.ndarray, rate: int, n: int, band_hz: tuple[float, floa
     """essentia's predominant melody (Melodia) of the mix in ``band_hz``, on the 100 Hz grid (0 = none): a second
     opinion that fails differently from CREPE on the mix (bench/results/melody-on-mixes.md)."""
     try:
+        import essentia
+
+        essentia.log.infoActive = False  # its import prints an INFO line about MusicExtractorSVM to stdout
         import essentia.standard as es
     except ImportError as exc:
-        raise ModelError("f0.mix_candidates: melodia needs essentia (the train extra; Linux wheels exist for "
-                         "Python 3.11 only): install it, or set f0.mix_candidates: none") from exc
+        raise ModelError(ESSENTIA_MISSING) from exc
     audio = (mix.mean(axis=1) if mix.ndim == 2 else mix).astype(np.float32)
     melody = es.PredominantPitchMelodia(sampleRate=float(rate), hopSize=MELODIA_HOP, minFrequency=float(band_hz[0]),
                                         maxFrequency=float(band_hz[1]), guessUnvoiced=True)
@@ -370,10 +374,12 @@ class VocalF0Stage(Stage):
         super().preflight()
         if self.config.f0.mix_candidates == "melodia":
             try:
+                import essentia
+
+                essentia.log.infoActive = False
                 import essentia.standard  # noqa: F401
             except ImportError as exc:
-                raise ModelError("f0.mix_candidates: melodia needs essentia (the train extra; Linux wheels exist for "
-                                 "Python 3.11 only): install it, or set f0.mix_candidates: none") from exc
+                raise ModelError(ESSENTIA_MISSING) from exc
 
     def reads_mix(self, row: Row) -> bool:
         """Whether this row's f0 comes from the mix: its vocal stem is the lite separator's estimate (no stems given,

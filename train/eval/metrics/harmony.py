@@ -95,7 +95,7 @@ def hpcp(audio: np.ndarray, rate: int, magnitude_threshold: float = 1e-4) -> np.
         import essentia.standard as es
     except ImportError as exc:
         raise MetricUnavailable("hpcp_similarity", f"essentia is not installed ({exc}); it ships wheels for "
-                                f"Python < 3.12 only (the lock's train extra)") from None
+                                f"Python < 3.12 only (a base dependency there)") from None
     y = resample(audio, rate, HPCP_RATE)
     if y.size < HPCP_FRAME:
         y = np.pad(y, (0, HPCP_FRAME - y.size))
