@@ -55,12 +55,35 @@ from songcorpus.transforms.stages.vad import detect_vocal_activity, load_vad_mod
 
 SHARE_LEVELS = (0.3, 0.4, 0.5, 0.6, 0.7)
 PERCENTILES = (10, 20, 30)
+HARMONIC_BINS = (35, 60, 95)  # a fifth, an octave, an octave and a fifth, in 20-cent bins
+MARGIN_LEVELS = (0.1, 0.2, 0.3)
 
 
-def window_scores(f0: np.ndarray, conf: np.ndarray, vad: np.ndarray) -> dict[str, float]:
+def harmonic_margin(acts: np.ndarray, path: np.ndarray) -> np.ndarray:
+    """Per frame: the activation at the chosen bin minus the highest activation within +-2 bins of a fifth, an octave
+    or an octave and a fifth above or below it (how far the choice stands above its likeliest harmonic slip)."""
+    rows = np.arange(acts.shape[0])
+    best = acts[rows, path]
+    rival = np.zeros_like(best)
+    for k in HARMONIC_BINS:
+        for sign in (-1, 1):
+            for d in range(-2, 3):
+                idx = np.clip(path + sign * k + d, 0, acts.shape[1] - 1)
+                rival = np.maximum(rival, acts[rows, idx])
+    return best - rival
+
+
+def window_scores(f0: np.ndarray, conf: np.ndarray, vad: np.ndarray, margin: np.ndarray,
+                  agree: np.ndarray | None) -> dict[str, float]:
     voiced = (f0 > 0) & vad
     c = conf[voiced]
-    out = {"mean_voiced": float(c.mean()) if c.size else 0.0}
+    n_vad = max(np.count_nonzero(vad), 1)
+    out = {"mean_voiced": float(c.mean()) if c.size else 0.0,
+           "mean_margin": float(margin[voiced].mean()) if c.size else 0.0}
+    for t in MARGIN_LEVELS:
+        out[f"margin_share_{t:g}"] = float(np.count_nonzero(voiced & (conf >= 0.5) & (margin >= t)) / n_vad)
+    if agree is not None:
+        out["melodia_agree_share"] = float(np.count_nonzero(voiced & agree) / n_vad)
     for t in SHARE_LEVELS:
         out[f"share_{t:g}"] = float(np.count_nonzero(c >= t) / max(np.count_nonzero(vad), 1))
     for p in PERCENTILES:
@@ -76,9 +99,18 @@ def song_windows(song: study.Song, group: str, cfg: Any, model: Any, vad_model: 
     t1 = time.process_time()
     n = n_f0_frames(song.mix.size, song.rate)
     candidates = melodia_pitch(song.mix, song.rate, n, cfg.f0.mix_band_hz) if melodia and segments else None
-    f0, conf = estimate_f0_on_mix(song.mix, song.rate, cfg.f0, model, segments, candidates)
+    detail: dict[str, np.ndarray] = {}
+    f0, conf = estimate_f0_on_mix(song.mix, song.rate, cfg.f0, model, segments, candidates, detail)
     f0_cpu = time.process_time() - t1
-    f0, conf = study.fit(f0, song.n), study.fit(conf, song.n)
+    margin_all = np.zeros(f0.size)
+    if "frames" in detail:
+        margin_all[detail["frames"]] = harmonic_margin(detail["activations"], detail["path"])
+    agree_all = None
+    if candidates is not None:
+        cents = lambda hz: 1200 * np.log2(np.maximum(hz, 1e-9))  # noqa: E731
+        agree_all = (candidates > 0) & (f0 > 0) & (np.abs(cents(candidates) - cents(f0)) < 50)
+    f0, conf, margin = study.fit(f0, song.n), study.fit(conf, song.n), study.fit(margin_all, song.n)
+    agree = None if agree_all is None else study.fit(agree_all.astype(np.float32), song.n) > 0
     hits = study.frame_hits(song.truth, f0)
     vad = study.frames_in_segments(song.n, segments, cfg.f0.vad_pad_ms / 1000.0)
     wcfg = cfg.windows.model_copy(update={"snap": "none", "hop_s": None})
@@ -89,7 +121,8 @@ def song_windows(song: study.Song, group: str, cfg: Any, model: Any, vad_model: 
         if np.count_nonzero(sung) < 100:
             continue
         rows.append({"song": song.name, "group": group, "start_s": w.start_s, "sung": int(sung.sum()),
-                     "right": int(hits["pitch"][sl][sung].sum()), **window_scores(f0[sl], conf[sl], vad[sl])})
+                     "right": int(hits["pitch"][sl][sung].sum()),
+                     **window_scores(f0[sl], conf[sl], vad[sl], margin[sl], None if agree is None else agree[sl])})
     summary = {"song": song.name, "group": group, "sung": int(hits["ref_v"].sum()),
                "right": int(hits["pitch"][hits["ref_v"]].sum()), "duration": song.duration, "f0_cpu": f0_cpu,
                "separation_vad_cpu": t1 - t0}

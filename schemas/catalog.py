@@ -12,7 +12,7 @@ CATALOG_VERSION = 6  # 2: tracks.source_sha256
 # 4: tracks.duplicate_group (the kept copy's track_id for every copy of one recording; null for a track with none)
 # 5: tracks.key, mode, key_strength, key_margin, key_method, caption_method; tracks.caption is the effective caption
 #    (the source's, else the caption stage's: caption_method says which)
-# 6: tracks.f0_confidence and n_f0_gated_windows (windows the f0 confidence gate dropped); windows.f0_confidence
+# 6: tracks.f0_confidence and n_f0_gated_windows (windows the f0 confidence gate dropped); windows.f0_trust
 
 STATUSES = ("accepted", "rejected", "failed")
 
@@ -96,7 +96,7 @@ TRACKS_SCHEMA = pa.schema(
         pa.field("lineage_json", pa.string()),
         *[pa.field(name, pa.string()) for name in METHOD_COLUMNS],
         pa.field("n_windows", pa.int64()),
-        pa.field("n_f0_gated_windows", pa.int64()),  # candidate windows dropped by windows.min_f0_confidence
+        pa.field("n_f0_gated_windows", pa.int64()),  # candidate windows dropped by windows.min_f0_trust
     ]
 )
 
@@ -115,7 +115,7 @@ WINDOWS_SCHEMA = pa.schema(
         pa.field("offsets_json", pa.string(), nullable=False),  # {suffix: [file, data offset, size]}: file is the group tar
         pa.field("reference_key", pa.string()),  # a non-overlapping window of the same song
         pa.field("augmentation_json", pa.string()),  # null, or the song op / EQ parameters
-        pa.field("f0_confidence", pa.float64()),  # share of the window's vocal frames with a trusted f0 (null: none)
+        pa.field("f0_trust", pa.float64()),  # share of the window's vocal frames with a trusted f0 (null: none)
     ]
 )
 

@@ -253,9 +253,9 @@ class WindowConfig(ConfigModel):
     min_vocal_activity: float = Field(0.3, ge=0, le=1, description="windows with less VAD-active time are skipped")
     max_per_track: int = Field(64, ge=1)
     require_reference: bool = Field(True, description="skip windows that have no non-overlapping reference window in their song")
-    min_f0_confidence: float = Field(
+    min_f0_trust: float = Field(
         0.0, ge=0, le=1, description="drop windows whose f0 cannot be trusted: the share of their vocal frames with a "
-        "confident f0 (labels.f0_confidence) below this; 0 keeps every window (bench/results/melody-on-mixes.md)")
+        "confident f0 (labels.f0_trust) below this; 0 keeps every window (bench/results/melody-on-mixes.md)")
 
 
 class EqBand(ConfigModel):

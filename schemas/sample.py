@@ -32,7 +32,7 @@ from songcorpus.schemas.track import METADATA_FIELDS
 # 4: every shard is a family of field-group tars (FIELD_GROUPS): ``<shard>.meta.tar`` (json and small arrays),
 #    ``<shard>.tokens.tar``, ``<shard>.latents.tar``, ``<shard>.audio.tar``, each a WebDataset shard with the same
 #    keys in the same order, so a token model streams kilobytes per sample, never the FLAC beside them.
-# 5: labels.f0_confidence (the window's f0 trust, what windows.min_f0_confidence gates on); scores.f0_confidence
+# 5: labels.f0_trust (the window's f0 trust, what windows.min_f0_trust gates on); scores.f0_confidence
 SAMPLE_SPEC_VERSION = 5
 F0_RATE_HZ = 100.0
 STEMS = ("vocals", "accompaniment")
@@ -142,7 +142,7 @@ LABEL_FIELDS = [_field("vad_segments", pa.list_(SPAN)), _field("beats", pa.list_
                 _field("tempo_bpm", pa.float64(), nullable=True),
                 # share of the window's vocal frames whose f0 is trusted (transforms/stages/f0.py F0Trust); null: no
                 # vocal frame in the window
-                _field("f0_confidence", pa.float64(), nullable=True)]
+                _field("f0_trust", pa.float64(), nullable=True)]
 LINEAGE_ENTRY = pa.struct([_field("stage", pa.string()), _field("version", pa.string()),
                            _field("model", pa.string(), True), _field("checksum", pa.string(), True),
                            _field("config_hash", pa.string())])

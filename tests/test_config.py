@@ -48,8 +48,8 @@ def test_section_digests_change_only_with_their_section():
 # section, and so the whole config's, again when it gained ``evaluate_separator_share``). Cache
 # keys, lineage, run folders and checkpoints name configs by these: a change here invalidates every cache and
 # refuses every resumed run, so it must be deliberate.
-PIPELINE_DIGESTS = {"lite": "7c8050bc6bf909bd", "full": "5c64e52473f48cd6"}
-PIPELINE_DUMP_SHA = {"lite": "04f015d61ebd9ae6", "full": "90db8d5cd64658a2"}
+PIPELINE_DIGESTS = {"lite": "d1b8d47a3e95f853", "full": "4dbb3579f31452b7"}
+PIPELINE_DUMP_SHA = {"lite": "ffd9b18aabe36826", "full": "03ad4707fd3c4748"}
 SECTION_DIGESTS = {  # section: (lite, full)
     "ingest": ("bb05e70438931a90", "bb05e70438931a90"),
     "quality": ("5eca01da9219dc96", "5eca01da9219dc96"),
@@ -65,7 +65,7 @@ SECTION_DIGESTS = {  # section: (lite, full)
     "structure": ("e8b9ef6b0f64331f", "e8b9ef6b0f64331f"),
     "key": ("246ddabb94eccd83", "246ddabb94eccd83"),
     "caption": ("e1c2f079a37ca561", "e1c2f079a37ca561"),
-    "windows": ("e68137444049cf3d", "e68137444049cf3d"),
+    "windows": ("6eda2457bd442afd", "6eda2457bd442afd"),
     "augment": ("2f7f14f233ec8996", "2f7f14f233ec8996"),
     "codec": ("6ad1496b767a5811", "6ad1496b767a5811"),
     "models": ("375762b6f1a11d1e", "375762b6f1a11d1e"),

@@ -37,7 +37,7 @@ def mixes_only(tmp_path_factory) -> Path:
         r["path"] = str(DEMO_DIR / r["path"])
     manifest.write_text("".join(json.dumps(r) + "\n" for r in songs))
     return curate_with("beam", [str(manifest)], tmp_path_factory.mktemp("mixes_out"), workers=1,
-                       windows={"min_f0_confidence": 0.0}, augment={"fraction": 0.0})
+                       windows={"min_f0_trust": 0.0}, augment={"fraction": 0.0})
 
 
 def query(out: Path, sql: str) -> list[tuple]:
@@ -83,22 +83,22 @@ def test_songs_without_stems_get_their_f0_from_the_mix_with_a_trust_per_window(m
     tracks = query(mixes_only, "SELECT status, stems_method, f0_method, f0_confidence, n_f0_gated_windows FROM tracks")
     assert {t[:3] for t in tracks} == {("accepted", "repet-sim", "torchcrepe-tiny:mix-viterbi+melodia")}
     assert all(0 < t[3] < 1 and t[4] == 0 for t in tracks)
-    catalog = dict(query(mixes_only, "SELECT key, f0_confidence FROM windows"))
+    catalog = dict(query(mixes_only, "SELECT key, f0_trust FROM windows"))
     shards = window_f0(mixes_only)
     assert set(catalog) == set(shards) and len(catalog) >= 8
     for key, (_, meta) in shards.items():
-        assert meta["labels"]["f0_confidence"] == catalog[key] and 0 <= catalog[key] <= 1
+        assert meta["labels"]["f0_trust"] == catalog[key] and 0 <= catalog[key] <= 1
     assert pooled_rpa(mixes_only) >= 0.75  # measured 0.80 over these windows
 
 
 def test_the_gate_drops_the_untrusted_windows_and_what_passes_reads_better(mixes_only, tmp_path, capsys):
     gated = tmp_path / "gated"
     shutil.copytree(mixes_only, gated)
-    config = load_config(overrides={"engine": {"name": "beam", "workers": 1}, "windows": {"min_f0_confidence": GATE},
+    config = load_config(overrides={"engine": {"name": "beam", "workers": 1}, "windows": {"min_f0_trust": GATE},
                                     "augment": {"fraction": 0.0}})
     rebuild(gated, config, progress=False)
-    before = dict(query(mixes_only, "SELECT key, f0_confidence FROM windows"))
-    after = dict(query(gated, "SELECT key, f0_confidence FROM windows"))
+    before = dict(query(mixes_only, "SELECT key, f0_trust FROM windows"))
+    after = dict(query(gated, "SELECT key, f0_trust FROM windows"))
     low = {k for k, c in before.items() if c < GATE}
     assert low and after, "the demo's windows should straddle the gate"
     assert set(after) <= set(before) - low and all(c >= GATE for c in after.values())  # keys are kept, not reused
@@ -115,9 +115,9 @@ def test_the_gate_drops_the_untrusted_windows_and_what_passes_reads_better(mixes
 def test_a_song_with_no_trusted_window_is_rejected_with_the_setting_named(mixes_only, tmp_path):
     strict = tmp_path / "strict"
     shutil.copytree(mixes_only, strict)
-    config = load_config(overrides={"engine": {"name": "beam", "workers": 1}, "windows": {"min_f0_confidence": 1.0},
+    config = load_config(overrides={"engine": {"name": "beam", "workers": 1}, "windows": {"min_f0_trust": 1.0},
                                     "augment": {"fraction": 0.0}})
     rebuild(strict, config, progress=False)
     rows = query(strict, "SELECT status, stage, reason_code, reason FROM tracks")
     assert {r[:3] for r in rows} == {("rejected", "samples", "f0_untrusted")}
-    assert all("windows.min_f0_confidence" in r[3] for r in rows)
+    assert all("windows.min_f0_trust" in r[3] for r in rows)

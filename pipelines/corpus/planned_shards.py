@@ -67,7 +67,7 @@ def write_planned_shard(plan: ShardPlan, shard_dir: str | Path, store: ArtefactS
             "offsets_json": json.dumps({k: list(v) for k, v in sorted(offs.items())}, separators=(",", ":")),
             "reference_key": m["reference_key"],
             "augmentation_json": None if m["augmentation"] is None else canonical_json(m["augmentation"]),
-            "f0_confidence": m.get("f0_confidence"),
+            "f0_trust": m.get("f0_trust"),
         })
     files = [{"file": f.name, "group": f.group, "sha256": f.sha256, "bytes": f.nbytes} for f in shard.files]
     return {"shard": plan.name, "split": plan.split, "plan": plan.digest, "sha256": shard.sha256,

@@ -67,7 +67,7 @@ def plan_digest(samples: list[Sample]) -> str:
 
 
 # What a window's catalog row takes from its sample entry (besides key, source, track id, split and members).
-WINDOW_META_KEYS = ("start_s", "duration_s", "reference_key", "augmentation", "f0_confidence")
+WINDOW_META_KEYS = ("start_s", "duration_s", "reference_key", "augmentation", "f0_trust")
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def print_funnel(out: Path | str) -> None:
     if gated is not None:
         n_gated, n_songs, n_mix = gated
         print(f"f0 confidence gate: dropped {n_gated} candidate windows in {n_songs} songs whose f0 could not be trusted "
-              f"(windows.min_f0_confidence); {n_mix} accepted songs had their f0 read from the mix (no stems given)")
+              f"(windows.min_f0_trust); {n_mix} accepted songs had their f0 read from the mix (no stems given)")
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:

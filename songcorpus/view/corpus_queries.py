@@ -28,8 +28,9 @@ TRACK_PARAM_COLUMNS = {"reason": "reason_code", "group": "duplicate_group", "for
 WINDOW_PARAM_COLUMNS = {"track": "track_id"}
 TRACK_SHOWN = ("source", "title", "artist", "status", "stage", "reason_code", "split", "duration_s", "n_windows",
                "language")
-WINDOW_SHOWN = ("key", "track_id", "source", "split", "start_s", "duration_s", "bytes", "shard", "reference_key",
-                "augmentation_json")
+WINDOW_SHOWN = ("key", "track_id", "source", "split", "start_s", "duration_s", "f0_trust", "bytes", "shard",
+                "reference_key", "augmentation_json")
+WINDOW_OWN_RANGES = ("start_s", "duration_s", "f0_trust")  # window columns a range filters on (the rest: its track's)
 TEXT_COLUMNS = ("title", "artist", "caption", "lyrics", "source")  # what ``q`` searches (those the catalog has)
 HISTOGRAM_BINS = 24
 
@@ -66,9 +67,10 @@ def table_specs(corpus: Corpus) -> dict[str, TableSpec]:
                        categories=categories, ranges=scores + tuple(c for c in ("n_windows",) if c in t),
                        ids=tuple(p for p in ("group",) if TRACK_PARAM_COLUMNS[p] in t))
     joined = tuple(s for s in scores if s != "duration_s")  # a window's duration_s is its own
+    own = tuple(c for c in ("f0_trust",) if c in w)  # the window's own scores (catalogs from version 6)
     windows = TableSpec("windows", sorts=tuple(c for c in ("key", "source", "split", "start_s", "duration_s", "bytes",
-                                                           "shard") if c in w) + joined,
-                        categories=("split",), ranges=("start_s", "duration_s", *joined), flags=("augmented",),
+                                                           "shard") if c in w) + own + joined,
+                        categories=("split",), ranges=("start_s", "duration_s", *own, *joined), flags=("augmented",),
                         ids=("track",))
     return {"tracks": tracks, "windows": windows}
 
@@ -103,7 +105,7 @@ def _where(query: TableQuery, corpus: Corpus, alias: str, track_alias: str | Non
         if flag == "augmented":
             clauses.append(f"{alias}.augmentation_json IS {'NOT ' if on else ''}NULL")
     for col, lo, hi in query.ranges:
-        owner = alias if not windows or col in ("start_s", "duration_s") else track_alias
+        owner = alias if not windows or col in WINDOW_OWN_RANGES else track_alias
         for bound, op in ((lo, ">="), (hi, "<=")):
             if bound is not None:
                 clauses.append(f'{owner}."{col}" {op} ?')
@@ -123,8 +125,8 @@ def _where(query: TableQuery, corpus: Corpus, alias: str, track_alias: str | Non
 
 def _needs_tracks(query: TableQuery) -> bool:
     """A windows page joins the tracks table only to filter or sort by a track's score."""
-    own = {"key", "source", "split", "start_s", "duration_s", "bytes", "shard"}
-    return query.sort_column not in own or any(c not in ("start_s", "duration_s") for c, _, _ in query.ranges)
+    own = {"key", "source", "split", "start_s", "duration_s", "bytes", "shard", "f0_trust"}
+    return query.sort_column not in own or any(c not in WINDOW_OWN_RANGES for c, _, _ in query.ranges)
 
 
 def table_page(corpus: Corpus, query: TableQuery) -> Page:

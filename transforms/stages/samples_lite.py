@@ -218,7 +218,7 @@ class SampleStage(Stage):
         w = self.config.windows
         if not samples and n_gated:
             raise Rejection("f0_untrusted", f"all {n_gated} candidate windows have an f0 confidence below "
-                            f"windows.min_f0_confidence {w.min_f0_confidence:g} (f0 method "
+                            f"windows.min_f0_trust {w.min_f0_trust:g} (f0 method "
                             f"{result_field(row, 'f0', 'f0_method')}; set it lower to keep them)")
         if not samples:
             raise Rejection("no_windows", f"no {w.length_s:g} s window with vocal activity >= {w.min_vocal_activity:g}"
@@ -254,9 +254,9 @@ class SampleStage(Stage):
         tempo = structure.get("tempo_bpm")
         cfg = self.config.windows
         planned = plan_windows(duration, beats.tolist(), [s[0] for s in sections], vad, cfg)
-        confidence = {w.index: trust.window(w.start_s * speed, w.end_s * speed) for w in planned}
-        windows = [w for w in planned if cfg.min_f0_confidence <= 0 or confidence[w.index] is None
-                   or confidence[w.index] >= cfg.min_f0_confidence]  # keys keep the planned index either way
+        trusted = {w.index: trust.window(w.start_s * speed, w.end_s * speed) for w in planned}
+        windows = [w for w in planned if cfg.min_f0_trust <= 0 or trusted[w.index] is None
+                   or trusted[w.index] >= cfg.min_f0_trust]  # keys keep the planned index either way
         tag = aug.tag if aug else None
         keys = [window_key(track_id, w.index, tag) for w in windows]
         kept, refs = choose_references(windows, keys, cfg.require_reference)
@@ -271,7 +271,7 @@ class SampleStage(Stage):
                       "downbeats": clip_times(downbeats, w.start_s, w.end_s),
                       "sections": clip_sections(sections, w.start_s, w.end_s),
                       "tempo_bpm": None if tempo is None else float(round(float(tempo) * speed, 3))}
-            labels["f0_confidence"] = confidence[w.index]
+            labels["f0_trust"] = trusted[w.index]
             if words is not None:
                 labels["lyrics_words"] = clip_words(words, w.start_s, w.end_s)
             out.append(self._sample(row, key, None if ref is None else key_of[ref], w, aug, audio, f0, rate,
@@ -389,5 +389,5 @@ class SampleStage(Stage):
         meta = conform_sample_json(meta, self.json_schema())  # a sample that breaks the schema fails its song
         members["json"] = self.store.put_blob(canonical_json(meta).encode("utf-8"), ".json")
         return {"key": key, "start_s": start_in_source, "duration_s": w.duration_s, "reference_key": ref_key,
-                "augmentation": augmentation, "f0_confidence": labels["f0_confidence"],
+                "augmentation": augmentation, "f0_trust": labels["f0_trust"],
                 "members": dict(sorted(members.items()))}
