@@ -197,7 +197,7 @@ def synthetic_sample(i: int, filled: bool) -> dict[str, Any]:
         "labels": {"vad_segments": clip_segments([[2.0, 5.0]] if filled else [], 1.0, 11.24),
                    "beats": [0.5, 1.0] if filled else [], "downbeats": [0.5] if filled else [],
                    "sections": clip_sections([[0.0, 5.0, "A"], [5.0, 12.0, "B"]] if filled else [], 1.0, 11.24),
-                   "tempo_bpm": 120 if filled else None},
+                   "tempo_bpm": 120 if filled else None, "f0_trust": 0.8 if filled else None},
         "metadata": metadata, "caption_method": caption_method(metadata), "scores": scores,
         "lineage": [{"stage": "ingest", "version": "3", "model": "m" if filled else None,
                      "checksum": "c" if filled else None, "config_hash": "h"}],
