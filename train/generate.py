@@ -106,7 +106,7 @@ class Curation:
             with StemReader(self.store.root / ingest["audio_file"]) as stem:
                 audible = stem.energy_db() > -90.0
             row["results"]["stems"] = {f"{is_stem}_file": ingest["audio_file"], f"{is_stem}_sha256": ingest["audio_sha256"],
-                                       "has_vocals": audible}
+                                       "has_vocals": audible, "stems_method": "source"}  # a real stem: f0 reads it
         return row
 
     def audio(self, row: dict[str, Any], stem: str) -> np.ndarray:
