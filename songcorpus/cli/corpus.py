@@ -71,8 +71,12 @@ def print_funnel(out: Path | str) -> None:
     print(f"{n_windows} samples in {n_shards} shards under {join(out, 'shards')}; catalog: {join(out, 'catalog.duckdb')}")
     if gated is not None:
         n_gated, n_songs, n_mix = gated
-        print(f"f0 confidence gate: dropped {n_gated} candidate windows in {n_songs} songs whose f0 could not be trusted "
-              f"(windows.min_f0_trust); {n_mix} accepted songs had their f0 read from the mix (no stems given)")
+        if n_gated:
+            print(f"f0 trust gate (windows.min_f0_trust): dropped {n_gated} candidate window{'s' * (n_gated != 1)} "
+                  f"in {n_songs} song{'s' * (n_songs != 1)} whose f0 could not be trusted")
+        if n_mix:
+            print(f"f0 read from the mix for {n_mix} accepted song{'s' * (n_mix != 1)} (no real stems: "
+                  "f0_method ...:mix-viterbi)")
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
