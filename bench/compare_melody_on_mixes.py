@@ -74,19 +74,21 @@ import torch
 from songcorpus.pipelines.sources.demo import demo_manifest
 from songcorpus.schemas.config import PipelineConfig, load_config
 from songcorpus.transforms.stages.f0 import (
-    CENTS_BIN0,
-    CENTS_PER_BIN,
     HOP,
+    MELODIA_WEIGHT,
     MODEL_RATE,
     PITCH_BINS,
     WINDOW,
     CrepeF0Model,
     _bin_range,
     _span_edges,
+    candidate_bump,
     decode,
     estimate_f0,
     frames_in_segments,
     load_f0_model,
+    local_average,
+    viterbi_path,
     window_rms,
 )
 from songcorpus.transforms.stages.stems import repet_sim
@@ -106,8 +108,7 @@ WINDOW_TARGET_RPA = 0.90
 # against CREPE's activations (0.3 beat 1.0 on each song; no candidate at all did better still).
 VOCAL_BAND_HZ = (80.0, 1000.0)
 VITERBI_WIDTH_BINS = 12
-MELODIA_WEIGHT = 0.3
-MELODIA_SIGMA_BINS = 2.5
+# MELODIA_WEIGHT (0.3) and the candidate's width (2.5 bins) now live in the f0 stage, which this script imports
 
 
 @dataclass
@@ -341,35 +342,15 @@ def hz_of(cents: np.ndarray) -> np.ndarray:
     return 10.0 * 2.0 ** (cents / 1200.0)
 
 
-def local_average(acts: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cents, confidence) at the given bins: CREPE's weighted mean of the +-4 bins, activation at the bin."""
-    near = np.clip(best[:, None] + np.arange(-4, 5), 0, PITCH_BINS - 1)
-    w = np.take_along_axis(acts.astype(np.float64), near, axis=1)
-    cents = (w * (CENTS_BIN0 + CENTS_PER_BIN * near)).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
-    return cents, acts[np.arange(acts.shape[0]), best].astype(np.float64)
-
-
 def viterbi_bins(emission: np.ndarray, active: np.ndarray, band_hz: tuple[float, float], width: int) -> np.ndarray:
     """Best bin per frame by Viterbi within ``band_hz``, one path per run of active frames: emission
     normalised per frame, a triangular transition prior ``width`` bins wide (as torchcrepe's viterbi)."""
     lo, hi = _bin_range(*band_hz)
-    k = np.arange(hi - lo)
-    trans = np.maximum(0, width - np.abs(k[:, None] - k[None, :])).astype(np.float64)
-    trans /= trans.sum(axis=1, keepdims=True)
     best = np.full(emission.shape[0], lo, dtype=np.int64)
     bounds = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
     for start, stop in zip(bounds[::2], bounds[1::2], strict=True):
-        prob = emission[start:stop, lo:hi].astype(np.float64).T + 1e-6
-        prob /= prob.sum(axis=0, keepdims=True)
-        best[start:stop] = librosa.sequence.viterbi(prob, trans) + lo
+        best[start:stop] = viterbi_path(emission[start:stop], lo, hi, width)  # the f0 stage's decoder
     return best
-
-
-def melodia_bump(pitch: np.ndarray) -> np.ndarray:
-    """A Gaussian (``MELODIA_SIGMA_BINS``) on CREPE's bin grid at Melodia's pitch, 0 where Melodia is silent."""
-    centre = (cents_of(pitch) - CENTS_BIN0) / CENTS_PER_BIN
-    g = np.exp(-0.5 * ((np.arange(PITCH_BINS)[None, :] - centre[:, None]) / MELODIA_SIGMA_BINS) ** 2)
-    return np.where(pitch[:, None] > 0, g, 0.0)
 
 
 def crepe_estimate(acts: np.ndarray, active: np.ndarray, threshold: float, viterbi: bool,
@@ -424,7 +405,7 @@ def methods(tools: Tools) -> dict[str, tuple[str, Method]]:
     def plus_melodia(which: str, stride: int = 1) -> Method:
         def run(t: Tools, w: Work) -> Estimate:
             acts = t.acts(w, which, stride=stride)
-            return crepe_estimate(acts, t.vad_frames(w), th, True, acts + MELODIA_WEIGHT * melodia_bump(t.melodia(w, True)[0]))
+            return crepe_estimate(acts, t.vad_frames(w), th, True, acts + MELODIA_WEIGHT * candidate_bump(t.melodia(w, True)[0]))
         return run
 
     def with_agreement(base: Method) -> Method:

@@ -111,17 +111,21 @@ def _bin_range(fmin: float, fmax: float) -> tuple[int, int]:
     return max(0, lo), min(PITCH_BINS, max(hi, lo + 1))
 
 
+def local_average(acts: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cents, confidence) at the given bins: CREPE's weighted mean of the +-4 bins, and the activation at the bin."""
+    acts = acts.astype(np.float64, copy=False)
+    near = np.clip(best[:, None] + np.arange(-4, 5), 0, PITCH_BINS - 1)
+    w = np.take_along_axis(acts, near, axis=1)
+    cents = (w * (CENTS_BIN0 + CENTS_PER_BIN * near)).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
+    return cents, acts[np.arange(acts.shape[0]), best]
+
+
 def decode(acts: np.ndarray, fmin: float, fmax: float) -> tuple[np.ndarray, np.ndarray]:
     """(cents, confidence) per frame: argmax within [fmin, fmax], then the activation-weighted mean of
     the +-4 bins around it (CREPE's local average); confidence = activation at the argmax."""
     lo, hi = _bin_range(fmin, fmax)
     acts = acts.astype(np.float64)
-    best = acts[:, lo:hi].argmax(axis=1) + lo
-    conf = acts[np.arange(acts.shape[0]), best]
-    near = np.clip(best[:, None] + np.arange(-4, 5), 0, PITCH_BINS - 1)
-    w = np.take_along_axis(acts, near, axis=1)
-    cents = (w * (CENTS_BIN0 + CENTS_PER_BIN * near)).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
-    return cents, conf
+    return local_average(acts, acts[:, lo:hi].argmax(axis=1) + lo)
 
 
 def frames_in_segments(n: int, segments: list[list[float]] | list[tuple[float, float]], pad_s: float) -> np.ndarray:
@@ -171,6 +175,18 @@ def _wanted_frames(windows: np.ndarray, cfg: F0Config,
     return wanted
 
 
+def _frames_to_run(signal: np.ndarray, rate: int, cfg: F0Config,
+                   segments: list[list[float]] | list[tuple[float, float]] | None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(frame count, analysis windows, wanted frames) of a mono or multichannel signal; windows and mask are empty
+    when there is no frame."""
+    mono = signal.mean(axis=1) if signal.ndim == 2 else signal
+    n = n_f0_frames(mono.shape[0], rate)
+    if n == 0:
+        return 0, np.zeros((0, WINDOW), dtype=np.float32), np.zeros(0, dtype=bool)
+    windows = _frames_of(mono, rate, n)
+    return n, windows, _wanted_frames(windows, cfg, segments)
+
+
 def _run_frames(wanted: np.ndarray, stride: int) -> np.ndarray:
     """Every ``stride``-th wanted frame plus the first and last of each run: every wanted frame then lies between
     two run frames of its own span."""
@@ -187,14 +203,9 @@ def estimate_f0(vocals: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Mode
     [start_s, end_s] (padded by ``cfg.vad_pad_ms``); None = everywhere. Deterministic for a given input,
     config and machine; ``model`` defaults to ``load_f0_model(cfg.method)`` (loaded only if needed).
     """
-    mono = vocals.mean(axis=1) if vocals.ndim == 2 else vocals
-    n = n_f0_frames(mono.shape[0], rate)
+    n, windows, wanted = _frames_to_run(vocals, rate, cfg, segments)
     f0 = np.zeros(n, dtype=np.float32)
     periodicity = np.zeros(n, dtype=np.float32)
-    if n == 0:
-        return f0, periodicity
-    windows = _frames_of(mono, rate, n)
-    wanted = _wanted_frames(windows, cfg, segments)
     if not wanted.any():
         return f0, periodicity
 
@@ -244,7 +255,7 @@ def melodia_pitch(mix: np.ndarray, rate: int, n: int, band_hz: tuple[float, floa
     return np.maximum(pitch[idx], 0.0)
 
 
-def _candidate_bump(pitch_hz: np.ndarray) -> np.ndarray:
+def candidate_bump(pitch_hz: np.ndarray) -> np.ndarray:
     """A Gaussian on CREPE's bin grid at each frame's candidate pitch (0 where there is none)."""
     centre = (1200.0 * np.log2(np.maximum(pitch_hz, 1e-9) / 10.0) - CENTS_BIN0) / CENTS_PER_BIN
     g = np.exp(-0.5 * ((np.arange(PITCH_BINS)[None, :] - centre[:, None]) / MELODIA_SIGMA_BINS) ** 2)
@@ -269,15 +280,6 @@ def viterbi_path(emission: np.ndarray, lo: int, hi: int, width: int) -> np.ndarr
     return librosa.sequence.viterbi(prob, _transition(hi - lo, width)) + lo
 
 
-def local_average(acts: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cents, confidence) at the given bins: CREPE's weighted mean of the +-4 bins, and the activation at the bin."""
-    acts = acts.astype(np.float64)
-    near = np.clip(best[:, None] + np.arange(-4, 5), 0, PITCH_BINS - 1)
-    w = np.take_along_axis(acts, near, axis=1)
-    cents = (w * (CENTS_BIN0 + CENTS_PER_BIN * near)).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
-    return cents, acts[np.arange(acts.shape[0]), best]
-
-
 def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Model | None = None,
                        segments: list[list[float]] | list[tuple[float, float]] | None = None,
                        candidates_hz: np.ndarray | None = None,
@@ -290,14 +292,9 @@ def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0
     the frame's highest activation reaches ``cfg.voicing_threshold``; the confidence is the activation at the
     chosen bin (the frame's trust: bench/results/melody-on-mixes.md). ``detail``, when given, receives the run frames'
     indices, their activations and the chosen bins (for measurement, not stored)."""
-    mono = mix.mean(axis=1) if mix.ndim == 2 else mix
-    n = n_f0_frames(mono.shape[0], rate)
+    n, windows, wanted = _frames_to_run(mix, rate, cfg, segments)
     f0 = np.zeros(n, dtype=np.float32)
     confidence = np.zeros(n, dtype=np.float32)
-    if n == 0:
-        return f0, confidence
-    windows = _frames_of(mono, rate, n)
-    wanted = _wanted_frames(windows, cfg, segments)
     if not wanted.any():
         return f0, confidence
     idx = np.flatnonzero(_run_frames(wanted, cfg.mix_model_stride))
@@ -314,7 +311,7 @@ def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0
         span = np.maximum(idx[right] - idx[left], 1)
         t = ((out - idx[left]) / span).astype(np.float32)[:, None]
         acts = (1 - t) * acts_run[left] + t * acts_run[right]
-    emission = acts if candidates_hz is None else acts + MELODIA_WEIGHT * _candidate_bump(candidates_hz[out])
+    emission = acts if candidates_hz is None else acts + MELODIA_WEIGHT * candidate_bump(candidates_hz[out])
     lo_bin, hi_bin = _bin_range(*cfg.mix_band_hz)
     best = np.empty(out.size, dtype=np.int64)
     breaks = np.flatnonzero(np.diff(out) > 1) + 1
