@@ -37,6 +37,7 @@ from songcorpus.io.storage import is_url, sha256_of
 from songcorpus.schemas.failures import is_machine_error
 from songcorpus.schemas.row import Row, audio_file, audio_sha256, has_vocals, track_of, vocals_sha256
 from songcorpus.transforms.base import Rejection, Resources, Stage
+from songcorpus.transforms.dsp.neighbour_median import neighbour_median
 from songcorpus.transforms.stages.ingest import IngestStage
 
 STEM_LENGTH_TOLERANCE_S = 0.5
@@ -86,12 +87,7 @@ def repet_sim(mix: np.ndarray, rate: int, n_fft: int, hop: int, width_s: float, 
     if n_frames < 2 * width + n_neighbours:
         return np.zeros_like(mix)
     feat = librosa.power_to_db(librosa.feature.melspectrogram(S=mag**2, sr=rate, n_mels=SIM_MELS) + 1e-10)
-    neighbours = similar_frames(feat, n_neighbours, width)
-    background = np.empty_like(mag)
-    for lo in range(0, n_frames, 256):
-        idx = neighbours[lo:lo + 256]
-        background[:, lo:lo + 256] = np.median(mag[:, idx], axis=2)
-    background = np.minimum(mag, background)
+    background = np.minimum(mag, neighbour_median(mag, similar_frames(feat, n_neighbours, width)))
     mask = librosa.util.softmask(mag - background, margin * background, power=2)
     return librosa.istft(mask * spec, hop_length=hop, length=mix.size).astype(np.float32)
 
