@@ -282,7 +282,7 @@ def stage_table(songs: list[Song]) -> list[dict[str, Any]]:
         for song in songs:
             ing = IngestStage(config, store).process_one({"track": {"path": str(DEMO / song.name / "vocals.flac")}})
             row = {"results": {"stems": {"vocals_file": ing["audio_file"], "vocals_sha256": ing["audio_sha256"],
-                                         "has_vocals": True}}}
+                                         "has_vocals": True, "stems_method": "source"}}}
             row["results"]["vad"], cpu_vad = cpu_timed(lambda r=row: vad.process_one(r))
             out, cpu_f0 = cpu_timed(lambda r=row: f0.process_one(r))
             track = store.get_array(out["f0_file"])
@@ -389,17 +389,22 @@ def main() -> None:
     config = load_config()
     songs = [load_song(s, args.reference) for s in args.songs]
     base = config.f0.model_copy(update={"only_vocal_activity": False})
+    default_name = f"torchcrepe-tiny, model_stride {base.model_stride} refined at {base.refine_cents:g} cents (default)"
     methods: dict[str, Method] = {
-        "torchcrepe-tiny": crepe_method(base),
-        "torchcrepe-tiny, model_stride 2": crepe_method(base.model_copy(update={"model_stride": 2})),
-        "pesto mir-1k_g7 (conf >= 0.5)": pesto_method(),
+        "torchcrepe-tiny, every frame": crepe_method(base.model_copy(update={"model_stride": 1})),
+        "torchcrepe-tiny, model_stride 2": crepe_method(base.model_copy(update={"model_stride": 2, "refine_cents": 0.0})),
+        default_name: crepe_method(base),
         "librosa yin (no voicing)": yin_method,
     }
+    try:  # the bench extra (`uv sync --extra bench`); setup.sh does not install it
+        methods["pesto mir-1k_g7 (conf >= 0.5)"] = pesto_method()
+    except ImportError:
+        print("pesto-pitch not installed (the bench extra): PESTO skipped", flush=True)
     if not args.no_pyin:
         methods["librosa pyin"] = pyin_method
     print("methods:", flush=True)
     outputs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-    mix = {"torchcrepe-tiny", "pesto mir-1k_g7 (conf >= 0.5)", "librosa yin (no voicing)"}
+    mix = {default_name, "pesto mir-1k_g7 (conf >= 0.5)", "librosa yin (no voicing)"}
     if args.pyin_mix:
         mix.add("librosa pyin")
     rows = compare_methods(songs, methods, mix, outputs)
