@@ -23,12 +23,15 @@ give all-zero f0.
 
 ``estimate_f0`` (a stem, argmax decoding) and ``estimate_f0_on_mix`` (a mix, Viterbi in the vocal band) are the
 pure functions (the samples stage and the evaluator reuse the first); frames are only run where they are inside a
-VAD segment (when given) and louder than ``f0.silence_dbfs``.
+VAD segment (when given) and louder than ``f0.silence_dbfs``, and at a model stride on every k-th such frame plus,
+where two neighbouring run frames disagree by more than ``f0.refine_cents`` or in voicing, the frames halfway until
+they agree (held notes are interpolated, pitch changes run frame by frame).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,13 +206,14 @@ def _disagreeing_gaps(idx: np.ndarray, wanted: np.ndarray, apart: np.ndarray) ->
     return ((a + b) // 2)[open_gap & apart]
 
 
-def _refined(wanted: np.ndarray, stride: int, refine_cents: float, estimate: Any,
-             apart: Any) -> tuple[np.ndarray, Any]:
+def _refined(wanted: np.ndarray, stride: int, refine_cents: float,
+             estimate: Callable[[np.ndarray], tuple[np.ndarray, ...]],
+             apart: Callable[[tuple[np.ndarray, ...]], np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Run the model at ``stride`` and, while two neighbouring run frames disagree (``apart`` of their estimates),
     also on the frame halfway between: held notes are interpolated, pitch changes are run frame by frame.
 
     ``estimate(frames) -> tuple of per-frame arrays`` runs the model; ``apart(estimates) -> bool array`` (one
-    shorter) says which consecutive run frames disagree. Returns the run frames (sorted) and their estimates, concatenated."""
+    shorter) says which consecutive run frames disagree. Returns the run frames (sorted) and their estimates."""
     idx = np.flatnonzero(_run_frames(wanted, stride))
     est = estimate(idx)
     while refine_cents > 0 and idx.size > 1:
