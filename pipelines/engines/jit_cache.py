@@ -1,5 +1,5 @@
 """Fill numba's on-disk cache for the librosa kernels the lite stages use, and songcorpus's own (REPET-SIM's
-neighbour median, ``transforms/dsp/neighbour_median.py``), in one process at a time.
+neighbour median and the f0 stage's banded Viterbi, ``transforms/dsp/``), in one process at a time.
 
 librosa compiles its numba kernels with ``cache=True``: on a fresh install, the first processes to
 import it compile and write the cache files. numba's cache is not safe for concurrent writers: two
@@ -56,7 +56,7 @@ def warm_jit_cache() -> None:
             repet_sim(np.tile(noise, 2), 44100, st.n_fft, st.hop_length, 0.5, 2, st.margin)
             time_stretch(noise[:22050], 22050, 1.1, "librosa")  # phase vocoder (augment.stretcher: librosa)
             pitch_shift(noise[:22050], 22050, 1.0, "librosa")
-            viterbi_path(np.abs(noise[:3600]).reshape(10, 360), 10, 40, 12)  # f0 on a mix: librosa's viterbi
+            viterbi_path(np.abs(noise[:3600]).reshape(10, 360), 10, 40, 12)  # f0 on a mix: the banded Viterbi
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

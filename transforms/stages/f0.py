@@ -50,6 +50,7 @@ from songcorpus.schemas.row import (
     vocals_file,
 )
 from songcorpus.transforms.base import Resources, Stage
+from songcorpus.transforms.dsp.banded_viterbi import banded_viterbi
 from songcorpus.transforms.models.registry import ModelError, get_model
 from songcorpus.transforms.stages.stems import LITE_SEPARATOR_METHOD, vocal_stem_identity
 
@@ -316,12 +317,11 @@ def _transition(states: int, width: int) -> np.ndarray:
 
 def viterbi_path(emission: np.ndarray, lo: int, hi: int, width: int) -> np.ndarray:
     """The most likely bin per frame within [lo, hi) for one run of consecutive frames: emission normalised per
-    frame, a triangular transition prior (continuity is what undoes most of CREPE's octave and fifth slips on a mix)."""
-    import librosa
-
+    frame, a triangular transition prior (continuity is what undoes most of CREPE's octave and fifth slips on a mix).
+    librosa's Viterbi path, scoring only the prior's band (``transforms/dsp/banded_viterbi.py``)."""
     prob = emission[:, lo:hi].astype(np.float64).T + 1e-6
     prob /= prob.sum(axis=0, keepdims=True)
-    return librosa.sequence.viterbi(prob, _transition(hi - lo, width)) + lo
+    return banded_viterbi(prob, _transition(hi - lo, width), width) + lo
 
 
 def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Model | None = None,
