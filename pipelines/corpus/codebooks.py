@@ -1,10 +1,14 @@
 """The corpus codebooks (embedded-codec tokens, content units): k-means fitted on the train split's stored frames,
 cached in the artefact store by what they were fitted on.
+
+The fit runs in the driver between the analysis and samples phases, while the workers wait for it, so it takes as
+many threads as the job has workers (no more than this machine's cores); the codebook's bytes do not depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -55,6 +59,11 @@ def gather_rows(store: ArtefactStore, files: list[str], max_rows: int, seed: int
     return np.concatenate(parts), n_total
 
 
+def fit_threads(config: PipelineConfig) -> int:
+    """Threads for a codebook fit: the job's workers, at most the cores this process may run on."""
+    return max(1, min(config.engine.workers, len(os.sched_getaffinity(0))))
+
+
 def fit_corpus_codebook(accepted: Iterable[Row], splits: Mapping[str, str], config: PipelineConfig,
                         store: ArtefactStore) -> dict[str, str] | None:
     """The embedded codec's codebook, fit on the train split's sampled frames (stage ``codec_frames``)."""
@@ -62,7 +71,8 @@ def fit_corpus_codebook(accepted: Iterable[Row], splits: Mapping[str, str], conf
 
     files = [result_field(r, "codec_frames", "codec_frames_file") for r in train_pool(accepted, splits)]
     return fit_cached_centroids(store, "codebook", config.codec.digest(), files,
-                                lambda frames: fit_codebook(frames, config.codec), config.codec.fit_max_frames,
+                                lambda frames: fit_codebook(frames, config.codec, fit_threads(config)),
+                                config.codec.fit_max_frames,
                                 config.codec.seed)
 
 
@@ -76,4 +86,5 @@ def fit_corpus_units(accepted: Iterable[Row], splits: Mapping[str, str], config:
     files = [result_field(r, "unit_frames", "unit_frames_file") for r in train_pool(accepted, splits)
              if has_result(r, "unit_frames")]
     return fit_cached_centroids(store, "unit_codebook", cfg.digest(), files,
-                                lambda frames: fit_unit_codebook([frames], cfg.n_units, seed=0), FIT_MAX_FRAMES, 0)
+                                lambda frames: fit_unit_codebook([frames], cfg.n_units, seed=0, threads=fit_threads(config)),
+                                FIT_MAX_FRAMES, 0)

@@ -1,18 +1,33 @@
 """Deterministic k-means for the corpus codebooks (embedded-codec tokens, content units).
 
-Same frames and seed, same bytes: frames beyond ``max_frames`` are subsampled with a generator seeded
-by ``seed``; with fewer distinct frames than ``k`` the codebook is those frames (K shrinks, so no
-centroid is a duplicate); Lloyd k-means (k-means++ init, one run) on one thread, because multi-threaded
-reductions are not bitwise reproducible. Assignment is exact (float64 squared distances, ties to the
-lowest id), in blocks so long songs stay within memory.
+Same frames and seed, same bytes, on any number of threads: frames beyond ``max_frames`` are subsampled with a
+generator seeded by ``seed``; with fewer distinct frames than ``k`` the codebook is those frames (K shrinks, so no
+centroid is a duplicate); otherwise Lloyd k-means (greedy k-means++ init, one run). The work is cut into blocks of
+rows whose size does not depend on the thread count; each block's distances are one single-threaded BLAS call, and
+every sum across blocks is taken in block order, so threads change only how long it takes. (A multi-threaded BLAS
+or OpenMP reduction would add in whatever order the threads finish: not bitwise reproducible.) The fit runs in the
+corpus driver while the workers wait, so it uses as many threads as the job has workers. Assignment is exact
+(float64 squared distances, ties to the lowest id), in blocks so long songs stay within memory.
+
+Needs numpy, scipy and threadpoolctl; raises nothing of its own (callers validate shapes and values).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
 import numpy as np
 from scipy.spatial.distance import cdist
 
-BLOCK = 1024  # frames per block while assigning
+BLOCK = 1024  # frames per block while assigning (nearest_centroid)
+LLOYD_BLOCK = 512  # rows per block in a Lloyd step: a block's (rows, k) distances stay in cache
+SEED_BLOCK = 8192  # rows per block in a k-means++ step (a few candidates: memory-bound, larger blocks)
+TOL = 1e-4  # stop when the centroids move less than this share of the data's mean variance (scikit-learn's rule)
+
+T = TypeVar("T")
 
 
 def subsample_rows(frames: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
@@ -22,19 +37,126 @@ def subsample_rows(frames: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     return frames[np.sort(np.random.default_rng(seed).choice(frames.shape[0], max_rows, replace=False))]
 
 
-def fit_kmeans(frames: np.ndarray, k: int, seed: int, max_frames: int, max_iter: int) -> np.ndarray:
-    """Centroids ``(K, D)`` float32 of ``frames`` ``(n, D)`` (callers validate shapes and values)."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
+def fit_kmeans(frames: np.ndarray, k: int, seed: int, max_frames: int, max_iter: int, threads: int = 1) -> np.ndarray:
+    """Centroids ``(K, D)`` float32 of ``frames`` ``(n, D)``; the same bytes whatever ``threads`` is."""
     frames = subsample_rows(np.asarray(frames, dtype=np.float64), max_frames, seed)
     distinct = np.unique(frames, axis=0)
     if distinct.shape[0] <= k:
         return distinct.astype(np.float32)
-    km = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=max_iter, random_state=seed, algorithm="lloyd")
+    return lloyd(np.ascontiguousarray(frames), k, seed, max_iter, max(1, int(threads))).astype(np.float32)
+
+
+@contextmanager
+def _block_map(threads: int) -> Iterator[Callable[[Callable[[slice], T], list[slice]], list[T]]]:
+    """``map(fn, blocks)`` in block order, on ``threads`` threads, each BLAS call single-threaded."""
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1):
-        km.fit(frames)
-    return km.cluster_centers_.astype(np.float32)
+        if threads == 1:
+            yield lambda fn, blocks: [fn(b) for b in blocks]
+            return
+        with ThreadPoolExecutor(threads, thread_name_prefix="kmeans") as pool:
+            yield lambda fn, blocks: list(pool.map(fn, blocks))
+
+
+def _blocks(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def lloyd(x: np.ndarray, k: int, seed: int, max_iter: int, threads: int) -> np.ndarray:
+    """Lloyd iterations from a greedy k-means++ start until no frame changes centroid, the centroids move less than
+    :data:`TOL` of the mean variance, or ``max_iter``; float64 ``(k, D)``."""
+    x_sq = np.einsum("ij,ij->i", x, x)
+    tol = TOL * float(np.mean(np.var(x, axis=0)))
+    blocks = _blocks(x.shape[0], LLOYD_BLOCK)
+    with _block_map(threads) as map_blocks:
+        centers = kmeans_plus_plus(x, x_sq, k, np.random.default_rng(seed), map_blocks)
+        labels: np.ndarray | None = None
+        for _ in range(max_iter):
+            neg2c, c_sq = -2.0 * centers, np.einsum("ij,ij->i", centers, centers)
+
+            def assign(b: slice, neg2c: np.ndarray = neg2c, c_sq: np.ndarray = c_sq) -> tuple[np.ndarray, np.ndarray]:
+                d = x[b] @ neg2c.T  # |x|^2 is the same for every centroid: left out of the argmin
+                d += c_sq
+                nearest = np.argmin(d, axis=1)
+                return nearest, d[np.arange(nearest.size), nearest] + x_sq[b]
+
+            parts = map_blocks(assign, blocks)
+            new_labels = np.concatenate([p[0] for p in parts])
+            if labels is not None and np.array_equal(new_labels, labels):
+                break
+            labels = new_labels
+            moved = _centroids(x, labels, np.concatenate([p[1] for p in parts]), centers)
+            shift = float(np.sum((moved - centers) ** 2))
+            centers = moved
+            if shift <= tol:
+                break
+    return centers
+
+
+def _centroids(x: np.ndarray, labels: np.ndarray, dist: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Each cluster's mean (rows summed in row order); an empty cluster takes the farthest frames from their
+    centroids, farthest first (ties to the lowest row), so no centroid is lost."""
+    from scipy.sparse import csr_matrix
+
+    k, n = old.shape[0], x.shape[0]
+    counts = np.bincount(labels, minlength=k)
+    members = csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))  # row c: cluster c's rows, in order
+    full = counts > 0
+    centers = old.copy()
+    centers[full] = (members @ x)[full] / counts[full, None]
+    empty = np.flatnonzero(~full)
+    if empty.size:
+        centers[empty] = x[np.argsort(-dist, kind="stable")[:empty.size]]
+    return centers
+
+
+def kmeans_plus_plus(x: np.ndarray, x_sq: np.ndarray, k: int, rng: np.random.Generator,
+                     map_blocks: Callable[[Callable[[slice], T], list[slice]], list[T]]) -> np.ndarray:
+    """Greedy k-means++ (Arthur and Vassilvitskii, with 2 + log k candidates per step, as scikit-learn does): each
+    next centroid is the candidate, drawn in proportion to the squared distance to the nearest centroid so far, that
+    lowers the total the most."""
+    n = x.shape[0]
+    trials = 2 + int(np.log(k))
+    blocks = _blocks(n, SEED_BLOCK)
+    x_t = np.ascontiguousarray(x.T)  # (D, n): a few candidates against all rows is a fast GEMM this way round
+    centers = np.empty((k, x.shape[1]))
+    first = int(rng.integers(n))
+    centers[0] = x[first]
+
+    def to_first(b: slice) -> np.ndarray:
+        return _sq_distances(x_t[:, b], x_sq[b], x[first:first + 1], x_sq[first:first + 1])[0]
+
+    closest = np.concatenate(map_blocks(to_first, blocks))
+    potential = float(np.sum(closest))
+    for c in range(1, k):
+        ids = np.minimum(np.searchsorted(np.cumsum(closest), rng.uniform(size=trials) * potential), n - 1)
+        cand, cand_sq = x[ids], x_sq[ids]
+
+        def step(b: slice, cand: np.ndarray = cand, cand_sq: np.ndarray = cand_sq,
+                 closest: np.ndarray = closest) -> tuple[np.ndarray, np.ndarray]:
+            d = _sq_distances(x_t[:, b], x_sq[b], cand, cand_sq)  # (trials, rows)
+            np.minimum(d, closest[None, b], out=d)
+            return d, d.sum(axis=1)
+
+        parts = map_blocks(step, blocks)
+        totals = np.zeros(trials)
+        for _, block_total in parts:  # in block order: the same sum on any number of threads
+            totals += block_total
+        best = int(np.argmin(totals))
+        potential = float(totals[best])
+        closest = np.concatenate([d[best] for d, _ in parts])
+        centers[c] = cand[best]
+    return centers
+
+
+def _sq_distances(x_t: np.ndarray, x_sq: np.ndarray, c: np.ndarray, c_sq: np.ndarray) -> np.ndarray:
+    """Squared distances ``(centroids, rows)`` from ``c`` to the rows given transposed, ``x_t`` ``(D, rows)``."""
+    d = c @ x_t
+    d *= -2.0
+    d += x_sq[None, :]
+    d += c_sq[:, None]
+    return np.maximum(d, 0.0, out=d)
 
 
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray, dtype: type[np.integer]) -> np.ndarray:

@@ -184,11 +184,11 @@ def load_content_encoder(spec: StoreModel, folder: Path, device: torch.device | 
 # ---------------------------------------------------------------------------------------------
 
 def fit_unit_codebook(frames: Sequence[np.ndarray] | np.ndarray, n_units: int, seed: int = 0,
-                      max_frames: int = FIT_MAX_FRAMES, max_iter: int = FIT_MAX_ITER) -> np.ndarray:
+                      max_frames: int = FIT_MAX_FRAMES, max_iter: int = FIT_MAX_ITER, threads: int = 1) -> np.ndarray:
     """k-means centroids float32 ``(K, D)`` of feature frames (as :func:`codec.fit_codebook`: same frames and
-    seed, same bytes). Frames beyond ``max_frames`` are subsampled with a generator seeded by ``seed``; with
-    fewer distinct frames than ``n_units`` the codebook is those frames (K shrinks). Single-threaded Lloyd
-    k-means (k-means++ init, one run): multi-threaded reductions are not bitwise reproducible."""
+    seed, same bytes, on any number of ``threads``). Frames beyond ``max_frames`` are subsampled with a generator
+    seeded by ``seed``; with fewer distinct frames than ``n_units`` the codebook is those frames (K shrinks).
+    Lloyd k-means, k-means++ init, one run (``transforms/dsp/kmeans.py``)."""
     parts = [np.asarray(f) for f in ([frames] if isinstance(frames, np.ndarray) else frames)]
     parts = [p for p in parts if p.size]
     if not parts or any(p.ndim != 2 for p in parts) or len({p.shape[1] for p in parts}) != 1:
@@ -199,7 +199,7 @@ def fit_unit_codebook(frames: Sequence[np.ndarray] | np.ndarray, n_units: int, s
         raise ValueError("content units: frames to fit contain NaN or inf")
     if n_units < 2 or n_units > np.iinfo(np.int16).max:
         raise ValueError(f"content units: n_units {n_units} is not in 2..{np.iinfo(np.int16).max} (ids are int16)")
-    return fit_kmeans(data, n_units, seed, max_frames, max_iter)
+    return fit_kmeans(data, n_units, seed, max_frames, max_iter, threads)
 
 
 def assign_units(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:

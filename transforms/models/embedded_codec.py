@@ -194,13 +194,13 @@ def decode_latents(latents: np.ndarray, n_samples: int, sample_rate: int, cfg: C
 # tokens
 # ---------------------------------------------------------------------------------------------
 
-def fit_codebook(frames: np.ndarray, cfg: CodecConfig) -> np.ndarray:
-    """k-means centroids ``(K, n_mels)`` float32 of corpus frames; same frames and seed, same bytes.
+def fit_codebook(frames: np.ndarray, cfg: CodecConfig, threads: int = 1) -> np.ndarray:
+    """k-means centroids ``(K, n_mels)`` float32 of corpus frames; same frames and seed, same bytes, on any
+    number of ``threads`` (``transforms/dsp/kmeans.py`` says how).
 
     Frames beyond ``fit_max_frames`` are subsampled with a generator seeded by ``cfg.seed``. With
     fewer distinct frames than ``codebook_size``, the codebook is those frames (K shrinks), so no
-    centroid is a duplicate. k-means runs on one thread: multi-threaded reductions are not bitwise
-    reproducible.
+    centroid is a duplicate.
     """
     frames = np.asarray(frames, dtype=np.float64)
     if frames.ndim != 2 or frames.shape[0] == 0:
@@ -209,7 +209,7 @@ def fit_codebook(frames: np.ndarray, cfg: CodecConfig) -> np.ndarray:
         raise ValueError(f"embedded codec: frames have {frames.shape[1]} channels, config says n_mels={cfg.n_mels}")
     if not np.isfinite(frames).all():
         raise ValueError("embedded codec: frames to fit contain NaN or inf")
-    return fit_kmeans(frames, cfg.codebook_size, cfg.seed, cfg.fit_max_frames, cfg.kmeans_max_iter)
+    return fit_kmeans(frames, cfg.codebook_size, cfg.seed, cfg.fit_max_frames, cfg.kmeans_max_iter, threads)
 
 
 def encode_tokens(latents: np.ndarray, codebook: np.ndarray) -> np.ndarray:
