@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from songcorpus.io.artefacts import ArtefactStore  # noqa: E402
-from songcorpus.io.audio import DecodeError  # noqa: E402
+from songcorpus.io.audio import DecodeError, shared_decodes  # noqa: E402
 from songcorpus.pipelines import curate as curate_mod  # noqa: E402
 from songcorpus.pipelines.build_corpus import build_corpus  # noqa: E402
 from songcorpus.pipelines.corpus.decide import Decision  # noqa: E402
@@ -371,16 +371,17 @@ def run_plain_loop(corpus: Path, out: Path, overrides: dict[str, Any] | None = N
             res.stages[stage.name] = Timing()
         rows = [new_row(rec.to_dict()) for rec in expand_inputs([str(corpus)], store.root / "inputs")]
         for row in rows:
-            for stage in stages:
-                if outcome_of(row) is not None:
-                    break
-                with timed(res.stages[stage.name]):
-                    try:
-                        set_result(row, stage.name, stage.process_one(row))
-                    except Rejection as rej:
-                        set_outcome(row, "rejected", stage.name, rej.code, rej.reason)
-                    except DecodeError as exc:
-                        set_outcome(row, "failed", stage.name, exc.code, str(exc))
+            with shared_decodes():  # as the engines do (StageGroup): a row's mix and stems decoded once
+                for stage in stages:
+                    if outcome_of(row) is not None:
+                        break
+                    with timed(res.stages[stage.name]):
+                        try:
+                            set_result(row, stage.name, stage.process_one(row))
+                        except Rejection as rej:
+                            set_outcome(row, "rejected", stage.name, rej.code, rej.reason)
+                        except DecodeError as exc:
+                            set_outcome(row, "failed", stage.name, exc.code, str(exc))
         lineages = {s.name: s.lineage() for s in stages}
         (sampler,) = build_stages(config, store, "samples")
         res.stages["samples"] = Timing()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from songcorpus.io.audio import shared_decodes
 from songcorpus.schemas.config import PipelineConfig
 from songcorpus.schemas.failures import InputError, StageFault
 from songcorpus.schemas.row import (
@@ -111,14 +112,15 @@ class StageGroup:
     def __call__(self, rows: list[Row]) -> list[Row]:
         for row in rows:
             spent = take_stage_seconds(row)  # earlier groups' timings: off the row while its stages run
-            for stage, ready in zip(self.stages, self._ready, strict=True):
-                if outcome_of(row) is not None:  # decided: no later stage (nor gate) runs on it
-                    continue
-                start = time.perf_counter()
-                run_stage(stage, row, ready)
-                if stage.config.early_gates:
-                    early_gate(stage.config, row)
-                spent[stage.name] = spent.get(stage.name, 0.0) + time.perf_counter() - start
+            with shared_decodes():  # the row's stages read its mix and stems: each decoded once
+                for stage, ready in zip(self.stages, self._ready, strict=True):
+                    if outcome_of(row) is not None:  # decided: no later stage (nor gate) runs on it
+                        continue
+                    start = time.perf_counter()
+                    run_stage(stage, row, ready)
+                    if stage.config.early_gates:
+                        early_gate(stage.config, row)
+                    spent[stage.name] = spent.get(stage.name, 0.0) + time.perf_counter() - start
             for name, seconds in spent.items():
                 add_stage_seconds(row, name, seconds)
         return rows
