@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import DEMO_DIR
 from songcorpus.io import audio
 from songcorpus.io.artefacts import ArtefactStore
 from songcorpus.io.audio import read_standard_audio, shared_decodes
@@ -21,6 +20,8 @@ from songcorpus.pipelines.sources.inputs import expand_inputs
 from songcorpus.schemas.config import load_config
 from songcorpus.schemas.row import new_row
 from songcorpus.transforms.registry import build_stages
+
+from conftest import DEMO_DIR
 
 
 @pytest.fixture

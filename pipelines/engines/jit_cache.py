@@ -1,5 +1,5 @@
 """Fill numba's on-disk cache for the librosa kernels the lite stages use, and songcorpus's own (REPET-SIM's
-neighbour median and the f0 stage's banded Viterbi, ``transforms/dsp/``), in one process at a time.
+neighbour median and soft mask, the f0 stage's banded Viterbi: ``transforms/dsp/``), in one process at a time.
 
 librosa compiles its numba kernels with ``cache=True``: on a fresh install, the first processes to
 import it compile and write the cache files. numba's cache is not safe for concurrent writers: two

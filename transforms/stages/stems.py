@@ -38,6 +38,7 @@ from songcorpus.schemas.failures import is_machine_error
 from songcorpus.schemas.row import Row, audio_file, audio_sha256, has_vocals, track_of, vocals_sha256
 from songcorpus.transforms.base import Rejection, Resources, Stage
 from songcorpus.transforms.dsp.neighbour_median import neighbour_median
+from songcorpus.transforms.dsp.soft_mask import soft_mask
 from songcorpus.transforms.stages.ingest import IngestStage
 
 STEM_LENGTH_TOLERANCE_S = 0.5
@@ -88,7 +89,7 @@ def repet_sim(mix: np.ndarray, rate: int, n_fft: int, hop: int, width_s: float, 
         return np.zeros_like(mix)
     feat = librosa.power_to_db(librosa.feature.melspectrogram(S=mag**2, sr=rate, n_mels=SIM_MELS) + 1e-10)
     background = np.minimum(mag, neighbour_median(mag, similar_frames(feat, n_neighbours, width)))
-    mask = librosa.util.softmask(mag - background, margin * background, power=2)
+    mask = soft_mask(mag - background, margin * background)  # librosa.util.softmask(..., power=2), same bits
     return librosa.istft(mask * spec, hop_length=hop, length=mix.size).astype(np.float32)
 
 
