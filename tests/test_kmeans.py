@@ -63,3 +63,17 @@ def test_an_empty_cluster_takes_the_farthest_frame():
 def test_fewer_distinct_frames_than_k_gives_those_frames():
     x = np.repeat(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), 50, axis=0)
     assert fit_kmeans(x, 8, seed=0, max_frames=1000, max_iter=10, threads=2).tolist() == [[1, 2], [3, 4], [5, 6]]
+
+
+def test_the_fit_takes_the_jobs_workers_threads_at_most_the_cores(monkeypatch):
+    import os
+
+    from songcorpus.pipelines.corpus.codebooks import fit_threads
+    from songcorpus.schemas.config import load_config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert fit_threads(load_config(overrides={"engine": {"workers": 2}})) == 2
+    assert fit_threads(load_config(overrides={"engine": {"workers": 16}})) == 3
+    monkeypatch.delattr(os, "sched_getaffinity")  # not on every OS
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert fit_threads(load_config(overrides={"engine": {"workers": 16}})) == 4

@@ -61,7 +61,9 @@ def gather_rows(store: ArtefactStore, files: list[str], max_rows: int, seed: int
 
 def fit_threads(config: PipelineConfig) -> int:
     """Threads for a codebook fit: the job's workers, at most the cores this process may run on."""
-    return max(1, min(config.engine.workers, len(os.sched_getaffinity(0))))
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core counts
+    cores = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    return max(1, min(config.engine.workers, cores))
 
 
 def fit_corpus_codebook(accepted: Iterable[Row], splits: Mapping[str, str], config: PipelineConfig,
