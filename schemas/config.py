@@ -189,10 +189,8 @@ class F0Config(ConfigModel):
                                 "differ by more than this many cents (or one is voiced and the other not), the frame "
                                 "halfway is run too, until neighbours agree or touch: held notes are interpolated, "
                                 "pitch changes are run frame by frame; 0 interpolates every gap")
-    mix_model_stride: int = Field(16, ge=1, le=32, description="model_stride on the mix (activations interpolated "
-                                  "before decoding, refined as on stems): on the mix most run frames come from the "
-                                  "refinement; 16 read as well as 8 on 60 synth songs (40 held out) with 0.81 of its "
-                                  "frames, as 8 did against 2 (bench/results/melody-on-mixes.md)")
+    mix_model_stride: int = Field(8, ge=1, le=8, description="model_stride on the mix (activations interpolated before "
+                                  "decoding, refined as on stems): 8 reads 0.82 held out, as 2 did, at 0.6 of its frames")
     mix_band_hz: tuple[float, float] = Field((80.0, 1000.0), description="on the mix: the vocal register the Viterbi "
                                              "path is searched in")
     viterbi_width_bins: int = Field(12, ge=1, le=60, description="on the mix: the Viterbi transition prior's width in "
