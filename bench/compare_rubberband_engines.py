@@ -12,8 +12,8 @@ Usage: ``.venv/bin/python bench/compare_rubberband_engines.py`` (about 2 minutes
 from __future__ import annotations
 
 import os
-import resource
-import time
+from collections.abc import Callable
+from typing import Any
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pyrubberband  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
-from compare_stretchers import DEMO, OPS, SONGS, window_rpa  # noqa: E402
+from compare_stretchers import DEMO, OPS, SONGS, cpu_now, window_rpa  # noqa: E402
 
 from songcorpus.schemas.config import load_config  # noqa: E402
 from songcorpus.transforms.dsp.augment import SongAugmentation  # noqa: E402
@@ -31,19 +31,16 @@ from songcorpus.transforms.stages.f0 import estimate_f0  # noqa: E402
 ENGINE = {"name": "R3"}  # which engine the wrapped pyrubberband calls below run
 
 
-def _without_fine_for_r2(real):  # noqa: ANN001, ANN202 - wraps pyrubberband's own signature
-    def call(y, sr, arg, rbargs=None):  # noqa: ANN001, ANN202
+def _without_fine_for_r2(real: Callable[..., Any]) -> Callable[..., Any]:
+    """pyrubberband's ``time_stretch`` / ``pitch_shift``, with ``--fine`` dropped while :data:`ENGINE` says R2."""
+
+    def call(y: Any, sr: int, arg: float, rbargs: dict[str, str] | None = None) -> Any:
         rbargs = dict(rbargs or {})
         if ENGINE["name"] == "R2":
             rbargs.pop("--fine", None)
         return real(y, sr, arg, rbargs=rbargs)
 
     return call
-
-
-def cpu_now() -> float:
-    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + ch.ru_utime + ch.ru_stime
 
 
 def main() -> None:
