@@ -45,11 +45,12 @@ def test_section_digests_change_only_with_their_section():
 
 
 # Digests and YAML dumps of the default configs, computed before the config models shared one base class (the stems
-# section, and so the whole config's, again when it gained ``evaluate_separator_share``). Cache
+# section, and so the whole config's, again when it gained ``evaluate_separator_share``; the f0 section when it
+# gained ``precision``). Cache
 # keys, lineage, run folders and checkpoints name configs by these: a change here invalidates every cache and
 # refuses every resumed run, so it must be deliberate.
-PIPELINE_DIGESTS = {"lite": "fd738b52af70d6bf", "full": "aa6992f18b279796"}
-PIPELINE_DUMP_SHA = {"lite": "71158cbb99847787", "full": "adcb51e100270669"}
+PIPELINE_DIGESTS = {"lite": "cc1da071447f441c", "full": "f5cae389b2e41b71"}
+PIPELINE_DUMP_SHA = {"lite": "aa7ebd538c1d4083", "full": "518e0a0ae69d5458"}
 SECTION_DIGESTS = {  # section: (lite, full)
     "ingest": ("bb05e70438931a90", "bb05e70438931a90"),
     "quality": ("5eca01da9219dc96", "5eca01da9219dc96"),
@@ -61,7 +62,7 @@ SECTION_DIGESTS = {  # section: (lite, full)
     "engine": ("9d6f1f7fda7efd6f", "9d6f1f7fda7efd6f"),
     "stems": ("48c874845cb1617d", "65ca4e2e88aa33b2"),
     "vad": ("e9a60b95ff1e2ec5", "e9a60b95ff1e2ec5"),
-    "f0": ("83c1da6f6845145e", "1e805d28a9b3c93d"),
+    "f0": ("9baf39802bb3fda0", "8a125742f845b98b"),
     "structure": ("e8b9ef6b0f64331f", "e8b9ef6b0f64331f"),
     "key": ("246ddabb94eccd83", "246ddabb94eccd83"),
     "caption": ("e1c2f079a37ca561", "e1c2f079a37ca561"),

