@@ -49,7 +49,13 @@ import compare_melody_on_mixes as study  # noqa: E402
 
 from songcorpus.schemas.config import load_config  # noqa: E402
 from songcorpus.transforms.dsp.windows import plan_windows  # noqa: E402
-from songcorpus.transforms.stages.f0 import estimate_f0_on_mix, load_f0_model, melodia_pitch, n_f0_frames  # noqa: E402
+from songcorpus.transforms.stages.f0 import (  # noqa: E402
+    estimate_f0,
+    estimate_f0_on_mix,
+    load_f0_model,
+    melodia_pitch,
+    n_f0_frames,
+)
 from songcorpus.transforms.stages.stems import repet_sim  # noqa: E402
 from songcorpus.transforms.stages.vad import detect_vocal_activity, load_vad_model, to_vad_rate  # noqa: E402
 
@@ -74,12 +80,17 @@ def harmonic_margin(acts: np.ndarray, path: np.ndarray) -> np.ndarray:
 
 
 def window_scores(f0: np.ndarray, conf: np.ndarray, vad: np.ndarray, margin: np.ndarray,
-                  agree: np.ndarray | None) -> dict[str, float]:
+                  agree: np.ndarray | None, stem_agree: np.ndarray, stem_voiced: np.ndarray) -> dict[str, float]:
     voiced = (f0 > 0) & vad
     c = conf[voiced]
     n_vad = max(np.count_nonzero(vad), 1)
     out = {"mean_voiced": float(c.mean()) if c.size else 0.0,
-           "mean_margin": float(margin[voiced].mean()) if c.size else 0.0}
+           "mean_margin": float(margin[voiced].mean()) if c.size else 0.0,
+           "stem_agree_share": float(np.count_nonzero(voiced & stem_agree) / n_vad),
+           "stem_agree_of_stem_voiced": float(np.count_nonzero(voiced & stem_agree)
+                                              / max(np.count_nonzero(voiced & stem_voiced), 1))}
+    if agree is not None:
+        out["stem_or_melodia_agree_share"] = float(np.count_nonzero(voiced & (stem_agree | agree)) / n_vad)
     for t in MARGIN_LEVELS:
         out[f"margin_share_{t:g}"] = float(np.count_nonzero(voiced & (conf >= 0.5) & (margin >= t)) / n_vad)
     if agree is not None:
@@ -102,6 +113,7 @@ def song_windows(song: study.Song, group: str, cfg: Any, model: Any, vad_model: 
     detail: dict[str, np.ndarray] = {}
     f0, conf = estimate_f0_on_mix(song.mix, song.rate, cfg.f0, model, segments, candidates, detail)
     f0_cpu = time.process_time() - t1
+    stem_f0, _ = estimate_f0(stem, song.rate, cfg.f0, model, segments)  # a second opinion from the vocal estimate
     margin_all = np.zeros(f0.size)
     if "frames" in detail:
         margin_all[detail["frames"]] = harmonic_margin(detail["activations"], detail["path"])
@@ -109,6 +121,10 @@ def song_windows(song: study.Song, group: str, cfg: Any, model: Any, vad_model: 
     if candidates is not None:
         cents = lambda hz: 1200 * np.log2(np.maximum(hz, 1e-9))  # noqa: E731
         agree_all = (candidates > 0) & (f0 > 0) & (np.abs(cents(candidates) - cents(f0)) < 50)
+    cents = lambda hz: 1200 * np.log2(np.maximum(hz, 1e-9))  # noqa: E731
+    stem_agree = study.fit(((stem_f0 > 0) & (f0 > 0) & (np.abs(cents(stem_f0) - cents(f0)) < 50)).astype(np.float32),
+                           song.n) > 0
+    stem_voiced = study.fit((stem_f0 > 0).astype(np.float32), song.n) > 0
     f0, conf, margin = study.fit(f0, song.n), study.fit(conf, song.n), study.fit(margin_all, song.n)
     agree = None if agree_all is None else study.fit(agree_all.astype(np.float32), song.n) > 0
     hits = study.frame_hits(song.truth, f0)
@@ -122,7 +138,8 @@ def song_windows(song: study.Song, group: str, cfg: Any, model: Any, vad_model: 
             continue
         rows.append({"song": song.name, "group": group, "start_s": w.start_s, "sung": int(sung.sum()),
                      "right": int(hits["pitch"][sl][sung].sum()),
-                     **window_scores(f0[sl], conf[sl], vad[sl], margin[sl], None if agree is None else agree[sl])})
+                     **window_scores(f0[sl], conf[sl], vad[sl], margin[sl], None if agree is None else agree[sl],
+                                     stem_agree[sl], stem_voiced[sl])})
     summary = {"song": song.name, "group": group, "sung": int(hits["ref_v"].sum()),
                "right": int(hits["pitch"][hits["ref_v"]].sum()), "duration": song.duration, "f0_cpu": f0_cpu,
                "separation_vad_cpu": t1 - t0}
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config()
     if args.melodia:
         cfg = cfg.model_copy(update={"f0": cfg.f0.model_copy(update={"mix_candidates": "melodia"})})
-    model, vad_model = load_f0_model(cfg.f0.method), load_vad_model()
+    model, vad_model = load_f0_model(cfg.f0.method, cfg.f0.precision), load_vad_model()
     corpora = {"tuning": [study.demo_song(n) for n in study.TUNING_SONGS],
                "calibration": study.synth_songs(args.calibrate, args.limit),
                "held-out": study.synth_songs(args.held_out, args.held_out_limit)}
