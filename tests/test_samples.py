@@ -142,3 +142,51 @@ def test_augmented_f0_matches_the_f0_of_the_augmented_audio(augmented: Path) -> 
     # every window, not a mean: with Rubber Band's R3 engine the tracker reads the moved label back on
     # each one (with librosa's phase vocoder a single x1.2 window fell to 0.73 through octave slips)
     assert min(rpa) >= 0.8 and min(chroma) >= 0.9, (rpa, chroma)
+
+
+def test_an_augmented_mix_is_the_sum_of_its_augmented_stems(augmented: Path) -> None:
+    """After a song op the stored mix is the stored vocals plus the stored (EQ'd) accompaniment, to 16-bit precision
+    (the demo's given stems leave under -60 dB of the mix out); stretching the mix on its own would not add up."""
+    lsb = 1 / 32768
+    checked = 0
+    for members in shard_samples(augmented).values():
+        meta = json.loads(members["json"])
+        if not meta["augmentation"]["song_op"]["applied"]:
+            continue
+        mix, vocals, acc = (sf.read(io.BytesIO(members[f"{name}.flac"]), dtype="float64")[0]
+                            for name in ("mix", "vocals", "accompaniment"))
+        total = vocals + acc
+        inside = np.abs(total) < 1 - 2 * lsb  # the 16-bit mix clips where the EQ'd sum passes full scale
+        assert inside.mean() > 0.99 and np.abs(mix - total)[inside].max() <= 1.5 * lsb + 1e-12, meta["key"]
+        checked += 1
+    assert checked >= 2
+
+
+def test_an_audible_residual_is_moved_with_the_stems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the stems leave an audible part of the mix out, the stretcher runs on it too and the augmented mix is
+    the three augmented parts' sum; without the op the mix is cut as it is."""
+    from songcorpus.io.artefacts import ArtefactStore
+    from songcorpus.schemas.config import load_config
+    from songcorpus.transforms.dsp import augment
+    from songcorpus.transforms.dsp.augment import SongAugmentation
+    from songcorpus.transforms.dsp.windows import Window
+    from songcorpus.transforms.stages.samples_lite import SampleStage
+
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    vocals = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    acc = (0.2 * np.sin(2 * np.pi * 110 * t)).astype(np.float32)
+    residual = (0.1 * np.sin(2 * np.pi * 1500 * t)).astype(np.float32)
+    audio = {"mix": vocals + acc + residual, "vocals": vocals, "accompaniment": acc, "residual": residual}
+    runs = []
+    real = augment._rubberband
+    monkeypatch.setattr(augment, "_rubberband", lambda x, *a: runs.append(x.size) or real(x, *a))
+    stage = SampleStage(load_config(), ArtefactStore(tmp_path))
+    w = Window(index=0, start_s=1.0, duration_s=1.0)
+    cut = stage._cuts(audio, w, SongAugmentation("pitch", 2.0, "rubberband"), rate)
+    assert len(runs) == 3  # vocals, accompaniment, residual: never the mix itself
+    moved_residual = stage._cut(residual, w, SongAugmentation("pitch", 2.0, "rubberband"), rate)
+    np.testing.assert_allclose(cut["mix"], cut["vocals"] + cut["accompaniment"] + moved_residual, atol=1e-6)
+    plain = stage._cuts(audio, w, None, rate)
+    assert sorted(plain) == ["accompaniment", "mix", "vocals"]
+    np.testing.assert_array_equal(plain["mix"], audio["mix"][rate:2 * rate])

@@ -9,8 +9,9 @@ f0, embedded-codec latents and tokens per stem, and the sample's JSON), so the s
 Provides: samples (per sample: key, start_s, duration_s, reference_key, augmentation, members
 {suffix: store path}) and n_candidate_windows.
 Windows come from :mod:`windows`; a selected song (``augment.fraction``) also gets windows of its
-augmented copy (one speed or pitch op for the whole song, every label moved to match); each sample's
-accompaniment gets the frequency-balance EQ with ``augment.eq_probability`` (the vocals never do).
+augmented copy (one speed or pitch op for the whole song, every label moved to match; the op runs on the stems,
+and the augmented mix is their sum plus the moved residual where the stems leave an audible part of the mix out);
+each sample's accompaniment gets the frequency-balance EQ with ``augment.eq_probability`` (the vocals never do).
 Rejects a song with no usable window (``no_windows``: too short for a window and its reference, or too
 little vocal activity; set ``windows.min_vocal_activity: 0`` to keep instrumentals).
 Fails when: a sample breaks the time-alignment contract (:func:`schemas.sample.check_alignment`) or
@@ -76,8 +77,10 @@ from songcorpus.transforms.models.embedded_codec import EmbeddedCodec, encode_to
 from songcorpus.transforms.models.registry import ModelError
 from songcorpus.transforms.stages.caption import sample_caption
 from songcorpus.transforms.stages.f0 import F0Trust, frames_in_segments
+from songcorpus.transforms.stages.stems import energy_db
 
 EDGE_S = 0.25  # context cut on both sides of a window before a time stretch or pitch shift (edge effects)
+RESIDUAL_FLOOR_DB = -60.0  # mix - (vocals + accompaniment) below this (dB re the mix) is left out of an augmented mix
 ANALYSIS_STAGES = ("ingest", "quality", "classify", "stems", "vad", "f0", "structure", "key", "caption")
 
 
@@ -156,7 +159,8 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 
 class SampleStage(Stage):
     name = "samples"
-    version = "3"  # 2: a song with no window is rejected (no_windows); 3: keys and draws from the file's bytes
+    version = "4"  # 2: a song with no window is rejected (no_windows); 3: keys and draws from the file's bytes;
+    # 4: an augmented window's mix is the sum of its augmented stems (and residual)
     requires = ("audio_file", "vocals_file", "accompaniment_file", "f0_file", "vad_segments", "beats", "sections",
                 "split", "codebook")
     provides = ("samples", "n_candidate_windows", "n_f0_gated_windows")
@@ -198,6 +202,9 @@ class SampleStage(Stage):
         audio = {"mix": mix.mean(axis=1),
                  "vocals": read_standard_audio(path(vocals_file(row)))[0].mean(axis=1),
                  "accompaniment": read_standard_audio(path(accompaniment_file(row)))[0].mean(axis=1)}
+        residual = audio["mix"] - audio["vocals"] - audio["accompaniment"]
+        if np.any(audio["mix"]) and energy_db(residual) - energy_db(audio["mix"]) > RESIDUAL_FLOOR_DB:
+            audio["residual"] = residual  # what the stems leave out of the mix, moved with them by a song op
         f0 = self.store.get_array(result_field(row, "f0", "f0_file")).astype(np.float32)
         confidence = self.store.get_array(result_field(row, "f0", "periodicity_file")).astype(np.float32)
         trust = F0Trust(f0, confidence, frames_in_segments(f0.size, vad_result(row)["vad_segments"], 0.0))
@@ -305,6 +312,19 @@ class SampleStage(Stage):
         head = round((s0 - lo) / speed)
         return fit_length(y[head:], n)
 
+    def _cuts(self, audio: dict[str, np.ndarray], w: Window, aug: SongAugmentation | None,
+              rate: int) -> dict[str, np.ndarray]:
+        """The window of the mix and of each stem. After a song op the mix is the sum of the augmented stems (plus
+        the augmented residual, mix - stems, where it is above :data:`RESIDUAL_FLOOR_DB`): the sample's mix stays
+        the sum of its parts, as without the op, and the stretcher runs on two signals instead of three."""
+        if aug is None:
+            return {name: self._cut(audio[name], w, None, rate) for name in ("mix", *STEMS)}
+        cut = {stem: self._cut(audio[stem], w, aug, rate) for stem in STEMS}
+        mix = cut["vocals"] + cut["accompaniment"]
+        if "residual" in audio:
+            mix += self._cut(audio["residual"], w, aug, rate)
+        return {"mix": mix, **cut}
+
     def _f0(self, f0: np.ndarray, w: Window, aug: SongAugmentation | None) -> np.ndarray:
         n = frames_for(w.duration_s, F0_RATE_HZ)
         if aug is None:
@@ -321,7 +341,7 @@ class SampleStage(Stage):
                 audio: dict[str, np.ndarray], f0: np.ndarray, rate: int, codec: EmbeddedCodec, codebook: np.ndarray,
                 labels: dict[str, Any], ref_window: Window | None = None) -> dict[str, Any]:
         acfg = self.config.augment
-        cut = {name: self._cut(x, w, aug, rate) for name, x in audio.items()}
+        cut = self._cuts(audio, w, aug, rate)
         eq = plan_eq(key, acfg)
         if eq is not None:  # EQ on the accompaniment only; the mix keeps vocals + EQ'd accompaniment + residual
             new_acc = apply_eq(cut["accompaniment"], rate, eq, acfg)
