@@ -110,3 +110,18 @@ def test_the_separator_is_scored_on_a_fixed_share_of_songs_with_stems(tmp_path: 
     assert skipped["separator_sdr_vocals"] is None and scored["separator_sdr_vocals"] is not None
     same = {k: v for k, v in skipped.items() if not k.startswith("separator_")}
     assert same == {k: v for k, v in scored.items() if not k.startswith("separator_")}
+
+
+def test_given_stems_are_standardised_without_a_loudness_measure(tmp_path: Path, monkeypatch) -> None:
+    """Only the mix's loudness is stored; BS.1770 on each given stem was a sixth of the stage's time."""
+    from songcorpus.transforms.stages import ingest
+
+    measured = []
+    real = ingest.integrated_loudness
+    monkeypatch.setattr(ingest, "integrated_loudness", lambda pcm, rate: measured.append(pcm.shape) or real(pcm, rate))
+    store = ArtefactStore(tmp_path)
+    song = DEMO_DIR / "song_01"
+    row = _row(store, song / "mix.flac", vocals=str(song / "vocals.flac"), accompaniment=str(song / "accompaniment.flac"))
+    assert len(measured) == 1 and row["results"]["ingest"]["loudness_lufs"] is not None  # the mix's
+    out = StemStage(load_config(overrides={"stems": {"evaluate_separator": False}}), store).process_one(row)
+    assert out["stems_method"] == "source" and len(measured) == 1

@@ -48,6 +48,7 @@ class IngestStage(Stage):
                 "source_sha256")
     resources = Resources(num_cpus=1.0, memory_mb=1536)
     batch_size = 4
+    measure_loudness = True  # False where only the standardised file is wanted (the stems stage's given stems)
 
     def config_digest(self) -> str:
         return self.config.ingest.digest()
@@ -206,7 +207,7 @@ class IngestStage(Stage):
             "source_sample_rate": info.sample_rate,
             "source_channels": info.channels,
             "source_format": info.format,
-            "loudness_lufs": integrated_loudness(pcm, cfg.sample_rate),
+            "loudness_lufs": integrated_loudness(pcm, cfg.sample_rate) if self.measure_loudness else None,
             "clipping_ratio": n_clipped / n_samples,
             "nonfinite_ratio": n_nonfinite / n_samples,
         }

@@ -241,8 +241,10 @@ class StemStage(Stage):
 
     def _load_given(self, which: str, path: str, n_mix: int, out: dict[str, Any]) -> np.ndarray:
         """Decode and standardise a given stem exactly like the mix, then fit it to the mix's length."""
+        ingest = IngestStage(self.config, self.store)
+        ingest.measure_loudness = False  # only the standardised file is kept: BS.1770 was a sixth of the stage here
         try:
-            std = IngestStage(self.config, self.store).process_one({"track": {"path": path}})
+            std = ingest.process_one({"track": {"path": path}})
         except (DecodeError, Rejection) as exc:
             raise DecodeError(f"{which} stem {path}: {exc}", "stem_unreadable") from None
         y, rate = read_standard_audio(self.store.path(std["audio_file"]))
