@@ -32,14 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_melody_on_mixes as study  # noqa: E402
 
 from songcorpus.schemas.config import load_config  # noqa: E402
-from songcorpus.transforms.stages.f0 import (  # noqa: E402
-    estimate_f0,
-    estimate_f0_on_mix,
-    load_f0_model,
-    melodia_pitch,
-    n_f0_frames,
-)
-from songcorpus.transforms.stages.stems import repet_sim  # noqa: E402
+from songcorpus.transforms.stages.f0 import estimate_f0, estimate_f0_on_mix, load_f0_model  # noqa: E402
 from songcorpus.transforms.stages.vad import detect_vocal_activity, load_vad_model, to_vad_rate  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
@@ -70,11 +63,8 @@ def accuracy(folder: Path, limit: int | None) -> dict[str, dict[str, float]]:
     totals = {f"{path} {p}": {"right": 0, "sung": 0, "cpu_s": 0.0} for path in ("mix", "stem") for p in PRECISIONS}
     worst_cents = {"mix": 0.0, "stem": 0.0}
     for song in study.synth_songs(folder, limit):
-        s = cfg.stems
-        estimate = repet_sim(song.mix, song.rate, s.n_fft, s.hop_length, s.similarity_width_s, s.n_neighbours, s.margin)
-        segments = detect_vocal_activity(to_vad_rate(estimate, song.rate), cfg.vad, vad_model)
-        candidates = melodia_pitch(song.mix, song.rate, n_f0_frames(song.mix.size, song.rate),
-                                   cfg.f0.mix_band_hz) if segments else None
+        inputs = study.mix_path_inputs(song, cfg, vad_model)
+        segments, candidates = inputs.segments, inputs.candidates
         vocals, rate = sf.read(folder / song.name / "vocals.flac", dtype="float32")
         vocals = vocals.mean(axis=1) if vocals.ndim == 2 else vocals
         vocal_segments = detect_vocal_activity(to_vad_rate(vocals, rate), cfg.vad, vad_model)

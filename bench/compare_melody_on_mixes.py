@@ -88,6 +88,8 @@ from songcorpus.transforms.stages.f0 import (
     frames_in_segments,
     load_f0_model,
     local_average,
+    melodia_pitch,
+    n_f0_frames,
     viterbi_path,
     window_rms,
 )
@@ -187,6 +189,25 @@ def synth_songs(root: Path, limit: int | None) -> list[Song]:
         songs.append(Song(folder.name, "held-out", mono(mix), rate, synth_truth(folder), info))
         print(f"  {folder.name}: {songs[-1].duration:.1f} s, truth voiced {np.mean(songs[-1].truth > 0):.2f}", flush=True)
     return songs
+
+
+@dataclass
+class MixPathInputs:
+    """What the lite pipeline hands the f0 stage's mix path for one song (REPET-SIM -> VAD on its estimate ->
+    Melodia on the mix), so every measurement reads the mix path the way the pipeline chains it."""
+
+    estimate: np.ndarray  # REPET-SIM's vocal estimate (mono, the song's rate)
+    segments: list[list[float]]  # VAD segments of the estimate
+    candidates: np.ndarray | None  # Melodia's pitch per f0 frame; None without segments or with melodia off
+
+
+def mix_path_inputs(song: Song, cfg: PipelineConfig, vad_model: Any, melodia: bool = True) -> MixPathInputs:
+    s = cfg.stems
+    estimate = repet_sim(song.mix, song.rate, s.n_fft, s.hop_length, s.similarity_width_s, s.n_neighbours, s.margin)
+    segments = detect_vocal_activity(to_vad_rate(estimate, song.rate), cfg.vad, vad_model)
+    n = n_f0_frames(song.mix.size, song.rate)
+    candidates = melodia_pitch(song.mix, song.rate, n, cfg.f0.mix_band_hz) if melodia and segments else None
+    return MixPathInputs(estimate, segments, candidates)
 
 
 # ----------------------------------------------------------------------------------------------- products

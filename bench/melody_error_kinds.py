@@ -29,15 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_melody_on_mixes as study  # noqa: E402
 
 from songcorpus.schemas.config import load_config  # noqa: E402
-from songcorpus.transforms.stages.f0 import (  # noqa: E402
-    estimate_f0_on_mix,
-    frames_in_segments,
-    load_f0_model,
-    melodia_pitch,
-    n_f0_frames,
-)
-from songcorpus.transforms.stages.stems import repet_sim  # noqa: E402
-from songcorpus.transforms.stages.vad import detect_vocal_activity, load_vad_model, to_vad_rate  # noqa: E402
+from songcorpus.transforms.stages.f0 import estimate_f0_on_mix, frames_in_segments, load_f0_model  # noqa: E402
+from songcorpus.transforms.stages.vad import load_vad_model  # noqa: E402
 
 VOICING_LEVELS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
 KINDS = ("right (within 50 cents)", "outside the VAD segments", "in a segment but unvoiced", "an octave off",
@@ -72,12 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                for level in VOICING_LEVELS}
     sung = unsung_voiced = unsung = 0
     for song in study.synth_songs(args.synth, args.limit):
-        s = cfg.stems
-        estimate = repet_sim(song.mix, song.rate, s.n_fft, s.hop_length, s.similarity_width_s, s.n_neighbours, s.margin)
-        segments = detect_vocal_activity(to_vad_rate(estimate, song.rate), cfg.vad, vad_model)
-        n = n_f0_frames(song.mix.size, song.rate)
-        candidates = melodia_pitch(song.mix, song.rate, n, cfg.f0.mix_band_hz) if segments else None
-        f0, confidence = estimate_f0_on_mix(song.mix, song.rate, cfg.f0, model, segments, candidates)
+        inputs = study.mix_path_inputs(song, cfg, vad_model)
+        segments = inputs.segments
+        f0, confidence = estimate_f0_on_mix(song.mix, song.rate, cfg.f0, model, segments, inputs.candidates)
         f0, confidence = study.fit(f0, song.n), study.fit(confidence, song.n)
         for level in VOICING_LEVELS:  # the same path, voiced only where the confidence reaches ``level``
             kept = np.where(confidence >= level, f0, 0.0)
