@@ -119,3 +119,18 @@ def test_the_stage_marks_bfloat16_in_its_model_id_cache_key_and_method(tmp_path,
     monkeypatch.setattr(f0, "amx_available", lambda: False)
     cfg = load_config()
     assert f0.VocalF0Stage(cfg, ArtefactStore(tmp_path / "auto")).model_id() == ids["float32"]
+
+
+def test_the_evaluator_reads_f0_in_float32_on_any_machine(monkeypatch):
+    """Generated audio is scored with the same arithmetic everywhere, so scores compare across machines."""
+    from songcorpus.train.eval.metrics import melody
+    from songcorpus.transforms.stages import f0
+
+    monkeypatch.setattr(f0, "amx_available", lambda: True)  # where 'auto' would take bfloat16
+    loaded = []
+    real = f0.load_f0_model
+    monkeypatch.setattr(f0, "load_f0_model", lambda method, precision="float32": loaded.append(precision)
+                        or real(method, precision))
+    t = np.arange(8000) / 16000
+    melody.f0_of_vocals((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    assert loaded == ["float32"]

@@ -28,12 +28,13 @@ def f0_of_vocals(vocals: np.ndarray, rate: int, cfg: object | None = None, model
     curation f0 stage's own tracker (transforms/stages/f0.py ``estimate_f0``) run over every frame (no VAD
     segments: generated audio has none; the tracker's silence gate and voicing threshold still apply).
 
-    ``cfg``: an ``F0Config`` (the lite profile's defaults when None); ``model``: a loaded
-    ``CrepeF0Model`` to reuse across calls (``transforms.stages.f0.load_f0_model``)."""
+    ``cfg``: an ``F0Config`` (the lite profile's defaults in float32 when None: scores compare across machines,
+    with or without AMX); ``model``: a loaded ``CrepeF0Model`` to reuse across calls
+    (``transforms.stages.f0.load_f0_model``, float32 by default)."""
     from songcorpus.schemas.config import F0Config
     from songcorpus.transforms.stages.f0 import estimate_f0
 
-    f0, _ = estimate_f0(mono(vocals), int(rate), cfg or F0Config(), model, segments=None)
+    f0, _ = estimate_f0(mono(vocals), int(rate), cfg or F0Config(precision="float32"), model, segments=None)
     return f0
 
 
