@@ -256,3 +256,19 @@ def test_preflight_names_a_missing_rubberband_before_any_input_is_read(monkeypat
                     stage.store).preflight()
     finally:
         augment.rubberband_version.cache_clear()
+
+
+def test_gain_under_full_scale_lowers_only_as_far_as_the_mix_needs():
+    from songcorpus.transforms.dsp.augment import FULL_SCALE, gain_under_full_scale
+
+    t = np.arange(4000) / 4000
+    rest = 0.6 * np.sin(2 * np.pi * 5 * t)  # vocals + residual
+    part = 0.7 * np.sin(2 * np.pi * 5 * t + 0.3)  # an accompaniment that lifts the sum past full scale
+    assert np.max(np.abs(rest + part)) > 1.0
+    g = gain_under_full_scale(rest, part)
+    assert 0 < g < 1
+    assert np.max(np.abs(rest + g * part)) <= FULL_SCALE  # fits ...
+    assert np.max(np.abs(rest + min(1.0, g + 1e-6) * part)) > FULL_SCALE  # ... and no lower than it must
+    assert gain_under_full_scale(rest, 0.2 * part) == 1.0  # a sum that fits is left alone
+    assert gain_under_full_scale(1.2 * np.ones(10), np.ones(10)) == 1.0  # a clipped source is not the part's fault
+    assert gain_under_full_scale(rest, part) == g  # deterministic

@@ -145,8 +145,9 @@ def test_augmented_f0_matches_the_f0_of_the_augmented_audio(augmented: Path) -> 
 
 
 def test_an_augmented_mix_is_the_sum_of_its_augmented_stems(augmented: Path) -> None:
-    """After a song op the stored mix is the stored vocals plus the stored (EQ'd) accompaniment, to 16-bit precision
-    (the demo's given stems leave under -60 dB of the mix out); stretching the mix on its own would not add up."""
+    """After a song op the stored mix is the stored vocals plus the stored (EQ'd) accompaniment, to 16-bit precision,
+    at every sample (the demo's given stems leave under -60 dB of the mix out; no sample is clipped); stretching the mix
+    on its own would not add up."""
     lsb = 1 / 32768
     checked = 0
     for members in shard_samples(augmented).values():
@@ -155,9 +156,8 @@ def test_an_augmented_mix_is_the_sum_of_its_augmented_stems(augmented: Path) -> 
             continue
         mix, vocals, acc = (sf.read(io.BytesIO(members[f"{name}.flac"]), dtype="float64")[0]
                             for name in ("mix", "vocals", "accompaniment"))
-        total = vocals + acc
-        inside = np.abs(total) < 1 - 2 * lsb  # the 16-bit mix clips where the EQ'd sum passes full scale
-        assert inside.mean() > 0.99 and np.abs(mix - total)[inside].max() <= 1.5 * lsb + 1e-12, meta["key"]
+        total = vocals + acc  # everywhere: an EQ'd accompaniment is lowered where the rebuilt mix would clip
+        assert np.abs(mix - total).max() <= 1.5 * lsb + 1e-12, meta["key"]
         checked += 1
     assert checked >= 2
 

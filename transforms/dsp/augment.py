@@ -9,7 +9,8 @@ Two kinds, both reproducible from the config seed and a key, so shards stay byte
 - per sample (``plan_eq``): with ``eq_probability``, the frequency-balance EQ (torchaudio
   bass_biquad -> equalizer_biquad -> treble_biquad, parameters uniform in the config ranges), then
   loudness normalisation to ``target_rms_db`` with the peak capped at ``peak_db``. It is applied by
-  the caller to accompaniment and reference only; vocals are never equalised.
+  the caller to accompaniment and reference only; vocals are never equalised. Where the mix rebuilt from an EQ'd
+  accompaniment would pass full scale, the caller lowers that accompaniment (``gain_under_full_scale``).
 
 Reads: mono float audio, an :class:`AugmentConfig`, string keys (track id, window key).
 Provides: pure audio functions, label transforms, and plan dataclasses whose ``to_dict()`` is what
@@ -224,6 +225,30 @@ def normalise_loudness(x: np.ndarray, target_rms_db: float, peak_db: float) -> n
     peak = float(np.max(np.abs(x.astype(np.float64))))
     gain = min(gain, 10.0 ** (peak_db / 20.0) / peak)
     return (x.astype(np.float64) * gain).astype(np.float32)
+
+
+FULL_SCALE = 32767 / 32768  # the largest magnitude a 16-bit sample keeps (stored audio is 16-bit)
+
+
+def gain_under_full_scale(rest: np.ndarray, part: np.ndarray, limit: float = FULL_SCALE) -> float:
+    """The largest gain g in [0, 1] with max|rest + g * part| <= ``limit``: how far to lower an EQ'd, loudness-
+    normalised accompaniment so the mix rebuilt from it (``rest`` = vocals + residual) is not clipped when stored.
+
+    1.0 when the sum already fits, or when ``rest`` alone passes the limit (the source was clipped: no gain on the
+    part can mend that). The peak is convex in g, so bisection finds the bound; fixed steps keep it deterministic.
+    """
+    rest64, part64 = np.asarray(rest, dtype=np.float64), np.asarray(part, dtype=np.float64)
+
+    def peak(g: float) -> float:
+        return float(np.max(np.abs(rest64 + g * part64), initial=0.0))
+
+    if peak(1.0) <= limit or peak(0.0) > limit:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if peak(mid) <= limit else (lo, mid)
+    return lo
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ Provides: samples (per sample: key, start_s, duration_s, reference_key, augmenta
 Windows come from :mod:`windows`; a selected song (``augment.fraction``) also gets windows of its
 augmented copy (one speed or pitch op for the whole song, every label moved to match; the op runs on the stems,
 and the augmented mix is their sum plus the moved residual where the stems leave an audible part of the mix out);
-each sample's accompaniment gets the frequency-balance EQ with ``augment.eq_probability`` (the vocals never do).
+each sample's accompaniment gets the frequency-balance EQ with ``augment.eq_probability`` (the vocals never do),
+lowered further where the mix rebuilt from it would clip as 16-bit audio.
 Rejects a song with no usable window (``no_windows``: too short for a window and its reference, or too
 little vocal activity; set ``windows.min_vocal_activity: 0`` to keep instrumentals).
 Fails when: a sample breaks the time-alignment contract (:func:`schemas.sample.check_alignment`) or
@@ -66,6 +67,7 @@ from songcorpus.transforms.dsp.augment import (
     SongAugmentation,
     StretcherError,
     apply_eq,
+    gain_under_full_scale,
     plan_eq,
     plan_song_augmentation,
     shift_f0,
@@ -159,8 +161,9 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 
 class SampleStage(Stage):
     name = "samples"
-    version = "4"  # 2: a song with no window is rejected (no_windows); 3: keys and draws from the file's bytes;
-    # 4: an augmented window's mix is the sum of its augmented stems (and residual)
+    version = "5"  # 2: a song with no window is rejected (no_windows); 3: keys and draws from the file's bytes;
+    # 4: an augmented window's mix is the sum of its augmented stems (and residual); 5: an EQ'd accompaniment is
+    # lowered where the mix rebuilt from it would clip
     requires = ("audio_file", "vocals_file", "accompaniment_file", "f0_file", "vad_segments", "beats", "sections",
                 "split", "codebook")
     provides = ("samples", "n_candidate_windows", "n_f0_gated_windows")
@@ -345,7 +348,11 @@ class SampleStage(Stage):
         eq = plan_eq(key, acfg)
         if eq is not None:  # EQ on the accompaniment only; the mix keeps vocals + EQ'd accompaniment + residual
             new_acc = apply_eq(cut["accompaniment"], rate, eq, acfg)
-            cut["mix"] = cut["mix"] - cut["accompaniment"] + new_acc
+            rest = cut["mix"] - cut["accompaniment"]
+            gain = gain_under_full_scale(rest, new_acc)
+            if gain < 1.0:  # the rebuilt mix would clip when stored: the accompaniment is lowered, never the vocals
+                new_acc = (new_acc.astype(np.float64) * gain).astype(np.float32)
+            cut["mix"] = rest + new_acc
             cut["accompaniment"] = new_acc
         f0_w = self._f0(f0, w, aug)
         latents = {s: codec.encode_latents(cut[s]) for s in STEMS}
