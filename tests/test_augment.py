@@ -259,7 +259,8 @@ def test_preflight_names_a_missing_rubberband_before_any_input_is_read(monkeypat
 
 
 def test_gain_under_full_scale_lowers_only_as_far_as_the_mix_needs():
-    from songcorpus.transforms.dsp.augment import FULL_SCALE, gain_under_full_scale
+    from songcorpus.io.audio import INT16_FULL_SCALE as FULL_SCALE
+    from songcorpus.transforms.dsp.augment import gain_under_full_scale
 
     t = np.arange(4000) / 4000
     rest = 0.6 * np.sin(2 * np.pi * 5 * t)  # vocals + residual

@@ -163,6 +163,9 @@ def downmix(block: np.ndarray, channels: int) -> np.ndarray:
     return stereo.mean(axis=1, keepdims=True).astype(np.float32)
 
 
+INT16_FULL_SCALE = 32767 / 32768  # the largest float magnitude to_int16 keeps on both sides unclipped
+
+
 def to_int16(x: np.ndarray) -> np.ndarray:
     """Quantise float audio to 16-bit PCM the one way the project does it (x 32768, round, clip), the inverse of
     how libsndfile and ``read_standard_audio`` read 16-bit PCM, so a 16-bit source passes through unchanged."""

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from songcorpus.io.audio import INT16_FULL_SCALE
 from songcorpus.schemas.config import AugmentConfig, EqBand
 
 AUGMENT_VERSION = "2"
@@ -136,7 +137,7 @@ def _rubberband(x: np.ndarray, rate: int, speed: float, semitones: float) -> np.
             raise StretcherError(f"rubberband failed on a {x.shape[0] / rate:.1f} s signal at {rate} Hz "
                                  f"(speed {speed:g}, semitones {semitones:g}): {exc}") from exc
         y = np.asarray(y, dtype=np.float32)
-        if float(np.max(np.abs(y), initial=0.0)) < 32767 / 32768 or scale < 1e-3:
+        if float(np.max(np.abs(y), initial=0.0)) < INT16_FULL_SCALE or scale < 1e-3:
             return y / np.float32(scale)
         scale /= 2.0
 
@@ -227,10 +228,7 @@ def normalise_loudness(x: np.ndarray, target_rms_db: float, peak_db: float) -> n
     return (x.astype(np.float64) * gain).astype(np.float32)
 
 
-FULL_SCALE = 32767 / 32768  # the largest magnitude a 16-bit sample keeps (stored audio is 16-bit)
-
-
-def gain_under_full_scale(rest: np.ndarray, part: np.ndarray, limit: float = FULL_SCALE) -> float:
+def gain_under_full_scale(rest: np.ndarray, part: np.ndarray, limit: float = INT16_FULL_SCALE) -> float:
     """The largest gain g in [0, 1] with max|rest + g * part| <= ``limit``: how far to lower an EQ'd, loudness-
     normalised accompaniment so the mix rebuilt from it (``rest`` = vocals + residual) is not clipped when stored.
 
