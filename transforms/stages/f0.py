@@ -472,11 +472,14 @@ class VocalF0Stage(Stage):
     def model_name(self) -> str:
         return self.config.f0.method
 
+    def precision_mark(self) -> str:
+        """'+bf16' where the model runs in bfloat16 on this machine, else '': the model id (cache key, lineage) and
+        ``f0_method`` carry it, since the two precisions' f0 differs in the last bits, not in accuracy."""
+        return "+bf16" if resolve_precision(self.config.f0.precision) == "bfloat16" else ""
+
     def model_id(self) -> str | None:
-        """The weights' id, marked ``+bf16`` where the model runs in bfloat16 on this machine: the cache key and
-        every sample's lineage tell the two apart (their f0 differs in the last bits, not in accuracy)."""
         spec_id = super().model_id()
-        return spec_id + "+bf16" if spec_id and resolve_precision(self.config.f0.precision) == "bfloat16" else spec_id
+        return spec_id + self.precision_mark() if spec_id else spec_id
 
     def config_digest(self) -> str:
         vad = self.config.vad.digest() if self.config.f0.only_vocal_activity else ""
@@ -508,7 +511,7 @@ class VocalF0Stage(Stage):
         """``f0_method`` in the catalog: the model (``+bf16`` where it ran in bfloat16), and on a mix how it was
         decoded: a corpus curated on machines with and without AMX says which tracks are which."""
         cfg = self.config.f0
-        model = cfg.method + ("+bf16" if resolve_precision(cfg.precision) == "bfloat16" else "")
+        model = cfg.method + self.precision_mark()
         if not self.reads_mix(row):
             return model
         return f"{model}:mix-viterbi" + ("+melodia" if cfg.mix_candidates == "melodia" else "")
