@@ -205,9 +205,6 @@ class SampleStage(Stage):
         audio = {"mix": mix.mean(axis=1),
                  "vocals": read_standard_audio(path(vocals_file(row)))[0].mean(axis=1),
                  "accompaniment": read_standard_audio(path(accompaniment_file(row)))[0].mean(axis=1)}
-        residual = audio["mix"] - audio["vocals"] - audio["accompaniment"]
-        if np.any(audio["mix"]) and energy_db(residual) - energy_db(audio["mix"]) > RESIDUAL_FLOOR_DB:
-            audio["residual"] = residual  # what the stems leave out of the mix, moved with them by a song op
         f0 = self.store.get_array(result_field(row, "f0", "f0_file")).astype(np.float32)
         confidence = self.store.get_array(result_field(row, "f0", "periodicity_file")).astype(np.float32)
         trust = F0Trust(f0, confidence, frames_in_segments(f0.size, vad_result(row)["vad_segments"], 0.0))
@@ -218,6 +215,9 @@ class SampleStage(Stage):
         aug = plan_song_augmentation(track_id, self.config.augment)
         if aug is not None:
             variants.append(aug)
+            residual = audio["mix"] - audio["vocals"] - audio["accompaniment"]
+            if np.any(audio["mix"]) and energy_db(residual) - energy_db(audio["mix"]) > RESIDUAL_FLOOR_DB:
+                audio["residual"] = residual  # what the stems leave out of the mix, moved with them by the song op
         samples: list[dict[str, Any]] = []
         n_candidates = n_gated = 0
         for variant in variants:
