@@ -9,11 +9,11 @@ Provides: vocals_file, accompaniment_file, vocals_sha256, accompaniment_sha256, 
 vocal_energy_ratio (vocal energy / mix energy), stem_residual_db (energy of mix - (vocals +
 accompaniment) relative to the mix; -inf is stored as None), and, when the source has stems and
 ``stems.evaluate_separator`` is set, separator_sdr_vocals / separator_sdr_accompaniment /
-separator_si_sdr_vocals: how the lite separator does against those stems (BSS Eval via torchmetrics),
+separator_si_sdr_vocals: how the lite separator does against those stems (BSS Eval SDR and SI-SDR),
 so a better separator later is a measured improvement; ``stems.evaluate_separator_share`` scores a fixed sample
 of them instead (the others' scores are None), since scoring is most of the stage's cost on a song with stems.
 Needs: librosa (REPET-SIM: Rafii & Pardo 2012, nearest-neighbour median filtering of the magnitude
-spectrogram, soft masks) and torchmetrics; no model weights. With ``stems.separator: demucs`` (the full
+spectrogram, soft masks) and scipy; no model weights. With ``stems.separator: demucs`` (the full
 profile) the separator is ``separation.model`` from the model store (kind ``htdemucs``, loaded once per
 worker by transforms/models/demucs_separator.py; accompaniment = the sum of its non-vocal sources, so
 stem_residual_db measures what the model leaves out of the mix), on CUDA when ``device`` allows.
@@ -38,6 +38,7 @@ from songcorpus.schemas.failures import is_machine_error
 from songcorpus.schemas.row import Row, audio_file, audio_sha256, has_vocals, track_of, vocals_sha256
 from songcorpus.transforms.base import Rejection, Resources, Stage
 from songcorpus.transforms.dsp.neighbour_median import neighbour_median
+from songcorpus.transforms.dsp.separation_scores import scale_invariant_sdr, signal_distortion_ratio
 from songcorpus.transforms.dsp.soft_mask import soft_mask
 from songcorpus.transforms.stages.ingest import IngestStage
 
@@ -111,27 +112,22 @@ def energy_db(x: np.ndarray) -> float:
 
 def bss_scores(ref_vocals: np.ndarray, ref_acc: np.ndarray, est_vocals: np.ndarray, est_acc: np.ndarray,
                rate: int) -> dict[str, float | None]:
-    """SDR per source (BSS Eval with 512-tap distortion filters) and vocal SI-SDR, from torchmetrics, at
-    16 kHz to bound the cost. The same numbers as mir_eval's (deprecated) bss_eval_sources, 6x faster."""
+    """SDR per source (BSS Eval with 512-tap distortion filters) and vocal SI-SDR, at 16 kHz to bound the cost
+    (transforms/dsp/separation_scores.py; the same numbers as torchmetrics' and mir_eval's bss_eval_sources).
+    None for all three when a reference or an estimate is silent (no ratio to take)."""
     import soxr
-    import torch
-    from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio, signal_distortion_ratio
 
     def at16k(x: np.ndarray) -> np.ndarray:
         return soxr.resample(x.astype(np.float64), rate, 16000, quality="HQ") if rate != 16000 else x.astype(np.float64)
 
-    ref = torch.from_numpy(np.stack([at16k(ref_vocals), at16k(ref_acc)]))
-    est = torch.from_numpy(np.stack([at16k(est_vocals), at16k(est_acc)]))
-    if not all(bool(torch.any(t != 0)) for t in (*ref, *est)):
+    ref = [at16k(ref_vocals), at16k(ref_acc)]
+    est = [at16k(est_vocals), at16k(est_acc)]
+    if not all(np.any(x != 0) for x in (*ref, *est)):
         return {"separator_sdr_vocals": None, "separator_sdr_accompaniment": None, "separator_si_sdr_vocals": None}
-    # One source at a time: torch's batched CPU LU factorisation calls MKL's dgetrf from several threads at once
-    # once torch.set_num_threads(n > 1) has been called (pytorch/pytorch#142815), which returns wrong filters or
-    # raises "Pivots given to lu_solve must all be greater or equal to 1" depending on which stages ran earlier in
-    # the worker. A single system per call never takes that path.
     sdr = [signal_distortion_ratio(est[i], ref[i]) for i in range(2)]
-    si = scale_invariant_signal_distortion_ratio(est[0], ref[0])
-    return {"separator_sdr_vocals": round(float(sdr[0]), 4), "separator_sdr_accompaniment": round(float(sdr[1]), 4),
-            "separator_si_sdr_vocals": round(float(si), 4)}
+    si = scale_invariant_sdr(est[0], ref[0])
+    return {"separator_sdr_vocals": round(sdr[0], 4), "separator_sdr_accompaniment": round(sdr[1], 4),
+            "separator_si_sdr_vocals": round(si, 4)}
 
 
 class StemStage(Stage):
