@@ -236,12 +236,18 @@ def gain_under_full_scale(rest: np.ndarray, part: np.ndarray, limit: float = INT
     part can mend that). The peak is convex in g, so bisection finds the bound; fixed steps keep it deterministic.
     """
     rest64, part64 = np.asarray(rest, dtype=np.float64), np.asarray(part, dtype=np.float64)
+    if float(np.max(np.abs(rest64), initial=0.0)) > limit:
+        return 1.0
+    # Only the samples over the limit at g = 1 can bind: any other lies between its value at 0 and at 1, both
+    # within the limit, and rounding is monotone, so its |rest + g * part| stays within it for every g in [0, 1].
+    over = np.abs(rest64 + part64) > limit
+    if not np.any(over):
+        return 1.0
+    rest64, part64 = rest64[over], part64[over]
 
     def peak(g: float) -> float:
-        return float(np.max(np.abs(rest64 + g * part64), initial=0.0))
+        return float(np.max(np.abs(rest64 + g * part64)))
 
-    if peak(1.0) <= limit or peak(0.0) > limit:
-        return 1.0
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = 0.5 * (lo + hi)
