@@ -1,10 +1,12 @@
-"""A song-register prior on the mix path's Viterbi: measured on synth songs and on the demo's sung songs.
+"""A register prior on the mix path's Viterbi, song-wide or local: measured on synth songs and the demo's sung songs.
 
 Why: two thirds of the mix path's wrong frames are a harmonic interval off (bench/melody_error_kinds.py). A singer
 stays in a register, so a second Viterbi pass whose emission is weighted by a Gaussian around the first pass's
 median pitch (over its confident frames) should pull octave slips back. Whether it does depends on how wide a
 song's melody is: this reads it on synth songs (melodies within about an octave) and on the demo's three sung songs
-(1,400-1,700 cents wide), with a fixed width and with one from the first pass's own spread.
+(1,400-1,700 cents wide), with a fixed width and with one from the first pass's own spread; then local priors (the median of the
+first pass's confident frames within a few seconds, which follows a melody's range), and the stage's own second pass
+(the default since this measurement) as a check that it equals its row.
 
 Reads: a ``songcorpus synth`` folder, or ``demo`` for the demo's sung songs (the sung f0 as in
 compare_melody_on_mixes). Runs the mix path as the pipeline chains it (``study.mix_path_inputs``, then
@@ -44,7 +46,25 @@ from songcorpus.transforms.stages.f0 import (  # noqa: E402
 from songcorpus.transforms.stages.vad import load_vad_model  # noqa: E402
 
 WIDTHS = (None, 25, 30, 35, "1.5 x spread", "2 x spread")  # the prior's sigma in 20-cent bins; None = no prior
+# (sigma in bins, half-width in s) of a local prior
+LOCAL = ((20, 2.0), (20, 3.0), (25, 2.0), (25, 3.0), (25, 5.0), (30, 3.0), (30, 5.0), (35, 5.0), (30, 10.0))
 CONFIDENT = 0.5
+GRID = 50  # frames between the local register's grid points (0.5 s)
+
+
+def local_centres(frames: np.ndarray, path: np.ndarray, confident: np.ndarray, half_s: float,
+                  fallback: float) -> np.ndarray:
+    """Per frame, the median pitch bin of the first pass's confident frames within +-``half_s`` seconds (on a
+    0.5 s grid, interpolated); where none are near, the song's median."""
+    half = int(round(half_s * 100))
+    grid = np.arange(frames[0], frames[-1] + GRID, GRID)
+    sure_t, sure_p = frames[confident], path[confident]
+    centres = np.full(grid.size, fallback)
+    for i, g in enumerate(grid):
+        a, b = np.searchsorted(sure_t, [g - half, g + half + 1])
+        if b > a:
+            centres[i] = float(np.median(sure_p[a:b]))
+    return np.interp(frames, grid, centres)
 
 
 def sigma_bins(width: int | str, path: np.ndarray, centre: float) -> float:
@@ -66,11 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     songs = ([study.demo_song(n) for n in study.TUNING_SONGS] if args.songs == "demo"
              else study.synth_songs(Path(args.songs), args.limit))
     lo, hi = _bin_range(*cfg.f0.mix_band_hz)
-    totals = {w: [0, 0] for w in WIDTHS}
+    one_pass = cfg.f0.model_copy(update={"mix_register_sigma_bins": 0.0})  # the first pass, re-decoded below
+    totals: dict[object, list[int]] = {w: [0, 0] for w in (*WIDTHS, *LOCAL, "stage")}
     for song in songs:
         inputs = study.mix_path_inputs(song, cfg, vad_model)
         detail: dict[str, np.ndarray] = {}
-        f0, _ = estimate_f0_on_mix(song.mix, song.rate, cfg.f0, model, inputs.segments, inputs.candidates, detail)
+        f0, _ = estimate_f0_on_mix(song.mix, song.rate, one_pass, model, inputs.segments, inputs.candidates, detail)
+        shipped, _ = estimate_f0_on_mix(song.mix, song.rate, cfg.f0, model, inputs.segments, inputs.candidates)
+        hits = study.frame_hits(song.truth, study.fit(shipped, song.n))
+        totals["stage"][0] += int(hits["pitch"][hits["ref_v"]].sum())
+        totals["stage"][1] += int(hits["ref_v"].sum())
         if "frames" not in detail:
             continue
         frames, acts, first = detail["frames"], detail["activations"], detail["path"]
@@ -80,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         centre = float(np.median(first[confident] if confident.any() else first))
         breaks = np.flatnonzero(np.diff(frames) > 1) + 1
         runs = list(zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [frames.size]]), strict=True))
-        for width in WIDTHS:
+        for width in (*WIDTHS, *LOCAL):
             path = first
-            if width is not None:
+            if isinstance(width, tuple):
+                at = local_centres(frames, first, confident, width[1], centre)[:, None]
+                weighted = emission * np.exp(-0.5 * ((np.arange(PITCH_BINS)[None, :] - at) / width[0]) ** 2)
+            elif width is not None:
                 sigma = sigma_bins(width, first[confident], centre)
                 weighted = emission * np.exp(-0.5 * ((np.arange(PITCH_BINS) - centre) / sigma) ** 2)[None, :]
+            if width is not None:
                 path = np.empty(frames.size, dtype=np.int64)
                 for a, b in runs:
                     path[a:b] = viterbi_path(weighted[a:b], lo, hi, cfg.f0.viterbi_width_bins)
@@ -96,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
             totals[width][1] += int(hits["ref_v"].sum())
     print(f"\n{len(songs)} songs of {args.songs}\n\n| register prior (sigma, 20-cent bins) | pooled RPA |\n|---|---:|")
     for width, (right, sung) in totals.items():
-        print(f"| {'none (as shipped)' if width is None else width} | {right / max(sung, 1):.4f} |")
+        name = ("none (one pass)" if width is None else
+                f"the stage's default (local: sigma {cfg.f0.mix_register_sigma_bins:g}, "
+                f"+-{cfg.f0.mix_register_window_s:g} s)" if width == "stage" else
+                f"local: sigma {width[0]}, +-{width[1]:g} s" if isinstance(width, tuple) else width)
+        print(f"| {name} | {right / max(sung, 1):.4f} |")
     return 0
 
 

@@ -49,8 +49,8 @@ def test_section_digests_change_only_with_their_section():
 # gained ``precision``). Cache
 # keys, lineage, run folders and checkpoints name configs by these: a change here invalidates every cache and
 # refuses every resumed run, so it must be deliberate.
-PIPELINE_DIGESTS = {"lite": "cc1da071447f441c", "full": "f5cae389b2e41b71"}
-PIPELINE_DUMP_SHA = {"lite": "aa7ebd538c1d4083", "full": "518e0a0ae69d5458"}
+PIPELINE_DIGESTS = {"lite": "22f9e62d764defde", "full": "de9d0d36d1707e98"}
+PIPELINE_DUMP_SHA = {"lite": "477744c4f9280583", "full": "6f4b40d2ed4c6da2"}
 SECTION_DIGESTS = {  # section: (lite, full)
     "ingest": ("bb05e70438931a90", "bb05e70438931a90"),
     "quality": ("5eca01da9219dc96", "5eca01da9219dc96"),
@@ -62,7 +62,7 @@ SECTION_DIGESTS = {  # section: (lite, full)
     "engine": ("9d6f1f7fda7efd6f", "9d6f1f7fda7efd6f"),
     "stems": ("48c874845cb1617d", "65ca4e2e88aa33b2"),
     "vad": ("e9a60b95ff1e2ec5", "e9a60b95ff1e2ec5"),
-    "f0": ("9baf39802bb3fda0", "8a125742f845b98b"),
+    "f0": ("27f24608ce0b7f77", "b76d12b51d69a8e9"),
     "structure": ("e8b9ef6b0f64331f", "e8b9ef6b0f64331f"),
     "key": ("246ddabb94eccd83", "246ddabb94eccd83"),
     "caption": ("e1c2f079a37ca561", "e1c2f079a37ca561"),

@@ -114,8 +114,8 @@ def test_the_stage_marks_bfloat16_in_its_model_id_cache_key_and_method(tmp_path,
         stage = f0.VocalF0Stage(cfg, ArtefactStore(tmp_path / precision))
         ids[precision], methods[precision] = stage.model_id(), stage.method_name(row)
     assert ids["bfloat16"] == ids["float32"] + "+bf16"
-    assert methods == {"float32": "torchcrepe-tiny:mix-viterbi+melodia",
-                       "bfloat16": "torchcrepe-tiny+bf16:mix-viterbi+melodia"}  # the catalog's f0_method
+    assert methods == {"float32": "torchcrepe-tiny:mix-viterbi+melodia+register",
+                       "bfloat16": "torchcrepe-tiny+bf16:mix-viterbi+melodia+register"}  # the catalog's f0_method
     monkeypatch.setattr(f0, "amx_available", lambda: False)
     cfg = load_config()
     assert f0.VocalF0Stage(cfg, ArtefactStore(tmp_path / "auto")).model_id() == ids["float32"]

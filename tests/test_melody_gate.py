@@ -83,7 +83,7 @@ def pooled_rpa(out: Path, keys: set[str] | None = None) -> float:
 def test_songs_without_stems_get_their_f0_from_the_mix_with_a_trust_per_window(mixes_only):
     tracks = query(mixes_only, "SELECT status, stems_method, f0_method, f0_confidence, n_f0_gated_windows FROM tracks")
     crepe = "torchcrepe-tiny" + ("+bf16" if resolve_precision("auto") == "bfloat16" else "")  # bfloat16 with AMX
-    assert {t[:3] for t in tracks} == {("accepted", "repet-sim", f"{crepe}:mix-viterbi+melodia")}
+    assert {t[:3] for t in tracks} == {("accepted", "repet-sim", f"{crepe}:mix-viterbi+melodia+register")}
     assert all(0 < t[3] < 1 and t[4] == 0 for t in tracks)
     catalog = dict(query(mixes_only, "SELECT key, f0_trust FROM windows"))
     shards = window_f0(mixes_only)

@@ -9,7 +9,7 @@ Writes: two float32 ``.npy`` arrays in the artefact store, ``n = ceil(samples * 
 each, frame i centred at i / 100 s (hop 160 at 16 kHz, 1024-sample window, zero-padded at the ends):
 f0 in Hz (0 = unvoiced) and the model's confidence at the chosen pitch (0 where the model did not run).
 Provides: f0_file, periodicity_file, f0_frames, f0_voiced_fraction, f0_median_hz (None when nothing is
-voiced), f0_method (``torchcrepe-tiny``, or ``torchcrepe-tiny:mix-viterbi[+melodia]`` when read from the mix; the model
+voiced), f0_method (``torchcrepe-tiny``, or ``torchcrepe-tiny:mix-viterbi[+melodia][+register]`` when read from the mix; the model
 ``torchcrepe-tiny+bf16`` where it ran in bfloat16),
 f0_model_fraction (share of frames with a model estimate: what the VAD and the silence gate left to run),
 f0_confidence (mean confidence over voiced frames). :class:`F0Trust` turns the stored arrays into a window's
@@ -376,6 +376,50 @@ def viterbi_path(emission: np.ndarray, lo: int, hi: int, width: int) -> np.ndarr
     return banded_viterbi(prob, _transition(hi - lo, width), width) + lo
 
 
+TRUSTED_FRAME = 0.5  # a frame's confidence (activation at the chosen bin) from which its pitch counts as trusted
+REGISTER_GRID = 50  # frames between the local register's grid points (0.5 s at 100 Hz)
+
+
+def local_register(frames: np.ndarray, path: np.ndarray, sure: np.ndarray, half_s: float) -> np.ndarray:
+    """Per frame (``frames``: 100 Hz indices, ascending), the median pitch bin of ``path`` over the ``sure`` frames
+    within +-``half_s`` seconds, on a 0.5 s grid and interpolated: where a voice sings now, not over the whole song
+    (a song-wide register lost points on sung melodies of wider range: bench/results/melody-on-mixes.md). Grid
+    points with no sure frame near take the median over all sure frames (of all frames, when none is sure)."""
+    half = int(round(half_s * F0_RATE_HZ))
+    grid = np.arange(frames[0], frames[-1] + REGISTER_GRID, REGISTER_GRID)
+    sure_t, sure_p = frames[sure], path[sure]
+    centres = np.full(grid.size, float(np.median(sure_p if sure_p.size else path)))
+    for i, a, b in zip(range(grid.size), np.searchsorted(sure_t, grid - half),
+                       np.searchsorted(sure_t, grid + half + 1), strict=True):
+        if b > a:
+            centres[i] = float(np.median(sure_p[a:b]))
+    return np.interp(frames, grid, centres)
+
+
+def decode_mix_path(emission: np.ndarray, acts: np.ndarray, frames: np.ndarray, cfg: F0Config) -> np.ndarray:
+    """The pitch bin per frame of the mix path: Viterbi within ``cfg.mix_band_hz`` over each run of consecutive
+    ``frames`` (100 Hz indices, ascending; ``emission`` and ``acts`` one row each); then, with
+    ``cfg.mix_register_sigma_bins``, a second pass whose emission is weighted by a Gaussian around the first path's
+    :func:`local_register` (its frames voiced with an activation >= :data:`TRUSTED_FRAME` at the chosen bin)."""
+    lo_bin, hi_bin = _bin_range(*cfg.mix_band_hz)
+    breaks = np.flatnonzero(np.diff(frames) > 1) + 1
+    runs = list(zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [frames.size]]), strict=True))
+
+    def decode(emission: np.ndarray) -> np.ndarray:
+        path = np.empty(frames.size, dtype=np.int64)
+        for start, stop in runs:
+            path[start:stop] = viterbi_path(emission[start:stop], lo_bin, hi_bin, cfg.viterbi_width_bins)
+        return path
+
+    best = decode(emission)
+    if cfg.mix_register_sigma_bins <= 0:
+        return best
+    sure = (acts.max(axis=1) >= cfg.voicing_threshold) & (acts[np.arange(frames.size), best] >= TRUSTED_FRAME)
+    centre = local_register(frames, best, sure, cfg.mix_register_window_s)
+    bins = np.arange(PITCH_BINS, dtype=np.float64)[None, :]
+    return decode(emission * np.exp(-0.5 * ((bins - centre[:, None]) / cfg.mix_register_sigma_bins) ** 2))
+
+
 def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Model | None = None,
                        segments: list[list[float]] | list[tuple[float, float]] | None = None,
                        candidates_hz: np.ndarray | None = None,
@@ -384,7 +428,9 @@ def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0
 
     CREPE on the mix at ``cfg.mix_model_stride`` (activations interpolated in between), inside ``segments`` (the
     VAD of the separator's vocal estimate), decoded by Viterbi within ``cfg.mix_band_hz``; ``candidates_hz``
-    (per frame, e.g. :func:`melodia_pitch`) adds a bump at a second method's pitch to the emission. Voiced where
+    (per frame, e.g. :func:`melodia_pitch`) adds a bump at a second method's pitch to the emission. With
+    ``cfg.mix_register_sigma_bins`` a second pass weights the emission by a Gaussian around the first path's
+    :func:`local_register`, which undoes many octave and fifth slips onto the accompaniment. Voiced where
     the frame's highest activation reaches ``cfg.voicing_threshold``; the confidence is the activation at the
     chosen bin (the frame's trust: bench/results/melody-on-mixes.md). ``detail``, when given, receives the run frames'
     indices, their activations and the chosen bins (for measurement, not stored)."""
@@ -419,20 +465,14 @@ def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0
         t = ((out - idx[left]) / span).astype(np.float32)[:, None]
         acts = (1 - t) * acts_run[left] + t * acts_run[right]
     emission = acts if candidates_hz is None else acts + MELODIA_WEIGHT * candidate_bump(candidates_hz[out])
-    best = np.empty(out.size, dtype=np.int64)
-    breaks = np.flatnonzero(np.diff(out) > 1) + 1
-    for start, stop in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [out.size]]), strict=True):
-        best[start:stop] = viterbi_path(emission[start:stop], lo_bin, hi_bin, cfg.viterbi_width_bins)
-    cents, conf = local_average(acts, best)
+    best = decode_mix_path(emission, acts, out, cfg)
     voiced = acts.max(axis=1) >= cfg.voicing_threshold
+    cents, conf = local_average(acts, best)
     if detail is not None:  # for measurement harnesses (bench/melody_window_gate.py): what the decision was made from
         detail.update(frames=out, activations=acts, path=best)
     f0[out] = np.where(voiced, 10.0 * 2.0 ** (cents / 1200.0), 0.0)
     confidence[out] = conf
     return f0, confidence
-
-
-TRUSTED_FRAME = 0.5  # a frame's confidence (activation at the chosen bin) from which its pitch counts as trusted
 
 
 @dataclass(frozen=True)
@@ -514,7 +554,8 @@ class VocalF0Stage(Stage):
         model = cfg.method + self.precision_mark()
         if not self.reads_mix(row):
             return model
-        return f"{model}:mix-viterbi" + ("+melodia" if cfg.mix_candidates == "melodia" else "")
+        return (f"{model}:mix-viterbi" + ("+melodia" if cfg.mix_candidates == "melodia" else "")
+                + ("+register" if cfg.mix_register_sigma_bins > 0 else ""))
 
     def setup(self) -> None:
         import torch
