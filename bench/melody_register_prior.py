@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     lo, hi = _bin_range(*cfg.f0.mix_band_hz)
     one_pass = cfg.f0.model_copy(update={"mix_register_sigma_bins": 0.0})  # the first pass, re-decoded below
     totals: dict[object, list[int]] = {w: [0, 0] for w in (*WIDTHS, *LOCAL, "stage")}
+    per_song: list[tuple[float, float]] = []  # (one pass, the stage's default) RPA per song
     for song in songs:
         inputs = study.mix_path_inputs(song, cfg, vad_model)
         detail: dict[str, np.ndarray] = {}
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         hits = study.frame_hits(song.truth, study.fit(shipped, song.n))
         totals["stage"][0] += int(hits["pitch"][hits["ref_v"]].sum())
         totals["stage"][1] += int(hits["ref_v"].sum())
+        first_hits = study.frame_hits(song.truth, study.fit(f0, song.n))
+        per_song.append((float(first_hits["pitch"][first_hits["ref_v"]].mean()),
+                         float(hits["pitch"][hits["ref_v"]].mean())))
         if "frames" not in detail:
             continue
         frames, acts, first = detail["frames"], detail["activations"], detail["path"]
@@ -130,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"+-{cfg.f0.mix_register_window_s:g} s)" if width == "stage" else
                 f"local: sigma {width[0]}, +-{width[1]:g} s" if isinstance(width, tuple) else width)
         print(f"| {name} | {right / max(sung, 1):.4f} |")
+    if per_song:
+        delta = np.array([b - a for a, b in per_song])
+        boot = np.random.default_rng(0).choice(delta, (2000, delta.size)).mean(axis=1)
+        print(f"\nper song, the stage's default against one pass: mean {delta.mean():+.4f} "
+              f"[{np.quantile(boot, 0.025):+.4f}, {np.quantile(boot, 0.975):+.4f}] (bootstrap over songs), better on "
+              f"{np.mean(delta > 0):.0%}, worse by more than 2 points on {np.mean(delta < -0.02):.0%}, "
+              f"worst {delta.min():+.4f}; songs at >= 0.80: {np.mean([a >= 0.8 for a, _ in per_song]):.0%} -> "
+              f"{np.mean([b >= 0.8 for _, b in per_song]):.0%}")
     return 0
 
 

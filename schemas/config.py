@@ -188,7 +188,7 @@ class F0Config(ConfigModel):
                               "on 19 songs' given stems with 0.26 of the model frames (stride 1: 0.963; bench/RESULTS.md)")
     without_stems: Literal["mix", "separated"] = Field(
         "mix", description="what f0 reads when the vocal stem is the lite separator's estimate (no stems given, lite "
-        "profile): the mix itself, Viterbi-decoded in the vocal band (raw pitch accuracy 0.82-0.85 on held-out songs), "
+        "profile): the mix itself, Viterbi-decoded in the vocal band (raw pitch accuracy 0.86 on held-out songs), "
         "or that estimate (0.60: REPET-SIM removes part of the voice); bench/results/melody-on-mixes.md")
     refine_cents: float = Field(50.0, ge=0, description="with a model stride > 1: where two neighbouring run frames "
                                 "differ by more than this many cents (or one is voiced and the other not), the frame "
