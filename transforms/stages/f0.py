@@ -415,9 +415,14 @@ def decode_mix_path(emission: np.ndarray, acts: np.ndarray, frames: np.ndarray, 
     if cfg.mix_register_sigma_bins <= 0:
         return best
     sure = (acts.max(axis=1) >= cfg.voicing_threshold) & (acts[np.arange(frames.size), best] >= TRUSTED_FRAME)
-    centre = local_register(frames, best, sure, cfg.mix_register_window_s)
-    bins = np.arange(PITCH_BINS, dtype=np.float64)[None, :]
-    return decode(emission * np.exp(-0.5 * ((bins - centre[:, None]) / cfg.mix_register_sigma_bins) ** 2))
+    centre = local_register(frames, best, sure, cfg.mix_register_window_s).astype(np.float32)
+    weighted = np.arange(PITCH_BINS, dtype=np.float32)[None, :] - centre[:, None]  # float32, in place: a long
+    weighted /= np.float32(cfg.mix_register_sigma_bins)  # song's (frames, 360) arrays stay at one copy's size
+    np.square(weighted, out=weighted)
+    weighted *= np.float32(-0.5)
+    np.exp(weighted, out=weighted)
+    weighted *= emission
+    return decode(weighted)
 
 
 def estimate_f0_on_mix(mix: np.ndarray, rate: int, cfg: F0Config, model: CrepeF0Model | None = None,
