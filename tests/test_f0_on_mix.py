@@ -73,6 +73,16 @@ def test_the_local_register_pass_pulls_an_octave_slip_back_to_the_voice():
     assert np.all(np.abs(second - voice) <= 1)
 
 
+def test_the_local_register_follows_a_voice_that_moves_up_an_octave_and_stays():
+    """A chorus sung an octave higher is the voice, not a slip: the register is local (3 s either side), so the
+    second pass follows the move within the frames around it and holds the new register after."""
+    frames = np.arange(800)
+    voice = np.where(frames < 400, 150, 210) + np.repeat([0, 3, -3, 0] * 4, 50)
+    acts = _bump(voice, np.full(frames.size, 0.8)) + _bump(voice - 19, np.full(frames.size, 0.2))  # a fifth below
+    path = decode_mix_path(acts, acts, frames, load_config().f0)
+    assert np.all(np.abs(path - voice)[(frames < 380) | (frames >= 420)] <= 1)
+
+
 def test_the_mix_path_tracks_a_voice_over_a_quieter_accompaniment():
     truth = melody(0.8, [220.0, 262.0, 330.0, 294.0])
     chord = sum(tone(np.full(truth.size, hz), level=0.05) for hz in (110.0, 165.0, 138.6))
