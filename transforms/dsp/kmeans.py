@@ -6,8 +6,10 @@ centroid is a duplicate); otherwise Lloyd k-means (greedy k-means++ init, one ru
 rows whose size does not depend on the thread count; each block's distances are one single-threaded BLAS call, and
 every sum across blocks is taken in block order, so threads change only how long it takes. (A multi-threaded BLAS
 or OpenMP reduction would add in whatever order the threads finish: not bitwise reproducible.) The fit runs in the
-corpus driver while the workers wait, so it uses as many threads as the job has workers. Assignment is exact
-(float64 squared distances, ties to the lowest id), in blocks so long songs stay within memory.
+corpus driver while the workers wait, so it uses as many threads as the job has workers; its Lloyd steps assign
+with float32 distances (half the time; the codebook's quality is the same: bench/results/lite-throughput.md).
+Assigning tokens with a fitted codebook is exact (float64 squared distances, ties to the lowest id), in blocks so
+long songs stay within memory.
 
 Needs numpy, scipy and threadpoolctl; raises nothing of its own (callers validate shapes and values).
 """
@@ -65,21 +67,24 @@ def _blocks(n: int, size: int) -> list[slice]:
 
 def lloyd(x: np.ndarray, k: int, seed: int, max_iter: int, threads: int) -> np.ndarray:
     """Lloyd iterations from a greedy k-means++ start until no frame changes centroid, the centroids move less than
-    :data:`TOL` of the mean variance, or ``max_iter``; float64 ``(k, D)``."""
+    :data:`TOL` of the mean variance, or ``max_iter``; float64 ``(k, D)``. Each iteration assigns frames with float32
+    distances (a near tie may go either way, the same way on every run) and averages them in float64."""
     x_sq = np.einsum("ij,ij->i", x, x)
+    x32 = x.astype(np.float32)  # the assignment step's distances in float32: half the time of float64's GEMM
     tol = TOL * float(np.mean(np.var(x, axis=0)))
     blocks = _blocks(x.shape[0], LLOYD_BLOCK)
     with _block_map(threads) as map_blocks:
         centers = kmeans_plus_plus(x, x_sq, k, np.random.default_rng(seed), map_blocks)
         labels: np.ndarray | None = None
         for _ in range(max_iter):
-            neg2c, c_sq = -2.0 * centers, np.einsum("ij,ij->i", centers, centers)
+            neg2c = (-2.0 * centers).astype(np.float32)
+            c_sq = np.einsum("ij,ij->i", centers, centers).astype(np.float32)
 
             def assign(b: slice, neg2c: np.ndarray = neg2c, c_sq: np.ndarray = c_sq) -> tuple[np.ndarray, np.ndarray]:
-                d = x[b] @ neg2c.T  # |x|^2 is the same for every centroid: left out of the argmin
+                d = x32[b] @ neg2c.T  # |x|^2 is the same for every centroid: left out of the argmin
                 d += c_sq
                 nearest = np.argmin(d, axis=1)
-                return nearest, d[np.arange(nearest.size), nearest] + x_sq[b]
+                return nearest, d[np.arange(nearest.size), nearest].astype(np.float64) + x_sq[b]
 
             parts = map_blocks(assign, blocks)
             new_labels = np.concatenate([p[0] for p in parts])
