@@ -19,6 +19,7 @@ from songcorpus.transforms.stages.f0 import (
     decode_mix_path,
     estimate_f0_on_mix,
     load_f0_model,
+    local_register,
     resolve_precision,
     viterbi_path,
 )
@@ -81,6 +82,20 @@ def test_the_local_register_follows_a_voice_that_moves_up_an_octave_and_stays():
     acts = _bump(voice, np.full(frames.size, 0.8)) + _bump(voice - 19, np.full(frames.size, 0.2))  # a fifth below
     path = decode_mix_path(acts, acts, frames, load_config().f0)
     assert np.all(np.abs(path - voice)[(frames < 380) | (frames >= 420)] <= 1)
+
+
+def test_the_local_register_is_the_nearby_median_and_falls_back_where_nothing_is_sure():
+    """Each frame's centre is the median of the sure frames within the window; a frame with none near takes the
+    song's median of sure frames, and a song with none at all the median of its whole path; one frame works."""
+    frames = np.concatenate([np.arange(0, 300), np.arange(2000, 2300)])  # two phrases 17 s apart
+    path = np.where(frames < 1000, 100, 160)
+    sure = np.ones(frames.size, dtype=bool)
+    centre = local_register(frames, path, sure, 3.0)
+    assert np.all(centre[frames < 1000] == 100) and np.all(centre[frames >= 2000] == 160)
+    sure[frames >= 2000] = False  # the second phrase has no sure frame within 3 s: the song's sure median
+    assert np.all(local_register(frames, path, sure, 3.0)[frames >= 2000] == 100)
+    assert np.all(local_register(frames, path, np.zeros(frames.size, dtype=bool), 3.0) == 130)  # median of the path
+    assert local_register(np.array([7]), np.array([42]), np.array([False]), 3.0).tolist() == [42.0]
 
 
 def test_the_mix_path_tracks_a_voice_over_a_quieter_accompaniment():
