@@ -36,8 +36,10 @@ from songcorpus.schemas.config import load_config  # noqa: E402
 from songcorpus.transforms.stages.f0 import (  # noqa: E402
     MELODIA_WEIGHT,
     PITCH_BINS,
+    TRUSTED_FRAME,
     _bin_range,
     candidate_bump,
+    decode_mix_path,
     estimate_f0_on_mix,
     load_f0_model,
     local_average,
@@ -48,23 +50,6 @@ from songcorpus.transforms.stages.vad import load_vad_model  # noqa: E402
 WIDTHS = (None, 25, 30, 35, "1.5 x spread", "2 x spread")  # the prior's sigma in 20-cent bins; None = no prior
 # (sigma in bins, half-width in s) of a local prior
 LOCAL = ((20, 2.0), (20, 3.0), (25, 2.0), (25, 3.0), (25, 5.0), (30, 3.0), (30, 5.0), (35, 5.0), (30, 10.0))
-CONFIDENT = 0.5
-GRID = 50  # frames between the local register's grid points (0.5 s)
-
-
-def local_centres(frames: np.ndarray, path: np.ndarray, confident: np.ndarray, half_s: float,
-                  fallback: float) -> np.ndarray:
-    """Per frame, the median pitch bin of the first pass's confident frames within +-``half_s`` seconds (on a
-    0.5 s grid, interpolated); where none are near, the song's median."""
-    half = int(round(half_s * 100))
-    grid = np.arange(frames[0], frames[-1] + GRID, GRID)
-    sure_t, sure_p = frames[confident], path[confident]
-    centres = np.full(grid.size, fallback)
-    for i, g in enumerate(grid):
-        a, b = np.searchsorted(sure_t, [g - half, g + half + 1])
-        if b > a:
-            centres[i] = float(np.median(sure_p[a:b]))
-    return np.interp(frames, grid, centres)
 
 
 def sigma_bins(width: int | str, path: np.ndarray, centre: float) -> float:
@@ -105,19 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         frames, acts, first = detail["frames"], detail["activations"], detail["path"]
         emission = acts if inputs.candidates is None else acts + MELODIA_WEIGHT * candidate_bump(inputs.candidates[frames])
         voiced = acts.max(axis=1) >= cfg.f0.voicing_threshold
-        confident = voiced & (acts[np.arange(frames.size), first] >= CONFIDENT)
+        confident = voiced & (acts[np.arange(frames.size), first] >= TRUSTED_FRAME)
         centre = float(np.median(first[confident] if confident.any() else first))
         breaks = np.flatnonzero(np.diff(frames) > 1) + 1
         runs = list(zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [frames.size]]), strict=True))
         for width in (*WIDTHS, *LOCAL):
             path = first
-            if isinstance(width, tuple):
-                at = local_centres(frames, first, confident, width[1], centre)[:, None]
-                weighted = emission * np.exp(-0.5 * ((np.arange(PITCH_BINS)[None, :] - at) / width[0]) ** 2)
+            if isinstance(width, tuple):  # a local prior: the stage's own second pass at these widths
+                local = cfg.f0.model_copy(update={"mix_register_sigma_bins": float(width[0]),
+                                                  "mix_register_window_s": width[1]})
+                path = decode_mix_path(emission, acts, frames, local)
             elif width is not None:
                 sigma = sigma_bins(width, first[confident], centre)
                 weighted = emission * np.exp(-0.5 * ((np.arange(PITCH_BINS) - centre) / sigma) ** 2)[None, :]
-            if width is not None:
                 path = np.empty(frames.size, dtype=np.int64)
                 for a, b in runs:
                     path[a:b] = viterbi_path(weighted[a:b], lo, hi, cfg.f0.viterbi_width_bins)
