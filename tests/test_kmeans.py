@@ -77,3 +77,29 @@ def test_the_fit_takes_the_jobs_workers_threads_at_most_the_cores(monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity")  # not on every OS
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     assert fit_threads(load_config(overrides={"engine": {"workers": 16}})) == 4
+
+
+def test_nearest_centroid_gives_cdists_ids_even_on_ties():
+    """The matrix-product ranking must give exactly the ids of argmin over scipy's cdist (ties to the lowest id):
+    duplicated centroids, frames on a centroid, frames halfway between two, and a grid of exact ties."""
+    from scipy.spatial.distance import cdist
+
+    from songcorpus.transforms.dsp.kmeans import BLOCK, nearest_centroid
+
+    rng = np.random.default_rng(3)
+    cases = []
+    for k, d, n, scale in [(3, 3, 50, 1.0), (300, 16, 2 * BLOCK + 7, 100.0), (1024, 128, 1500, 0.01)]:
+        c = rng.normal(size=(k, d)) * scale
+        x = rng.normal(size=(n, d)) * scale
+        c[k // 2] = c[0]  # a duplicate: its ties go to the lower id
+        x[:5] = c[0]
+        x[6] = (c[1] + c[2]) / 2
+        cases.append((x, c))
+    grid_c = np.round(rng.normal(size=(64, 4)) * 2)
+    cases.append((np.round(rng.normal(size=(3000, 4)) * 2), grid_c))  # many exact ties on an integer grid
+    for x, c in cases:
+        want = np.argmin(cdist(x, c, metric="sqeuclidean"), axis=1)
+        got = nearest_centroid(x, c, np.int32)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want)
+    assert nearest_centroid(np.zeros((3, 2)), np.ones((1, 2)), np.int32).tolist() == [0, 0, 0]

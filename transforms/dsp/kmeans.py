@@ -8,7 +8,8 @@ every sum across blocks is taken in block order, so threads change only how long
 or OpenMP reduction would add in whatever order the threads finish: not bitwise reproducible.) The fit runs in the
 corpus driver while the workers wait, so it uses as many threads as the job has workers; its Lloyd steps assign
 with float32 distances (half the time; the codebook's quality is the same: bench/results/lite-throughput.md).
-Assigning tokens with a fitted codebook is exact (float64 squared distances, ties to the lowest id), in blocks so
+Assigning tokens with a fitted codebook is exact (the ids of float64 squared distances, ties to the lowest id: a
+matrix product ranks the centroids, and scipy's cdist settles any row whose two best are near a tie), in blocks so
 long songs stay within memory.
 
 Needs numpy, scipy and threadpoolctl; raises nothing of its own (callers validate shapes and values).
@@ -164,11 +165,35 @@ def _sq_distances(x_t: np.ndarray, x_sq: np.ndarray, c: np.ndarray, c_sq: np.nda
     return np.maximum(d, 0.0, out=d)
 
 
+AMBIGUOUS_GAP = 1e-9  # a row whose two nearest centroids are closer than this (relative) is settled by cdist
+
+
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray, dtype: type[np.integer]) -> np.ndarray:
-    """Id ``(T,)`` of each row's nearest centroid (callers validate shapes)."""
+    """Id ``(T,)`` of each row's nearest centroid (callers validate shapes): what ``argmin`` over scipy's exact
+    ``cdist(..., "sqeuclidean")`` gives, ties to the lowest id, at a matrix product's cost.
+
+    ``|c|^2 - 2 x.c`` ranks the centroids of a row as its squared distances do, up to rounding of order
+    ``d * eps * (|x|^2 + |c|^2)``; a row whose best and second-best differ by less than :data:`AMBIGUOUS_GAP` times
+    that scale (orders of magnitude above the rounding) is recomputed with ``cdist``, so every id is cdist's."""
     x = np.asarray(x, dtype=np.float64)
     centroids = np.asarray(centroids, dtype=np.float64)
     ids = np.empty(x.shape[0], dtype=dtype)
+    if centroids.shape[0] < 2:
+        ids[:] = 0
+        return ids
+    c_sq = np.einsum("ij,ij->i", centroids, centroids)
+    c_t = np.ascontiguousarray(centroids.T)
+    scale_c = float(c_sq.max())
     for start in range(0, x.shape[0], BLOCK):
-        ids[start:start + BLOCK] = np.argmin(cdist(x[start:start + BLOCK], centroids, metric="sqeuclidean"), axis=1)
+        rows = x[start:start + BLOCK]
+        d = rows @ c_t
+        d *= -2.0
+        d += c_sq[None, :]
+        two = np.partition(d, 1, axis=1)[:, :2]
+        best = np.argmin(d, axis=1)
+        scale = np.einsum("ij,ij->i", rows, rows) + scale_c
+        unsure = np.flatnonzero(two[:, 1] - two[:, 0] <= AMBIGUOUS_GAP * scale)
+        if unsure.size:
+            best[unsure] = np.argmin(cdist(rows[unsure], centroids, metric="sqeuclidean"), axis=1)
+        ids[start:start + BLOCK] = best
     return ids
