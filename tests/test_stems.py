@@ -138,3 +138,22 @@ def test_given_stems_are_standardised_without_a_loudness_measure(tmp_path: Path,
     assert len(measured) == 1 and row["results"]["ingest"]["loudness_lufs"] is not None  # the mix's
     out = StemStage(load_config(overrides={"stems": {"evaluate_separator": False}}), store).process_one(row)
     assert out["stems_method"] == "source" and len(measured) == 1
+
+
+def test_given_stems_are_read_in_memory_and_stored_once(tmp_path: Path, monkeypatch) -> None:
+    """A given stem is decoded and standardised in memory, once: no standardised copy is written and read back
+    before the mono stem this stage keeps is written (a FLAC encode and decode per stem, a tenth of the stage)."""
+    from songcorpus.transforms.stages import stems
+
+    store = ArtefactStore(tmp_path)
+    song = DEMO_DIR / "song_01"
+    row = _row(store, song / "mix.flac", vocals=str(song / "vocals.flac"), accompaniment=str(song / "accompaniment.flac"))
+    read: list[str] = []
+    real = stems.read_standard_audio
+    monkeypatch.setattr(stems, "read_standard_audio", lambda path: read.append(str(path)) or real(path))
+    out = StemStage(load_config(overrides={"stems": {"evaluate_separator": False}}), store).process_one(row)
+    assert read == [str(store.path(row["results"]["ingest"]["audio_file"]))]  # the mix only
+    for stem in ("vocals", "accompaniment"):
+        given, _ = sf.read(song / f"{stem}.flac", dtype="int16")
+        stored, _ = sf.read(store.root / out[f"{stem}_file"], dtype="int16", always_2d=True)
+        np.testing.assert_array_equal(stored[:, 0], given)

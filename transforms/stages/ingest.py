@@ -3,7 +3,8 @@
 Reads: the input file named by ``track.path`` (a local path, or an object-store URL: then fetched once into a
 local temporary file, which is hashed and decoded, so the URL is read once whether or not the cache hits).
 Writes: the standardised audio (16-bit FLAC at ``ingest.sample_rate``, ``ingest.channels``) into the
-artefact store under its sha256, and the fields below.
+artefact store under its sha256, and the fields below (with ``keep_file`` off, as the stems stage reads a given
+stem, no file: the samples come back as ``pcm`` instead of ``audio_file``).
 Provides: audio_sha256, audio_file, n_frames, duration_s, source_sample_rate, source_channels,
 source_format, loudness_lufs (ITU-R BS.1770 via pyloudnorm; -70 LUFS, the standard's absolute gate, when
 every block is below it, so the ``too_quiet`` gate sees near-silence), clipping_ratio and nonfinite_ratio
@@ -17,6 +18,7 @@ is bounded by the duration limit, never by the file.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import io
 import os
@@ -48,7 +50,8 @@ class IngestStage(Stage):
                 "source_sha256")
     resources = Resources(num_cpus=1.0, memory_mb=1536)
     batch_size = 4
-    measure_loudness = True  # False where only the standardised file is wanted (the stems stage's given stems)
+    measure_loudness = True  # False where only the standardised audio is wanted (the stems stage's given stems)
+    keep_file = True  # False: no FLAC is written, the result carries the samples as ``pcm`` (given stems, kept mono)
 
     def config_digest(self) -> str:
         return self.config.ingest.digest()
@@ -158,16 +161,17 @@ class IngestStage(Stage):
         # FLAC encoded in memory and written as bytes: libsndfile says "System error." for a full disk, a Python
         # write says ENOSPC and the path, which stops the job (schemas/failures.py); same bytes either way.
         flac = io.BytesIO()
-        tmp = self.store.new_temp(".flac")
+        tmp = self.store.new_temp(".flac") if self.keep_file else None
         try:
-            with sf.SoundFile(flac, "w", samplerate=cfg.sample_rate, channels=cfg.channels,
-                              format="FLAC", subtype="PCM_16") as out:
+            with (sf.SoundFile(flac, "w", samplerate=cfg.sample_rate, channels=cfg.channels, format="FLAC",
+                               subtype="PCM_16") if self.keep_file else contextlib.nullcontext()) as out:
 
                 def emit(y: np.ndarray) -> None:
                     if y.size:
                         pcm = to_int16(y)
                         hasher.update(pcm.astype("<i2").tobytes())
-                        out.write(pcm)
+                        if out is not None:
+                            out.write(pcm)
                         pcm_blocks.append(pcm)
 
                 for block in stream.blocks():
@@ -193,15 +197,18 @@ class IngestStage(Stage):
                 raise Rejection("truncated", f"header declares {declared} frames, only {n_source} are in the file")
             pcm = np.concatenate(pcm_blocks) if pcm_blocks else np.zeros((0, cfg.channels), np.int16)
             sha = hasher.hexdigest()
-            final = self.store.audio_path(sha)
-            write_file(tmp, flac.getbuffer())
-            self.store.commit_temp(tmp, str(final.relative_to(self.store.root)))
+            if tmp is not None:
+                final = self.store.audio_path(sha)
+                write_file(tmp, flac.getbuffer())
+                self.store.commit_temp(tmp, str(final.relative_to(self.store.root)))
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         n_samples = n_source * info.channels
+        kept = {"audio_file": str(final.relative_to(self.store.root))} if tmp is not None else {"pcm": pcm}
         return {
             "audio_sha256": sha,
-            "audio_file": str(final.relative_to(self.store.root)),
+            **kept,
             "n_frames": int(pcm.shape[0]),
             "duration_s": round(pcm.shape[0] / cfg.sample_rate, 6),
             "source_sample_rate": info.sample_rate,

@@ -238,13 +238,14 @@ class StemStage(Stage):
     def _load_given(self, which: str, path: str, n_mix: int, out: dict[str, Any]) -> np.ndarray:
         """Decode and standardise a given stem exactly like the mix, then fit it to the mix's length."""
         ingest = IngestStage(self.config, self.store)
-        ingest.measure_loudness = False  # only the standardised file is kept: BS.1770 was a sixth of the stage here
+        ingest.measure_loudness = False  # only the standardised samples are used: BS.1770 was a sixth of the stage here
+        ingest.keep_file = False  # and only in memory: the stem kept is the mono one this stage writes
         try:
             std = ingest.process_one({"track": {"path": path}})
         except (DecodeError, Rejection) as exc:
             raise DecodeError(f"{which} stem {path}: {exc}", "stem_unreadable") from None
-        y, rate = read_standard_audio(self.store.path(std["audio_file"]))
-        y = y.mean(axis=1)
+        rate = self.config.ingest.sample_rate
+        y = (std["pcm"].astype(np.float32) / 32768.0).mean(axis=1)  # as read_standard_audio reads the FLAC back
         diff = y.size - n_mix
         if abs(diff) > STEM_LENGTH_TOLERANCE_S * rate:
             raise DecodeError(f"{which} stem {path} is {y.size / rate:.2f} s but the mix is {n_mix / rate:.2f} s "
