@@ -9,8 +9,9 @@
 # Python packages come only from uv.lock: `uv sync --locked` installs what it lists (extras dev, full, train and cloud,
 # the package itself editable) and removes anything else, so a new upstream release never changes what a
 # fresh install gets. uv itself is pinned in the lock too and bootstrapped with pip from its hashes.
-# System packages (apt-get, only when missing): python3 (>= 3.11) with venv; rubberband-cli (Rubber Band,
-# the augmentation's time stretch and pitch shift); libchromaprint-tools (fpcalc, the near-duplicate
+# System packages (apt-get, only when missing): python3 (>= 3.11) with venv; rubberband-cli (Rubber Band's
+# command, the augmentation's stretcher with augment.stretcher: rubberband; the default loads the Rubber Band
+# library from the locked pylibrb wheel at run time); libchromaprint-tools (fpcalc, the near-duplicate
 # stage's audio fingerprint); espeak-ng (phonemizer's backend for lyric phonemes); ffmpeg (the libraries
 # torchcodec decodes with, for Hugging Face datasets' Audio feature); festival with two diphone voices,
 # fluidsynth and a GM soundfont (songcorpus synth's singing and accompaniment); chromium with its chromedriver
@@ -57,7 +58,7 @@ if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "setup: songcorpus needs Python >= 3.11 (found $("$PY" --version)); install python3.11 and re-run" >&2; exit 1; }
 fi
-command -v rubberband >/dev/null 2>&1 || apt_install "augmentation's time stretch and pitch shift" rubberband-cli
+command -v rubberband >/dev/null 2>&1 || apt_install "augmentation's time stretch and pitch shift with augment.stretcher: rubberband" rubberband-cli
 command -v fpcalc >/dev/null 2>&1 || apt_install "Chromaprint fingerprints for near-duplicate detection" libchromaprint-tools
 command -v espeak-ng >/dev/null 2>&1 || apt_install "phonemizer's backend: lyric phonemes for training and PER" espeak-ng
 command -v ffmpeg >/dev/null 2>&1 || apt_install "FFmpeg libraries for torchcodec: Hugging Face datasets' Audio feature" ffmpeg

@@ -1,9 +1,11 @@
-"""Augmentation's time stretch and pitch shift: Rubber Band (R3) against librosa's phase vocoder.
+"""Augmentation's time stretch and pitch shift: Rubber Band (R3) in process and as a command, against librosa.
 
-What a user would pick instead of Rubber Band is librosa (it is already a dependency and needs no system
-package), so both run side by side in one process on the same audio:
+The stretchers run side by side in one process on the same audio: the Rubber Band library (R3 with its short
+window, through pylibrb: the default), the ``rubberband`` command (R3 with its standard window: the default
+before), and librosa's phase vocoder (what a user would pick with no Rubber Band at all):
 
-- label truth: on the clean vocal stems of the kal / ked / dita demo songs, the f0 the stage stored is
+- label truth: on the clean vocal stems of the kal / ked / dita demo songs (and, with ``--synth DIR``, of the
+  first ``--limit`` songs of a ``songcorpus synth`` folder), the f0 the stage stored is
   moved by the op (``SongAugmentation.f0``) and compared with the f0 the tracker reads back from the
   augmented audio (torchcrepe tiny, pitch on every frame), per 10.24 s window: raw pitch accuracy
   (mir_eval, 50 cents) over the frames the moved label calls voiced. The minimum over windows is
@@ -11,7 +13,8 @@ package), so both run side by side in one process on the same audio:
 - cost: CPU seconds per audio second on one thread, counting the ``rubberband`` child processes
   (``RUSAGE_CHILDREN``), on the 60 s mix used by the codec/augmentation speed table.
 
-Usage: ``.venv/bin/python bench/compare_stretchers.py [--out FILE.json]`` (about 4 minutes).
+Usage: ``.venv/bin/python bench/compare_stretchers.py [--synth DIR --limit N] [--out FILE.json]`` (about 5 minutes
+for the demo songs alone).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo"
 SONGS = ("song_00", "song_01", "song_05")
 OPS = [("speed", 0.8), ("speed", 0.9), ("speed", 1.1), ("speed", 1.2),
        ("pitch", -2.0), ("pitch", -1.0), ("pitch", 1.0), ("pitch", 2.0)]
-STRETCHERS = ("rubberband", "librosa")
+STRETCHERS = ("rubberband-library", "rubberband", "librosa")
 WINDOW_FRAMES = 1024  # 10.24 s at 100 Hz
 
 
@@ -64,6 +67,8 @@ def window_rpa(label: np.ndarray, fresh: np.ndarray) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="also write the raw numbers as JSON here")
+    ap.add_argument("--synth", type=Path, help="a songcorpus synth folder: its songs' vocal stems join the demo's")
+    ap.add_argument("--limit", type=int, default=10, help="with --synth: the first N songs of its manifest")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_config().f0
@@ -71,8 +76,14 @@ def main() -> None:
     print(f"stretchers: {', '.join(stretcher_id(s) for s in STRETCHERS)}")
 
     truth: dict[str, dict[str, list[float]]] = {s: {} for s in STRETCHERS}
-    for song in SONGS:
-        x, sr = sf.read(DEMO / song / "vocals.flac", dtype="float32")
+    vocals = [DEMO / song / "vocals.flac" for song in SONGS]
+    if args.synth:
+        listed = [json.loads(line) for line in (args.synth / "manifest.jsonl").read_text().splitlines() if line.strip()]
+        vocals += [args.synth / r["vocals"] for r in listed if r.get("vocals")][: args.limit]
+    for path in vocals:
+        x, sr = sf.read(path, dtype="float32")
+        if x.ndim > 1:
+            x = x.mean(axis=1)
         f0, _ = estimate_f0(x, sr, cfg)
         for kind, value in OPS:
             for stretcher in STRETCHERS:
@@ -96,18 +107,24 @@ def main() -> None:
                 best = c if best is None else min(best, c)
             cost[stretcher][f"{kind} {value:+g}"] = 60.0 / best
 
-    print("\n| op | Rubber Band: min / mean window RPA | librosa: min / mean window RPA "
-          "| Rubber Band x RT/core | librosa x RT/core |")
-    print("|---|---|---|---|---|")
+    print(f"\nwindow RPA min / mean per op ({len(vocals)} vocal stems), and x real time per core on a 60 s mix:\n")
+    print("| op | " + " | ".join(f"{s}: min / mean" for s in STRETCHERS) + " | "
+          + " | ".join(f"{s} x RT/core" for s in STRETCHERS) + " |")
+    print("|---" * (1 + 2 * len(STRETCHERS)) + "|")
     for kind, value in OPS:
         op = f"{kind} {value:+g}"
-        rb, lr = truth["rubberband"][op], truth["librosa"][op]
-        print(f"| {op} | {min(rb):.3f} / {np.mean(rb):.3f} | {min(lr):.3f} / {np.mean(lr):.3f} "
-              f"| {cost['rubberband'][op]:.0f}x | {cost['librosa'][op]:.0f}x |")
+        print(f"| {op} | " + " | ".join(f"{min(truth[s][op]):.3f} / {np.mean(truth[s][op]):.3f}" for s in STRETCHERS)
+              + " | " + " | ".join(f"{cost[s][op]:.0f}x" for s in STRETCHERS) + " |")
+    base = [v for vals in truth[STRETCHERS[1]].values() for v in vals]
     for s in STRETCHERS:
         allw = [v for vals in truth[s].values() for v in vals]
         below = sum(v < 0.8 for v in allw)
-        print(f"{s}: {len(allw)} windows, min {min(allw):.3f}, mean {np.mean(allw):.3f}, below 0.8: {below}")
+        diff = np.asarray(allw) - np.asarray(base)  # the same windows, in the same order, for every stretcher
+        boot = np.random.default_rng(0).choice(diff, size=(2000, diff.size)).mean(axis=1)
+        mean_cost = len(OPS) / sum(1.0 / c for c in cost[s].values())
+        print(f"{s}: {len(allw)} windows, min {min(allw):.3f}, mean {np.mean(allw):.4f}, below 0.8: {below}; "
+              f"paired against {STRETCHERS[1]}: {diff.mean():+.4f} [{np.quantile(boot, 0.025):+.4f}, "
+              f"{np.quantile(boot, 0.975):+.4f}]; {mean_cost:.1f}x real time per core over the ops")
     if args.out:
         args.out.write_text(json.dumps({"truth": truth, "x_rt_per_core": cost,
                                         "stretchers": {s: stretcher_id(s) for s in STRETCHERS}}, indent=1))

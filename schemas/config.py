@@ -290,10 +290,13 @@ class AugmentConfig(ConfigModel):
     speeds: list[float] = Field(default_factory=lambda: [0.8, 0.9, 1.1, 1.2],
                                 description="time-stretch factors (1.2 = 20% faster, pitch kept)")
     semitones: list[int] = Field(default_factory=lambda: [-2, -1, 1, 2], description="pitch shifts (tempo kept)")
-    stretcher: Literal["rubberband", "librosa"] = Field(
-        "rubberband", description="time stretch and pitch shift: Rubber Band's R3 engine (the rubberband command, "
-                                  "apt package rubberband-cli) or librosa's phase vocoder (no system package; "
-                                  "more tracker octave slips on the result, see bench/RESULTS.md)")
+    stretcher: Literal["rubberband-library", "rubberband", "librosa"] = Field(
+        "rubberband-library", description="time stretch and pitch shift: Rubber Band's R3 engine with its short "
+                                          "window in this process (the library, through pylibrb; the default), R3 "
+                                          "with its standard window in the rubberband command (apt package "
+                                          "rubberband-cli; about 3x the CPU, the same label agreement), or librosa's "
+                                          "phase vocoder (no Rubber Band; more tracker octave slips on the result, "
+                                          "see bench/RESULTS.md)")
     eq_probability: float = Field(0.7, ge=0, le=1, description="frequency-balance EQ on accompaniment and reference only")
     eq_bass: EqBand = Field(EqBand(gain_db=(-5.0, -2.0), freq_hz=(80.0, 180.0), q=(0.6, 1.1)),
                             description="bass tone-control (torchaudio bass_biquad) ranges")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 
 import numpy as np
@@ -88,7 +89,7 @@ def test_eq_plan_probability_ranges_and_serialisation():
 
 # ------------------------------------------------------------------------------------- audio
 
-@pytest.mark.parametrize("stretcher", ["rubberband", "librosa"])
+@pytest.mark.parametrize("stretcher", ["rubberband-library", "rubberband", "librosa"])
 @pytest.mark.parametrize("factor", [0.8, 0.9, 1.1, 1.2])
 def test_time_stretch_length_and_pitch_kept(factor, stretcher):
     x = sine(440.0, seconds=1.5)
@@ -101,7 +102,7 @@ def test_time_stretch_length_and_pitch_kept(factor, stretcher):
     assert abs(20 * np.log10(np.sqrt(np.mean(mid ** 2)) / np.sqrt(np.mean(x ** 2)))) < 1.0
 
 
-@pytest.mark.parametrize("stretcher", ["rubberband", "librosa"])
+@pytest.mark.parametrize("stretcher", ["rubberband-library", "rubberband", "librosa"])
 @pytest.mark.parametrize("semitones", [-2, -1, 1, 2])
 def test_pitch_shift_moves_a_sine_by_the_right_ratio(semitones, stretcher):
     x = sine(440.0, seconds=1.5)
@@ -112,14 +113,16 @@ def test_pitch_shift_moves_a_sine_by_the_right_ratio(semitones, stretcher):
     assert y.tobytes() == pitch_shift(x, SR, semitones, stretcher).tobytes()
 
 
+@pytest.mark.parametrize("stretcher", ["rubberband-library", "rubberband"])
 @pytest.mark.parametrize("amp", [3.0, 1e-3])
-def test_rubberband_keeps_the_level_of_loud_and_quiet_signals(amp):
+def test_rubberband_keeps_the_level_of_loud_and_quiet_signals(amp, stretcher):
     """pyrubberband's 16-bit WAV trip would clip a signal over full scale and quantise a quiet one
-    coarsely; the scaling around the trip keeps the level and the waveform of both."""
+    coarsely; the scaling around the trip keeps the level and the waveform of both. The library runs in
+    float and must keep them too (the op is linear in gain)."""
     x = sine(440.0, seconds=1.0, amp=amp)
-    y = time_stretch(x, SR, 1.1)
+    y = time_stretch(x, SR, 1.1, stretcher)
     assert 0.97 * amp < np.max(np.abs(y)) < 1.03 * amp
-    ref = amp / 0.5 * time_stretch(sine(440.0, seconds=1.0), SR, 1.1)  # the same run at a peak of 0.5
+    ref = amp / 0.5 * time_stretch(sine(440.0, seconds=1.0), SR, 1.1, stretcher)  # the same run at a peak of 0.5
     # unscaled, a 1e-3 sine would cross the 16-bit files on +-33 steps: about 1% rms error
     assert np.sqrt(np.mean((y - ref) ** 2)) < 1e-3 * np.sqrt(np.mean(ref ** 2))
 
@@ -131,9 +134,46 @@ def test_missing_rubberband_names_the_fix(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     try:
         with pytest.raises(augment.StretcherError, match="apt-get install rubberband-cli"):
-            time_stretch(sine(440.0, seconds=0.5), SR, 1.2)
+            time_stretch(sine(440.0, seconds=0.5), SR, 1.2, "rubberband")
     finally:
         augment.rubberband_version.cache_clear()
+
+
+def test_missing_rubberband_library_names_the_fix(monkeypatch):
+    import songcorpus.transforms.dsp.augment as augment
+
+    augment.rubberband_library_version.cache_clear()
+    monkeypatch.setitem(sys.modules, "pylibrb", None)  # import pylibrb raises ImportError
+    try:
+        with pytest.raises(augment.StretcherError, match="pylibrb.*bash setup.sh.*augment.stretcher"):
+            time_stretch(sine(440.0, seconds=0.5), SR, 1.2)
+    finally:
+        augment.rubberband_library_version.cache_clear()
+
+
+@pytest.mark.parametrize("seconds", [0.05, 0.5, 14.0])
+def test_rubberband_library_covers_short_and_long_signals(seconds):
+    """Shorter than the engine's window, and longer than one block handed to the library (several study and
+    process calls): the output is the stretched length, the sine's pitch and level, and nothing is lost at the
+    block joins (no gap where a block's output would be missing)."""
+    x = sine(440.0, seconds=seconds)
+    y = time_stretch(x, SR, 1.25)
+    assert y.shape == (round(x.shape[0] / 1.25),)
+    if seconds >= 0.5:
+        assert abs(peak_hz(y) - 440.0) < 0.01 * 440.0
+        body = y[SR // 10: -SR // 10]
+        frames = body[: body.size // 441 * 441].reshape(-1, 441)  # 10 ms frames
+        assert np.sqrt(np.mean(frames ** 2, axis=1)).min() > 0.5 * np.sqrt(np.mean(x ** 2))
+
+
+def test_recorded_stretchers_map_back_to_their_settings():
+    from songcorpus.transforms.dsp.augment import SongAugmentation, stretcher_id
+
+    for setting in ("rubberband-library", "rubberband", "librosa"):
+        recorded = SongAugmentation("pitch", 1.0, setting).to_dict()
+        assert recorded["stretcher"] == stretcher_id(setting)
+        assert SongAugmentation.from_dict(recorded).stretcher == setting
+    assert SongAugmentation.from_dict({"kind": "speed", "value": 1.1}).stretcher == "librosa"  # version 1 plans
 
 
 def band_db(x: np.ndarray, lo: float, hi: float) -> float:
@@ -243,12 +283,19 @@ def test_preflight_names_a_missing_rubberband_before_any_input_is_read(monkeypat
     from songcorpus.transforms.stages.samples_lite import SampleStage
 
     config = load_config()
-    stage = SampleStage(config, ArtefactStore(tmp_path))
+    command = config.model_copy(update={"augment": config.augment.model_copy(update={"stretcher": "rubberband"})})
+    stage = SampleStage(command, ArtefactStore(tmp_path))
     augment.rubberband_version.cache_clear()
+    augment.rubberband_library_version.cache_clear()
     monkeypatch.setenv("PATH", "/nonexistent")
     try:
         with pytest.raises(ModelError, match="rubberband-cli.*augment.stretcher: librosa"):
             stage.preflight()
+        SampleStage(config, stage.store).preflight()  # the default, the library, needs no program
+        augment.rubberband_library_version.cache_clear()
+        monkeypatch.setitem(sys.modules, "pylibrb", None)
+        with pytest.raises(ModelError, match="pylibrb.*augment.stretcher"):
+            SampleStage(config, stage.store).preflight()
         # the phase vocoder needs no program; no augmentation needs no stretcher at all
         SampleStage(config.model_copy(update={"augment": config.augment.model_copy(update={"stretcher": "librosa"})}),
                     stage.store).preflight()
@@ -256,6 +303,7 @@ def test_preflight_names_a_missing_rubberband_before_any_input_is_read(monkeypat
                     stage.store).preflight()
     finally:
         augment.rubberband_version.cache_clear()
+        augment.rubberband_library_version.cache_clear()
 
 
 def test_gain_under_full_scale_lowers_only_as_far_as_the_mix_needs():
@@ -273,3 +321,28 @@ def test_gain_under_full_scale_lowers_only_as_far_as_the_mix_needs():
     assert gain_under_full_scale(rest, 0.2 * part) == 1.0  # a sum that fits is left alone
     assert gain_under_full_scale(1.2 * np.ones(10), np.ones(10)) == 1.0  # a clipped source is not the part's fault
     assert gain_under_full_scale(rest, part) == g  # deterministic
+
+
+def test_eq_is_the_torchaudio_biquads_it_was_drawn_for():
+    """The EQ's bands are torchaudio's bass_biquad, equalizer_biquad and treble_biquad (what the parameter ranges
+    were chosen with), computed with scipy: the same filters to float64 rounding, so within a float32 step."""
+    import torch
+    import torchaudio.functional as F
+
+    cfg = AugmentConfig()
+    noise = np.random.default_rng(5).normal(0, 0.2, SR * 2).astype(np.float32)
+    checked = 0
+    for i in range(40):
+        p = plan_eq(f"track_{i:03d}_w000", cfg)
+        if p is None:
+            continue
+        scale = 0.125 / float(np.max(np.abs(noise)))
+        w = torch.from_numpy(noise.astype(np.float64) * scale)
+        w = F.bass_biquad(w, SR, p.bass.gain_db, p.bass.freq_hz, p.bass.q)
+        w = F.equalizer_biquad(w, SR, p.mid.freq_hz, p.mid.gain_db, p.mid.q)
+        w = F.treble_biquad(w, SR, p.treble.gain_db, p.treble.freq_hz, p.treble.q)
+        want = (w.numpy() / scale).astype(np.float32)
+        got = frequency_balance_eq(noise, SR, p)
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-7)
+        checked += 1
+    assert checked >= 10

@@ -46,11 +46,11 @@ def test_section_digests_change_only_with_their_section():
 
 # Digests and YAML dumps of the default configs, computed before the config models shared one base class (the stems
 # section, and so the whole config's, again when it gained ``evaluate_separator_share``; the f0 section when it
-# gained ``precision``). Cache
+# gained ``precision``; the augment section when its default stretcher became the Rubber Band library). Cache
 # keys, lineage, run folders and checkpoints name configs by these: a change here invalidates every cache and
 # refuses every resumed run, so it must be deliberate.
-PIPELINE_DIGESTS = {"lite": "22f9e62d764defde", "full": "de9d0d36d1707e98"}
-PIPELINE_DUMP_SHA = {"lite": "477744c4f9280583", "full": "6f4b40d2ed4c6da2"}
+PIPELINE_DIGESTS = {"lite": "890cf5eda7fb3bba", "full": "d45fbf39713abcce"}
+PIPELINE_DUMP_SHA = {"lite": "e97584d143840ee0", "full": "d69552bc124d30ed"}
 SECTION_DIGESTS = {  # section: (lite, full)
     "ingest": ("bb05e70438931a90", "bb05e70438931a90"),
     "quality": ("5eca01da9219dc96", "5eca01da9219dc96"),
@@ -67,7 +67,7 @@ SECTION_DIGESTS = {  # section: (lite, full)
     "key": ("246ddabb94eccd83", "246ddabb94eccd83"),
     "caption": ("e1c2f079a37ca561", "e1c2f079a37ca561"),
     "windows": ("6eda2457bd442afd", "6eda2457bd442afd"),
-    "augment": ("2f7f14f233ec8996", "2f7f14f233ec8996"),
+    "augment": ("8805d83187cccdf9", "8805d83187cccdf9"),
     "codec": ("6ad1496b767a5811", "6ad1496b767a5811"),
     "models": ("375762b6f1a11d1e", "375762b6f1a11d1e"),
     "device": ("78ba54b869b7d7e8", "78ba54b869b7d7e8"),

@@ -179,13 +179,13 @@ def test_an_audible_residual_is_moved_with_the_stems(tmp_path: Path, monkeypatch
     residual = (0.1 * np.sin(2 * np.pi * 1500 * t)).astype(np.float32)
     audio = {"mix": vocals + acc + residual, "vocals": vocals, "accompaniment": acc, "residual": residual}
     runs = []
-    real = augment._rubberband
-    monkeypatch.setattr(augment, "_rubberband", lambda x, *a: runs.append(x.size) or real(x, *a))
+    real = augment._stretched
+    monkeypatch.setattr(augment, "_stretched", lambda x, *a: runs.append(x.size) or real(x, *a))
     stage = SampleStage(load_config(), ArtefactStore(tmp_path))
     w = Window(index=0, start_s=1.0, duration_s=1.0)
-    cut = stage._cuts(audio, w, SongAugmentation("pitch", 2.0, "rubberband"), rate)
+    cut = stage._cuts(audio, w, SongAugmentation("pitch", 2.0), rate)
     assert len(runs) == 3  # vocals, accompaniment, residual: never the mix itself
-    moved_residual = stage._cut(residual, w, SongAugmentation("pitch", 2.0, "rubberband"), rate)
+    moved_residual = stage._cut(residual, w, SongAugmentation("pitch", 2.0), rate)
     np.testing.assert_allclose(cut["mix"], cut["vocals"] + cut["accompaniment"] + moved_residual, atol=1e-6)
     plain = stage._cuts(audio, w, None, rate)
     assert sorted(plain) == ["accompaniment", "mix", "vocals"]

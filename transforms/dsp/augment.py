@@ -6,8 +6,9 @@ Two kinds, both reproducible from the config seed and a key, so shards stay byte
   (pitch shift, tempo kept). The same op applies to the mix and every stem, and the label transforms
   here keep every label true: a stretch divides times by the factor and resamples frame tracks; a
   pitch shift multiplies voiced f0 (0 = unvoiced stays 0).
-- per sample (``plan_eq``): with ``eq_probability``, the frequency-balance EQ (torchaudio
-  bass_biquad -> equalizer_biquad -> treble_biquad, parameters uniform in the config ranges), then
+- per sample (``plan_eq``): with ``eq_probability``, the frequency-balance EQ (low shelf
+  -> peaking EQ -> high shelf biquads as torchaudio's bass / equalizer / treble_biquad define them, run with
+  scipy; parameters uniform in the config ranges), then
   loudness normalisation to ``target_rms_db`` with the peak capped at ``peak_db``. It is applied by
   the caller to accompaniment and reference only; vocals are never equalised. Where the mix rebuilt from an EQ'd
   accompaniment would pass full scale, the caller lowers that accompaniment (``gain_under_full_scale``).
@@ -16,14 +17,18 @@ Reads: mono float audio, an :class:`AugmentConfig`, string keys (track id, windo
 Provides: pure audio functions, label transforms, and plan dataclasses whose ``to_dict()`` is what
 a sample records. Randomness comes only from sha256(seed, purpose, key), never from Python's
 ``hash()`` or global state.
-Needs: the ``rubberband`` command (Rubber Band 3, R3 "finer" engine, through pyrubberband; Debian and
-Ubuntu package ``rubberband-cli``, installed by setup.sh) for ``stretcher: rubberband``, the default;
-librosa (phase vocoder; pitch shift with soxr resampling) for ``stretcher: librosa``; torchaudio (biquads).
-Rubber Band runs as a separate program, so its GPL does not reach this Apache-2.0 package, and it is
-chosen by measurement: the f0 a tracker reads from its output agrees with the moved f0 label far more
-often than on phase-vocoder audio (bench/RESULTS.md, "Augmentation: stretcher").
+Needs: for ``stretcher: rubberband-library``, the default, the Rubber Band library (R3 "finer" engine with its
+short window, offline, one thread) through pylibrb, a Python extension that carries the library and is loaded at
+run time; for ``stretcher: rubberband``, the ``rubberband`` command (R3 with its standard window, through
+pyrubberband; Debian and Ubuntu package ``rubberband-cli``, installed by setup.sh), which keeps Rubber Band in a
+separate program; librosa (phase vocoder; pitch shift with soxr resampling) for ``stretcher: librosa``;
+scipy (biquads). Rubber Band is GPL: like the other GPL parts (setup.sh), it is a separate program or a
+library loaded at run time, never part of this Apache-2.0 package. The stretcher is chosen by measurement: the
+f0 a tracker reads from the output agrees with the moved f0 label far more often than on phase-vocoder audio, and
+the library's short window agrees as often as the command's standard one at about a third of its CPU
+(bench/RESULTS.md, "Augmentation: stretcher").
 Fails: ValueError on a non-positive stretch factor, non-mono audio, or a config with no ops;
-:class:`StretcherError` when the ``rubberband`` command is missing or fails (naming the fix).
+:class:`StretcherError` when the Rubber Band library or command is missing or fails (naming the fix).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from songcorpus.schemas.config import AugmentConfig, EqBand
 
 AUGMENT_VERSION = "2"
 F0_RATE_HZ = 100.0
-# The biquads run through torchaudio's lfilter, which clamps its output to [-1, 1]; filtering a
+# Each band's output is clamped to [-1, 1] (as torchaudio's lfilter, which ran the EQ before, did); filtering a
 # copy scaled to this peak (the filters are linear) keeps boosted peaks from being clipped.
 _FILTER_HEADROOM_PEAK = 0.125
 
@@ -97,13 +102,39 @@ def rubberband_version() -> str:
     return f"rubberband-{version[-1].strip()}"
 
 
+LIBRARY_HELP = ("reinstall the locked environment (bash setup.sh), which has pylibrb, or set augment.stretcher: "
+                "rubberband (the command) or librosa")
+
+
+@functools.cache
+def rubberband_library_version() -> str:
+    """``pylibrb-<version>`` of the Rubber Band library binding (recorded in every augmented sample)."""
+    import importlib.metadata
+
+    try:
+        import pylibrb  # noqa: F401
+    except ImportError as exc:
+        raise StretcherError(f"augment.stretcher 'rubberband-library' needs pylibrb, which is not importable "
+                             f"({exc}): {LIBRARY_HELP}") from None
+    return f"pylibrb-{importlib.metadata.version('pylibrb')}"
+
+
 def stretcher_id(stretcher: str) -> str:
-    """What a sample's lineage names as the stretcher: the program and its version."""
+    """What a sample's lineage names as the stretcher: the program or library, its version and engine."""
+    if stretcher == "rubberband-library":
+        return f"rubberband-library {rubberband_library_version()} R3 short-window"
     if stretcher == "rubberband":
         return f"{rubberband_version()} --fine"
     import librosa
 
     return f"librosa-{librosa.__version__} phase-vocoder"
+
+
+def stretcher_of(recorded: str) -> str:
+    """The stretcher setting a recorded :func:`stretcher_id` came from (version 1 plans recorded none: librosa)."""
+    if recorded.startswith("rubberband-library"):
+        return "rubberband-library"
+    return "rubberband" if recorded.startswith("rubberband") else "librosa"
 
 
 def _fit(y: np.ndarray, n: int) -> np.ndarray:
@@ -114,7 +145,7 @@ def _fit(y: np.ndarray, n: int) -> np.ndarray:
 
 
 def _rubberband(x: np.ndarray, rate: int, speed: float, semitones: float) -> np.ndarray:
-    """One Rubber Band run (R3 engine), at a fixed gain through pyrubberband's 16-bit WAV files.
+    """One run of the ``rubberband`` command (R3 engine), at a fixed gain through pyrubberband's 16-bit WAV files.
 
     The program would quietly lower the gain of a run whose output clips, which would change levels
     between the mix and its stems; instead every signal goes through scaled to a peak of 0.5 (a quiet
@@ -142,26 +173,75 @@ def _rubberband(x: np.ndarray, rate: int, speed: float, semitones: float) -> np.
         scale /= 2.0
 
 
-def time_stretch(x: np.ndarray, rate: int, factor: float, stretcher: str = "rubberband") -> np.ndarray:
+_LIBRARY_BLOCK = 65536  # samples handed to the library per call (its per-call limit is 524,288)
+
+
+def _rubberband_library(x: np.ndarray, rate: int, speed: float, semitones: float) -> np.ndarray:
+    """One Rubber Band run in this process: R3 engine, short window, offline (the whole signal studied first, as
+    the command does), one thread, so the same input gives the same samples. Float in, float out (no 16-bit files,
+    nothing clipped), at a peak of 0.5 as through the command: the engine is not linear in gain near silence (a
+    sine at -60 dB came out 7 dB lower unscaled), and the op is linear at a fixed level, so the scale is undone."""
+    rubberband_library_version()  # a missing binding fails here with the fix
+    from pylibrb import Option, RubberBandStretcher
+
+    options = (Option.PROCESS_OFFLINE | Option.ENGINE_FINER | Option.WINDOW_SHORT | Option.THREADING_NEVER
+               | Option.CHANNELS_APART)
+    try:
+        stretcher = RubberBandStretcher(rate, 1, options, 1.0 / speed, 2.0 ** (semitones / 12.0))
+        stretcher.set_max_process_size(_LIBRARY_BLOCK)
+        stretcher.set_expected_input_duration(x.shape[0])
+        peak = float(np.max(np.abs(x), initial=0.0))
+        scale = np.float32(0.5 / peak if peak > 0 else 1.0)
+        signal = np.ascontiguousarray(x[None, :] * scale, dtype=np.float32)
+        n = signal.shape[1]
+        for i in range(0, n, _LIBRARY_BLOCK):
+            stretcher.study(signal[:, i:i + _LIBRARY_BLOCK], final=i + _LIBRARY_BLOCK >= n)
+        out: list[np.ndarray] = []
+        for i in range(0, n, _LIBRARY_BLOCK):
+            stretcher.process(signal[:, i:i + _LIBRARY_BLOCK], final=i + _LIBRARY_BLOCK >= n)
+            while stretcher.available() > 0:
+                out.append(stretcher.retrieve(stretcher.available()))
+        while not stretcher.is_done():  # offline and final: the rest is ready without more input
+            ready = stretcher.available()
+            if ready <= 0:
+                break
+            out.append(stretcher.retrieve(ready))
+    except (RuntimeError, ValueError) as exc:
+        raise StretcherError(f"the Rubber Band library failed on a {x.shape[0] / rate:.1f} s signal at {rate} Hz "
+                             f"(speed {speed:g}, semitones {semitones:g}): {exc}") from exc
+    return (np.concatenate(out, axis=1)[0] / scale).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def _stretched(x: np.ndarray, rate: int, speed: float, semitones: float, stretcher: str) -> np.ndarray:
+    """The Rubber Band run the stretcher setting names (the library or the command)."""
+    if stretcher == "rubberband-library":
+        return _rubberband_library(x, rate, speed, semitones)
+    return _rubberband(x, rate, speed, semitones)
+
+
+RUBBER_BAND_STRETCHERS = ("rubberband-library", "rubberband")
+
+
+def time_stretch(x: np.ndarray, rate: int, factor: float, stretcher: str = "rubberband-library") -> np.ndarray:
     """Tempo change by ``factor`` with pitch kept; length ``round(len / factor)``."""
     x = _mono32(x)
     n_out = stretched_length(x.shape[0], factor)
     if factor == 1.0 or x.shape[0] == 0:
         return x.copy()
-    if stretcher == "rubberband":
-        return _fit(_rubberband(x, rate, factor, 0.0), n_out)
+    if stretcher in RUBBER_BAND_STRETCHERS:
+        return _fit(_stretched(x, rate, factor, 0.0, stretcher), n_out)
     import librosa
 
     return _fit(librosa.effects.time_stretch(x, rate=factor), n_out)
 
 
-def pitch_shift(x: np.ndarray, rate: int, semitones: float, stretcher: str = "rubberband") -> np.ndarray:
+def pitch_shift(x: np.ndarray, rate: int, semitones: float, stretcher: str = "rubberband-library") -> np.ndarray:
     """Pitch moved by ``semitones`` with tempo and length kept."""
     x = _mono32(x)
     if semitones == 0 or x.shape[0] == 0:
         return x.copy()
-    if stretcher == "rubberband":
-        return _fit(_rubberband(x, rate, 1.0, semitones), x.shape[0])
+    if stretcher in RUBBER_BAND_STRETCHERS:
+        return _fit(_stretched(x, rate, 1.0, semitones, stretcher), x.shape[0])
     import librosa
 
     return _fit(librosa.effects.pitch_shift(x, sr=rate, n_steps=float(semitones), res_type="soxr_hq"), x.shape[0])
@@ -190,21 +270,46 @@ class EqParams:
         return cls(bass=Biquad(**d["bass"]), mid=Biquad(**d["mid"]), treble=Biquad(**d["treble"]))
 
 
+def shelf_and_peak_coefficients(kind: Literal["bass", "mid", "treble"], rate: int,
+                                band: Biquad) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, a)`` of one band, normalised so ``a[0] == 1``: the Audio EQ Cookbook's low shelf (``bass``), peaking
+    EQ (``mid``) and high shelf (``treble``) with shelf slope given as Q, as torchaudio's ``bass_biquad``,
+    ``equalizer_biquad`` and ``treble_biquad`` define them (the EQ's parameters were drawn for those)."""
+    w0 = 2.0 * math.pi * band.freq_hz / rate
+    cos_w0 = math.cos(w0)
+    alpha = math.sin(w0) / 2.0 / band.q
+    amp = math.exp(band.gain_db / 40.0 * math.log(10.0))
+    if kind == "mid":
+        b = [1.0 + alpha * amp, -2.0 * cos_w0, 1.0 - alpha * amp]
+        a = [1.0 + alpha / amp, -2.0 * cos_w0, 1.0 - alpha / amp]
+    else:
+        shelf = 2.0 * math.sqrt(amp) * alpha
+        minus, plus = (amp - 1.0) * cos_w0, (amp + 1.0) * cos_w0
+        sign = 1.0 if kind == "treble" else -1.0  # a high shelf mirrors a low one in the cosine terms
+        b = [amp * ((amp + 1.0) + sign * minus + shelf), -2.0 * sign * amp * ((amp - 1.0) + sign * plus),
+             amp * ((amp + 1.0) + sign * minus - shelf)]
+        a = [(amp + 1.0) - sign * minus + shelf, 2.0 * sign * ((amp - 1.0) - sign * plus),
+             (amp + 1.0) - sign * minus - shelf]
+    b_arr, a_arr = np.asarray(b), np.asarray(a)
+    return b_arr / a_arr[0], a_arr / a_arr[0]
+
+
 def frequency_balance_eq(x: np.ndarray, rate: int, params: EqParams) -> np.ndarray:
-    """Bass tone-control, mid peaking EQ and treble tone-control (torchaudio biquads), in float64."""
-    import torch
-    import torchaudio.functional as F
+    """Bass shelf, mid peaking EQ and treble shelf, in float64 (scipy's lfilter; a fifth of the cost of torchaudio's
+    biquads, which made the same filters before: the test compares them). Each band's output is clamped to
+    [-1, 1] as torchaudio's was, on a copy scaled to a small peak, so nothing reaches the clamp."""
+    from scipy.signal import lfilter
 
     x = _mono32(x)
     peak = float(np.max(np.abs(x), initial=0.0))
     if peak == 0.0 or not np.isfinite(peak):
         return x.copy()
     scale = _FILTER_HEADROOM_PEAK / peak
-    w = torch.from_numpy(x.astype(np.float64) * scale)
-    w = F.bass_biquad(w, rate, params.bass.gain_db, params.bass.freq_hz, params.bass.q)
-    w = F.equalizer_biquad(w, rate, params.mid.freq_hz, params.mid.gain_db, params.mid.q)
-    w = F.treble_biquad(w, rate, params.treble.gain_db, params.treble.freq_hz, params.treble.q)
-    return (w.numpy() / scale).astype(np.float32)
+    w = x.astype(np.float64) * scale
+    for kind, band in (("bass", params.bass), ("mid", params.mid), ("treble", params.treble)):
+        b, a = shelf_and_peak_coefficients(kind, rate, band)
+        w = np.clip(lfilter(b, a, w), -1.0, 1.0)
+    return (w / scale).astype(np.float32)
 
 
 def rms_db(x: np.ndarray) -> float:
@@ -299,7 +404,7 @@ class SongAugmentation:
 
     kind: Literal["speed", "pitch"]
     value: float
-    stretcher: Literal["rubberband", "librosa"] = "rubberband"
+    stretcher: Literal["rubberband-library", "rubberband", "librosa"] = "rubberband-library"
 
     @property
     def tag(self) -> str:
@@ -313,9 +418,7 @@ class SongAugmentation:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SongAugmentation:
-        # version 1 plans (no stretcher recorded) were made with librosa's phase vocoder
-        stretcher = "rubberband" if d.get("stretcher", "librosa").startswith("rubberband") else "librosa"
-        return cls(kind=d["kind"], value=d["value"], stretcher=stretcher)
+        return cls(kind=d["kind"], value=d["value"], stretcher=stretcher_of(d.get("stretcher", "librosa")))
 
     @property
     def speed(self) -> float:

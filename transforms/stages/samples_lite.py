@@ -161,9 +161,9 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 
 class SampleStage(Stage):
     name = "samples"
-    version = "5"  # 2: a song with no window is rejected (no_windows); 3: keys and draws from the file's bytes;
+    version = "6"  # 2: a song with no window is rejected (no_windows); 3: keys and draws from the file's bytes;
     # 4: an augmented window's mix is the sum of its augmented stems (and residual); 5: an EQ'd accompaniment is
-    # lowered where the mix rebuilt from it would clip
+    # lowered where the mix rebuilt from it would clip; 6: the EQ's biquads run in scipy (the same filters, last bits)
     requires = ("audio_file", "vocals_file", "accompaniment_file", "f0_file", "vad_segments", "beats", "sections",
                 "split", "codebook")
     provides = ("samples", "n_candidate_windows", "n_f0_gated_windows")
