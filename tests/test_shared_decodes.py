@@ -3,6 +3,7 @@ open a block per row in pipelines/engines/executor.py): fewer decodes, the same 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
@@ -91,3 +92,33 @@ def test_a_rows_analysis_decodes_each_file_once_with_the_same_results(tmp_path, 
     alone = analyse(tmp_path / "alone")
     assert max(decodes.values()) >= 5  # without the block the mix is decoded by each stage that reads it
     assert alone["results"] == shared["results"]
+
+
+def test_stems_the_stems_stage_writes_are_handed_on_not_decoded(tmp_path, decodes, monkeypatch):
+    """A song with given stems through the analysis: the stems stage writes the kept vocals and accompaniment and
+    hands their samples on, so the stages after it (vad, f0, key) never decode those two files, and every stage's
+    result is what it is when each reader decodes them itself."""
+    song = DEMO_DIR / "song_01"
+
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"path": str(song / "mix.flac"), "vocals": str(song / "vocals.flac"),
+                                    "accompaniment": str(song / "accompaniment.flac")}) + "\n")
+
+    def analyse(root: Path) -> dict:
+        config = load_config()
+        store = ArtefactStore(root)
+        (rec,) = expand_inputs([str(manifest)], store.root / "inputs")
+        (row,) = StageGroup(build_stages(config, store, "analysis"))([new_row(rec.to_dict())])
+        return row
+
+    shared = analyse(tmp_path / "shared")
+    stems = shared["results"]["stems"]
+    assert stems["stems_method"] == "source"
+    kept = [str(tmp_path / "shared" / stems[f]) for f in ("vocals_file", "accompaniment_file")]
+    assert all(decodes[p] == 0 for p in kept), decodes
+    monkeypatch.setattr(audio, "share_written_audio", lambda *a: None)
+    monkeypatch.setattr("songcorpus.transforms.stages.stems.share_written_audio", lambda *a: None)
+    decodes.clear()
+    plain = analyse(tmp_path / "plain")
+    assert decodes[str(tmp_path / "plain" / plain["results"]["stems"]["vocals_file"])] == 1
+    assert plain["results"] == shared["results"]

@@ -183,13 +183,29 @@ def read_standard_audio(path: Path) -> tuple[np.ndarray, int]:
         if key in shared:
             return shared[key]
     data, rate = sf.read(str(path), dtype="int16", always_2d=True)
-    x = data.astype(np.float32) / 32768.0
-    if shared is not None:
+    return _keep_shared(key, data.astype(np.float32) / 32768.0, int(rate))
+
+
+def _keep_shared(key: tuple[str, int, int] | None, x: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    shared = getattr(_shared, "decodes", None)
+    if shared is not None and key is not None:
         x.setflags(write=False)  # one stage writing into it would change what the next one reads
         if x.nbytes <= _shared.budget:
             _shared.budget -= x.nbytes
-            shared[key] = (x, int(rate))
-    return x, int(rate)
+            shared[key] = (x, rate)
+    return x, rate
+
+
+def share_written_audio(path: Path, pcm: np.ndarray, rate: int) -> None:
+    """Inside :func:`shared_decodes`, hand the 16-bit samples ``(frames, channels)`` just written to the standardised
+    FLAC at ``path`` to its later readers, as :func:`read_standard_audio` would decode them: a stage that writes a
+    file the next stages read (the stems stage's kept stems) spares them the decode. Outside a block, nothing."""
+    if getattr(_shared, "decodes", None) is None:
+        return
+    st = Path(path).stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _shared.decodes:
+        _keep_shared(key, pcm.astype(np.float32) / 32768.0, int(rate))
 
 
 # Per thread: the standardised files decoded inside the current shared_decodes() block (None outside one).

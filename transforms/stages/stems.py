@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from songcorpus.io.atomic import sha256_file
-from songcorpus.io.audio import DecodeError, read_standard_audio, to_int16
+from songcorpus.io.audio import DecodeError, read_standard_audio, share_written_audio, to_int16
 from songcorpus.io.storage import is_url, sha256_of
 from songcorpus.schemas.failures import is_machine_error
 from songcorpus.schemas.row import Row, audio_file, audio_sha256, has_vocals, track_of, vocals_sha256
@@ -255,6 +255,10 @@ class StemStage(Stage):
         return np.pad(y, (0, max(0, -diff)))[:n_mix]
 
     def _put(self, y: np.ndarray, rate: int) -> tuple[str, str]:
+        """Store a kept stem; the vad, f0, key and samples stages read it next, so its samples are handed to them
+        (within the row's shared decodes) instead of decoded from the FLAC again."""
         pcm = to_int16(y)[:, None]
         sha = hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest()
-        return sha, self.store.put_pcm16(pcm, rate, sha)
+        rel = self.store.put_pcm16(pcm, rate, sha)
+        share_written_audio(self.store.path(rel), pcm, rate)
+        return sha, rel
