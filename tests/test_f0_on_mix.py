@@ -183,3 +183,22 @@ def test_window_trust_is_the_share_of_vocal_frames_with_a_confident_pitch():
     assert trust.window(1.0, 3.0) == 0.5  # 100 of the 200 vocal frames are voiced and confident
     assert trust.window(2.0, 4.0) == 1.0  # frames outside the VAD do not count
     assert trust.window(5.0, 7.0) is None  # no vocal frame: nothing to gate
+
+
+def test_melodia_sums_ten_harmonics_and_finds_a_sung_line(monkeypatch):
+    """Melodia's salience sums MELODIA_HARMONICS (10, chosen on three sets against essentia's 20), and its candidate
+    still lands on a harmonic tone's fundamental."""
+    import essentia.standard as es
+
+    from songcorpus.transforms.stages.f0 import MELODIA_HARMONICS, melodia_pitch
+
+    made = []
+    real = es.PredominantPitchMelodia
+    monkeypatch.setattr(es, "PredominantPitchMelodia", lambda **kw: made.append(kw) or real(**kw))
+    rate = 44100
+    t = np.arange(3 * rate) / rate
+    tone = sum(0.3 / k * np.sin(2 * np.pi * 220.0 * k * t) for k in range(1, 6)).astype(np.float32)
+    pitch = melodia_pitch(tone, rate, 300, (80.0, 1000.0))
+    assert MELODIA_HARMONICS == 10 and made and made[0]["numberHarmonics"] == MELODIA_HARMONICS
+    voiced = pitch[50:250][pitch[50:250] > 0]
+    assert voiced.size > 150 and np.all(np.abs(1200 * np.log2(voiced / 220.0)) < 50)

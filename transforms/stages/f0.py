@@ -337,6 +337,8 @@ ESSENTIA_MISSING = ("f0.mix_candidates: melodia needs essentia (installed by set
 MELODIA_RATE = 16000  # Melodia reads the mix at 16 kHz, 32 ms frames, hop 160: one frame per f0 frame. At
 MELODIA_FRAME = 512   # essentia's defaults (44.1 kHz, 46 ms, hop 128: 3.4 frames per f0 frame) it cost 5.7x more and
 MELODIA_HOP = 160     # read 0.819 against 0.826 on 32 synth songs (bench/results/melody-on-mixes.md)
+MELODIA_HARMONICS = 10  # harmonics its salience sums: essentia's 20 read the same or lower on every set at 1.47x the
+#                        CPU (a voice's upper harmonics in a mix are mostly the accompaniment's; melody-on-mixes.md)
 MELODIA_WEIGHT = 0.3  # a Melodia candidate's height against CREPE's activations (chosen on the demo songs)
 MELODIA_SIGMA_BINS = 2.5
 
@@ -356,7 +358,7 @@ def melodia_pitch(mix: np.ndarray, rate: int, n: int, band_hz: tuple[float, floa
         audio = soxr.resample(audio, rate, MELODIA_RATE, quality="HQ").astype(np.float32)
     melody = es.PredominantPitchMelodia(sampleRate=float(MELODIA_RATE), frameSize=MELODIA_FRAME, hopSize=MELODIA_HOP,
                                         minFrequency=float(band_hz[0]), maxFrequency=float(band_hz[1]),
-                                        guessUnvoiced=True)
+                                        numberHarmonics=MELODIA_HARMONICS, guessUnvoiced=True)
     pitch, _ = melody(es.EqualLoudness(sampleRate=float(MELODIA_RATE))(audio))
     pitch = np.asarray(pitch, dtype=np.float64)
     if pitch.size == 0:
@@ -516,7 +518,8 @@ class F0Trust:
 
 class VocalF0Stage(Stage):
     name = "f0"
-    version = "2"  # 2: a song without given stems is read from the mix (f0.without_stems); f0_confidence
+    version = "3"  # 2: a song without given stems is read from the mix (f0.without_stems); f0_confidence;
+    # 3: Melodia's candidates from 10 harmonics
     requires = ("audio_file", "audio_sha256", "stems_method", "vocals_file", "vocals_sha256", "has_vocals", "vad_segments")
     provides = ("f0_file", "periodicity_file", "f0_frames", "f0_voiced_fraction", "f0_median_hz", "f0_method",
                 "f0_model_fraction", "f0_confidence")
