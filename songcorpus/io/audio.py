@@ -172,6 +172,12 @@ def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def from_int16(pcm: np.ndarray) -> np.ndarray:
+    """16-bit PCM as float32 the way libsndfile reads it (/ 32768): the inverse of :func:`to_int16`, and what
+    :func:`read_standard_audio` hands out for a standardised FLAC."""
+    return pcm.astype(np.float32) / 32768.0
+
+
 def read_standard_audio(path: Path) -> tuple[np.ndarray, int]:
     """Read a standardised FLAC from the artefact store as float32 (frames, channels); inside
     :func:`shared_decodes`, decoded once and handed out read-only."""
@@ -183,7 +189,7 @@ def read_standard_audio(path: Path) -> tuple[np.ndarray, int]:
         if key in shared:
             return shared[key]
     data, rate = sf.read(str(path), dtype="int16", always_2d=True)
-    return _keep_shared(key, data.astype(np.float32) / 32768.0, int(rate))
+    return _keep_shared(key, from_int16(data), int(rate))
 
 
 def _keep_shared(key: tuple[str, int, int] | None, x: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
@@ -205,7 +211,7 @@ def share_written_audio(path: Path, pcm: np.ndarray, rate: int) -> None:
     st = Path(path).stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _shared.decodes:
-        _keep_shared(key, pcm.astype(np.float32) / 32768.0, int(rate))
+        _keep_shared(key, from_int16(pcm), int(rate))
 
 
 # Per thread: the standardised files decoded inside the current shared_decodes() block (None outside one).

@@ -189,10 +189,11 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray, dtype: type[np.intege
         d = rows @ c_t
         d *= -2.0
         d += c_sq[None, :]
-        two = np.partition(d, 1, axis=1)[:, :2]
-        best = np.argmin(d, axis=1)
+        two = np.argpartition(d, 1, axis=1)[:, :2]  # the best and the second best, in one pass
+        gap = np.diff(np.take_along_axis(d, two, axis=1), axis=1)[:, 0]
+        best = two[:, 0]  # the unique minimum wherever the gap is clear; ties and near-ties go to cdist below
         scale = np.einsum("ij,ij->i", rows, rows) + scale_c
-        unsure = np.flatnonzero(two[:, 1] - two[:, 0] <= AMBIGUOUS_GAP * scale)
+        unsure = np.flatnonzero(gap <= AMBIGUOUS_GAP * scale)
         if unsure.size:
             best[unsure] = np.argmin(cdist(rows[unsure], centroids, metric="sqeuclidean"), axis=1)
         ids[start:start + BLOCK] = best

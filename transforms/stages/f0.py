@@ -153,7 +153,6 @@ class CrepeF0Model:
             h = h.float().permute(0, 2, 1).reshape(h.shape[0], -1)
             return torch.sigmoid(self.net.classifier(h)).numpy()
 
-
     def _pool(self, h: Any) -> Any:
         """Max over neighbouring pairs along time (kernel 2, stride 2, an odd last value dropped). In bfloat16 the
         elementwise maximum of the even and odd halves is 1.7x faster than ``max_pool1d`` on this CPU path (a max

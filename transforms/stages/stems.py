@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from songcorpus.io.atomic import sha256_file
-from songcorpus.io.audio import DecodeError, read_standard_audio, share_written_audio, to_int16
+from songcorpus.io.audio import DecodeError, from_int16, read_standard_audio, share_written_audio, to_int16
 from songcorpus.io.storage import is_url, sha256_of
 from songcorpus.schemas.failures import is_machine_error
 from songcorpus.schemas.row import Row, audio_file, audio_sha256, has_vocals, track_of, vocals_sha256
@@ -245,7 +245,7 @@ class StemStage(Stage):
         except (DecodeError, Rejection) as exc:
             raise DecodeError(f"{which} stem {path}: {exc}", "stem_unreadable") from None
         rate = self.config.ingest.sample_rate
-        y = (std["pcm"].astype(np.float32) / 32768.0).mean(axis=1)  # as read_standard_audio reads the FLAC back
+        y = from_int16(std["pcm"]).mean(axis=1)  # as read_standard_audio would read it back from a FLAC
         diff = y.size - n_mix
         if abs(diff) > STEM_LENGTH_TOLERANCE_S * rate:
             raise DecodeError(f"{which} stem {path} is {y.size / rate:.2f} s but the mix is {n_mix / rate:.2f} s "
