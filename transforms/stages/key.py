@@ -31,6 +31,7 @@ from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import KeyConfig
 from songcorpus.schemas.row import Row, accompaniment_file, accompaniment_sha256, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
+from songcorpus.transforms.dsp.cqt_filter_cache import keep_cqt_filter_bases
 
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first (C major / C minor).
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -95,6 +96,7 @@ def chroma_profile(x: np.ndarray, rate: int, analysis_rate: int = 22050, hop_len
     y = soxr.resample(x, rate, analysis_rate) if rate != analysis_rate else x
     if y.size < hop_length:
         return None
+    keep_cqt_filter_bases()
     chroma = librosa.feature.chroma_cqt(y=np.ascontiguousarray(y, np.float32), sr=analysis_rate,
                                         hop_length=hop_length, norm=None)
     energy = chroma.sum(axis=0)

@@ -31,6 +31,7 @@ from songcorpus.io.audio import read_standard_audio
 from songcorpus.schemas.config import StructureConfig
 from songcorpus.schemas.row import Row, audio_file, audio_sha256
 from songcorpus.transforms.base import Resources, Stage
+from songcorpus.transforms.dsp.cqt_filter_cache import keep_cqt_filter_bases
 
 MIN_BEATS = 8  # fewer beats than this is no meter and no structure to speak of
 SILENT_DB_BELOW_PEAK_GAIN = 10 ** (-50 / 20)  # leading/trailing beats 50 dB below the loud part are dropped
@@ -71,6 +72,7 @@ class Features:
         self.onset = librosa.onset.onset_strength(S=log_mel, sr=rate, hop_length=hop)
         self.chroma = librosa.feature.chroma_stft(S=power, sr=rate, tuning=0.0)  # estimating it costs 2x the memory
         self.mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=13)
+        keep_cqt_filter_bases()
         cqt = np.abs(librosa.cqt(y, sr=rate, hop_length=hop, bins_per_octave=12, n_bins=72, fmin=librosa.note_to_hz("C2")))
         self.cqt = librosa.amplitude_to_db(cqt, ref=np.max)
         self.n_frames = min(self.onset.shape[0], self.cqt.shape[1], self.chroma.shape[1])
