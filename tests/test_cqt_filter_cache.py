@@ -61,3 +61,18 @@ def test_the_caller_gets_its_own_copy_and_the_oldest_entry_goes_first():
     assert calls == [3, 4, 5, 3]
     kept(3, np.array([1.0, 2.0], dtype=np.float32))  # another dtype is another key
     assert calls == [3, 4, 5, 3, 3]
+
+
+def test_threads_sharing_the_kept_bases_each_get_the_right_basis():
+    from concurrent.futures import ThreadPoolExecutor
+
+    kept = KeptBases(lambda n, freqs: (np.full(n, freqs.sum()), n), max_entries=3)
+
+    def ask(i: int) -> bool:
+        n, f = 2 + i % 5, np.array([float(i % 7)])
+        basis, got = kept(n, f)
+        return got == n and np.array_equal(basis, np.full(n, float(i % 7)))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(ask, range(400)))
+    assert len(kept.entries) <= 3 and kept.hits + kept.misses == 400

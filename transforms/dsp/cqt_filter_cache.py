@@ -17,6 +17,7 @@ nothing is wrapped and librosa runs as it is (slower, the same numbers).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -49,13 +50,15 @@ def _copied(value: Any) -> Any:
 
 
 class KeptBases:
-    """The builder wrapped: the first call with given arguments builds, later ones copy what was built."""
+    """The builder wrapped: the first call with given arguments builds, later ones copy what was built. Safe to
+    call from several threads (a lock guards the entries; two threads missing the same key both build it)."""
 
     def __init__(self, build: Callable[..., Any], max_entries: int = MAX_BASES) -> None:
         self.build = build
         self.max_entries = max_entries
         self.entries: OrderedDict[Any, Any] = OrderedDict()
         self.hits = self.misses = 0
+        self._lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         key = (_key_part(args), tuple(sorted((k, _key_part(v)) for k, v in kwargs.items())))
@@ -63,15 +66,20 @@ class KeptBases:
             hash(key)
         except TypeError:  # an argument we cannot key on: build as librosa would
             return self.build(*args, **kwargs)
-        if key in self.entries:
-            self.entries.move_to_end(key)
-            self.hits += 1
-        else:
+        with self._lock:
+            kept = self.entries.get(key)
+            if kept is not None:
+                self.entries.move_to_end(key)
+                self.hits += 1
+                return _copied(kept)
             self.misses += 1
-            self.entries[key] = self.build(*args, **kwargs)
-            if len(self.entries) > self.max_entries:
+        built = self.build(*args, **kwargs)
+        with self._lock:
+            self.entries[key] = built
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.max_entries:
                 self.entries.popitem(last=False)
-        return _copied(self.entries[key])
+        return _copied(built)
 
 
 def keep_cqt_filter_bases() -> KeptBases | None:

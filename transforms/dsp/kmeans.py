@@ -6,8 +6,9 @@ centroid is a duplicate); otherwise Lloyd k-means (greedy k-means++ init, one ru
 rows whose size does not depend on the thread count; each block's distances are one single-threaded BLAS call, and
 every sum across blocks is taken in block order, so threads change only how long it takes. (A multi-threaded BLAS
 or OpenMP reduction would add in whatever order the threads finish: not bitwise reproducible.) The fit runs in the
-corpus driver while the workers wait, so it uses as many threads as the job has workers; its k-means++ start and its Lloyd steps measure
-float32 distances (half the time; the codebook's quality is the same: bench/results/lite-throughput.md).
+corpus driver while the workers wait, so it uses as many threads as the job has workers; its k-means++ start and
+its Lloyd steps measure float32 distances (half the time; the codebook's quality is the same:
+bench/results/lite-throughput.md).
 Assigning tokens with a fitted codebook is exact (the ids of float64 squared distances, ties to the lowest id: a
 matrix product ranks the centroids, and scipy's cdist settles any row whose two best are near a tie), in blocks so
 long songs stay within memory.
