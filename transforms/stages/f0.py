@@ -154,8 +154,8 @@ class CrepeF0Model:
             x = x / torch.clamp(x.std(dim=1, keepdim=True), min=1e-10)
             h = x[:, None, :].to(self._dtype)
             for i, (weight, bias, stride, (mean, var, scale, shift, eps), pad, pool_first) in enumerate(self._layers):
-                h = self._fft[i](F.pad(h, pad)) if i in self._fft else F.conv1d(F.pad(h, pad), weight, bias,
-                                                                                stride=stride)
+                h = F.pad(h, pad)
+                h = self._fft[i](h) if i in self._fft else F.conv1d(h, weight, bias, stride=stride)
                 if pool_first:
                     h = self._pool(h)
                 h = F.batch_norm(F.relu(h), mean, var, scale, shift, False, 0.0, eps)
